@@ -1,0 +1,79 @@
+/* The transformer forward pass: rolling KV cache, sliding-window GQA attention, batched prefill. */
+#ifndef MS_FORWARD_H
+#define MS_FORWARD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "error.h"
+#include "kernels.h"
+#include "model.h"
+
+/*
+ * One sequence's key/value cache. With a sliding window W the cache is a
+ * ring of min(W, n_ctx) slots: position j lives in slot j % n_slots, so a
+ * Mistral 7B sequence of any length costs at most W slots: 4096 slots x
+ * 256 KiB (F32 keys and values, 32 layers x 1024) = 1 GiB per sequence.
+ * Keys are stored after RoPE, so slot order never matters to attention.
+ */
+struct ms_kv {
+	uint32_t n_ctx;      /* positions this sequence may reach (RoPE positions) */
+	uint32_t window;     /* effective window, 0 = none (a window >= n_ctx is none) */
+	uint32_t n_slots;    /* window ? min(window, n_ctx) : n_ctx */
+	uint32_t kv_dim;
+	uint32_t n_layers;
+	uint32_t pos;        /* tokens already in the cache = next position */
+	float *k;            /* [n_layers][n_slots][kv_dim] */
+	float *v;            /* [n_layers][n_slots][kv_dim] */
+};
+
+/* window: 0 = none; otherwise the attention window in tokens. */
+int ms_kv_create(const struct ms_model *m, uint32_t n_ctx, uint32_t window,
+		 struct ms_kv **out, ms_err *err);
+void ms_kv_reset(struct ms_kv *kv);           /* forget every position */
+void ms_kv_free(struct ms_kv *kv);            /* accepts NULL */
+/* Bytes a cache of this shape takes (for limits and `info`). */
+size_t ms_kv_bytes(const struct ms_model *m, uint32_t n_ctx, uint32_t window);
+
+/* Scratch for evaluating up to max_batch tokens at once, shared by all sequences. */
+struct ms_ctx;
+
+int ms_ctx_create(const struct ms_model *m, const struct ms_kernels *k,
+		  uint32_t max_batch, uint32_t n_threads, struct ms_ctx **out, ms_err *err);
+void ms_ctx_free(struct ms_ctx *c);           /* accepts NULL */
+uint32_t ms_ctx_threads(const struct ms_ctx *c);
+
+/*
+ * Evaluates toks[0..n) at positions kv->pos.. and advances kv->pos by n.
+ * The prompt is processed as a batch (each weight row read once per chunk)
+ * in chunks of at most min(max_batch, window) tokens; each chunk attends to
+ * the cached keys still inside the window plus its own, and is written into
+ * the ring only after its attention, since it may overwrite slots its
+ * first queries still need.
+ * logits: NULL, or [vocab] for the last token, or [n][vocab] when all_logits.
+ * -ENOSPC when kv->pos + n > kv->n_ctx (nothing is evaluated), -EINVAL for
+ * a token id outside the vocabulary.
+ */
+int ms_eval(struct ms_ctx *c, struct ms_kv *kv, const int32_t *toks, size_t n,
+	    float *logits, bool all_logits, ms_err *err);
+
+/* One sequence's part of a batched evaluation. */
+struct ms_batch_item {
+	struct ms_kv *kv;       /* distinct per item */
+	const int32_t *toks;
+	size_t n;
+	float *logits;          /* NULL, [vocab] (last token) or [n][vocab] (all_logits) */
+	bool all_logits;
+};
+
+/*
+ * Evaluates several sequences together, as ms_eval does for each: every
+ * round takes the next chunk of each unfinished sequence, up to max_batch
+ * rows in all, so concurrent decodes share one read of the weights. Items
+ * are validated first (-ENOSPC, -EINVAL) and nothing is evaluated if any
+ * is bad. At most max_batch items.
+ */
+int ms_eval_batch(struct ms_ctx *c, const struct ms_batch_item *items, size_t n_items, ms_err *err);
+
+#endif

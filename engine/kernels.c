@@ -1,0 +1,205 @@
+/* Kernel dispatch: CPU feature detection, ISA names, table lookup and the OpenMP-parallel matmul driver. */
+#include "config.h"
+
+#include <errno.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#ifdef HAVE_X86
+#include <cpuid.h>
+#endif
+
+#include "kernels.h"
+#include "quant.h"
+
+#ifdef HAVE_X86
+/* XCR0 via xgetbv; inline asm so this file needs no -mxsave. Only valid once OSXSAVE is known set. */
+static uint64_t read_xcr0(void)
+{
+	uint32_t lo, hi;
+
+	__asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+	return ((uint64_t)hi << 32) | lo;
+}
+
+static enum ms_isa detect_isa(void)
+{
+	unsigned int a, b, c, d;
+
+	if (!__get_cpuid_count(1, 0, &a, &b, &c, &d))
+		return MS_ISA_GENERIC;
+	/* FMA (ECX 12), OSXSAVE (27), F16C (29) */
+	if (!(c & (1u << 12)) || !(c & (1u << 27)) || !(c & (1u << 29)))
+		return MS_ISA_GENERIC;
+	/* The OS must save XMM (bit 1) and YMM (bit 2) state, or AVX faults. */
+	if ((read_xcr0() & 6) != 6)
+		return MS_ISA_GENERIC;
+	if (!__get_cpuid_count(7, 0, &a, &b, &c, &d) || !(b & (1u << 5)))
+		return MS_ISA_GENERIC;
+	return MS_ISA_AVX2;
+}
+#else
+static enum ms_isa detect_isa(void)
+{
+	return MS_ISA_GENERIC;
+}
+#endif
+
+/*
+ * Detection is idempotent, so racing first callers just compute the same
+ * value twice; the atomic only makes the cached store/load well defined.
+ */
+enum ms_isa ms_cpu_best_isa(void)
+{
+	static atomic_int cached = -1;
+	int v = atomic_load_explicit(&cached, memory_order_relaxed);
+
+	if (v < 0) {
+		v = (int)detect_isa();
+		atomic_store_explicit(&cached, v, memory_order_relaxed);
+	}
+	return (enum ms_isa)v;
+}
+
+const char *ms_isa_name(enum ms_isa isa)
+{
+	switch (isa) {
+	case MS_ISA_GENERIC:
+		return "generic";
+	case MS_ISA_AVX2:
+		return "avx2";
+	default:
+		return "unknown";
+	}
+}
+
+int ms_isa_parse(const char *s, enum ms_isa *out)
+{
+	if (!s || !out)
+		return -EINVAL;
+	if (!strcmp(s, "generic"))
+		*out = MS_ISA_GENERIC;
+	else if (!strcmp(s, "avx2"))
+		*out = MS_ISA_AVX2;
+	else if (!strcmp(s, "auto"))
+		*out = ms_cpu_best_isa();
+	else
+		return -EINVAL;
+	return 0;
+}
+
+const struct ms_kernels *ms_kernels_get(enum ms_isa isa)
+{
+	switch (isa) {
+	case MS_ISA_GENERIC:
+		return &ms_kernels_generic;
+	case MS_ISA_AVX2:
+#ifdef HAVE_X86
+		if (ms_cpu_best_isa() >= MS_ISA_AVX2)
+			return &ms_kernels_avx2;
+#endif
+		return NULL;
+	default:
+		return NULL;
+	}
+}
+
+/* Kernel entry for wtype, or NULL when the table lacks it. */
+static const struct ms_type_kernels *type_kernels(const struct ms_kernels *k, uint32_t wtype)
+{
+	if (!k || wtype >= MS_TYPE_SLOTS || !k->type[wtype].dot)
+		return NULL;
+	return &k->type[wtype];
+}
+
+/* Bytes of one converted activation row; 0 when no conversion happens (or on error). */
+static size_t act_row_bytes(const struct ms_type_kernels *tk, size_t cols)
+{
+	uint64_t bytes;
+
+	if (!tk || !tk->act_conv)
+		return 0;
+	if (ggml_row_bytes(tk->act_type, cols, &bytes) || bytes > SIZE_MAX)
+		return 0;
+	return (size_t)bytes;
+}
+
+size_t ms_matmul_scratch_bytes(const struct ms_kernels *k, uint32_t wtype, size_t cols, size_t n_tok)
+{
+	size_t row = act_row_bytes(type_kernels(k, wtype), cols);
+
+	if (row && n_tok > SIZE_MAX / row)
+		return 0;
+	return row * n_tok;
+}
+
+/*
+ * Output rows per work item. Small enough that a 4096-row matrix splits
+ * evenly over any sane team, large enough that the loop overhead is nil.
+ */
+#define MM_CHUNK 16
+/*
+ * Below this many multiply-adds (about 10 us of scalar work) a parallel
+ * region costs more than it saves, so the caller's thread does it alone.
+ */
+#define MM_PAR_MIN ((uint64_t)1 << 15)
+
+int ms_matmul(const struct ms_kernels *k, uint32_t wtype, const void *w, size_t row_bytes,
+	      size_t rows, size_t cols, const float *x, size_t n_tok, float *y, void *scratch)
+{
+	const struct ms_type_kernels *tk = type_kernels(k, wtype);
+	const struct ggml_type_info *ti = ggml_type_get(wtype);
+	uint64_t wbytes;
+	size_t arow, nchunk;
+	const void *act;
+	ms_vec_dot_fn dot;
+	int par;
+
+	if (!tk || !ti || !ti->blck || cols % ti->blck)
+		return -EINVAL;
+	if (ggml_row_bytes(wtype, cols, &wbytes) || wbytes > row_bytes)
+		return -EINVAL;
+	arow = act_row_bytes(tk, cols);
+	if (tk->act_conv && (!arow || !scratch))
+		return -EINVAL;
+	if (!rows || !n_tok)
+		return 0;
+
+	dot = tk->dot;
+	act = tk->act_conv ? (const void *)scratch : (const void *)x;
+	if (!tk->act_conv)
+		arow = cols * sizeof(float);
+	nchunk = (rows + MM_CHUNK - 1) / MM_CHUNK;
+	par = nchunk > 1 && (uint64_t)rows * n_tok * cols >= MM_PAR_MIN;
+
+	/*
+	 * One region for both phases: activations are converted once (split by
+	 * token), the implicit barrier of that loop publishes them, then output
+	 * rows are split statically so each output has exactly one writer and
+	 * results do not depend on the thread count.
+	 */
+#pragma omp parallel if (par)
+	{
+		if (tk->act_conv) {
+#pragma omp for schedule(static)
+			for (size_t t = 0; t < n_tok; t++)
+				tk->act_conv(cols, x + t * cols, (char *)scratch + t * arow);
+		}
+#pragma omp for schedule(static)
+		for (size_t c = 0; c < nchunk; c++) {
+			size_t r0 = c * MM_CHUNK;
+			size_t r1 = r0 + MM_CHUNK < rows ? r0 + MM_CHUNK : rows;
+
+			for (size_t r = r0; r < r1; r++) {
+				const void *wr = (const char *)w + r * row_bytes;
+
+				/* the weight row stays in L1 across the token loop */
+				for (size_t t = 0; t < n_tok; t++)
+					y[t * rows + r] = dot(cols, wr, (const char *)act + t * arow);
+			}
+		}
+	}
+	return 0;
+}

@@ -1,0 +1,76 @@
+/* Compute kernels behind a run-time dispatch table: generic C twins and ISA-specific versions. */
+#ifndef MS_KERNELS_H
+#define MS_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "quant.h"
+
+#define MS_TYPE_SLOTS 32   /* table indexed by ggml type id (all ids we know are < 32) */
+
+/*
+ * Dot product of one weight row w (n elements, in the weight type's block
+ * layout) with one activation row x (n elements, in that type's activation
+ * format, see act_type). n is a multiple of the type's block size.
+ */
+typedef float (*ms_vec_dot_fn)(size_t n, const void *w, const void *x);
+
+/* Converts n floats into an activation format (n a multiple of its block size). */
+typedef void (*ms_act_from_f32_fn)(size_t n, const float *x, void *out);
+
+struct ms_type_kernels {
+	uint32_t act_type;           /* format activations are converted to once per matmul:
+	                                GGML_TYPE_F32 means "use the floats as they are" */
+	ms_act_from_f32_fn act_conv; /* NULL when act_type is F32 */
+	ms_vec_dot_fn dot;           /* NULL: type not supported by this table */
+};
+
+enum ms_isa {
+	MS_ISA_GENERIC = 0,
+	MS_ISA_AVX2 = 1,   /* AVX2 + FMA + F16C */
+	MS_ISA_COUNT
+};
+
+struct ms_kernels {
+	enum ms_isa isa;
+	const char *name;                          /* "generic", "avx2" */
+	struct ms_type_kernels type[MS_TYPE_SLOTS];
+	/* sum_i a[i]*b[i] */
+	float (*dot_f32)(size_t n, const float *a, const float *b);
+	/* y[i] += a * x[i] */
+	void (*axpy_f32)(size_t n, float a, const float *x, float *y);
+};
+
+/* The generic table: always available, the reference every ISA table is tested against. */
+extern const struct ms_kernels ms_kernels_generic;
+/* Defined only in x86 builds (engine/kernels_avx2.c); reached through ms_kernels_get(). */
+extern const struct ms_kernels ms_kernels_avx2;
+
+/* Best ISA this CPU (and OS, for AVX state) supports, from cpuid; detected once. */
+enum ms_isa ms_cpu_best_isa(void);
+const char *ms_isa_name(enum ms_isa isa);
+/* Parses "generic" / "avx2" / "auto"(= best); -EINVAL otherwise. */
+int ms_isa_parse(const char *s, enum ms_isa *out);
+
+/*
+ * Table for isa, or NULL when this build or this CPU lacks it. Callers pick
+ * min(requested, ms_cpu_best_isa()); MISTRAL_ISA in the environment is read
+ * by the tools/daemon, not here.
+ */
+const struct ms_kernels *ms_kernels_get(enum ms_isa isa);
+
+/*
+ * y[t*rows + r] = dot(W row r, x row t) for t < n_tok, r < rows.
+ * W: rows x cols of type wtype, rows contiguous with row_bytes each.
+ * x: n_tok x cols floats. scratch: ms_matmul_scratch_bytes() bytes for the
+ * activation conversion (may be NULL when that is 0). Activations are
+ * converted once, then output rows are split over the OpenMP team; each
+ * weight row is read once for all n_tok tokens (batched prefill).
+ * Returns 0, or -EINVAL when the table has no kernel for wtype.
+ */
+size_t ms_matmul_scratch_bytes(const struct ms_kernels *k, uint32_t wtype, size_t cols, size_t n_tok);
+int ms_matmul(const struct ms_kernels *k, uint32_t wtype, const void *w, size_t row_bytes,
+	      size_t rows, size_t cols, const float *x, size_t n_tok, float *y, void *scratch);
+
+#endif

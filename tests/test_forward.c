@@ -1,0 +1,377 @@
+/* Forward pass tests: golden generation, and the engine against a naive reference for every attention layout. */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "forward.h"
+#include "kernels.h"
+#include "model.h"
+#include "reference.h"
+#include "tap.h"
+#include "tokenizer.h"
+
+/* Ids llama.cpp (and an independent numpy implementation) generate greedily
+ * from "Once upon a time" with stories260K; see tests/data/README.md. */
+static const int32_t golden_prompt[] = { 1, 403, 407, 261, 378 };
+static const int32_t golden[64] = {
+	432, 383, 286, 261, 376, 298, 315, 421, 395, 317, 426, 338, 401, 396, 267, 337,
+	410, 408, 419, 292, 411, 322, 265, 282, 295, 433, 426, 385, 328, 432, 358, 394,
+	261, 370, 432, 352, 266, 268, 388, 426, 338, 391, 266, 267, 337, 335, 312, 432,
+	398, 312, 286, 267, 414, 270, 333, 415, 426, 13, 438, 310, 439, 419, 357, 336,
+};
+
+#define REL_TOL 1e-4
+
+static int32_t argmax(const float *l, size_t n)
+{
+	size_t best = 0;
+
+	for (size_t i = 1; i < n; i++)
+		if (l[i] > l[best])
+			best = i;
+	return (int32_t)best;
+}
+
+/* max |a - b| over max |b|, over rows [from, to) of width vocab. */
+static double rel_err(const float *a, const float *b, size_t from, size_t to, size_t vocab)
+{
+	double num = 0, den = 1e-30;
+
+	for (size_t i = from * vocab; i < to * vocab; i++) {
+		double d = fabs((double)a[i] - (double)b[i]);
+
+		num = d > num ? d : num;
+		den = fabs((double)b[i]) > den ? fabs((double)b[i]) : den;
+	}
+	return num / den;
+}
+
+static struct ms_model *load(const char *path, int32_t window)
+{
+	struct ms_load_opts lo = { .arena = { .policy = MS_POLICY_NONE }, .window = window };
+	struct ms_model *m = NULL;
+	ms_err err = { 0 };
+
+	if (ms_model_load(path, &lo, NULL, NULL, &m, &err) < 0)
+		diag("load %s: %s", path, err.msg);
+	return m;
+}
+
+/*
+ * Runs toks through the engine: the first n_prefill as chunks of at most
+ * chunk tokens, the rest one at a time. Returns all logits [n][vocab].
+ */
+static float *engine_logits(const struct ms_model *m, const struct ms_kernels *k, const int32_t *toks,
+			    size_t n, size_t n_prefill, uint32_t chunk, uint32_t window, uint32_t n_ctx)
+{
+	float *lg = malloc(n * m->hp.vocab * sizeof(float));
+	struct ms_ctx *c = NULL;
+	struct ms_kv *kv = NULL;
+	ms_err err = { 0 };
+	int r = 0;
+
+	if (!lg || ms_kv_create(m, n_ctx, window, &kv, &err) < 0 ||
+	    ms_ctx_create(m, k, chunk, 2, &c, &err) < 0)
+		r = -1;
+	if (!r)
+		r = ms_eval(c, kv, toks, n_prefill, lg, true, &err);
+	for (size_t i = n_prefill; !r && i < n; i++)
+		r = ms_eval(c, kv, toks + i, 1, lg + i * m->hp.vocab, true, &err);
+	if (r) {
+		diag("engine: %s", err.msg);
+		free(lg);
+		lg = NULL;
+	}
+	ms_ctx_free(c);
+	ms_kv_free(kv);
+	return lg;
+}
+
+static void test_stories(const struct ms_kernels *k)
+{
+	char path[4200];
+	struct ms_model *m;
+	struct ms_ctx *c = NULL;
+	struct ms_kv *kv = NULL;
+	int32_t seq[5 + 64];
+	size_t n = 5, vocab;
+	float *lg, *ref;
+	int match = 1, r;
+
+	snprintf(path, sizeof(path), "%s/stories260K.gguf", test_data_dir());
+	m = load(path, MS_WINDOW_AUTO);
+	if (!ok(m != NULL, "[%s] stories260K loads", k->name))
+		return;
+	vocab = m->hp.vocab;
+	ok(m->hp.n_heads == 8 && m->hp.n_kv_heads == 4 && m->window == 0 && !m->tied_output,
+	   "[%s] stories260K: GQA 8/4, no window, own output.weight", k->name);
+	lg = malloc(vocab * sizeof(float));
+	memcpy(seq, golden_prompt, sizeof(golden_prompt));
+	r = ms_kv_create(m, 128, 0, &kv, NULL) | ms_ctx_create(m, k, 64, 2, &c, NULL);
+	r |= ms_eval(c, kv, seq, 5, lg, false, NULL);
+	for (int i = 0; !r && i < 64; i++) {
+		seq[n] = argmax(lg, vocab);
+		if (seq[n] != golden[i]) {
+			diag("step %d: got %d, golden %d", i, seq[n], golden[i]);
+			match = 0;
+			break;
+		}
+		n++;
+		if (i < 63)
+			r = ms_eval(c, kv, &seq[n - 1], 1, lg, false, NULL);
+	}
+	ok(!r && match && n == 69, "[%s] greedy generation from \"Once upon a time\" equals the 64 golden ids", k->name);
+	free(lg);
+	ms_ctx_free(c);
+	ms_kv_free(kv);
+
+	/* Every position's logits against the naive reference, prefill in several chunk sizes. */
+	ref = ref_forward(m, seq, n, 0);
+	if (ok(ref != NULL, "[%s] reference forward ran", k->name)) {
+		static const uint32_t chunks[] = { 1, 7, 64 };
+
+		for (size_t i = 0; i < sizeof(chunks) / sizeof(chunks[0]); i++) {
+			float *e = engine_logits(m, k, seq, n, 40, chunks[i], 0, 128);
+			double err = e ? rel_err(e, ref, 0, n, vocab) : 1;
+
+			ok(err <= REL_TOL, "[%s] stories260K logits, 40-token prefill in chunks of %u then decode: max rel error %.3g <= %g",
+			   k->name, chunks[i], err, REL_TOL);
+			free(e);
+		}
+	}
+	free(ref);
+	ms_model_free(m);
+}
+
+static int mkmodel(const char *out, const char *type, int heads, int kv_heads, int window)
+{
+	char cmd[8192];
+	const char *mk = getenv("MKMODEL");
+
+	snprintf(cmd, sizeof(cmd),
+		 "'%s' --out '%s' --type %s --vocab-from '%s/stories260K.gguf' --dim 64 --layers 2 "
+		 "--heads %d --kv-heads %d --ffn 96 --context 256 --window %d --seed 7 >/dev/null",
+		 mk ? mk : "./mistral-mkmodel", out, type, test_data_dir(), heads, kv_heads, window);
+	return system(cmd);
+}
+
+/* A token sequence that is not just noise: cycles through part of the vocabulary. */
+static void make_tokens(int32_t *t, size_t n, uint32_t vocab)
+{
+	uint64_t s = 12345;
+
+	t[0] = 1;
+	for (size_t i = 1; i < n; i++) {
+		s = s * 6364136223846793005ull + 1442695040888963407ull;
+		t[i] = (int32_t)(3 + (s >> 33) % (vocab - 3));
+	}
+}
+
+/*
+ * For one attention layout: the engine with window W over a 100-token
+ * sequence (ring wraps several times) against the naive masked reference,
+ * for several prefill chunkings; then proof that the window is applied:
+ * without it the logits agree up to position W and differ after.
+ */
+static void test_layout(const struct ms_kernels *k, const char *label, const char *type,
+			int heads, int kv_heads, double tol)
+{
+	const uint32_t W = 16, N = 100, CTX = 128;
+	char path[256];
+	struct ms_model *m;
+	int32_t toks[100];
+	float *ref, *ref_nowin;
+
+	snprintf(path, sizeof(path), "%s/mistrald-test-%d-%s-%s.gguf",
+		 getenv("TEST_TMPDIR") ? getenv("TEST_TMPDIR") : "/tmp", (int)getpid(), label, type);
+	if (!ok(mkmodel(path, type, heads, kv_heads, (int)W) == 0, "[%s] mistral-mkmodel writes a %s %s model (%d/%d heads, window %u)",
+		k->name, label, type, heads, kv_heads, W))
+		return;
+	m = load(path, MS_WINDOW_AUTO);
+	unlink(path);
+	if (!ok(m && m->window == W && m->hp.n_kv_heads == (uint32_t)kv_heads,
+		"[%s] %s %s model loads with window %u from the file", k->name, label, type, W))
+		goto out;
+	make_tokens(toks, N, m->hp.vocab);
+	ref = ref_forward(m, toks, N, W);
+	ref_nowin = ref_forward(m, toks, N, 0);
+	if (ok(ref && ref_nowin, "[%s] %s %s: reference forward ran", k->name, label, type)) {
+		static const struct { size_t prefill; uint32_t chunk; } plan[] = {
+			{ 1, 1 }, { 40, 5 }, { 40, 16 }, { 70, 64 }, { 100, 100 },
+		};
+		double worst = 0;
+
+		for (size_t i = 0; i < sizeof(plan) / sizeof(plan[0]); i++) {
+			float *e = engine_logits(m, k, toks, N, plan[i].prefill, plan[i].chunk, W, CTX);
+			double err = e ? rel_err(e, ref, 0, N, m->hp.vocab) : 1;
+
+			worst = err > worst ? err : worst;
+			ok(err <= tol, "[%s] %s %s window %u: prefill %zu in chunks of %u, decode to %u: max rel error %.3g <= %g",
+			   k->name, label, type, W, plan[i].prefill, plan[i].chunk, N, err, tol);
+			free(e);
+		}
+		diag("%s %s %s: worst max rel error vs reference %.3g", k->name, label, type, worst);
+		{
+			float *e = engine_logits(m, k, toks, N, 30, 8, 0, CTX);
+			double err = e ? rel_err(e, ref_nowin, 0, N, m->hp.vocab) : 1;
+
+			ok(err <= tol, "[%s] %s %s window off: engine equals the plain causal reference (%.3g)",
+			   k->name, label, type, err);
+			free(e);
+		}
+		{
+			double before = rel_err(ref_nowin, ref, 0, W, m->hp.vocab);
+			double after = rel_err(ref_nowin, ref, W, N, m->hp.vocab);
+
+			ok(before <= 1e-12 && after > 1e-3,
+			   "[%s] %s %s: the window changes nothing before position %u (%.3g) and changes logits after it (%.3g)",
+			   k->name, label, type, W, before, after);
+		}
+	}
+	free(ref);
+	free(ref_nowin);
+out:
+	ms_model_free(m);
+}
+
+/*
+ * Three sequences with different prompt lengths evaluated together: one
+ * batch of prefills (chunks of several sequences share a round), then
+ * lockstep decoding; each must equal its own reference, windowed or not.
+ */
+static void test_batch(const struct ms_kernels *k)
+{
+	const uint32_t W = 16, N = 60, CTX = 128;
+	const size_t prefill[3] = { 7, 33, 1 };
+	const uint32_t windows[3] = { 16, 0, 16 };
+	char path[256];
+	struct ms_model *m;
+	struct ms_ctx *c = NULL;
+	struct ms_kv *kv[3] = { NULL };
+	int32_t toks[3][60];
+	float *lg[3] = { NULL }, *ref[3] = { NULL };
+	ms_err err = { 0 };
+	size_t vocab;
+	int r = 0;
+
+	snprintf(path, sizeof(path), "%s/mistrald-test-%d-batch.gguf",
+		 getenv("TEST_TMPDIR") ? getenv("TEST_TMPDIR") : "/tmp", (int)getpid());
+	if (!ok(mkmodel(path, "F32", 4, 2, (int)W) == 0, "[%s] batch: model written", k->name))
+		return;
+	m = load(path, MS_WINDOW_AUTO);
+	unlink(path);
+	if (!m)
+		return;
+	vocab = m->hp.vocab;
+	for (int s = 0; s < 3; s++) {
+		make_tokens(toks[s], N, m->hp.vocab);
+		toks[s][1] = 3 + s;   /* distinct sequences */
+		ref[s] = ref_forward(m, toks[s], N, windows[s]);
+		lg[s] = malloc(N * vocab * sizeof(float));
+		r |= ms_kv_create(m, CTX, windows[s], &kv[s], &err);
+	}
+	r |= ms_ctx_create(m, k, 24, 2, &c, &err);
+	if (!r) {
+		struct ms_batch_item it[3];
+
+		for (int s = 0; s < 3; s++)
+			it[s] = (struct ms_batch_item){ kv[s], toks[s], prefill[s], lg[s], true };
+		r = ms_eval_batch(c, it, 3, &err);
+		for (size_t pos = 1; !r && pos < N; pos++) {
+			size_t n = 0;
+
+			for (int s = 0; s < 3; s++) {
+				if (pos < prefill[s])
+					continue;
+				it[n++] = (struct ms_batch_item){ kv[s], &toks[s][pos], 1, lg[s] + pos * vocab, true };
+			}
+			r = ms_eval_batch(c, it, n, &err);
+		}
+	}
+	for (int s = 0; s < 3; s++) {
+		double e = (!r && ref[s]) ? rel_err(lg[s], ref[s], 0, N, vocab) : 1;
+
+		ok(e <= REL_TOL, "[%s] batch: sequence %d (prefill %zu, window %u) equals its reference: %.3g",
+		   k->name, s, prefill[s], windows[s], e);
+	}
+	if (c && kv[0] && kv[1]) {
+		struct ms_batch_item dup[2] = { { kv[0], toks[0], 1, NULL, false }, { kv[0], toks[1], 1, NULL, false } };
+		struct ms_batch_item big[2] = { { kv[0], toks[0], 1, NULL, false }, { kv[1], toks[1], 100, NULL, false } };
+		uint32_t p0 = kv[0]->pos;
+
+		ok(ms_eval_batch(c, dup, 2, &err) == -EINVAL, "[%s] batch: one KV cache twice is rejected (%s)", k->name, err.msg);
+		ok(ms_eval_batch(c, big, 2, &err) == -ENOSPC && kv[0]->pos == p0,
+		   "[%s] batch: one item over its context rejects the whole batch untouched", k->name);
+	}
+	for (int s = 0; s < 3; s++) {
+		free(lg[s]);
+		free(ref[s]);
+		ms_kv_free(kv[s]);
+	}
+	ms_ctx_free(c);
+	ms_model_free(m);
+}
+
+static void test_errors(const struct ms_kernels *k)
+{
+	char path[4200];
+	struct ms_model *m;
+	struct ms_ctx *c = NULL;
+	struct ms_kv *kv = NULL;
+	ms_err err = { 0 };
+	int32_t toks[20] = { 1 }, bad = 100000;
+	float *lg;
+
+	snprintf(path, sizeof(path), "%s/stories260K.gguf", test_data_dir());
+	m = load(path, MS_WINDOW_AUTO);
+	if (!m)
+		return;
+	lg = malloc(m->hp.vocab * sizeof(float));
+	if (ms_kv_create(m, 16, 0, &kv, &err) == 0 && ms_ctx_create(m, k, 8, 1, &c, &err) == 0) {
+		for (int i = 1; i < 20; i++)
+			toks[i] = 300 + i;
+		ok(ms_eval(c, kv, toks, 17, lg, false, &err) == -ENOSPC && kv->pos == 0 && strstr(err.msg, "16"),
+		   "[%s] 17 tokens into a 16-position context: -ENOSPC naming the limit, nothing evaluated (%s)",
+		   k->name, err.msg);
+		ok(ms_eval(c, kv, &bad, 1, lg, false, &err) == -EINVAL && kv->pos == 0,
+		   "[%s] an out-of-vocabulary id is rejected (%s)", k->name, err.msg);
+		ok(ms_eval(c, kv, toks, 16, lg, false, &err) == 0 && kv->pos == 16,
+		   "[%s] exactly 16 tokens fill the context", k->name);
+		ok(ms_eval(c, kv, toks, 1, lg, false, &err) == -ENOSPC, "[%s] one more is -ENOSPC", k->name);
+		ms_kv_reset(kv);
+		ok(ms_eval(c, kv, toks, 1, lg, false, &err) == 0 && kv->pos == 1, "[%s] reset empties the cache", k->name);
+	}
+	ok(ms_ctx_create(m, k, 0, 1, &c, &err) == -EINVAL, "[%s] batch 0 is rejected", k->name);
+	free(lg);
+	ms_ctx_free(c);
+	ms_kv_free(kv);
+	ms_model_free(m);
+}
+
+int main(void)
+{
+	for (int isa = 0; isa < MS_ISA_COUNT; isa++) {
+		const struct ms_kernels *k = (enum ms_isa)isa <= ms_cpu_best_isa() ?
+					     ms_kernels_get((enum ms_isa)isa) : NULL;
+
+		if (!k) {
+			skip("%s kernels: not supported by this CPU or build", ms_isa_name((enum ms_isa)isa));
+			continue;
+		}
+		test_stories(k);
+		test_layout(k, "mha", "F32", 4, 4, REL_TOL);
+		test_layout(k, "gqa", "F32", 4, 2, REL_TOL);
+		test_layout(k, "mqa", "F32", 4, 1, REL_TOL);
+		/* Same maths on dequantized weights: only float rounding differs. */
+		test_layout(k, "gqa", "F16", 4, 2, REL_TOL);
+		test_layout(k, "gqa", "BF16", 4, 2, REL_TOL);
+		test_layout(k, "gqa", "Q8_0", 4, 2, REL_TOL);
+		test_layout(k, "gqa", "Q4_0", 4, 2, REL_TOL);
+		test_batch(k);
+		test_errors(k);
+	}
+	return done_testing();
+}

@@ -1,0 +1,549 @@
+/* mistral-run: one-shot offline generation with the engine, streamed to stdout. */
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "forward.h"
+#include "kernels.h"
+#include "model.h"
+#include "sampler.h"
+#include "template.h"
+#include "tokenizer.h"
+
+#define MAX_STOPS MS_STOP_MAX_COUNT
+
+struct opts {
+	const char *model;
+	const char *prompt;
+	const char *prompt_tokens;
+	const char *system;
+	const char *logits_path;
+	const char *isa;
+	const char *stops[MAX_STOPS];
+	size_t stop_lens[MAX_STOPS];
+	size_t n_stops;
+	long n_predict;
+	long n_ctx;
+	long threads;
+	long batch;
+	int32_t window;
+	bool raw, print_tokens, mlock;
+	enum ms_page_policy pages;
+	struct ms_sampler_params sp;
+};
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+"Usage: mistral-run -m MODEL (-p PROMPT | --prompt-tokens IDS) [options]\n"
+"\n"
+"Generates text from a GGUF model in this process; stdout carries only the\n"
+"generated text (or ids), timings go to stderr.\n"
+"\n"
+"  -m, --model FILE          GGUF model (llama architecture: Mistral, Llama)\n"
+"  -p, --prompt TEXT         prompt text; the model's instruct template is applied\n"
+"      --raw                 no template: BOS + the prompt as plain text\n"
+"      --system TEXT         system prompt (folded into the first user message)\n"
+"      --prompt-tokens IDS   comma-separated token ids fed as they are (no BOS)\n"
+"  -n, --n-predict N         tokens to generate (default 128; 0 = prompt only)\n"
+"      --temperature T       0 = greedy (default 0.6)\n"
+"      --top-k N             (default 40; 0 = off)\n"
+"      --top-p P             (default 0.95; 1 = off)\n"
+"      --min-p P             (default 0.05; 0 = off)\n"
+"      --repetition-penalty F  (default 1.0 = off)\n"
+"      --frequency-penalty F (default 0)\n"
+"      --presence-penalty F  (default 0)\n"
+"      --seed S              sampling seed (default 24301)\n"
+"      --stop TEXT           stop string (repeatable, up to 16)\n"
+"      --print-tokens        print generated ids, space-separated, instead of text\n"
+"      --logits FILE         write float32 logits of every evaluated position\n"
+"                            (positions x vocab, row-major, little-endian)\n"
+"      --sliding-window N|off|auto  attention window (default auto: the file's\n"
+"                            key, else 4096 for Mistral 7B v0.1, else none)\n"
+"  -c, --ctx N               context length (default: the model's, at most 8192)\n"
+"  -t, --threads N           OpenMP threads (default: online CPUs)\n"
+"      --batch N             prompt tokens evaluated per chunk (default 256)\n"
+"      --isa generic|avx2|auto  kernel set (default auto or $MISTRAL_ISA)\n"
+"      --pages hugetlb|thp|none  weight memory (default thp)\n"
+"      --mlock               lock the weights in memory\n"
+"  -h, --help                this text\n"
+"  -V, --version             version\n");
+}
+
+static int parse_long(const char *s, long lo, long hi, long *out)
+{
+	char *end;
+	long v;
+
+	errno = 0;
+	v = strtol(s, &end, 10);
+	if (errno || end == s || *end || v < lo || v > hi)
+		return -1;
+	*out = v;
+	return 0;
+}
+
+static int parse_float(const char *s, float *out)
+{
+	char *end;
+	double v;
+
+	errno = 0;
+	v = strtod(s, &end);
+	if (errno || end == s || *end)
+		return -1;
+	*out = (float)v;
+	return 0;
+}
+
+__attribute__((format(printf, 1, 2), noreturn))
+static void die_usage(const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "mistral-run: ");
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "\nTry 'mistral-run --help'.\n");
+	exit(2);
+}
+
+enum {
+	O_RAW = 256, O_SYSTEM, O_PTOK, O_TEMP, O_TOPK, O_TOPP, O_MINP, O_REP, O_FREQ, O_PRES,
+	O_SEED, O_STOP, O_PRINT, O_LOGITS, O_WINDOW, O_BATCH, O_ISA, O_PAGES, O_MLOCK,
+};
+
+static void parse_args(int argc, char **argv, struct opts *o)
+{
+	static const struct option lo[] = {
+		{ "model", required_argument, NULL, 'm' },
+		{ "prompt", required_argument, NULL, 'p' },
+		{ "n-predict", required_argument, NULL, 'n' },
+		{ "ctx", required_argument, NULL, 'c' },
+		{ "threads", required_argument, NULL, 't' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ "raw", no_argument, NULL, O_RAW },
+		{ "system", required_argument, NULL, O_SYSTEM },
+		{ "prompt-tokens", required_argument, NULL, O_PTOK },
+		{ "temperature", required_argument, NULL, O_TEMP },
+		{ "top-k", required_argument, NULL, O_TOPK },
+		{ "top-p", required_argument, NULL, O_TOPP },
+		{ "min-p", required_argument, NULL, O_MINP },
+		{ "repetition-penalty", required_argument, NULL, O_REP },
+		{ "frequency-penalty", required_argument, NULL, O_FREQ },
+		{ "presence-penalty", required_argument, NULL, O_PRES },
+		{ "seed", required_argument, NULL, O_SEED },
+		{ "stop", required_argument, NULL, O_STOP },
+		{ "print-tokens", no_argument, NULL, O_PRINT },
+		{ "logits", required_argument, NULL, O_LOGITS },
+		{ "sliding-window", required_argument, NULL, O_WINDOW },
+		{ "batch", required_argument, NULL, O_BATCH },
+		{ "isa", required_argument, NULL, O_ISA },
+		{ "pages", required_argument, NULL, O_PAGES },
+		{ "mlock", no_argument, NULL, O_MLOCK },
+		{ NULL, 0, NULL, 0 },
+	};
+	long v;
+	int c;
+
+	ms_sampler_params_default(&o->sp);
+	o->n_predict = 128;
+	o->batch = 256;
+	o->window = MS_WINDOW_AUTO;
+	o->pages = MS_POLICY_THP;
+	o->isa = getenv("MISTRAL_ISA");
+	while ((c = getopt_long(argc, argv, "m:p:n:c:t:hV", lo, NULL)) != -1) {
+		switch (c) {
+		case 'm': o->model = optarg; break;
+		case 'p': o->prompt = optarg; break;
+		case 'n':
+			if (parse_long(optarg, 0, INT32_MAX, &o->n_predict))
+				die_usage("bad token count '%s'", optarg);
+			break;
+		case 'c':
+			if (parse_long(optarg, 1, 1L << 24, &o->n_ctx))
+				die_usage("bad context length '%s'", optarg);
+			break;
+		case 't':
+			if (parse_long(optarg, 1, 1024, &o->threads))
+				die_usage("bad thread count '%s'", optarg);
+			break;
+		case 'h': usage(stdout); exit(0);
+		case 'V': printf("mistral-run (%s) %s\n", PACKAGE_NAME, PACKAGE_VERSION); exit(0);
+		case O_RAW: o->raw = true; break;
+		case O_SYSTEM: o->system = optarg; break;
+		case O_PTOK: o->prompt_tokens = optarg; break;
+		case O_TEMP:
+			if (parse_float(optarg, &o->sp.temperature))
+				die_usage("bad temperature '%s'", optarg);
+			break;
+		case O_TOPK:
+			if (parse_long(optarg, INT32_MIN, INT32_MAX, &v))
+				die_usage("bad top-k '%s'", optarg);
+			o->sp.top_k = (int32_t)v;
+			break;
+		case O_TOPP:
+			if (parse_float(optarg, &o->sp.top_p))
+				die_usage("bad top-p '%s'", optarg);
+			break;
+		case O_MINP:
+			if (parse_float(optarg, &o->sp.min_p))
+				die_usage("bad min-p '%s'", optarg);
+			break;
+		case O_REP:
+			if (parse_float(optarg, &o->sp.repetition_penalty))
+				die_usage("bad repetition penalty '%s'", optarg);
+			break;
+		case O_FREQ:
+			if (parse_float(optarg, &o->sp.frequency_penalty))
+				die_usage("bad frequency penalty '%s'", optarg);
+			break;
+		case O_PRES:
+			if (parse_float(optarg, &o->sp.presence_penalty))
+				die_usage("bad presence penalty '%s'", optarg);
+			break;
+		case O_SEED: {
+			char *end;
+
+			errno = 0;
+			o->sp.seed = strtoull(optarg, &end, 0);
+			if (errno || end == optarg || *end || optarg[0] == '-')
+				die_usage("bad seed '%s'", optarg);
+			break;
+		}
+		case O_STOP:
+			if (o->n_stops == MAX_STOPS)
+				die_usage("too many --stop strings (at most 16): '%s'", optarg);
+			o->stop_lens[o->n_stops] = strlen(optarg);
+			o->stops[o->n_stops++] = optarg;
+			break;
+		case O_PRINT: o->print_tokens = true; break;
+		case O_LOGITS: o->logits_path = optarg; break;
+		case O_WINDOW:
+			if (!strcmp(optarg, "off"))
+				o->window = MS_WINDOW_OFF;
+			else if (!strcmp(optarg, "auto"))
+				o->window = MS_WINDOW_AUTO;
+			else if (parse_long(optarg, 1, 1L << 24, &v) == 0)
+				o->window = (int32_t)v;
+			else
+				die_usage("bad sliding window '%s' (a number, off or auto)", optarg);
+			break;
+		case O_BATCH:
+			if (parse_long(optarg, 1, 65536, &o->batch))
+				die_usage("bad batch size '%s'", optarg);
+			break;
+		case O_ISA: o->isa = optarg; break;
+		case O_PAGES:
+			if (ms_page_policy_parse(optarg, &o->pages) < 0)
+				die_usage("bad page policy '%s' (hugetlb, thp or none)", optarg);
+			break;
+		case O_MLOCK: o->mlock = true; break;
+		default: usage(stderr); exit(2);
+		}
+	}
+	if (optind < argc)
+		die_usage("unexpected argument '%s'", argv[optind]);
+	if (!o->model)
+		die_usage("%s", "no model given (-m FILE)");
+	if (!o->prompt == !o->prompt_tokens)
+		die_usage("%s", "give exactly one of -p PROMPT and --prompt-tokens IDS");
+	if (!o->threads) {
+		long n = sysconf(_SC_NPROCESSORS_ONLN);
+
+		o->threads = n > 0 ? n : 1;
+	}
+}
+
+static int parse_ids(const char *s, uint32_t vocab, int32_t **ids, size_t *n)
+{
+	size_t cap = 16, len = 0;
+	int32_t *a = malloc(cap * sizeof(*a));
+
+	if (!a)
+		return -ENOMEM;
+	while (*s) {
+		char *end;
+		long v;
+
+		errno = 0;
+		v = strtol(s, &end, 10);
+		if (errno || end == s || v < 0 || (unsigned long)v >= vocab) {
+			free(a);
+			return -EINVAL;
+		}
+		if (len == cap) {
+			int32_t *b = realloc(a, 2 * cap * sizeof(*a));
+
+			if (!b) {
+				free(a);
+				return -ENOMEM;
+			}
+			a = b;
+			cap *= 2;
+		}
+		a[len++] = (int32_t)v;
+		s = end;
+		if (*s == ',')
+			s++;
+		else if (*s) {
+			free(a);
+			return -EINVAL;
+		}
+	}
+	*ids = a;
+	*n = len;
+	return 0;
+}
+
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static const struct ms_kernels *pick_kernels(const char *name)
+{
+	enum ms_isa want = ms_cpu_best_isa(), best = want;
+
+	if (name && ms_isa_parse(name, &want) < 0) {
+		fprintf(stderr, "mistral-run: unknown ISA '%s' (generic, avx2 or auto)\n", name);
+		exit(2);
+	}
+	if (want > best) {
+		fprintf(stderr, "mistral-run: this CPU cannot run %s kernels; using %s\n",
+			ms_isa_name(want), ms_isa_name(best));
+		want = best;
+	}
+	return ms_kernels_get(want);
+}
+
+static int write_logits(FILE *f, const float *l, size_t n)
+{
+	return fwrite(l, sizeof(float), n, f) == n ? 0 : -EIO;
+}
+
+/* Stdout carries only the answer, so a pipe can take it as it is. */
+static void emit(const char *s, size_t n)
+{
+	if (n && fwrite(s, 1, n, stdout) != n) {
+		perror("mistral-run: stdout");
+		exit(1);
+	}
+	fflush(stdout);
+}
+
+int main(int argc, char **argv)
+{
+	struct opts o = { 0 };
+	struct ms_load_opts lo;
+	struct ms_model *m = NULL;
+	struct ms_kv *kv = NULL;
+	struct ms_ctx *ctx = NULL;
+	struct ms_sampler *smp = NULL;
+	struct ms_stop *stop = NULL;
+	struct ms_detok dt;
+	const struct ms_kernels *k;
+	FILE *lf = NULL;
+	int32_t *prompt = NULL;
+	size_t n_prompt = 0, vocab, n_gen = 0;
+	float *logits = NULL;
+	ms_err err = { 0 };
+	double t0, t1, t2;
+	uint32_t n_ctx;
+	int r, status = 1;
+
+	parse_args(argc, argv, &o);
+	if ((r = ms_sampler_params_check(&o.sp, &err)) < 0) {
+		fprintf(stderr, "mistral-run: %s\n", err.msg);
+		return 2;
+	}
+	k = pick_kernels(o.isa);
+	lo = (struct ms_load_opts){
+		.arena = { .policy = o.pages, .mlock = o.mlock },
+		.window = o.window,
+	};
+	t0 = now_s();
+	if ((r = ms_model_load(o.model, &lo, NULL, NULL, &m, &err)) < 0) {
+		fprintf(stderr, "mistral-run: %s: %s\n", o.model, err.msg);
+		return 1;
+	}
+	t1 = now_s();
+	vocab = m->hp.vocab;
+	n_ctx = (uint32_t)(o.n_ctx ? o.n_ctx : (m->hp.ctx_train < 8192 ? m->hp.ctx_train : 8192));
+	fprintf(stderr, "mistral-run: %s: %u layers, dim %u, heads %u/%u, vocab %zu, window %u (%s), "
+		"%s pages%s, kernels %s, %ld threads, loaded in %.2f s\n",
+		m->name, m->hp.n_layers, m->hp.dim, m->hp.n_heads, m->hp.n_kv_heads, vocab,
+		m->window, m->window_source, ms_page_kind_name(m->arena->kind),
+		m->arena->locked ? " (locked)" : "", k->name, o.threads, t1 - t0);
+	if (m->arena->note[0])
+		fprintf(stderr, "mistral-run: note: %s\n", m->arena->note);
+
+	if (o.prompt_tokens) {
+		r = parse_ids(o.prompt_tokens, (uint32_t)vocab, &prompt, &n_prompt);
+		if (r < 0) {
+			fprintf(stderr, "mistral-run: --prompt-tokens: ids must be comma-separated integers below %zu\n",
+				vocab);
+			status = 2;
+			goto out;
+		}
+	} else if (o.raw) {
+		r = ms_tokenize(m->tok, o.prompt, strlen(o.prompt), ms_tok_add_bos(m->tok), false,
+				&prompt, &n_prompt, &err);
+	} else {
+		struct ms_chat_msg msgs[2];
+		size_t nm = 0;
+
+		if (o.system)
+			msgs[nm++] = (struct ms_chat_msg){ MS_ROLE_SYSTEM, o.system, strlen(o.system) };
+		msgs[nm++] = (struct ms_chat_msg){ MS_ROLE_USER, o.prompt, strlen(o.prompt) };
+		r = ms_template_apply(m->tok, ms_template_detect(m->tok), msgs, nm, &prompt, &n_prompt, &err);
+	}
+	if (r < 0) {
+		fprintf(stderr, "mistral-run: prompt: %s\n", err.msg);
+		goto out;
+	}
+	if (n_prompt == 0) {
+		fprintf(stderr, "mistral-run: the prompt has no tokens\n");
+		status = 2;
+		goto out;
+	}
+	if (n_prompt > n_ctx) {
+		fprintf(stderr, "mistral-run: the prompt has %zu tokens but the context holds %u\n",
+			n_prompt, n_ctx);
+		goto out;
+	}
+	if ((r = ms_kv_create(m, n_ctx, m->window, &kv, &err)) < 0 ||
+	    (r = ms_ctx_create(m, k, (uint32_t)o.batch, (uint32_t)o.threads, &ctx, &err)) < 0 ||
+	    (r = ms_sampler_create(&o.sp, (uint32_t)vocab, &smp, &err)) < 0 ||
+	    (o.n_stops && (r = ms_stop_create(o.stops, o.stop_lens, o.n_stops, &stop, &err)) < 0)) {
+		fprintf(stderr, "mistral-run: %s\n", err.msg);
+		goto out;
+	}
+	logits = malloc((o.logits_path ? n_prompt : 1) * vocab * sizeof(float));
+	if (!logits) {
+		fprintf(stderr, "mistral-run: out of memory for logits\n");
+		goto out;
+	}
+	if (o.logits_path && !(lf = fopen(o.logits_path, "wb"))) {
+		fprintf(stderr, "mistral-run: %s: %s\n", o.logits_path, strerror(errno));
+		goto out;
+	}
+
+	t1 = now_s();
+	if ((r = ms_eval(ctx, kv, prompt, n_prompt, logits, lf != NULL, &err)) < 0) {
+		fprintf(stderr, "mistral-run: %s\n", err.msg);
+		goto out;
+	}
+	if (lf && write_logits(lf, logits, n_prompt * vocab) < 0)
+		goto write_fail;
+	if (lf)
+		memmove(logits, logits + (n_prompt - 1) * vocab, vocab * sizeof(float));
+	for (size_t i = 0; i < n_prompt; i++)
+		ms_sampler_accept(smp, prompt[i]);
+	t2 = now_s();
+
+	ms_detok_init(&dt, m->tok, !o.raw && !o.prompt_tokens);
+	{
+		char piece[MS_DETOK_MAX_OUT], safe[MS_DETOK_MAX_OUT + MS_STOP_MAX_LEN];
+		size_t safe_len;
+		bool stopped = false;
+
+		while ((long)n_gen < o.n_predict) {
+			int32_t tok = ms_sampler_sample(smp, logits, NULL);
+			int n;
+
+			n_gen++;
+			ms_sampler_accept(smp, tok);
+			if (tok == ms_tok_eos(m->tok))
+				break;
+			if (o.print_tokens) {
+				printf(n_gen > 1 ? " %d" : "%d", tok);
+				fflush(stdout);
+			} else {
+				n = ms_detok_push(&dt, tok, piece, sizeof(piece));
+				if (n < 0)
+					n = 0;
+				if (stop) {
+					stopped = ms_stop_feed(stop, piece, (size_t)n, safe, &safe_len) == 1;
+					emit(safe, safe_len);
+				} else {
+					emit(piece, (size_t)n);
+				}
+				if (stopped)
+					break;
+			}
+			if ((long)n_gen == o.n_predict)
+				break;
+			if (kv->pos >= kv->n_ctx) {
+				fprintf(stderr, "mistral-run: context full after %zu tokens\n", n_gen);
+				break;
+			}
+			if ((r = ms_eval(ctx, kv, &tok, 1, logits, lf != NULL, &err)) < 0) {
+				fprintf(stderr, "mistral-run: %s\n", err.msg);
+				goto out;
+			}
+			if (lf && write_logits(lf, logits, vocab) < 0)
+				goto write_fail;
+		}
+		if (!o.print_tokens && !stopped) {
+			int n = ms_detok_flush(&dt, piece, sizeof(piece));
+
+			if (stop) {
+				if (n > 0)
+					stopped = ms_stop_feed(stop, piece, (size_t)n, safe, &safe_len) == 1;
+				else
+					safe_len = 0;
+				emit(safe, safe_len);
+				if (!stopped) {
+					ms_stop_flush(stop, safe, &safe_len);
+					emit(safe, safe_len);
+				}
+			} else if (n > 0) {
+				emit(piece, (size_t)n);
+			}
+		}
+		if (o.print_tokens && n_gen)
+			printf("\n");
+	}
+	{
+		double t3 = now_s();
+
+		fprintf(stderr, "\nmistral-run: prompt %zu tokens in %.3f s (%.2f tok/s), generated %zu tokens in %.3f s (%.2f tok/s)\n",
+			n_prompt, t2 - t1, (double)n_prompt / (t2 - t1), n_gen, t3 - t2,
+			n_gen ? (double)n_gen / (t3 - t2) : 0.0);
+	}
+	status = 0;
+	if (lf && fclose(lf) != 0) {
+		lf = NULL;
+		goto write_fail;
+	}
+	lf = NULL;
+	goto out;
+write_fail:
+	fprintf(stderr, "mistral-run: writing %s: %s\n", o.logits_path, strerror(errno));
+	status = 1;
+out:
+	if (lf)
+		fclose(lf);
+	free(logits);
+	free(prompt);
+	ms_stop_free(stop);
+	ms_sampler_free(smp);
+	ms_ctx_free(ctx);
+	ms_kv_free(kv);
+	ms_model_free(m);
+	return status;
+}
