@@ -51,6 +51,8 @@ struct ms_ctx {
 	size_t *item_done;       /* [max_batch] per batch item progress */
 	float *out;              /* [OUT_ROWS][vocab] output projection */
 	float **out_dst;         /* [OUT_ROWS] where each output row goes */
+	int (*progress)(void *ud);
+	void *progress_ud;
 };
 
 /* ------------------------------------------------------------------------ */
@@ -148,6 +150,12 @@ void ms_ctx_free(struct ms_ctx *c)
 uint32_t ms_ctx_threads(const struct ms_ctx *c)
 {
 	return c->n_threads;
+}
+
+void ms_ctx_set_progress(struct ms_ctx *c, int (*fn)(void *ud), void *ud)
+{
+	c->progress = fn;
+	c->progress_ud = ud;
 }
 
 static size_t max_sz(size_t a, size_t b)
@@ -365,8 +373,13 @@ static void attention(struct ms_ctx *c, uint32_t l, size_t rows)
 	const size_t group = hp->n_heads / hp->n_kv_heads;
 	const float scale = (float)(1.0 / sqrt((double)hd));
 	const long n_pairs = (long)(rows * hp->n_heads);
+	uint64_t work = 0;
 
-#pragma omp parallel for num_threads(c->n_threads) schedule(static) if (n_pairs > 1)
+	/* Same rule as ms_matmul: a team only for work that outweighs waking it. */
+	for (size_t si = 0; si < c->n_segs; si++)
+		work += (uint64_t)c->segs[si].b * (c->segs[si].p0 + c->segs[si].b) * hp->n_heads * hd;
+
+#pragma omp parallel for num_threads(c->n_threads) schedule(static) if (work >= (1u << 18))
 	for (long pi = 0; pi < n_pairs; pi++) {
 		const size_t r = (size_t)pi / hp->n_heads, h = (size_t)pi % hp->n_heads;
 		const struct segment *sg = &c->segs[c->row_seg[r]];
@@ -514,6 +527,8 @@ static int eval_round(struct ms_ctx *c, size_t b)
 			return r;
 		for (size_t i = 0; i < b * dim; i++)
 			c->x[i] += c->tmp[i];
+		if (c->progress && c->progress(c->progress_ud))
+			return -ECANCELED;
 	}
 	return output_rows(c);
 }
@@ -597,6 +612,8 @@ int ms_eval_batch(struct ms_ctx *c, const struct ms_batch_item *items, size_t n_
 		if (!rows)
 			break;
 		r = eval_round(c, rows);
+		if (r == -ECANCELED)
+			return ms_errf(err, r, "evaluation abandoned by the caller");
 		if (r < 0)
 			return ms_errf(err, r, "evaluation failed");
 		for (size_t si = 0, i = 0; si < c->n_segs; si++) {

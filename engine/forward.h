@@ -43,6 +43,17 @@ int ms_ctx_create(const struct ms_model *m, const struct ms_kernels *k,
 		  uint32_t max_batch, uint32_t n_threads, struct ms_ctx **out, ms_err *err);
 void ms_ctx_free(struct ms_ctx *c);           /* accepts NULL */
 uint32_t ms_ctx_threads(const struct ms_ctx *c);
+/*
+ * Called after every layer of every round (NULL: none). A daemon's
+ * watchdog uses it to tell a long prompt chunk from a hung thread; it must
+ * be cheap and must not call back into the engine. A nonzero return
+ * abandons the round: ms_eval_batch returns -ECANCELED with every sequence
+ * of that round left at the position it had before it (rounds finished
+ * earlier in the same call stay done; kv->pos tells). The abandoned round
+ * may have written ring slots of those sequences, so they must not be
+ * continued: only abort when every sequence in the batch is being dropped.
+ */
+void ms_ctx_set_progress(struct ms_ctx *c, int (*fn)(void *ud), void *ud);
 
 /*
  * Evaluates toks[0..n) at positions kv->pos.. and advances kv->pos by n.

@@ -141,10 +141,13 @@ size_t ms_matmul_scratch_bytes(const struct ms_kernels *k, uint32_t wtype, size_
  */
 #define MM_CHUNK 16
 /*
- * Below this many multiply-adds (about 10 us of scalar work) a parallel
- * region costs more than it saves, so the caller's thread does it alone.
+ * Below this many multiply-adds (tens of microseconds of work) a parallel
+ * region costs more than it saves: waking the team takes microseconds on
+ * idle cores and milliseconds when the cores are shared with other work,
+ * so the caller's thread does it alone. Every matmul of a 7B model is
+ * far above it (the smallest is 4096 x 1024).
  */
-#define MM_PAR_MIN ((uint64_t)1 << 15)
+#define MM_PAR_MIN ((uint64_t)1 << 18)
 
 int ms_matmul(const struct ms_kernels *k, uint32_t wtype, const void *w, size_t row_bytes,
 	      size_t rows, size_t cols, const float *x, size_t n_tok, float *y, void *scratch)

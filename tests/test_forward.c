@@ -315,6 +315,14 @@ static void test_batch(const struct ms_kernels *k)
 	ms_model_free(m);
 }
 
+static int progress_calls, progress_abort_at;
+
+static int count_progress(void *ud)
+{
+	(void)ud;
+	return ++progress_calls == progress_abort_at;
+}
+
 static void test_errors(const struct ms_kernels *k)
 {
 	char path[4200];
@@ -324,6 +332,7 @@ static void test_errors(const struct ms_kernels *k)
 	ms_err err = { 0 };
 	int32_t toks[20] = { 1 }, bad = 100000;
 	float *lg;
+	int r;
 
 	snprintf(path, sizeof(path), "%s/stories260K.gguf", test_data_dir());
 	m = load(path, MS_WINDOW_AUTO);
@@ -343,6 +352,19 @@ static void test_errors(const struct ms_kernels *k)
 		ok(ms_eval(c, kv, toks, 1, lg, false, &err) == -ENOSPC, "[%s] one more is -ENOSPC", k->name);
 		ms_kv_reset(kv);
 		ok(ms_eval(c, kv, toks, 1, lg, false, &err) == 0 && kv->pos == 1, "[%s] reset empties the cache", k->name);
+		ms_ctx_set_progress(c, count_progress, NULL);
+		progress_calls = 0;
+		progress_abort_at = -1;
+		r = ms_eval(c, kv, toks, 3, lg, false, &err);
+		ok(r == 0 && progress_calls == (int)m->hp.n_layers,
+		   "[%s] the progress hook runs once per layer of a round (%d calls)", k->name, progress_calls);
+		progress_calls = 0;
+		progress_abort_at = 2;
+		r = ms_eval(c, kv, toks, 3, lg, false, &err);
+		ok(r == -ECANCELED && kv->pos == 4 && progress_calls == 2,
+		   "[%s] a nonzero progress return abandons the round at once, position unchanged (%s)",
+		   k->name, err.msg);
+		ms_ctx_set_progress(c, NULL, NULL);
 	}
 	ok(ms_ctx_create(m, k, 0, 1, &c, &err) == -EINVAL, "[%s] batch 0 is rejected", k->name);
 	free(lg);
