@@ -1,0 +1,531 @@
+/* mistrald: start-up, model loading and reloading, signals, systemd notification, shutdown. */
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <event2/thread.h>
+#include <systemd/sd-daemon.h>
+
+#include "config.h"
+#include "gguf.h"
+#include "log.h"
+#include "methods.h"
+#include "server.h"
+#include "worker.h"
+
+/* A model load running on its own thread, so the old model keeps serving during a reload. */
+struct load {
+	pthread_t thread;
+	struct md_config cfg;         /* the settings it loads with (strings owned) */
+	atomic_int permille;          /* progress */
+	struct md_bundle *bundle;     /* result */
+	int rc;
+	char err[512];
+	struct event *done;           /* activated on the loop when finished */
+	bool initial;
+};
+
+struct daemon_state {
+	struct event_base *base;
+	struct md_daemon d;
+	struct md_server *srv;
+	struct md_worker *worker;
+	struct event *wake_ev, *status_ev, *watchdog_ev, *stop_ev;
+	struct event *sigterm, *sigint, *sighup;
+	struct load *load;
+	int argc;
+	char **argv;
+	uint64_t wd_usec, wd_last_beat;
+	double stop_deadline;
+	bool aborted;
+	int exit_code;
+};
+
+/* ------------------------------------------------------------------------ */
+/* Loading                                                                   */
+/* ------------------------------------------------------------------------ */
+
+static void load_progress(void *ud, double frac)
+{
+	struct load *l = ud;
+
+	atomic_store(&l->permille, (int)(frac * 1000));
+}
+
+static int copy_config(struct md_config *dst, const struct md_config *src)
+{
+	*dst = *src;
+	dst->model = src->model ? strdup(src->model) : NULL;
+	dst->kernels = src->kernels ? strdup(src->kernels) : NULL;
+	dst->socket_path = src->socket_path ? strdup(src->socket_path) : NULL;
+	dst->socket_group = src->socket_group ? strdup(src->socket_group) : NULL;
+	if ((src->model && !dst->model) || (src->kernels && !dst->kernels) ||
+	    (src->socket_path && !dst->socket_path) || (src->socket_group && !dst->socket_group)) {
+		md_config_free(dst);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+static const struct ms_kernels *pick_kernels(const char *name, char *err, size_t n)
+{
+	enum ms_isa want = ms_cpu_best_isa(), best = want;
+
+	if (name && strcmp(name, "auto") && ms_isa_parse(name, &want) < 0) {
+		snprintf(err, n, "unknown kernel set '%s'", name);
+		return NULL;
+	}
+	if (want > best) {
+		md_log(LOG_WARNING, "this CPU cannot run %s kernels; using %s", ms_isa_name(want), ms_isa_name(best));
+		want = best;
+	}
+	return ms_kernels_get(want);
+}
+
+static void *load_main(void *arg)
+{
+	struct load *l = arg;
+	const struct md_config *c = &l->cfg;
+	struct ms_load_opts lo = {
+		.arena = { .policy = c->hugepages, .mlock = c->mlock || c->mlock_required,
+			   .mlock_required = c->mlock_required },
+		.window = c->sliding_window,
+	};
+	struct md_bundle *b = calloc(1, sizeof(*b));
+	ms_err err = { 0 };
+	long ncpu;
+
+	if (!b) {
+		l->rc = -ENOMEM;
+		snprintf(l->err, sizeof(l->err), "out of memory");
+		goto out;
+	}
+	b->path = strdup(c->model);
+	l->rc = ms_model_load(c->model, &lo, load_progress, l, &b->model, &err);
+	if (l->rc < 0) {
+		snprintf(l->err, sizeof(l->err), "%s: %s", c->model, err.msg);
+		goto fail;
+	}
+	b->kernels = pick_kernels(c->kernels, l->err, sizeof(l->err));
+	if (!b->kernels) {
+		l->rc = -EINVAL;
+		goto fail;
+	}
+	b->n_ctx = c->context ? c->context : b->model->hp.ctx_train;
+	if (b->n_ctx > b->model->hp.ctx_train) {
+		md_log(LOG_NOTICE, "context %u is longer than the model was trained for (%u); using %u",
+		       b->n_ctx, b->model->hp.ctx_train, b->model->hp.ctx_train);
+		b->n_ctx = b->model->hp.ctx_train;
+	}
+	ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	b->threads = c->threads ? c->threads : (uint32_t)(ncpu > 0 ? ncpu : 1);
+	b->parallel = c->parallel;
+	/* One round may carry a row for every running sequence. */
+	b->batch = c->batch > c->parallel ? c->batch : c->parallel;
+	b->tmpl = ms_template_detect(b->model->tok);
+	l->rc = ms_ctx_create(b->model, b->kernels, b->batch, b->threads, &b->ctx, &err);
+	if (l->rc < 0) {
+		snprintf(l->err, sizeof(l->err), "%s", err.msg);
+		goto fail;
+	}
+	if (b->model->arena->note[0])
+		md_log(LOG_NOTICE, "memory: %s", b->model->arena->note);
+	l->bundle = b;
+	goto out;
+fail:
+	md_bundle_free(b);
+out:
+	event_active(l->done, EV_READ, 0);
+	return NULL;
+}
+
+static void load_free(struct load *l)
+{
+	if (!l)
+		return;
+	md_config_free(&l->cfg);
+	md_bundle_free(l->bundle);
+	if (l->done)
+		event_free(l->done);
+	free(l);
+}
+
+static void load_done_cb(evutil_socket_t fd, short what, void *arg);
+
+static int start_load(struct daemon_state *st, const struct md_config *cfg, bool initial)
+{
+	struct load *l = calloc(1, sizeof(*l));
+	int r;
+
+	if (!l || copy_config(&l->cfg, cfg) < 0) {
+		free(l);
+		return -ENOMEM;
+	}
+	l->initial = initial;
+	l->done = event_new(st->base, -1, 0, load_done_cb, st);
+	if (!l->done) {
+		load_free(l);
+		return -ENOMEM;
+	}
+	st->load = l;
+	r = pthread_create(&l->thread, NULL, load_main, l);
+	if (r) {
+		st->load = NULL;
+		load_free(l);
+		return -r;
+	}
+	md_log(LOG_INFO, "loading %s", cfg->model);
+	return 0;
+}
+
+static void load_done_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct daemon_state *st = arg;
+	struct load *l = st->load;
+	struct md_bundle *b;
+
+	(void)fd;
+	(void)what;
+	pthread_join(l->thread, NULL);
+	st->load = NULL;
+	if (atomic_load(&st->d.state) == MD_STOPPING) {
+		load_free(l);
+		return;
+	}
+	if (l->rc < 0) {
+		if (l->initial) {
+			md_log(LOG_ERR, "cannot load the model: %s", l->err);
+			st->exit_code = 1;
+			event_base_loopbreak(st->base);
+		} else {
+			md_log(LOG_ERR, "reload failed, the previous model stays in service: %s", l->err);
+			atomic_store(&st->d.state, MD_READY);
+			sd_notify(0, "READY=1\nSTATUS=Reload failed; serving the previous model");
+		}
+		load_free(l);
+		return;
+	}
+	b = l->bundle;
+	l->bundle = NULL;
+	md_log(LOG_INFO, "model %s resident: %u layers, dim %u, heads %u/%u, window %u (%s), context %u, "
+	       "%.2f GB in %s pages%s, %s kernels, %u threads, %u parallel",
+	       b->model->name, b->model->hp.n_layers, b->model->hp.dim, b->model->hp.n_heads,
+	       b->model->hp.n_kv_heads, b->model->window, b->model->window_source, b->n_ctx,
+	       (double)b->model->weight_bytes / 1e9, ms_page_kind_name(b->model->arena->kind),
+	       b->model->arena->locked ? ", locked" : "", b->kernels->name, b->threads, b->parallel);
+	st->d.model_weight_bytes = b->model->weight_bytes;
+	md_worker_install(st->worker, b);
+	atomic_store(&st->d.state, MD_READY);
+	sd_notifyf(0, "READY=1\nSTATUS=Serving %s", l->cfg.model);
+	load_free(l);
+}
+
+/* While loading: progress for `systemctl status`, and more start-up time so a 15 GB copy is not killed. */
+static void status_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct daemon_state *st = arg;
+
+	(void)fd;
+	(void)what;
+	if (st->load)
+		sd_notifyf(0, "STATUS=Loading model: %d%%\nEXTEND_TIMEOUT_USEC=%llu",
+			   atomic_load(&st->load->permille) / 10, 20000000ull);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Signals                                                                   */
+/* ------------------------------------------------------------------------ */
+
+static void wake_loop(void *ud)
+{
+	struct daemon_state *st = ud;
+
+	event_active(st->wake_ev, EV_READ, 0);
+}
+
+static void wake_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct daemon_state *st = arg;
+
+	(void)fd;
+	(void)what;
+	md_server_deliver(st->srv);
+}
+
+/* WATCHDOG=1 only while both threads make progress: this timer proves the
+ * loop runs, the heartbeat proves the inference thread does. */
+static void watchdog_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct daemon_state *st = arg;
+	struct md_worker_stats ws;
+
+	(void)fd;
+	(void)what;
+	md_worker_stats(st->worker, &ws);
+	if (ws.heartbeat != st->wd_last_beat) {
+		st->wd_last_beat = ws.heartbeat;
+		sd_notify(0, "WATCHDOG=1");
+	} else {
+		md_log(LOG_WARNING, "inference thread made no progress for %.1f s; withholding the watchdog ping",
+		       (double)st->wd_usec / 2e6);
+	}
+}
+
+static void stop_tick_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct daemon_state *st = arg;
+	double now = md_now();
+
+	(void)fd;
+	(void)what;
+	md_server_deliver(st->srv);
+	if (md_server_inflight(st->srv) == 0 && md_server_unsent(st->srv) == 0) {
+		event_base_loopexit(st->base, NULL);
+		return;
+	}
+	if (!st->aborted && now > st->stop_deadline) {
+		md_log(LOG_WARNING, "shutdown timeout: ending %zu requests still in flight",
+		       md_server_inflight(st->srv));
+		md_worker_abort(st->worker);
+		st->aborted = true;
+	}
+	/* Clients that do not read their last bytes do not hold the exit up for long. */
+	if (now > st->stop_deadline + 3)
+		event_base_loopexit(st->base, NULL);
+}
+
+static void begin_shutdown(struct daemon_state *st, const char *why)
+{
+	struct timeval tv = { 0, 50 * 1000 };
+
+	if (atomic_load(&st->d.state) == MD_STOPPING)
+		return;
+	md_log(LOG_INFO, "%s: shutting down", why);
+	atomic_store(&st->d.state, MD_STOPPING);
+	sd_notify(0, "STOPPING=1\nSTATUS=Shutting down");
+	md_server_stop_listening(st->srv);
+	md_worker_drain(st->worker);
+	st->stop_deadline = md_now() + st->d.cfg->shutdown_timeout;
+	st->stop_ev = event_new(st->base, -1, EV_PERSIST, stop_tick_cb, st);
+	if (!st->stop_ev) {
+		event_base_loopexit(st->base, NULL);
+		return;
+	}
+	event_add(st->stop_ev, &tv);
+}
+
+static void sigterm_cb(evutil_socket_t sig, short what, void *arg)
+{
+	(void)what;
+	begin_shutdown(arg, sig == SIGINT ? "SIGINT" : "SIGTERM");
+}
+
+/*
+ * SIGHUP: read the configuration again (file, then the original command
+ * line on top) and load the model it names. Settings that only apply at
+ * start (the socket) are reported, not changed.
+ */
+static void sighup_cb(evutil_socket_t sig, short what, void *arg)
+{
+	struct daemon_state *st = arg;
+	struct md_config *nc;
+	struct md_cli cli = { 0 };
+	char err[512];
+	int r;
+
+	(void)sig;
+	(void)what;
+	if (atomic_load(&st->d.state) != MD_READY) {
+		md_log(LOG_WARNING, "SIGHUP ignored: the daemon is %s",
+		       md_state_name((enum md_state)atomic_load(&st->d.state)));
+		return;
+	}
+	sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%llu\nSTATUS=Reloading",
+		   (unsigned long long)(md_now() * 1e6));
+	nc = calloc(1, sizeof(*nc));
+	if (!nc) {
+		md_log(LOG_ERR, "reload: out of memory");
+		sd_notify(0, "READY=1");
+		return;
+	}
+	optind = 1;
+	r = md_config_from_args(nc, &cli, st->argc, st->argv, err, sizeof(err));
+	if (r < 0) {
+		md_log(LOG_ERR, "reload: bad configuration, keeping the current one: %s", err);
+		md_config_free(nc);
+		free(nc);
+		sd_notify(0, "READY=1\nSTATUS=Reload failed: bad configuration");
+		return;
+	}
+	if (strcmp(nc->socket_path, st->d.cfg->socket_path) != 0)
+		md_log(LOG_WARNING, "reload: the socket path changed; that takes a restart");
+	md_log_set_level(nc->log_level);
+	md_config_free(st->d.cfg);
+	free(st->d.cfg);
+	st->d.cfg = nc;
+	atomic_store(&st->d.state, MD_RELOADING);
+	r = start_load(st, nc, false);
+	if (r < 0) {
+		md_log(LOG_ERR, "reload: cannot start loading: %s", strerror(-r));
+		atomic_store(&st->d.state, MD_READY);
+		sd_notify(0, "READY=1");
+	}
+}
+
+/* ------------------------------------------------------------------------ */
+/* main                                                                      */
+/* ------------------------------------------------------------------------ */
+
+static int setup_listeners(struct daemon_state *st)
+{
+	const struct md_config *cfg = st->d.cfg;
+	char err[512];
+	int n = sd_listen_fds(1), fd, r;
+
+	if (n < 0) {
+		md_log(LOG_ERR, "socket activation: %s", strerror(-n));
+		return n;
+	}
+	for (int i = 0; i < n; i++) {
+		fd = SD_LISTEN_FDS_START + i;
+		if (sd_is_socket_unix(fd, SOCK_STREAM, 1, NULL, 0) <= 0) {
+			md_log(LOG_ERR, "socket activation: fd %d is not a listening Unix stream socket", fd);
+			return -EINVAL;
+		}
+		if ((r = md_server_add_listener(st->srv, fd)) < 0)
+			return r;
+	}
+	if (n > 0) {
+		md_log(LOG_INFO, "listening on %d socket-activated socket%s", n, n > 1 ? "s" : "");
+		return 0;
+	}
+	r = md_server_bind(st->srv, cfg->socket_path, cfg->socket_mode, cfg->socket_group, &fd, err, sizeof(err));
+	if (r < 0) {
+		md_log(LOG_ERR, "%s", err);
+		return r;
+	}
+	if ((r = md_server_add_listener(st->srv, fd)) < 0)
+		return r;
+	md_log(LOG_INFO, "listening on %s", cfg->socket_path);
+	return 0;
+}
+
+static struct event *add_signal(struct daemon_state *st, int sig, event_callback_fn cb)
+{
+	struct event *ev = evsignal_new(st->base, sig, cb, st);
+
+	if (ev)
+		event_add(ev, NULL);
+	return ev;
+}
+
+int main(int argc, char **argv)
+{
+	struct daemon_state st = { .argc = argc, .argv = argv };
+	struct md_config *cfg = calloc(1, sizeof(*cfg));
+	struct md_cli cli = { 0 };
+	char err[512];
+	struct timeval one = { 1, 0 };
+	int r;
+
+	if (!cfg) {
+		fprintf(stderr, "mistrald: out of memory\n");
+		return 1;
+	}
+	r = md_config_from_args(cfg, &cli, argc, argv, err, sizeof(err));
+	if (cli.help || cli.version || r < 0 || cli.check_config) {
+		int status = 0;
+
+		if (cli.help) {
+			md_config_usage(stdout);
+		} else if (cli.version) {
+			printf("mistrald %s\n", PACKAGE_VERSION);
+		} else if (r < 0) {
+			fprintf(stderr, "mistrald: %s\n", err);
+			status = cli.check_config ? 1 : 2;
+		} else {
+			struct gguf *g = NULL;
+			ms_err e = { 0 };
+
+			if (gguf_open(cfg->model, &g, &e) < 0) {
+				fprintf(stderr, "mistrald: model %s: %s\n", cfg->model, e.msg);
+				status = 1;
+			} else {
+				printf("configuration OK; model %s parses\n", cfg->model);
+			}
+			gguf_close(g);
+		}
+		md_config_free(cfg);
+		free(cfg);
+		return status;
+	}
+	md_log_set_level(cfg->log_level);
+	signal(SIGPIPE, SIG_IGN);
+	if (evthread_use_pthreads() < 0 || !(st.base = event_base_new())) {
+		md_log(LOG_ERR, "cannot set up the event loop");
+		return 1;
+	}
+	st.d.cfg = cfg;
+	st.d.t_start = md_now();
+	atomic_init(&st.d.state, MD_LOADING);
+	st.wake_ev = event_new(st.base, -1, 0, wake_cb, &st);
+	st.status_ev = event_new(st.base, -1, EV_PERSIST, status_cb, &st);
+	st.srv = md_server_new(st.base, &st.d);
+	if (!st.wake_ev || !st.status_ev || !st.srv ||
+	    md_worker_start(&st.worker, wake_loop, &st, cfg->queue_depth) < 0) {
+		md_log(LOG_ERR, "cannot start: out of memory or threads");
+		return 1;
+	}
+	st.d.worker = st.worker;
+	st.sigterm = add_signal(&st, SIGTERM, sigterm_cb);
+	st.sigint = add_signal(&st, SIGINT, sigterm_cb);
+	st.sighup = add_signal(&st, SIGHUP, sighup_cb);
+	if (setup_listeners(&st) < 0) {
+		st.exit_code = 1;
+		goto out;
+	}
+	if (sd_watchdog_enabled(0, &st.wd_usec) > 0) {
+		struct timeval tv = { (time_t)(st.wd_usec / 2000000), (suseconds_t)(st.wd_usec / 2 % 1000000) };
+
+		st.watchdog_ev = event_new(st.base, -1, EV_PERSIST, watchdog_cb, &st);
+		if (st.watchdog_ev)
+			event_add(st.watchdog_ev, &tv);
+	}
+	event_add(st.status_ev, &one);
+	sd_notify(0, "STATUS=Loading model: 0%");
+	if ((r = start_load(&st, cfg, true)) < 0) {
+		md_log(LOG_ERR, "cannot start loading: %s", strerror(-r));
+		st.exit_code = 1;
+		goto out;
+	}
+	event_base_dispatch(st.base);
+out:
+	/* A load still running at exit is abandoned: exit() ends its thread. */
+	md_worker_stop(st.worker);
+	md_server_free(st.srv);
+	if (st.stop_ev)
+		event_free(st.stop_ev);
+	if (st.watchdog_ev)
+		event_free(st.watchdog_ev);
+	if (st.sigterm)
+		event_free(st.sigterm);
+	if (st.sigint)
+		event_free(st.sigint);
+	if (st.sighup)
+		event_free(st.sighup);
+	if (!st.load) {
+		event_free(st.status_ev);
+		event_free(st.wake_ev);
+		event_base_free(st.base);
+	}
+	md_config_free(st.d.cfg);
+	free(st.d.cfg);
+	if (st.exit_code == 0)
+		md_log(LOG_INFO, "stopped");
+	return st.exit_code;
+}

@@ -1,0 +1,1180 @@
+/* The inference thread: owns the model and the KV caches, schedules queued jobs, streams results back. */
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <msgpack.h>
+
+#include "config.h"
+#include "log.h"
+#include "proto.h"
+#include "tokenizer.h"
+#include "worker.h"
+
+struct md_counters md_counters;
+
+double md_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Jobs and bundles                                                          */
+/* ------------------------------------------------------------------------ */
+
+struct md_job *md_job_new(enum md_job_kind kind)
+{
+	struct md_job *j = calloc(1, sizeof(*j));
+
+	if (!j)
+		return NULL;
+	atomic_init(&j->refs, 1);
+	j->kind = kind;
+	j->t_submit = md_now();
+	ms_sampler_params_default(&j->sp);
+	return j;
+}
+
+void md_job_ref(struct md_job *j)
+{
+	atomic_fetch_add(&j->refs, 1);
+}
+
+void md_job_unref(struct md_job *j)
+{
+	if (!j || atomic_fetch_sub(&j->refs, 1) != 1)
+		return;
+	free(j->prompt);
+	free(j->tokens);
+	free(j->system);
+	for (size_t i = 0; i < j->n_msgs; i++)
+		free((char *)j->msgs[i].content);
+	free(j->msgs);
+	for (size_t i = 0; i < j->n_stops; i++)
+		free(j->stops[i]);
+	free(j->stops);
+	free(j->stop_lens);
+	free(j->text);
+	free(j);
+}
+
+void md_bundle_free(struct md_bundle *b)
+{
+	if (!b)
+		return;
+	ms_ctx_free(b->ctx);
+	ms_model_free(b->model);
+	free(b->path);
+	free(b);
+}
+
+void md_out_free(struct md_out *o)
+{
+	if (!o)
+		return;
+	md_job_unref(o->job);
+	free(o->data);
+	free(o);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Worker state                                                              */
+/* ------------------------------------------------------------------------ */
+
+/* One top alternative of a logprobs entry. */
+struct lp_alt {
+	int32_t tok;
+	float lp;
+};
+
+/* A generating sequence: one job bound to one KV cache slot. */
+struct seq {
+	struct md_job *job;          /* NULL: slot free */
+	struct ms_kv *kv;            /* kept across jobs; reset per job */
+	struct ms_sampler *smp;
+	struct ms_stop *stop;
+	struct ms_detok dt;
+	int32_t *prompt;
+	size_t n_prompt, n_fed;
+	int32_t *gen;                /* [limit] generated ids */
+	size_t n_gen;
+	uint32_t limit;              /* tokens to generate at most */
+	char *text;                  /* whole response so far */
+	size_t text_len, text_cap;
+	float *logits;               /* [vocab] */
+	float *raw;                  /* [vocab] logits before sampling, for logprobs */
+	struct lp_alt *lps;          /* [limit][1 + logprobs]: chosen, then the top */
+	int32_t pending;             /* sampled, to be fed next step */
+	bool prompt_done;
+	double t_start, t_prompt;
+	size_t step_n;               /* tokens in the current step's batch item */
+};
+
+struct md_worker {
+	pthread_t thread;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	bool stop, draining, aborting;
+
+	struct md_job *q_head, *q_tail;        /* generation jobs, arrival order */
+	uint32_t n_queued;
+	struct md_job *fast_head, *fast_tail;  /* tokenize/detokenize/info: run between steps */
+	uint32_t queue_depth;
+
+	struct md_bundle *cur;       /* serving model, worker-owned */
+	struct md_bundle *next;      /* installed, waiting for the running sequences */
+	struct seq *seqs;            /* [cur->parallel] */
+	uint32_t n_active;
+
+	pthread_mutex_t out_mu;
+	struct md_out *out_head, *out_tail;
+	md_wake_fn wake;
+	void *wake_ud;
+
+	atomic_ullong heartbeat;
+	atomic_uint st_active, st_queued;
+	atomic_bool has_model;
+};
+
+/* ------------------------------------------------------------------------ */
+/* Output                                                                    */
+/* ------------------------------------------------------------------------ */
+
+/* Hands packed bytes to the event loop; the final message carries the worker's job reference. */
+static void post(struct md_worker *w, struct md_job *j, msgpack_sbuffer *sb, bool final)
+{
+	struct md_out *o = calloc(1, sizeof(*o));
+
+	if (!o) {
+		/* Nothing sensible to do without memory: the client sees the connection stall
+		 * until its timeout; the job's reference is still released. */
+		msgpack_sbuffer_destroy(sb);
+		if (final)
+			md_job_unref(j);
+		return;
+	}
+	o->conn_id = j->conn_id;
+	o->job = final ? j : NULL;
+	o->final = final;
+	o->len = sb->size;
+	o->data = msgpack_sbuffer_release(sb);
+	pthread_mutex_lock(&w->out_mu);
+	if (w->out_tail)
+		w->out_tail->next = o;
+	else
+		w->out_head = o;
+	w->out_tail = o;
+	pthread_mutex_unlock(&w->out_mu);
+	w->wake(w->wake_ud);
+}
+
+struct md_out *md_worker_take_outputs(struct md_worker *w)
+{
+	struct md_out *o;
+
+	pthread_mutex_lock(&w->out_mu);
+	o = w->out_head;
+	w->out_head = w->out_tail = NULL;
+	pthread_mutex_unlock(&w->out_mu);
+	return o;
+}
+
+/* Final error for a job (a silent release when its client is gone). */
+static void fail(struct md_worker *w, struct md_job *j, enum proto_err e, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+static void fail(struct md_worker *w, struct md_job *j, enum proto_err e, const char *fmt, ...)
+{
+	msgpack_sbuffer sb;
+	msgpack_packer pk;
+	char msg[512];
+	va_list ap;
+
+	atomic_fetch_add(&md_counters.requests_failed_total, 1);
+	if (e == PE_CANCELLED)
+		atomic_fetch_add(&md_counters.requests_cancelled_total, 1);
+	if (atomic_load(&j->gone)) {
+		md_job_unref(j);
+		return;
+	}
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	msgpack_sbuffer_init(&sb);
+	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+	proto_pack_error(&pk, true, j->msgid, e, msg);
+	post(w, j, &sb, true);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Fast jobs: tokenize, detokenize, info                                     */
+/* ------------------------------------------------------------------------ */
+
+static void pack_kv_str(msgpack_packer *pk, const char *k, const char *v)
+{
+	proto_pack_cstr(pk, k);
+	proto_pack_cstr(pk, v);
+}
+
+static void pack_kv_u64(msgpack_packer *pk, const char *k, uint64_t v)
+{
+	proto_pack_cstr(pk, k);
+	msgpack_pack_uint64(pk, v);
+}
+
+static void pack_kv_f64(msgpack_packer *pk, const char *k, double v)
+{
+	proto_pack_cstr(pk, k);
+	msgpack_pack_double(pk, v);
+}
+
+static void pack_kv_bool(msgpack_packer *pk, const char *k, bool v)
+{
+	proto_pack_cstr(pk, k);
+	if (v)
+		msgpack_pack_true(pk);
+	else
+		msgpack_pack_false(pk);
+}
+
+static void pack_ids(msgpack_packer *pk, const int32_t *ids, size_t n)
+{
+	msgpack_pack_array(pk, (uint32_t)n);
+	for (size_t i = 0; i < n; i++)
+		msgpack_pack_uint32(pk, (uint32_t)ids[i]);
+}
+
+static void run_tokenize(struct md_worker *w, struct md_job *j)
+{
+	struct ms_tokenizer *t = w->cur->model->tok;
+	int32_t *ids = NULL;
+	size_t n = 0;
+	msgpack_sbuffer sb;
+	msgpack_packer pk;
+	ms_err err = { 0 };
+
+	if (ms_tokenize(t, j->text, j->text_len, j->add_bos, j->special, &ids, &n, &err) < 0) {
+		fail(w, j, PE_INTERNAL, "tokenize: %s", err.msg);
+		return;
+	}
+	msgpack_sbuffer_init(&sb);
+	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+	proto_pack_result_head(&pk, j->msgid);
+	msgpack_pack_map(&pk, 1);
+	proto_pack_cstr(&pk, "tokens");
+	pack_ids(&pk, ids, n);
+	free(ids);
+	post(w, j, &sb, true);
+}
+
+static void run_detokenize(struct md_worker *w, struct md_job *j)
+{
+	struct ms_tokenizer *t = w->cur->model->tok;
+	char *text = NULL;
+	size_t len = 0;
+	msgpack_sbuffer sb;
+	msgpack_packer pk;
+	ms_err err = { 0 };
+
+	for (size_t i = 0; i < j->n_tokens; i++) {
+		if (j->tokens[i] < 0 || (uint32_t)j->tokens[i] >= ms_tok_n_vocab(t)) {
+			fail(w, j, PE_INVALID_PARAMS, "field 'tokens': id %d at index %zu is outside the vocabulary (%u)",
+			     j->tokens[i], i, ms_tok_n_vocab(t));
+			return;
+		}
+	}
+	if (ms_detokenize(t, j->tokens, j->n_tokens, &text, &len, &err) < 0) {
+		fail(w, j, PE_INTERNAL, "detokenize: %s", err.msg);
+		return;
+	}
+	msgpack_sbuffer_init(&sb);
+	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+	proto_pack_result_head(&pk, j->msgid);
+	msgpack_pack_map(&pk, 1);
+	proto_pack_cstr(&pk, "text");
+	proto_pack_str(&pk, text, len);
+	free(text);
+	post(w, j, &sb, true);
+}
+
+static void run_info(struct md_worker *w, struct md_job *j)
+{
+	const struct md_bundle *b = w->cur;
+	const struct ms_model *m = b->model;
+	const struct ms_hparams *hp = &m->hp;
+	uint32_t n_types = 0;
+	msgpack_sbuffer sb;
+	msgpack_packer pk;
+
+	for (uint32_t t = 0; t < 32; t++)
+		n_types += m->types_seen[t] != 0;
+	msgpack_sbuffer_init(&sb);
+	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+	proto_pack_result_head(&pk, j->msgid);
+	msgpack_pack_map(&pk, 17);
+	pack_kv_str(&pk, "name", m->name);
+	pack_kv_str(&pk, "architecture", "llama");
+	pack_kv_str(&pk, "path", b->path);
+	proto_pack_cstr(&pk, "hparams");
+	msgpack_pack_map(&pk, 10);
+	pack_kv_u64(&pk, "dim", hp->dim);
+	pack_kv_u64(&pk, "n_layers", hp->n_layers);
+	pack_kv_u64(&pk, "n_heads", hp->n_heads);
+	pack_kv_u64(&pk, "n_kv_heads", hp->n_kv_heads);
+	pack_kv_u64(&pk, "head_dim", hp->head_dim);
+	pack_kv_u64(&pk, "ffn", hp->ffn);
+	pack_kv_u64(&pk, "vocab", hp->vocab);
+	pack_kv_u64(&pk, "context_train", hp->ctx_train);
+	/* float32 on the wire, as in the file: 1e-05 stays 1e-05 for the client. */
+	proto_pack_cstr(&pk, "rope_base");
+	msgpack_pack_float(&pk, hp->rope_base);
+	proto_pack_cstr(&pk, "rms_eps");
+	msgpack_pack_float(&pk, hp->eps);
+	pack_kv_str(&pk, "attention", hp->n_kv_heads == hp->n_heads ? "mha" :
+				     hp->n_kv_heads == 1 ? "mqa" : "gqa");
+	pack_kv_u64(&pk, "context", b->n_ctx);
+	pack_kv_u64(&pk, "sliding_window", m->window);
+	pack_kv_str(&pk, "sliding_window_source", m->window_source);
+	pack_kv_u64(&pk, "kv_cache_bytes_per_sequence", ms_kv_bytes(m, b->n_ctx, m->window));
+	pack_kv_u64(&pk, "kv_cache_bytes_per_token", 2ull * hp->n_layers * hp->kv_dim * sizeof(float));
+	proto_pack_cstr(&pk, "tensor_types");
+	msgpack_pack_map(&pk, n_types);
+	for (uint32_t t = 0; t < 32; t++) {
+		if (m->types_seen[t])
+			pack_kv_u64(&pk, ggml_type_name(t), m->types_seen[t]);
+	}
+	proto_pack_cstr(&pk, "memory");
+	msgpack_pack_map(&pk, 4);
+	pack_kv_u64(&pk, "weight_bytes", m->weight_bytes);
+	pack_kv_u64(&pk, "arena_bytes", m->arena->size);
+	pack_kv_str(&pk, "page_kind", ms_page_kind_name(m->arena->kind));
+	pack_kv_bool(&pk, "locked", m->arena->locked);
+	pack_kv_u64(&pk, "threads", b->threads);
+	pack_kv_u64(&pk, "parallel", b->parallel);
+	pack_kv_str(&pk, "kernel_isa", b->kernels->name);
+	pack_kv_str(&pk, "template", ms_template_name(b->tmpl));
+	pack_kv_str(&pk, "version", PACKAGE_VERSION);
+	post(w, j, &sb, true);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Generation                                                                */
+/* ------------------------------------------------------------------------ */
+
+static int append_text(struct seq *s, const char *p, size_t n)
+{
+	if (s->text_len + n + 1 > s->text_cap) {
+		size_t cap = s->text_cap ? s->text_cap : 256;
+		char *t;
+
+		while (cap < s->text_len + n + 1)
+			cap *= 2;
+		t = realloc(s->text, cap);
+		if (!t)
+			return -ENOMEM;
+		s->text = t;
+		s->text_cap = cap;
+	}
+	memcpy(s->text + s->text_len, p, n);
+	s->text_len += n;
+	return 0;
+}
+
+/* The prompt's token ids: raw ids, raw text, or the instruct template. */
+static int build_prompt(struct md_worker *w, struct seq *s, ms_err *err)
+{
+	const struct md_job *j = s->job;
+	struct ms_tokenizer *t = w->cur->model->tok;
+
+	if (j->tokens) {
+		for (size_t i = 0; i < j->n_tokens; i++) {
+			if (j->tokens[i] < 0 || (uint32_t)j->tokens[i] >= ms_tok_n_vocab(t))
+				return ms_errf(err, -EDOM, "field 'tokens': id %d at index %zu is outside the vocabulary (%u)",
+					       j->tokens[i], i, ms_tok_n_vocab(t));
+		}
+		s->prompt = malloc((j->n_tokens ? j->n_tokens : 1) * sizeof(int32_t));
+		if (!s->prompt)
+			return ms_errf(err, -ENOMEM, "out of memory");
+		memcpy(s->prompt, j->tokens, j->n_tokens * sizeof(int32_t));
+		s->n_prompt = j->n_tokens;
+		return 0;
+	}
+	if (j->kind == JOB_GENERATE && j->raw)
+		return ms_tokenize(t, j->prompt, j->prompt_len, ms_tok_add_bos(t), false,
+				   &s->prompt, &s->n_prompt, err);
+	if (j->kind == JOB_CHAT)
+		return ms_template_apply(t, w->cur->tmpl, j->msgs, j->n_msgs, &s->prompt, &s->n_prompt, err);
+	{
+		struct ms_chat_msg msgs[2];
+		size_t n = 0;
+
+		if (j->system)
+			msgs[n++] = (struct ms_chat_msg){ MS_ROLE_SYSTEM, j->system, j->system_len };
+		msgs[n++] = (struct ms_chat_msg){ MS_ROLE_USER, j->prompt, j->prompt_len };
+		return ms_template_apply(t, w->cur->tmpl, msgs, n, &s->prompt, &s->n_prompt, err);
+	}
+}
+
+static void seq_release(struct md_worker *w, struct seq *s)
+{
+	ms_sampler_free(s->smp);
+	ms_stop_free(s->stop);
+	free(s->prompt);
+	free(s->gen);
+	free(s->text);
+	free(s->logits);
+	free(s->raw);
+	free(s->lps);
+	s->smp = NULL;
+	s->stop = NULL;
+	s->prompt = s->gen = NULL;
+	s->text = NULL;
+	s->logits = s->raw = NULL;
+	s->lps = NULL;
+	s->text_len = s->text_cap = 0;
+	s->job = NULL;
+	pthread_mutex_lock(&w->mu);
+	w->n_active--;
+	atomic_store(&w->st_active, w->n_active);
+	pthread_mutex_unlock(&w->mu);
+}
+
+/* Binds job j to the free slot s; on failure the job gets its error and the slot stays free. */
+static void seq_start(struct md_worker *w, struct seq *s, struct md_job *j)
+{
+	const struct md_bundle *b = w->cur;
+	const uint32_t vocab = b->model->hp.vocab;
+	ms_err err = { 0 };
+	int r;
+
+	struct ms_kv *kv = s->kv;
+
+	memset(s, 0, sizeof(*s));
+	s->kv = kv;
+	s->job = j;
+	s->t_start = md_now();
+	pthread_mutex_lock(&w->mu);
+	w->n_active++;
+	atomic_store(&w->st_active, w->n_active);
+	pthread_mutex_unlock(&w->mu);
+
+	r = build_prompt(w, s, &err);
+	if (r < 0) {
+		fail(w, j, r == -ENOMEM ? PE_INTERNAL : PE_INVALID_PARAMS, "%s", err.msg);
+		goto out;
+	}
+	if (s->n_prompt == 0) {
+		fail(w, j, PE_INVALID_PARAMS, "the prompt has no tokens");
+		goto out;
+	}
+	if (s->n_prompt >= b->n_ctx) {
+		fail(w, j, PE_CONTEXT_OVERFLOW, "prompt is %zu tokens, context is %u", s->n_prompt, b->n_ctx);
+		goto out;
+	}
+	if (!s->kv && (r = ms_kv_create(b->model, b->n_ctx, b->model->window, &s->kv, &err)) < 0) {
+		fail(w, j, PE_INTERNAL, "%s", err.msg);
+		goto out;
+	}
+	ms_kv_reset(s->kv);
+	s->limit = j->max_tokens;
+	if (s->limit > b->n_ctx - s->n_prompt)
+		s->limit = b->n_ctx - (uint32_t)s->n_prompt;
+	if ((r = ms_sampler_create(&j->sp, vocab, &s->smp, &err)) < 0 ||
+	    (j->n_stops && (r = ms_stop_create((const char *const *)j->stops, j->stop_lens, j->n_stops,
+					       &s->stop, &err)) < 0)) {
+		fail(w, j, r == -ENOMEM ? PE_INTERNAL : PE_INVALID_PARAMS, "%s", err.msg);
+		goto out;
+	}
+	s->gen = malloc(s->limit * sizeof(int32_t));
+	s->logits = malloc(vocab * sizeof(float));
+	if (j->logprobs) {
+		s->raw = malloc(vocab * sizeof(float));
+		s->lps = malloc((size_t)s->limit * (1 + j->logprobs) * sizeof(*s->lps));
+	}
+	if (!s->gen || !s->logits || (j->logprobs && (!s->raw || !s->lps))) {
+		fail(w, j, PE_INTERNAL, "out of memory for a %u-token generation", s->limit);
+		goto out;
+	}
+	for (size_t i = 0; i < s->n_prompt; i++)
+		ms_sampler_accept(s->smp, s->prompt[i]);
+	/* A templated answer's first piece carries the space that separates it
+	 * from [/INST]; raw continuations keep every byte. */
+	ms_detok_init(&s->dt, b->model->tok, !(j->kind == JOB_GENERATE && (j->raw || j->tokens)));
+	atomic_fetch_add(&md_counters.prompt_tokens_total, s->n_prompt);
+	return;
+out:
+	seq_release(w, s);
+}
+
+static void pack_token_text(msgpack_packer *pk, const struct ms_tokenizer *t, int32_t tok)
+{
+	char buf[MS_DETOK_MAX_OUT * 2];
+	struct ms_detok d;
+	int n, m;
+
+	ms_detok_init(&d, t, false);
+	n = ms_detok_push(&d, tok, buf, MS_DETOK_MAX_OUT);
+	n = n < 0 ? 0 : n;
+	m = ms_detok_flush(&d, buf + n, sizeof(buf) - (size_t)n);
+	proto_pack_str(pk, buf, (size_t)n + (size_t)(m < 0 ? 0 : m));
+}
+
+/* logprobs entries [from, to) of s as msgpack maps. */
+static void pack_logprobs(msgpack_packer *pk, const struct seq *s, size_t from, size_t to)
+{
+	const uint32_t k = s->job->logprobs;
+
+	msgpack_pack_array(pk, (uint32_t)(to - from));
+	for (size_t i = from; i < to; i++) {
+		const struct lp_alt *e = s->lps + i * (1 + k);
+
+		msgpack_pack_map(pk, 4);
+		pack_kv_u64(pk, "token", (uint32_t)e[0].tok);
+		proto_pack_cstr(pk, "text");
+		pack_token_text(pk, s->dt.t, e[0].tok);
+		pack_kv_f64(pk, "logprob", (double)e[0].lp);
+		proto_pack_cstr(pk, "top");
+		msgpack_pack_array(pk, k);
+		for (uint32_t a = 1; a <= k; a++) {
+			msgpack_pack_map(pk, 3);
+			pack_kv_u64(pk, "token", (uint32_t)e[a].tok);
+			proto_pack_cstr(pk, "text");
+			pack_token_text(pk, s->dt.t, e[a].tok);
+			pack_kv_f64(pk, "logprob", (double)e[a].lp);
+		}
+	}
+}
+
+/* Log-probabilities of the chosen token and the top k under the model's own distribution. */
+static void record_logprobs(struct seq *s, int32_t tok, uint32_t vocab)
+{
+	const uint32_t k = s->job->logprobs;
+	struct lp_alt *e = s->lps + s->n_gen * (1 + k);
+	double max = -INFINITY, sum = 0, lse;
+	uint32_t have = 0;
+
+	for (uint32_t i = 0; i < vocab; i++)
+		max = (double)s->raw[i] > max ? (double)s->raw[i] : max;
+	for (uint32_t i = 0; i < vocab; i++)
+		sum += exp((double)s->raw[i] - max);
+	lse = max + log(sum);
+	e[0] = (struct lp_alt){ tok, (float)((double)s->raw[tok] - lse) };
+	/* Insertion into a k-long sorted list: k <= 20, so this is vocab x small. */
+	for (uint32_t i = 0; i < vocab; i++) {
+		float v = s->raw[i];
+		uint32_t p;
+
+		if (have == k && v <= s->raw[e[k].tok])
+			continue;
+		p = have < k ? ++have : k;
+		while (p > 1 && s->raw[e[p - 1].tok] < v) {
+			e[p] = e[p - 1];
+			p--;
+		}
+		e[p].tok = (int32_t)i;
+	}
+	for (uint32_t a = 1; a <= k; a++)
+		e[a].lp = (float)((double)s->raw[e[a].tok] - lse);
+}
+
+static void pack_final(msgpack_packer *pk, const struct seq *s, const char *reason, double t_end)
+{
+	const struct md_job *j = s->job;
+	double prompt_s = (s->prompt_done ? s->t_prompt : t_end) - s->t_start;
+	double gen_s = s->prompt_done ? t_end - s->t_prompt : 0;
+
+	proto_pack_result_head(pk, j->msgid);
+	msgpack_pack_map(pk, j->logprobs ? 7 : 6);
+	proto_pack_cstr(pk, "response");
+	proto_pack_str(pk, s->text ? s->text : "", s->text_len);
+	proto_pack_cstr(pk, "tokens");
+	pack_ids(pk, s->gen, s->n_gen);
+	pack_kv_str(pk, "done_reason", reason);
+	proto_pack_cstr(pk, "usage");
+	msgpack_pack_map(pk, 3);
+	pack_kv_u64(pk, "prompt_tokens", s->n_prompt);
+	pack_kv_u64(pk, "completion_tokens", s->n_gen);
+	pack_kv_u64(pk, "total_tokens", s->n_prompt + s->n_gen);
+	proto_pack_cstr(pk, "timings");
+	msgpack_pack_map(pk, 5);
+	pack_kv_f64(pk, "queue_ms", (s->t_start - j->t_submit) * 1e3);
+	pack_kv_f64(pk, "prompt_ms", prompt_s * 1e3);
+	pack_kv_f64(pk, "generate_ms", gen_s * 1e3);
+	pack_kv_f64(pk, "prompt_tokens_per_s", prompt_s > 0 ? (double)s->n_prompt / prompt_s : 0.0);
+	pack_kv_f64(pk, "generate_tokens_per_s", gen_s > 0 ? (double)s->n_gen / gen_s : 0.0);
+	pack_kv_u64(pk, "seed", j->sp.seed);
+	if (j->logprobs) {
+		proto_pack_cstr(pk, "logprobs");
+		pack_logprobs(pk, s, 0, s->n_gen);
+	}
+}
+
+static void post_chunk(struct md_worker *w, struct seq *s, const char *text, size_t n, bool with_token)
+{
+	msgpack_sbuffer sb;
+	msgpack_packer pk;
+	bool lp = with_token && s->job->logprobs;
+
+	if (!s->job->stream || atomic_load(&s->job->gone))
+		return;
+	msgpack_sbuffer_init(&sb);
+	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+	proto_pack_notification_head(&pk, "generate.chunk", 2);
+	msgpack_pack_uint32(&pk, s->job->msgid);
+	msgpack_pack_map(&pk, lp ? 3 : 2);
+	proto_pack_cstr(&pk, "response");
+	proto_pack_str(&pk, text, n);
+	proto_pack_cstr(&pk, "tokens");
+	pack_ids(&pk, s->gen + s->n_gen - (with_token ? 1 : 0), with_token ? 1 : 0);
+	if (lp) {
+		proto_pack_cstr(&pk, "logprobs");
+		pack_logprobs(&pk, s, s->n_gen - 1, s->n_gen);
+	}
+	post(w, s->job, &sb, false);
+}
+
+/*
+ * Ends a sequence. Text still held back (an incomplete character, a
+ * possible stop-string prefix) is released first, except after a stop
+ * string, where everything from the match on is dropped.
+ */
+static void seq_finish(struct md_worker *w, struct seq *s, const char *reason)
+{
+	struct md_job *j = s->job;
+	double t_end = md_now();
+	msgpack_sbuffer sb;
+	msgpack_packer pk;
+
+	if (atomic_load(&j->gone)) {
+		atomic_fetch_add(&md_counters.requests_cancelled_total, 1);
+		md_job_unref(j);
+		seq_release(w, s);
+		return;
+	}
+	if (strcmp(reason, "stop_sequence") != 0) {
+		char piece[MS_DETOK_MAX_OUT], safe[MS_DETOK_MAX_OUT + MS_STOP_MAX_LEN];
+		size_t safe_len = 0, tail_start = s->text_len;
+		int n = ms_detok_flush(&s->dt, piece, sizeof(piece));
+		bool matched = false;
+
+		if (n < 0)
+			n = 0;
+		if (s->stop) {
+			matched = n && ms_stop_feed(s->stop, piece, (size_t)n, safe, &safe_len) == 1;
+			append_text(s, safe, safe_len);
+			if (!matched) {
+				ms_stop_flush(s->stop, safe, &safe_len);
+				append_text(s, safe, safe_len);
+			} else {
+				reason = "stop_sequence";
+			}
+		} else {
+			append_text(s, piece, (size_t)n);
+		}
+		if (s->text_len > tail_start)
+			post_chunk(w, s, s->text + tail_start, s->text_len - tail_start, false);
+	}
+	if (!strcmp(reason, "cancelled"))
+		atomic_fetch_add(&md_counters.requests_cancelled_total, 1);
+	if (s->prompt_done)
+		atomic_fetch_add(&md_counters.generate_us_total, (unsigned long long)((t_end - s->t_prompt) * 1e6));
+	atomic_fetch_add(&md_counters.prompt_us_total,
+			 (unsigned long long)(((s->prompt_done ? s->t_prompt : t_end) - s->t_start) * 1e6));
+	msgpack_sbuffer_init(&sb);
+	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+	pack_final(&pk, s, reason, t_end);
+	post(w, j, &sb, true);
+	seq_release(w, s);
+}
+
+/* Samples the next token from fresh logits and streams what it adds. */
+static void seq_produce(struct md_worker *w, struct seq *s)
+{
+	const struct md_bundle *b = w->cur;
+	const uint32_t vocab = b->model->hp.vocab;
+	char piece[MS_DETOK_MAX_OUT], safe[MS_DETOK_MAX_OUT + MS_STOP_MAX_LEN];
+	const char *out = piece;
+	size_t out_len;
+	bool stopped = false;
+	int32_t tok;
+	int n;
+
+	if (s->job->logprobs)
+		memcpy(s->raw, s->logits, vocab * sizeof(float));
+	tok = ms_sampler_sample(s->smp, s->logits, NULL);
+	if (tok < 0 || (uint32_t)tok >= vocab) {
+		seq_finish(w, s, "stop");
+		return;
+	}
+	ms_sampler_accept(s->smp, tok);
+	if (tok == ms_tok_eos(b->model->tok)) {
+		seq_finish(w, s, "stop");
+		return;
+	}
+	if (s->job->logprobs)
+		record_logprobs(s, tok, vocab);
+	s->gen[s->n_gen++] = tok;
+	atomic_fetch_add(&md_counters.tokens_generated_total, 1);
+	n = ms_detok_push(&s->dt, tok, piece, sizeof(piece));
+	out_len = n < 0 ? 0 : (size_t)n;
+	if (s->stop) {
+		stopped = ms_stop_feed(s->stop, piece, out_len, safe, &out_len) == 1;
+		out = safe;
+	}
+	if (append_text(s, out, out_len) < 0) {
+		seq_finish(w, s, "length");
+		return;
+	}
+	post_chunk(w, s, out, out_len, true);
+	if (stopped)
+		seq_finish(w, s, "stop_sequence");
+	else if (s->n_gen >= s->limit)
+		seq_finish(w, s, "length");
+	else
+		s->pending = tok;
+}
+
+/* Fails every running sequence (engine error or shutdown deadline). */
+static void fail_active(struct md_worker *w, enum proto_err e, const char *why)
+{
+	for (uint32_t i = 0; w->cur && i < w->cur->parallel; i++) {
+		struct seq *s = &w->seqs[i];
+
+		if (s->job) {
+			fail(w, s->job, e, "%s", why);
+			seq_release(w, s);
+		}
+	}
+}
+
+/*
+ * One scheduling step: every running sequence contributes its next prompt
+ * chunk (at most `batch` tokens) or its one pending token, and all of them
+ * are evaluated together, so concurrent decodes share each read of the
+ * weights and a long prompt never holds up the others for more than a chunk.
+ */
+static void step(struct md_worker *w)
+{
+	const struct md_bundle *b = w->cur;
+	struct ms_batch_item items[64];
+	struct seq *who[64];
+	uint32_t pos0[64];
+	size_t n = 0;
+	ms_err err = { 0 };
+	int r;
+
+	for (uint32_t i = 0; i < b->parallel && n < 64; i++) {
+		struct seq *s = &w->seqs[i];
+
+		if (!s->job)
+			continue;
+		if (atomic_load(&s->job->cancel)) {
+			if (s->n_gen == 0 && !atomic_load(&s->job->gone)) {
+				fail(w, s->job, PE_CANCELLED, "request cancelled");
+				seq_release(w, s);
+			} else {
+				seq_finish(w, s, "cancelled");
+			}
+			continue;
+		}
+		if (!s->prompt_done) {
+			size_t left = s->n_prompt - s->n_fed;
+
+			s->step_n = left < b->batch ? left : b->batch;
+			items[n] = (struct ms_batch_item){ s->kv, s->prompt + s->n_fed, s->step_n,
+							   s->n_fed + s->step_n == s->n_prompt ? s->logits : NULL,
+							   false };
+		} else {
+			s->step_n = 1;
+			items[n] = (struct ms_batch_item){ s->kv, &s->pending, 1, s->logits, false };
+		}
+		pos0[n] = s->kv->pos;
+		who[n++] = s;
+	}
+	if (!n)
+		return;
+	r = ms_eval_batch(b->ctx, items, n, &err);
+	if (r < 0 && r != -ECANCELED) {
+		md_log(LOG_ERR, "evaluation failed: %s", err.msg);
+		fail_active(w, PE_INTERNAL, err.msg);
+		return;
+	}
+	atomic_fetch_add(&w->heartbeat, 1);
+	/* What each sequence got through: all of its item, or after an
+	 * abandoned step (every sequence cancelled) possibly less; the cancel
+	 * is then handled at the top of the next step. */
+	for (size_t i = 0; i < n; i++) {
+		struct seq *s = who[i];
+		uint32_t done = s->kv->pos - pos0[i];
+
+		if (!s->prompt_done) {
+			s->n_fed += done;
+			if (s->n_fed < s->n_prompt)
+				continue;
+			s->prompt_done = true;
+			s->t_prompt = md_now();
+		} else if (done == 0) {
+			continue;
+		}
+		seq_produce(w, s);
+	}
+}
+
+/* ------------------------------------------------------------------------ */
+/* The thread                                                                */
+/* ------------------------------------------------------------------------ */
+
+static void free_seqs(struct md_worker *w)
+{
+	if (!w->seqs)
+		return;
+	for (uint32_t i = 0; i < w->cur->parallel; i++)
+		ms_kv_free(w->seqs[i].kv);
+	free(w->seqs);
+	w->seqs = NULL;
+}
+
+/*
+ * Between layers: feeds the watchdog, and abandons the step when every
+ * running sequence has been cancelled, so a cancel or a disconnect during a
+ * long prompt chunk takes effect within a layer instead of a whole chunk.
+ * With one live sequence in the step it must run to the end of the round.
+ */
+static int beat(void *ud)
+{
+	struct md_worker *w = ud;
+
+	atomic_fetch_add(&w->heartbeat, 1);
+	for (uint32_t i = 0; i < w->cur->parallel; i++) {
+		const struct seq *s = &w->seqs[i];
+
+		if (s->job && !atomic_load(&s->job->cancel))
+			return 0;
+	}
+	return 1;
+}
+
+/* Called with mu held: puts the installed model in service once nothing runs on the old one. */
+static void maybe_swap(struct md_worker *w)
+{
+	struct seq *seqs;
+
+	if (!w->next || w->n_active)
+		return;
+	seqs = calloc(w->next->parallel, sizeof(*seqs));
+	if (!seqs) {
+		md_log(LOG_ERR, "out of memory installing the new model; keeping the old one");
+		md_bundle_free(w->next);
+		w->next = NULL;
+		return;
+	}
+	free_seqs(w);
+	md_bundle_free(w->cur);
+	w->cur = w->next;
+	w->next = NULL;
+	w->seqs = seqs;
+	/* A long prompt chunk on a big model keeps the watchdog fed layer by layer. */
+	ms_ctx_set_progress(w->cur->ctx, beat, w);
+	atomic_store(&w->has_model, true);
+}
+
+static struct md_job *pop(struct md_job **head, struct md_job **tail)
+{
+	struct md_job *j = *head;
+
+	if (j) {
+		*head = j->next;
+		if (!*head)
+			*tail = NULL;
+		j->next = NULL;
+	}
+	return j;
+}
+
+/*
+ * Called with mu held: queued jobs whose client cancelled or left give up
+ * their place at once instead of when a slot frees. The queue is at most
+ * queue_depth long, so a sweep per iteration costs nothing.
+ */
+static void sweep_queue(struct md_worker *w)
+{
+	struct md_job **pp = &w->q_head, *dead = NULL;
+
+	w->q_tail = NULL;
+	while (*pp) {
+		struct md_job *j = *pp;
+
+		if (atomic_load(&j->cancel) || atomic_load(&j->gone)) {
+			*pp = j->next;
+			j->next = dead;
+			dead = j;
+			w->n_queued--;
+		} else {
+			w->q_tail = j;
+			pp = &j->next;
+		}
+	}
+	atomic_store(&w->st_queued, w->n_queued);
+	if (!dead)
+		return;
+	pthread_mutex_unlock(&w->mu);
+	while (dead) {
+		struct md_job *j = dead;
+
+		dead = j->next;
+		j->next = NULL;
+		if (atomic_load(&j->gone))
+			md_job_unref(j);
+		else
+			fail(w, j, PE_CANCELLED, "request cancelled before it started");
+	}
+	pthread_mutex_lock(&w->mu);
+}
+
+static void *worker_main(void *arg)
+{
+	struct md_worker *w = arg;
+
+	pthread_mutex_lock(&w->mu);
+	for (;;) {
+		struct md_job *j;
+
+		atomic_fetch_add(&w->heartbeat, 1);
+		if (w->stop)
+			break;
+		maybe_swap(w);
+		if ((j = pop(&w->fast_head, &w->fast_tail))) {
+			pthread_mutex_unlock(&w->mu);
+			if (atomic_load(&j->gone))
+				md_job_unref(j);
+			else if (!w->cur)
+				fail(w, j, PE_LOADING, "the model is still loading");
+			else if (j->kind == JOB_TOKENIZE)
+				run_tokenize(w, j);
+			else if (j->kind == JOB_DETOKENIZE)
+				run_detokenize(w, j);
+			else
+				run_info(w, j);
+			pthread_mutex_lock(&w->mu);
+			continue;
+		}
+		if (w->aborting && w->n_active) {
+			pthread_mutex_unlock(&w->mu);
+			fail_active(w, PE_SHUTTING_DOWN, "the daemon is shutting down");
+			pthread_mutex_lock(&w->mu);
+			continue;
+		}
+		sweep_queue(w);
+		/* Admission: queued jobs take free slots in arrival order (not while a new model waits). */
+		while (w->cur && !w->next && w->q_head && w->n_active < w->cur->parallel) {
+			struct seq *s = NULL;
+
+			j = pop(&w->q_head, &w->q_tail);
+			w->n_queued--;
+			atomic_store(&w->st_queued, w->n_queued);
+			if (atomic_load(&j->gone)) {
+				md_job_unref(j);
+				continue;
+			}
+			if (atomic_load(&j->cancel)) {
+				pthread_mutex_unlock(&w->mu);
+				fail(w, j, PE_CANCELLED, "request cancelled before it started");
+				pthread_mutex_lock(&w->mu);
+				continue;
+			}
+			for (uint32_t i = 0; i < w->cur->parallel; i++) {
+				if (!w->seqs[i].job) {
+					s = &w->seqs[i];
+					break;
+				}
+			}
+			pthread_mutex_unlock(&w->mu);
+			seq_start(w, s, j);
+			pthread_mutex_lock(&w->mu);
+		}
+		if (!w->n_active) {
+			struct timespec ts;
+
+			clock_gettime(CLOCK_REALTIME, &ts);
+			ts.tv_nsec += 250 * 1000 * 1000;
+			if (ts.tv_nsec >= 1000000000) {
+				ts.tv_sec++;
+				ts.tv_nsec -= 1000000000;
+			}
+			/* Woken by a submit, a cancel or an install; the timeout only
+			 * keeps the heartbeat moving for the watchdog. */
+			pthread_cond_timedwait(&w->cv, &w->mu, &ts);
+			continue;
+		}
+		pthread_mutex_unlock(&w->mu);
+		step(w);
+		pthread_mutex_lock(&w->mu);
+	}
+	pthread_mutex_unlock(&w->mu);
+	return NULL;
+}
+
+/* ------------------------------------------------------------------------ */
+/* API for the event loop                                                    */
+/* ------------------------------------------------------------------------ */
+
+int md_worker_start(struct md_worker **out, md_wake_fn wake, void *ud, uint32_t queue_depth)
+{
+	struct md_worker *w = calloc(1, sizeof(*w));
+	int r;
+
+	if (!w)
+		return -ENOMEM;
+	pthread_mutex_init(&w->mu, NULL);
+	pthread_mutex_init(&w->out_mu, NULL);
+	pthread_cond_init(&w->cv, NULL);
+	w->wake = wake;
+	w->wake_ud = ud;
+	w->queue_depth = queue_depth;
+	r = pthread_create(&w->thread, NULL, worker_main, w);
+	if (r) {
+		free(w);
+		return -r;
+	}
+	*out = w;
+	return 0;
+}
+
+static void fail_list(struct md_worker *w, struct md_job *j, enum proto_err e, const char *why)
+{
+	while (j) {
+		struct md_job *next = j->next;
+
+		j->next = NULL;
+		fail(w, j, e, "%s", why);
+		j = next;
+	}
+}
+
+void md_worker_stop(struct md_worker *w)
+{
+	struct md_job *q, *f;
+	struct md_out *o;
+
+	if (!w)
+		return;
+	pthread_mutex_lock(&w->mu);
+	w->stop = true;
+	pthread_cond_signal(&w->cv);
+	pthread_mutex_unlock(&w->mu);
+	pthread_join(w->thread, NULL);
+	q = w->q_head;
+	f = w->fast_head;
+	w->q_head = w->fast_head = NULL;
+	fail_list(w, q, PE_SHUTTING_DOWN, "the daemon is shutting down");
+	fail_list(w, f, PE_SHUTTING_DOWN, "the daemon is shutting down");
+	fail_active(w, PE_SHUTTING_DOWN, "the daemon is shutting down");
+	free_seqs(w);
+	md_bundle_free(w->cur);
+	md_bundle_free(w->next);
+	/* Outputs nobody collected any more. */
+	while ((o = md_worker_take_outputs(w))) {
+		while (o) {
+			struct md_out *next = o->next;
+
+			md_out_free(o);
+			o = next;
+		}
+	}
+	pthread_mutex_destroy(&w->mu);
+	pthread_mutex_destroy(&w->out_mu);
+	pthread_cond_destroy(&w->cv);
+	free(w);
+}
+
+void md_worker_install(struct md_worker *w, struct md_bundle *b)
+{
+	pthread_mutex_lock(&w->mu);
+	md_bundle_free(w->next);
+	w->next = b;
+	pthread_cond_signal(&w->cv);
+	pthread_mutex_unlock(&w->mu);
+}
+
+bool md_worker_has_model(struct md_worker *w)
+{
+	return atomic_load(&w->has_model);
+}
+
+int md_worker_submit(struct md_worker *w, struct md_job *j)
+{
+	pthread_mutex_lock(&w->mu);
+	if (w->draining || w->stop) {
+		pthread_mutex_unlock(&w->mu);
+		return -ESHUTDOWN;
+	}
+	if (j->kind == JOB_GENERATE || j->kind == JOB_CHAT) {
+		uint32_t parallel = w->cur ? w->cur->parallel : 1;
+
+		if (w->n_active + w->n_queued >= parallel + w->queue_depth) {
+			pthread_mutex_unlock(&w->mu);
+			return -EBUSY;
+		}
+		if (w->q_tail)
+			w->q_tail->next = j;
+		else
+			w->q_head = j;
+		w->q_tail = j;
+		w->n_queued++;
+		atomic_store(&w->st_queued, w->n_queued);
+	} else {
+		if (w->fast_tail)
+			w->fast_tail->next = j;
+		else
+			w->fast_head = j;
+		w->fast_tail = j;
+	}
+	pthread_cond_signal(&w->cv);
+	pthread_mutex_unlock(&w->mu);
+	return 0;
+}
+
+void md_worker_kick(struct md_worker *w)
+{
+	pthread_mutex_lock(&w->mu);
+	pthread_cond_signal(&w->cv);
+	pthread_mutex_unlock(&w->mu);
+}
+
+void md_worker_drain(struct md_worker *w)
+{
+	struct md_job *q;
+
+	pthread_mutex_lock(&w->mu);
+	w->draining = true;
+	q = w->q_head;
+	w->q_head = w->q_tail = NULL;
+	w->n_queued = 0;
+	atomic_store(&w->st_queued, 0);
+	pthread_cond_signal(&w->cv);
+	pthread_mutex_unlock(&w->mu);
+	fail_list(w, q, PE_SHUTTING_DOWN, "the daemon is shutting down");
+}
+
+void md_worker_abort(struct md_worker *w)
+{
+	pthread_mutex_lock(&w->mu);
+	w->aborting = true;
+	pthread_cond_signal(&w->cv);
+	pthread_mutex_unlock(&w->mu);
+}
+
+void md_worker_stats(struct md_worker *w, struct md_worker_stats *st)
+{
+	st->active = atomic_load(&w->st_active);
+	st->queued = atomic_load(&w->st_queued);
+	st->heartbeat = atomic_load(&w->heartbeat);
+}
