@@ -319,7 +319,7 @@ static void run_info(struct md_worker *w, struct md_job *j)
 	msgpack_sbuffer_init(&sb);
 	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
 	proto_pack_result_head(&pk, j->msgid);
-	msgpack_pack_map(&pk, 17);
+	msgpack_pack_map(&pk, 18);
 	pack_kv_str(&pk, "name", m->name);
 	pack_kv_str(&pk, "architecture", "llama");
 	pack_kv_str(&pk, "path", b->path);
@@ -343,8 +343,10 @@ static void run_info(struct md_worker *w, struct md_job *j)
 	pack_kv_u64(&pk, "context", b->n_ctx);
 	pack_kv_u64(&pk, "sliding_window", m->window);
 	pack_kv_str(&pk, "sliding_window_source", m->window_source);
-	pack_kv_u64(&pk, "kv_cache_bytes_per_sequence", ms_kv_bytes(m, b->n_ctx, m->window));
-	pack_kv_u64(&pk, "kv_cache_bytes_per_token", 2ull * hp->n_layers * hp->kv_dim * sizeof(float));
+	pack_kv_u64(&pk, "kv_cache_bytes_per_sequence", ms_kv_bytes(m, b->n_ctx, m->window, b->kv_type));
+	pack_kv_u64(&pk, "kv_cache_bytes_per_token", 2ull * hp->n_layers * hp->kv_dim *
+		    (b->kv_type == GGML_TYPE_F16 ? 2 : 4));
+	pack_kv_str(&pk, "kv_cache_type", ggml_type_name(b->kv_type));
 	proto_pack_cstr(&pk, "tensor_types");
 	msgpack_pack_map(&pk, n_types);
 	for (uint32_t t = 0; t < 32; t++) {
@@ -479,7 +481,7 @@ static void seq_start(struct md_worker *w, struct seq *s, struct md_job *j)
 		fail(w, j, PE_CONTEXT_OVERFLOW, "prompt is %zu tokens, context is %u", s->n_prompt, b->n_ctx);
 		goto out;
 	}
-	if (!s->kv && (r = ms_kv_create(b->model, b->n_ctx, b->model->window, &s->kv, &err)) < 0) {
+	if (!s->kv && (r = ms_kv_create(b->model, b->n_ctx, b->model->window, b->kv_type, &s->kv, &err)) < 0) {
 		fail(w, j, PE_INTERNAL, "%s", err.msg);
 		goto out;
 	}

@@ -71,6 +71,7 @@ struct md_bundle {
 	uint32_t parallel;
 	uint32_t threads;
 	uint32_t batch;
+	uint32_t kv_type;            /* GGML_TYPE_F16 or GGML_TYPE_F32 */
 	enum ms_template tmpl;
 };
 

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "attention.h"
 #include "forward.h"
 #include "quant.h"
 
@@ -20,6 +21,8 @@ struct segment {
 };
 
 #define OUT_ROWS 32   /* rows per output-projection group: 32 x vocab floats of scratch */
+#define ATT_BLOCK 64  /* keys scored at once per group: the scores stay in L1 */
+#define ATT_MAX_SPLIT 16   /* most pieces one query's keys are split into */
 
 struct ms_ctx {
 	const struct ms_model *m;
@@ -32,6 +35,8 @@ struct ms_ctx {
 	float *q;                /* [B][dim] queries (rotated) */
 	float *kc;               /* [B][kv_dim] the chunk's keys (rotated) */
 	float *vc;               /* [B][kv_dim] the chunk's values */
+	void *kct;               /* [B][kv_dim] the chunk's keys in each sequence's cache type */
+	void *vct;               /* [B][kv_dim] the chunk's values likewise */
 	float *att;              /* [B][dim] attention output, heads concatenated */
 	float *tmp;              /* [B][dim] projection output before the residual add */
 	float *hg;               /* [B][ffn] gate, then silu(gate) * up */
@@ -39,8 +44,11 @@ struct ms_ctx {
 	float *rope_cos;         /* [B][rope_dims/2] */
 	float *rope_sin;         /* [B][rope_dims/2] */
 	double *inv_freq;        /* [rope_dims/2] base^(-2i/rope_dims) */
-	float *scores;           /* [n_threads][score_cap] attention weights */
-	size_t score_cap;
+	const struct ms_attn_kernels *ak;
+	float *att_scratch;      /* [n_threads][att_stride]: converted K/V rows and scores */
+	size_t att_stride;
+	float *partial;          /* [max_tasks][group][head_dim + 2]: per-split softmax state */
+	size_t max_tasks;
 	void *mm_scratch;        /* activation conversion for ms_matmul */
 	/* the round being evaluated */
 	struct segment *segs;    /* [max_batch] */
@@ -65,15 +73,20 @@ static uint32_t effective_window(uint32_t n_ctx, uint32_t window)
 	return (window && window < n_ctx) ? window : 0;
 }
 
-size_t ms_kv_bytes(const struct ms_model *m, uint32_t n_ctx, uint32_t window)
+static size_t kv_elt(uint32_t type)
+{
+	return type == GGML_TYPE_F16 ? 2 : 4;
+}
+
+size_t ms_kv_bytes(const struct ms_model *m, uint32_t n_ctx, uint32_t window, uint32_t type)
 {
 	uint32_t w = effective_window(n_ctx, window);
 	size_t slots = w ? w : n_ctx;
 
-	return 2 * (size_t)m->hp.n_layers * slots * m->hp.kv_dim * sizeof(float);
+	return 2 * (size_t)m->hp.n_layers * slots * m->hp.kv_dim * kv_elt(type);
 }
 
-int ms_kv_create(const struct ms_model *m, uint32_t n_ctx, uint32_t window,
+int ms_kv_create(const struct ms_model *m, uint32_t n_ctx, uint32_t window, uint32_t type,
 		 struct ms_kv **out, ms_err *err)
 {
 	struct ms_kv *kv;
@@ -81,6 +94,9 @@ int ms_kv_create(const struct ms_model *m, uint32_t n_ctx, uint32_t window,
 
 	if (n_ctx == 0)
 		return ms_errf(err, -EINVAL, "context length must be at least 1");
+	if (type != GGML_TYPE_F16 && type != GGML_TYPE_F32)
+		return ms_errf(err, -EINVAL, "KV cache type %s is not supported (F16 or F32)",
+			       ggml_type_name(type));
 	kv = calloc(1, sizeof(*kv));
 	if (!kv)
 		return ms_errf(err, -ENOMEM, "out of memory for a KV cache");
@@ -89,15 +105,40 @@ int ms_kv_create(const struct ms_model *m, uint32_t n_ctx, uint32_t window,
 	kv->n_slots = kv->window ? kv->window : n_ctx;
 	kv->kv_dim = m->hp.kv_dim;
 	kv->n_layers = m->hp.n_layers;
+	kv->type = type;
+	kv->elt = kv_elt(type);
 	n = (size_t)kv->n_layers * kv->n_slots * kv->kv_dim;
-	kv->k = malloc(n * sizeof(float));
-	kv->v = malloc(n * sizeof(float));
+	kv->k = malloc(n * kv->elt);
+	kv->v = malloc(n * kv->elt);
 	if (!kv->k || !kv->v) {
 		ms_kv_free(kv);
 		return ms_errf(err, -ENOMEM, "out of memory for a KV cache of %zu bytes",
-			       ms_kv_bytes(m, n_ctx, window));
+			       ms_kv_bytes(m, n_ctx, window, type));
 	}
 	*out = kv;
+	return 0;
+}
+
+int ms_kv_fill_synthetic(struct ms_kv *kv, uint32_t pos, uint64_t seed)
+{
+	size_t n = (size_t)kv->n_layers * kv->n_slots * kv->kv_dim;
+	uint64_t x = seed * 0x9E3779B97F4A7C15ull + 1;
+
+	if (pos > kv->n_ctx)
+		return -EINVAL;
+	for (size_t i = 0; i < 2 * n; i++) {
+		float f;
+
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		f = (float)((double)(x >> 40) / (double)(1ull << 23) - 1.0);
+		if (kv->type == GGML_TYPE_F16)
+			((uint16_t *)(i < n ? kv->k : kv->v))[i % n] = ms_f32_to_f16(f);
+		else
+			((float *)(i < n ? kv->k : kv->v))[i % n] = f;
+	}
+	kv->pos = pos;
 	return 0;
 }
 
@@ -128,6 +169,8 @@ void ms_ctx_free(struct ms_ctx *c)
 	free(c->q);
 	free(c->kc);
 	free(c->vc);
+	free(c->kct);
+	free(c->vct);
 	free(c->att);
 	free(c->tmp);
 	free(c->hg);
@@ -135,7 +178,8 @@ void ms_ctx_free(struct ms_ctx *c)
 	free(c->rope_cos);
 	free(c->rope_sin);
 	free(c->inv_freq);
-	free(c->scores);
+	free(c->att_scratch);
+	free(c->partial);
 	free(c->mm_scratch);
 	free(c->segs);
 	free(c->row_seg);
@@ -240,12 +284,23 @@ int ms_ctx_create(const struct ms_model *m, const struct ms_kernels *k,
 	c->item_done = malloc(b * sizeof(*c->item_done));
 	c->out = malloc((size_t)OUT_ROWS * hp->vocab * sizeof(float));
 	c->out_dst = malloc(OUT_ROWS * sizeof(*c->out_dst));
+	c->kct = malloc(b * hp->kv_dim * sizeof(float));
+	c->vct = malloc(b * hp->kv_dim * sizeof(float));
+	c->ak = ms_attn_kernels_get(k->isa);
+	if (!c->ak)
+		c->ak = &ms_attn_generic;
+	/* Per thread: one K row, one V row and a block of scores for a whole group. */
+	c->att_stride = 2 * (size_t)hp->head_dim + (size_t)(hp->n_heads / hp->n_kv_heads) * ATT_BLOCK;
+	c->att_scratch = malloc((size_t)n_threads * c->att_stride * sizeof(float));
+	c->max_tasks = b * hp->n_kv_heads + 2 * (size_t)n_threads * ATT_MAX_SPLIT;
+	c->partial = malloc(c->max_tasks * (hp->n_heads / hp->n_kv_heads) * (hp->head_dim + 2) * sizeof(float));
 	mm = model_mm_scratch(m, k, b);
 	c->mm_scratch = mm ? malloc(mm) : NULL;
 	if (!c->x || !c->xn || !c->q || !c->kc || !c->vc || !c->att || !c->tmp ||
 	    !c->hg || !c->hu || !c->rope_cos || !c->rope_sin || !c->inv_freq ||
 	    !c->segs || !c->row_seg || !c->row_pos || !c->row_tok || !c->item_done ||
-	    !c->out || !c->out_dst || (mm && !c->mm_scratch)) {
+	    !c->out || !c->out_dst || !c->kct || !c->vct || !c->att_scratch || !c->partial ||
+	    (mm && !c->mm_scratch)) {
 		ms_ctx_free(c);
 		return ms_errf(err, -ENOMEM, "out of memory for scratch buffers of a %u-token batch",
 			       max_batch);
@@ -253,21 +308,6 @@ int ms_ctx_create(const struct ms_model *m, const struct ms_kernels *k,
 	for (size_t i = 0; i < half; i++)
 		c->inv_freq[i] = pow((double)hp->rope_base, -2.0 * (double)i / (double)hp->rope_dims);
 	*out = c;
-	return 0;
-}
-
-/* Attention weights need one buffer per thread as long as the keys a query sees. */
-static int ensure_scores(struct ms_ctx *c, size_t n_keys, ms_err *err)
-{
-	float *s;
-
-	if (n_keys <= c->score_cap)
-		return 0;
-	s = realloc(c->scores, (size_t)c->n_threads * n_keys * sizeof(float));
-	if (!s)
-		return ms_errf(err, -ENOMEM, "out of memory for attention scores");
-	c->scores = s;
-	c->score_cap = n_keys;
 	return 0;
 }
 
@@ -333,21 +373,6 @@ static void rope_apply(const struct ms_ctx *c, float *v, size_t b, size_t width)
 	}
 }
 
-static void softmax(float *s, size_t n)
-{
-	float max = s[0], sum = 0;
-
-	for (size_t i = 1; i < n; i++)
-		if (s[i] > max)
-			max = s[i];
-	for (size_t i = 0; i < n; i++) {
-		s[i] = expf(s[i] - max);
-		sum += s[i];
-	}
-	for (size_t i = 0; i < n; i++)
-		s[i] /= sum;
-}
-
 static int matmul(struct ms_ctx *c, const struct ms_tensor *w, const float *x, size_t b, float *y)
 {
 	return ms_matmul(c->k, w->type, w->data, w->row_bytes, w->rows, w->cols, x, b, y,
@@ -358,55 +383,239 @@ static int matmul(struct ms_ctx *c, const struct ms_tensor *w, const float *x, s
 /* Attention                                                                 */
 /* ------------------------------------------------------------------------ */
 
+/* A stretch of keys stored in consecutive rows (ring slots or chunk rows). */
+struct key_run {
+	const uint8_t *k, *v;    /* first row, already offset to the KV head */
+	size_t n;
+	size_t stride;           /* bytes from one row to the next */
+};
+
+/* Rows of kct/vct are spaced for F32 whatever the cache type, so segments
+ * of different types never overlap. */
+static size_t chunk_row_bytes(const struct ms_ctx *c)
+{
+	return c->m->hp.kv_dim * sizeof(float);
+}
+
 /*
- * Causal sliding-window attention at layer l for every row of the round.
- * Row r belongs to segment sg (one sequence's chunk at positions
- * p0..p0+b-1): query p sees keys j with p - W < j <= p; those before p0
- * come from the sequence's ring, the rest from the segment's own rows of
- * kc/vc. Work is split over (row, head) pairs; each keeps its weights in
- * its thread's score buffer.
+ * The keys query row r sees at layer l, as at most three runs: the cached
+ * positions [lo, p0) (two runs when they wrap around the ring) and the
+ * chunk's own positions [max(lo, p0), p]. Softmax does not care about
+ * order, so the ring is read in slot order, never reassembled.
+ */
+static size_t key_runs(const struct ms_ctx *c, size_t r, uint32_t l, size_t g, struct key_run *runs)
+{
+	const struct segment *sg = &c->segs[c->row_seg[r]];
+	const struct ms_kv *kv = sg->kv;
+	const size_t hd = c->m->hp.head_dim, row = kv->kv_dim * kv->elt, head = g * hd * kv->elt;
+	const uint32_t p0 = sg->p0, p = c->row_pos[r];
+	const uint32_t lo = (kv->window && p + 1 > kv->window) ? p + 1 - kv->window : 0;
+	const uint8_t *kr = (const uint8_t *)kv->k + (size_t)l * kv->n_slots * row + head;
+	const uint8_t *vr = (const uint8_t *)kv->v + (size_t)l * kv->n_slots * row + head;
+	size_t n = 0;
+
+	if (lo < p0) {
+		size_t s0 = lo % kv->n_slots, cnt = p0 - lo;
+		size_t first = cnt < kv->n_slots - s0 ? cnt : kv->n_slots - s0;
+
+		runs[n++] = (struct key_run){ kr + s0 * row, vr + s0 * row, first, row };
+		if (cnt > first)
+			runs[n++] = (struct key_run){ kr, vr, cnt - first, row };
+	}
+	{
+		uint32_t j = lo > p0 ? lo : p0;
+		size_t off = (sg->row0 + (j - p0)) * chunk_row_bytes(c) + head;
+
+		runs[n++] = (struct key_run){ (const uint8_t *)c->kct + off, (const uint8_t *)c->vct + off,
+					      p - j + 1, chunk_row_bytes(c) };
+	}
+	return n;
+}
+
+static const float *load_row(const struct ms_ctx *c, const struct ms_kv *kv, const uint8_t *src,
+			     float *buf, size_t hd)
+{
+	if (kv->type == GGML_TYPE_F32)
+		return (const float *)(const void *)src;
+	c->ak->f16_to_f32(hd, (const uint16_t *)(const void *)src, buf);
+	return buf;
+}
+
+/*
+ * One task: the G query heads of KV head g for row r, over keys
+ * [k0, k1) of that row's key list, with an online softmax. Each key and
+ * value row is read and converted once for the whole group: with GQA the
+ * cache traffic is divided by G, which is what grouped-query attention is
+ * for. Leaves (max, sum, unnormalised output) per query head in st.
+ */
+static void attend_task(const struct ms_ctx *c, uint32_t l, size_t r, size_t g, size_t k0, size_t k1,
+			float *st, float *scratch)
+{
+	const struct ms_hparams *hp = &c->m->hp;
+	const size_t hd = hp->head_dim, G = hp->n_heads / hp->n_kv_heads;
+	const struct ms_kv *kv = c->segs[c->row_seg[r]].kv;
+	const float scale = (float)(1.0 / sqrt((double)hd));
+	const float *q = c->q + r * hp->dim + g * G * hd;
+	float *kbuf = scratch, *vbuf = scratch + hd, *s = scratch + 2 * hd;
+	struct key_run runs[3];
+	size_t n_runs = key_runs(c, r, l, g, runs), skip = k0, want = k1 - k0;
+
+	for (size_t qi = 0; qi < G; qi++) {
+		float *e = st + qi * (hd + 2);
+
+		e[0] = -INFINITY;
+		e[1] = 0;
+		memset(e + 2, 0, hd * sizeof(float));
+	}
+	for (size_t ri = 0; ri < n_runs && want; ri++) {
+		size_t from, len;
+
+		if (skip >= runs[ri].n) {
+			skip -= runs[ri].n;
+			continue;
+		}
+		from = skip;
+		len = runs[ri].n - skip < want ? runs[ri].n - skip : want;
+		skip = 0;
+		want -= len;
+		for (size_t b0 = from; b0 < from + len; b0 += ATT_BLOCK) {
+			size_t nb = from + len - b0 < ATT_BLOCK ? from + len - b0 : ATT_BLOCK;
+
+			for (size_t t = 0; t < nb; t++) {
+				const float *kf = load_row(c, kv, runs[ri].k + (b0 + t) * runs[ri].stride, kbuf, hd);
+
+				for (size_t qi = 0; qi < G; qi++)
+					s[qi * ATT_BLOCK + t] = scale * c->k->dot_f32(hd, q + qi * hd, kf);
+			}
+			for (size_t qi = 0; qi < G; qi++) {
+				float *e = st + qi * (hd + 2), *sq = s + qi * ATT_BLOCK;
+				float mx = e[0], corr;
+
+				for (size_t t = 0; t < nb; t++)
+					mx = sq[t] > mx ? sq[t] : mx;
+				corr = expf(e[0] - mx);
+				if (corr != 1.0f) {
+					e[1] *= corr;
+					for (size_t i = 0; i < hd; i++)
+						e[2 + i] *= corr;
+				}
+				for (size_t t = 0; t < nb; t++) {
+					sq[t] = expf(sq[t] - mx);
+					e[1] += sq[t];
+				}
+				e[0] = mx;
+			}
+			for (size_t t = 0; t < nb; t++) {
+				const float *vf = load_row(c, kv, runs[ri].v + (b0 + t) * runs[ri].stride, vbuf, hd);
+
+				for (size_t qi = 0; qi < G; qi++)
+					c->k->axpy_f32(hd, s[qi * ATT_BLOCK + t], vf, st + qi * (hd + 2) + 2);
+			}
+		}
+	}
+}
+
+/* Keys row r sees at layer-independent positions: window and causality only. */
+static size_t n_keys_of(const struct ms_ctx *c, size_t r)
+{
+	const struct ms_kv *kv = c->segs[c->row_seg[r]].kv;
+	const uint32_t p = c->row_pos[r];
+	const uint32_t lo = (kv->window && p + 1 > kv->window) ? p + 1 - kv->window : 0;
+
+	return p - lo + 1;
+}
+
+/*
+ * Causal sliding-window attention at layer l for every row of the round:
+ * query p sees keys j with p - W < j <= p. Tasks are (row, KV head, piece
+ * of the key list); a single decode row on a model with few KV heads is
+ * split along its keys so both cores share a long cache, and the pieces'
+ * softmax states are merged afterwards.
  */
 static void attention(struct ms_ctx *c, uint32_t l, size_t rows)
 {
 	const struct ms_hparams *hp = &c->m->hp;
-	const size_t hd = hp->head_dim, kvd = hp->kv_dim, dim = hp->dim;
-	const size_t group = hp->n_heads / hp->n_kv_heads;
-	const float scale = (float)(1.0 / sqrt((double)hd));
-	const long n_pairs = (long)(rows * hp->n_heads);
+	const size_t hd = hp->head_dim, G = hp->n_heads / hp->n_kv_heads, nkv = hp->n_kv_heads;
+	const size_t st_size = G * (hd + 2);
+	size_t splits = 1, max_keys = 0;
 	uint64_t work = 0;
+	long n_tasks;
 
-	/* Same rule as ms_matmul: a team only for work that outweighs waking it. */
-	for (size_t si = 0; si < c->n_segs; si++)
-		work += (uint64_t)c->segs[si].b * (c->segs[si].p0 + c->segs[si].b) * hp->n_heads * hd;
+	for (size_t r = 0; r < rows; r++) {
+		size_t nk = n_keys_of(c, r);
 
-#pragma omp parallel for num_threads(c->n_threads) schedule(static) if (work >= (1u << 18))
-	for (long pi = 0; pi < n_pairs; pi++) {
-		const size_t r = (size_t)pi / hp->n_heads, h = (size_t)pi % hp->n_heads;
-		const struct segment *sg = &c->segs[c->row_seg[r]];
-		const struct ms_kv *kv = sg->kv;
-		const float *kring = kv->k + (size_t)l * kv->n_slots * kvd;
-		const float *vring = kv->v + (size_t)l * kv->n_slots * kvd;
-		const float *kc = c->kc + sg->row0 * kvd, *vc = c->vc + sg->row0 * kvd;
-		const size_t g = h / group;
-		const uint32_t p0 = sg->p0, p = c->row_pos[r];
-		const uint32_t lo = (kv->window && p + 1 > kv->window) ? p + 1 - kv->window : 0;
-		const uint32_t lo_chunk = lo > p0 ? lo : p0;
-		const float *qh = c->q + r * dim + h * hd;
-		float *s = c->scores + (size_t)omp_get_thread_num() * c->score_cap;
-		float *o = c->att + r * dim + h * hd;
-		size_t n = 0;
+		max_keys = nk > max_keys ? nk : max_keys;
+		work += (uint64_t)nk * hp->n_heads * hd;
+	}
+	/* Split only when there are too few tasks for the team and enough keys
+	 * (>= 256 a piece) that a piece outweighs merging it. */
+	while (rows * nkv * splits < 2 * (size_t)c->n_threads && splits < ATT_MAX_SPLIT &&
+	       max_keys / (splits * 2) >= 256)
+		splits *= 2;
+	n_tasks = (long)(rows * nkv * splits);
 
-		for (uint32_t j = lo; j < p0; j++)
-			s[n++] = scale * c->k->dot_f32(hd, qh, kring + (size_t)(j % kv->n_slots) * kvd + g * hd);
-		for (uint32_t j = lo_chunk; j <= p; j++)
-			s[n++] = scale * c->k->dot_f32(hd, qh, kc + (size_t)(j - p0) * kvd + g * hd);
-		softmax(s, n);
-		memset(o, 0, hd * sizeof(float));
-		n = 0;
-		for (uint32_t j = lo; j < p0; j++)
-			c->k->axpy_f32(hd, s[n++], vring + (size_t)(j % kv->n_slots) * kvd + g * hd, o);
-		for (uint32_t j = lo_chunk; j <= p; j++)
-			c->k->axpy_f32(hd, s[n++], vc + (size_t)(j - p0) * kvd + g * hd, o);
+#pragma omp parallel for num_threads(c->n_threads) schedule(dynamic, 1) if (work >= (1u << 18))
+	for (long t = 0; t < n_tasks; t++) {
+		const size_t r = (size_t)t / (nkv * splits), g = (size_t)t / splits % nkv, sp = (size_t)t % splits;
+		const size_t nk = n_keys_of(c, r);
+
+		attend_task(c, l, r, g, nk * sp / splits, nk * (sp + 1) / splits,
+			    c->partial + (size_t)t * st_size,
+			    c->att_scratch + (size_t)omp_get_thread_num() * c->att_stride);
+	}
+	/* Merge the pieces: rescale each to the common max, then normalise. */
+	for (size_t r = 0; r < rows; r++) {
+		for (size_t g = 0; g < nkv; g++) {
+			const float *base = c->partial + ((r * nkv + g) * splits) * st_size;
+
+			for (size_t qi = 0; qi < G; qi++) {
+				float *o = c->att + r * hp->dim + (g * G + qi) * hd;
+				float mx = -INFINITY, sum = 0;
+
+				for (size_t sp = 0; sp < splits; sp++) {
+					float m = base[sp * st_size + qi * (hd + 2)];
+
+					mx = m > mx ? m : mx;
+				}
+				memset(o, 0, hd * sizeof(float));
+				for (size_t sp = 0; sp < splits; sp++) {
+					const float *e = base + sp * st_size + qi * (hd + 2);
+					float w;
+
+					if (e[1] == 0)
+						continue;
+					w = expf(e[0] - mx);
+					sum += w * e[1];
+					c->k->axpy_f32(hd, w, e + 2, o);
+				}
+				for (size_t i = 0; i < hd; i++)
+					o[i] /= sum;
+			}
+		}
+	}
+}
+
+/* The chunk's keys and values in each sequence's cache type: attention
+ * reads them as later steps will read them from the ring. */
+static void chunk_to_cache_type(struct ms_ctx *c)
+{
+	const size_t kvd = c->m->hp.kv_dim;
+
+	for (size_t si = 0; si < c->n_segs; si++) {
+		const struct segment *sg = &c->segs[si];
+
+		for (size_t i = sg->row0; i < sg->row0 + sg->b; i++) {
+			uint8_t *kd = (uint8_t *)c->kct + i * chunk_row_bytes(c);
+			uint8_t *vd = (uint8_t *)c->vct + i * chunk_row_bytes(c);
+
+			if (sg->kv->type == GGML_TYPE_F16) {
+				c->ak->f32_to_f16(kvd, c->kc + i * kvd, (uint16_t *)(void *)kd);
+				c->ak->f32_to_f16(kvd, c->vc + i * kvd, (uint16_t *)(void *)vd);
+			} else {
+				memcpy(kd, c->kc + i * kvd, kvd * sizeof(float));
+				memcpy(vd, c->vc + i * kvd, kvd * sizeof(float));
+			}
+		}
 	}
 }
 
@@ -416,14 +625,14 @@ static void kv_store(struct ms_ctx *c, uint32_t l)
 	for (size_t si = 0; si < c->n_segs; si++) {
 		const struct segment *sg = &c->segs[si];
 		struct ms_kv *kv = sg->kv;
-		const size_t kvd = kv->kv_dim;
+		const size_t row = kv->kv_dim * kv->elt;
 
 		for (size_t i = 0; i < sg->b; i++) {
 			size_t slot = (sg->p0 + i) % kv->n_slots;
-			size_t off = ((size_t)l * kv->n_slots + slot) * kvd;
+			size_t off = ((size_t)l * kv->n_slots + slot) * row;
 
-			memcpy(kv->k + off, c->kc + (sg->row0 + i) * kvd, kvd * sizeof(float));
-			memcpy(kv->v + off, c->vc + (sg->row0 + i) * kvd, kvd * sizeof(float));
+			memcpy((uint8_t *)kv->k + off, (const uint8_t *)c->kct + (sg->row0 + i) * chunk_row_bytes(c), row);
+			memcpy((uint8_t *)kv->v + off, (const uint8_t *)c->vct + (sg->row0 + i) * chunk_row_bytes(c), row);
 		}
 	}
 }
@@ -505,6 +714,7 @@ static int eval_round(struct ms_ctx *c, size_t b)
 			return r;
 		rope_apply(c, c->q, b, dim);
 		rope_apply(c, c->kc, b, hp->kv_dim);
+		chunk_to_cache_type(c);
 		attention(c, l, b);
 		kv_store(c, l);
 		if ((r = matmul(c, &L->wo, c->att, b, c->tmp)) < 0)
@@ -563,21 +773,15 @@ static int check_item(const struct ms_ctx *c, const struct ms_batch_item *it, si
 
 int ms_eval_batch(struct ms_ctx *c, const struct ms_batch_item *items, size_t n_items, ms_err *err)
 {
-	size_t *done, need = 0;
+	size_t *done;
 	int r = 0;
 
 	if (n_items > c->max_batch)
 		return ms_errf(err, -EINVAL, "%zu sequences in one batch; at most %u", n_items, c->max_batch);
 	for (size_t i = 0; i < n_items; i++) {
-		const struct ms_kv *kv = items[i].kv;
-		size_t keys = (size_t)(kv->window ? kv->window : kv->n_ctx) + max_chunk(c, kv);
-
 		if ((r = check_item(c, &items[i], i, err)) < 0)
 			return r;
-		need = keys > need ? keys : need;
 	}
-	if ((r = ensure_scores(c, need, err)) < 0)
-		return r;
 	done = c->item_done;
 	memset(done, 0, n_items * sizeof(*done));
 	omp_set_num_threads((int)c->n_threads);

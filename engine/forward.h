@@ -14,7 +14,8 @@
  * One sequence's key/value cache. With a sliding window W the cache is a
  * ring of min(W, n_ctx) slots: position j lives in slot j % n_slots, so a
  * Mistral 7B sequence of any length costs at most W slots: 4096 slots x
- * 256 KiB (F32 keys and values, 32 layers x 1024) = 1 GiB per sequence.
+ * 128 KiB (F16 keys and values, 32 layers x 1024) = 512 MiB per sequence,
+ * four times less than the same model with multi-head attention would need.
  * Keys are stored after RoPE, so slot order never matters to attention.
  */
 struct ms_kv {
@@ -23,18 +24,27 @@ struct ms_kv {
 	uint32_t n_slots;    /* window ? min(window, n_ctx) : n_ctx */
 	uint32_t kv_dim;
 	uint32_t n_layers;
+	uint32_t type;       /* GGML_TYPE_F16 (default) or GGML_TYPE_F32 (exact, for tests) */
+	size_t elt;          /* bytes per element: 2 or 4 */
 	uint32_t pos;        /* tokens already in the cache = next position */
-	float *k;            /* [n_layers][n_slots][kv_dim] */
-	float *v;            /* [n_layers][n_slots][kv_dim] */
+	void *k;             /* [n_layers][n_slots][kv_dim] of type */
+	void *v;             /* [n_layers][n_slots][kv_dim] of type */
 };
 
-/* window: 0 = none; otherwise the attention window in tokens. */
-int ms_kv_create(const struct ms_model *m, uint32_t n_ctx, uint32_t window,
+/* window: 0 = none; otherwise the attention window in tokens. type: F16 or F32. */
+int ms_kv_create(const struct ms_model *m, uint32_t n_ctx, uint32_t window, uint32_t type,
 		 struct ms_kv **out, ms_err *err);
 void ms_kv_reset(struct ms_kv *kv);           /* forget every position */
 void ms_kv_free(struct ms_kv *kv);            /* accepts NULL */
 /* Bytes a cache of this shape takes (for limits and `info`). */
-size_t ms_kv_bytes(const struct ms_model *m, uint32_t n_ctx, uint32_t window);
+size_t ms_kv_bytes(const struct ms_model *m, uint32_t n_ctx, uint32_t window, uint32_t type);
+/*
+ * Benchmarks: fills every slot that positions below pos would occupy with
+ * deterministic pseudo-random values in [-1, 1] and sets kv->pos = pos, so
+ * decode speed with a long cache can be measured without a long prefill.
+ * -EINVAL when pos > n_ctx.
+ */
+int ms_kv_fill_synthetic(struct ms_kv *kv, uint32_t pos, uint64_t seed);
 
 /* Scratch for evaluating up to max_batch tokens at once, shared by all sequences. */
 struct ms_ctx;

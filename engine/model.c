@@ -312,10 +312,26 @@ static bool contains_ci(const char *hay, const char *needle)
 	return false;
 }
 
+/* "v0.1" as a version, not the start of "v0.12". */
+static bool has_v01(const char *s)
+{
+	for (const char *p = s; (p = strstr(p, "v0.1")) != NULL; p++) {
+		if (!isdigit((unsigned char)p[4]))
+			return true;
+	}
+	return false;
+}
+
 /* Mistral 7B v0.1 files carry no window key but were trained with W = 4096. */
 static bool looks_like_mistral_v01(const char *s)
 {
-	return contains_ci(s, "mistral") && contains_ci(s, "7b") && contains_ci(s, "v0.1");
+	char low[256];
+	size_t i;
+
+	for (i = 0; s[i] && i < sizeof(low) - 1; i++)
+		low[i] = (char)tolower((unsigned char)s[i]);
+	low[i] = '\0';
+	return contains_ci(low, "mistral") && contains_ci(low, "7b") && has_v01(low);
 }
 
 static void choose_window(struct ms_model *m, int32_t mode, const char *path)
@@ -420,6 +436,8 @@ int ms_model_load(const char *path, const struct ms_load_opts *opts,
 
 	free(ld.w);
 	gguf_close(g);
+	/* Optional keys that were absent left -ENOENT behind; success reports nothing. */
+	ms_err_clear(err);
 	*out = m;
 	return 0;
 fail:

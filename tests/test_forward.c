@@ -24,6 +24,8 @@ static const int32_t golden[64] = {
 };
 
 #define REL_TOL 1e-4
+/* Keys and values rounded to F16 (11-bit mantissa) before attention. */
+#define F16_TOL 5e-3
 
 static int32_t argmax(const float *l, size_t n)
 {
@@ -65,7 +67,8 @@ static struct ms_model *load(const char *path, int32_t window)
  * chunk tokens, the rest one at a time. Returns all logits [n][vocab].
  */
 static float *engine_logits(const struct ms_model *m, const struct ms_kernels *k, const int32_t *toks,
-			    size_t n, size_t n_prefill, uint32_t chunk, uint32_t window, uint32_t n_ctx)
+			    size_t n, size_t n_prefill, uint32_t chunk, uint32_t window, uint32_t n_ctx,
+			    uint32_t kv_type)
 {
 	float *lg = malloc(n * m->hp.vocab * sizeof(float));
 	struct ms_ctx *c = NULL;
@@ -73,7 +76,7 @@ static float *engine_logits(const struct ms_model *m, const struct ms_kernels *k
 	ms_err err = { 0 };
 	int r = 0;
 
-	if (!lg || ms_kv_create(m, n_ctx, window, &kv, &err) < 0 ||
+	if (!lg || ms_kv_create(m, n_ctx, window, kv_type, &kv, &err) < 0 ||
 	    ms_ctx_create(m, k, chunk, 2, &c, &err) < 0)
 		r = -1;
 	if (!r)
@@ -110,7 +113,7 @@ static void test_stories(const struct ms_kernels *k)
 	   "[%s] stories260K: GQA 8/4, no window, own output.weight", k->name);
 	lg = malloc(vocab * sizeof(float));
 	memcpy(seq, golden_prompt, sizeof(golden_prompt));
-	r = ms_kv_create(m, 128, 0, &kv, NULL) | ms_ctx_create(m, k, 64, 2, &c, NULL);
+	r = ms_kv_create(m, 128, 0, GGML_TYPE_F32, &kv, NULL) | ms_ctx_create(m, k, 64, 2, &c, NULL);
 	r |= ms_eval(c, kv, seq, 5, lg, false, NULL);
 	for (int i = 0; !r && i < 64; i++) {
 		seq[n] = argmax(lg, vocab);
@@ -134,11 +137,23 @@ static void test_stories(const struct ms_kernels *k)
 		static const uint32_t chunks[] = { 1, 7, 64 };
 
 		for (size_t i = 0; i < sizeof(chunks) / sizeof(chunks[0]); i++) {
-			float *e = engine_logits(m, k, seq, n, 40, chunks[i], 0, 128);
+			float *e = engine_logits(m, k, seq, n, 40, chunks[i], 0, 128, GGML_TYPE_F32);
 			double err = e ? rel_err(e, ref, 0, n, vocab) : 1;
 
-			ok(err <= REL_TOL, "[%s] stories260K logits, 40-token prefill in chunks of %u then decode: max rel error %.3g <= %g",
+			ok(err <= REL_TOL, "[%s] stories260K logits, F32 cache, 40-token prefill in chunks of %u then decode: max rel error %.3g <= %g",
 			   k->name, chunks[i], err, REL_TOL);
+			free(e);
+		}
+		{
+			float *e = engine_logits(m, k, seq, n, 40, 7, 0, 128, GGML_TYPE_F16);
+			double err = e ? rel_err(e, ref, 0, n, vocab) : 1;
+			int same = e != NULL;
+
+			/* Greedy choice unchanged at every step with the F16 cache. */
+			for (size_t i = 4; same && i + 1 < n; i++)
+				same = argmax(e + i * vocab, vocab) == seq[i + 1];
+			ok(err <= F16_TOL && same, "[%s] stories260K logits, F16 cache: max rel error %.3g <= %g, same greedy ids",
+			   k->name, err, F16_TOL);
 			free(e);
 		}
 	}
@@ -153,7 +168,7 @@ static int mkmodel(const char *out, const char *type, int heads, int kv_heads, i
 
 	snprintf(cmd, sizeof(cmd),
 		 "'%s' --out '%s' --type %s --vocab-from '%s/stories260K.gguf' --dim 64 --layers 2 "
-		 "--heads %d --kv-heads %d --ffn 96 --context 256 --window %d --seed 7 >/dev/null",
+		 "--heads %d --kv-heads %d --ffn 96 --context 2048 --window %d --seed 7 >/dev/null",
 		 mk ? mk : "./mistral-mkmodel", out, type, test_data_dir(), heads, kv_heads, window);
 	return system(cmd);
 }
@@ -205,7 +220,7 @@ static void test_layout(const struct ms_kernels *k, const char *label, const cha
 		double worst = 0;
 
 		for (size_t i = 0; i < sizeof(plan) / sizeof(plan[0]); i++) {
-			float *e = engine_logits(m, k, toks, N, plan[i].prefill, plan[i].chunk, W, CTX);
+			float *e = engine_logits(m, k, toks, N, plan[i].prefill, plan[i].chunk, W, CTX, GGML_TYPE_F32);
 			double err = e ? rel_err(e, ref, 0, N, m->hp.vocab) : 1;
 
 			worst = err > worst ? err : worst;
@@ -215,7 +230,15 @@ static void test_layout(const struct ms_kernels *k, const char *label, const cha
 		}
 		diag("%s %s %s: worst max rel error vs reference %.3g", k->name, label, type, worst);
 		{
-			float *e = engine_logits(m, k, toks, N, 30, 8, 0, CTX);
+			float *e = engine_logits(m, k, toks, N, 40, 16, W, CTX, GGML_TYPE_F16);
+			double err = e ? rel_err(e, ref, 0, N, m->hp.vocab) : 1;
+
+			ok(err <= F16_TOL, "[%s] %s %s window %u, F16 cache: max rel error %.3g <= %g",
+			   k->name, label, type, W, err, F16_TOL);
+			free(e);
+		}
+		{
+			float *e = engine_logits(m, k, toks, N, 30, 8, 0, CTX, GGML_TYPE_F32);
 			double err = e ? rel_err(e, ref_nowin, 0, N, m->hp.vocab) : 1;
 
 			ok(err <= tol, "[%s] %s %s window off: engine equals the plain causal reference (%.3g)",
@@ -271,7 +294,7 @@ static void test_batch(const struct ms_kernels *k)
 		toks[s][1] = 3 + s;   /* distinct sequences */
 		ref[s] = ref_forward(m, toks[s], N, windows[s]);
 		lg[s] = malloc(N * vocab * sizeof(float));
-		r |= ms_kv_create(m, CTX, windows[s], &kv[s], &err);
+		r |= ms_kv_create(m, CTX, windows[s], s == 1 ? GGML_TYPE_F16 : GGML_TYPE_F32, &kv[s], &err);
 	}
 	r |= ms_ctx_create(m, k, 24, 2, &c, &err);
 	if (!r) {
@@ -293,9 +316,10 @@ static void test_batch(const struct ms_kernels *k)
 	}
 	for (int s = 0; s < 3; s++) {
 		double e = (!r && ref[s]) ? rel_err(lg[s], ref[s], 0, N, vocab) : 1;
+		double tol = s == 1 ? F16_TOL : REL_TOL;
 
-		ok(e <= REL_TOL, "[%s] batch: sequence %d (prefill %zu, window %u) equals its reference: %.3g",
-		   k->name, s, prefill[s], windows[s], e);
+		ok(e <= tol, "[%s] batch: sequence %d (prefill %zu, window %u, %s cache) equals its reference: %.3g",
+		   k->name, s, prefill[s], windows[s], s == 1 ? "F16" : "F32", e);
 	}
 	if (c && kv[0] && kv[1]) {
 		struct ms_batch_item dup[2] = { { kv[0], toks[0], 1, NULL, false }, { kv[0], toks[1], 1, NULL, false } };
@@ -312,6 +336,44 @@ static void test_batch(const struct ms_kernels *k)
 		ms_kv_free(kv[s]);
 	}
 	ms_ctx_free(c);
+	ms_model_free(m);
+}
+
+/*
+ * A single decode row on a multi-query model with a long cache: too few
+ * (row, KV head) tasks for the team, so attention splits the keys into
+ * pieces and merges their softmax states. Checked against the reference.
+ */
+static void test_split(const struct ms_kernels *k)
+{
+	const size_t N = 1100;
+	char path[256];
+	struct ms_model *m;
+	int32_t *toks = malloc(N * sizeof(int32_t));
+	float *ref, *e;
+	double err;
+
+	snprintf(path, sizeof(path), "%s/mistrald-test-%d-split.gguf",
+		 getenv("TEST_TMPDIR") ? getenv("TEST_TMPDIR") : "/tmp", (int)getpid());
+	if (!toks || !ok(mkmodel(path, "F32", 4, 1, 0) == 0, "[%s] split: MQA model written", k->name)) {
+		free(toks);
+		return;
+	}
+	m = load(path, MS_WINDOW_AUTO);
+	unlink(path);
+	if (!m) {
+		free(toks);
+		return;
+	}
+	make_tokens(toks, N, m->hp.vocab);
+	ref = ref_forward(m, toks, N, 0);
+	e = engine_logits(m, k, toks, N, 1000, 256, 0, 1200, GGML_TYPE_F32);
+	err = (e && ref) ? rel_err(e, ref, 0, N, m->hp.vocab) : 1;
+	ok(err <= REL_TOL, "[%s] split: 1000-token prefill then decode to %zu on one KV head (keys split across threads): max rel error %.3g",
+	   k->name, N, err);
+	free(e);
+	free(ref);
+	free(toks);
 	ms_model_free(m);
 }
 
@@ -339,7 +401,7 @@ static void test_errors(const struct ms_kernels *k)
 	if (!m)
 		return;
 	lg = malloc(m->hp.vocab * sizeof(float));
-	if (ms_kv_create(m, 16, 0, &kv, &err) == 0 && ms_ctx_create(m, k, 8, 1, &c, &err) == 0) {
+	if (ms_kv_create(m, 16, 0, GGML_TYPE_F32, &kv, &err) == 0 && ms_ctx_create(m, k, 8, 1, &c, &err) == 0) {
 		for (int i = 1; i < 20; i++)
 			toks[i] = 300 + i;
 		ok(ms_eval(c, kv, toks, 17, lg, false, &err) == -ENOSPC && kv->pos == 0 && strstr(err.msg, "16"),
@@ -393,6 +455,7 @@ int main(void)
 		test_layout(k, "gqa", "Q8_0", 4, 2, REL_TOL);
 		test_layout(k, "gqa", "Q4_0", 4, 2, REL_TOL);
 		test_batch(k);
+		test_split(k);
 		test_errors(k);
 	}
 	return done_testing();

@@ -36,6 +36,7 @@ struct opts {
 	long batch;
 	int32_t window;
 	bool raw, print_tokens, mlock;
+	uint32_t kv_type;
 	enum ms_page_policy pages;
 	struct ms_sampler_params sp;
 };
@@ -74,6 +75,7 @@ static void usage(FILE *f)
 "      --isa generic|avx2|auto  kernel set (default auto or $MISTRAL_ISA)\n"
 "      --pages hugetlb|thp|none  weight memory (default thp)\n"
 "      --mlock               lock the weights in memory\n"
+"      --kv-type f16|f32     KV cache element type (default f16; f32 is exact)\n"
 "  -h, --help                this text\n"
 "  -V, --version             version\n");
 }
@@ -119,7 +121,7 @@ static void die_usage(const char *fmt, ...)
 
 enum {
 	O_RAW = 256, O_SYSTEM, O_PTOK, O_TEMP, O_TOPK, O_TOPP, O_MINP, O_REP, O_FREQ, O_PRES,
-	O_SEED, O_STOP, O_PRINT, O_LOGITS, O_WINDOW, O_BATCH, O_ISA, O_PAGES, O_MLOCK,
+	O_SEED, O_STOP, O_PRINT, O_LOGITS, O_WINDOW, O_BATCH, O_ISA, O_PAGES, O_MLOCK, O_KV,
 };
 
 static void parse_args(int argc, char **argv, struct opts *o)
@@ -151,6 +153,7 @@ static void parse_args(int argc, char **argv, struct opts *o)
 		{ "isa", required_argument, NULL, O_ISA },
 		{ "pages", required_argument, NULL, O_PAGES },
 		{ "mlock", no_argument, NULL, O_MLOCK },
+		{ "kv-type", required_argument, NULL, O_KV },
 		{ NULL, 0, NULL, 0 },
 	};
 	long v;
@@ -161,6 +164,7 @@ static void parse_args(int argc, char **argv, struct opts *o)
 	o->batch = 256;
 	o->window = MS_WINDOW_AUTO;
 	o->pages = MS_POLICY_THP;
+	o->kv_type = GGML_TYPE_F16;
 	o->isa = getenv("MISTRAL_ISA");
 	while ((c = getopt_long(argc, argv, "m:p:n:c:t:hV", lo, NULL)) != -1) {
 		switch (c) {
@@ -249,6 +253,14 @@ static void parse_args(int argc, char **argv, struct opts *o)
 				die_usage("bad page policy '%s' (hugetlb, thp or none)", optarg);
 			break;
 		case O_MLOCK: o->mlock = true; break;
+		case O_KV:
+			if (!strcmp(optarg, "f16"))
+				o->kv_type = GGML_TYPE_F16;
+			else if (!strcmp(optarg, "f32"))
+				o->kv_type = GGML_TYPE_F32;
+			else
+				die_usage("bad KV cache type '%s' (f16 or f32)", optarg);
+			break;
 		default: usage(stderr); exit(2);
 		}
 	}
@@ -425,7 +437,7 @@ int main(int argc, char **argv)
 			n_prompt, n_ctx);
 		goto out;
 	}
-	if ((r = ms_kv_create(m, n_ctx, m->window, &kv, &err)) < 0 ||
+	if ((r = ms_kv_create(m, n_ctx, m->window, o.kv_type, &kv, &err)) < 0 ||
 	    (r = ms_ctx_create(m, k, (uint32_t)o.batch, (uint32_t)o.threads, &ctx, &err)) < 0 ||
 	    (r = ms_sampler_create(&o.sp, (uint32_t)vocab, &smp, &err)) < 0 ||
 	    (o.n_stops && (r = ms_stop_create(o.stops, o.stop_lens, o.n_stops, &stop, &err)) < 0)) {
