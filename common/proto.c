@@ -659,3 +659,30 @@ void proto_pack_notification_head(msgpack_packer *pk, const char *method, uint32
 	proto_pack_cstr(pk, method);
 	msgpack_pack_array(pk, n_params);
 }
+
+void proto_pack_kv_str(msgpack_packer *pk, const char *key, const char *value)
+{
+	proto_pack_cstr(pk, key);
+	proto_pack_cstr(pk, value);
+}
+
+void proto_pack_kv_u64(msgpack_packer *pk, const char *key, uint64_t value)
+{
+	proto_pack_cstr(pk, key);
+	msgpack_pack_uint64(pk, value);
+}
+
+void proto_pack_kv_f64(msgpack_packer *pk, const char *key, double value)
+{
+	proto_pack_cstr(pk, key);
+	msgpack_pack_double(pk, value);
+}
+
+void proto_pack_kv_bool(msgpack_packer *pk, const char *key, bool value)
+{
+	proto_pack_cstr(pk, key);
+	if (value)
+		msgpack_pack_true(pk);
+	else
+		msgpack_pack_false(pk);
+}

@@ -132,6 +132,11 @@ void proto_pack_result_head(msgpack_packer *pk, uint32_t msgid);
 /* A whole error response; msgid nil when !has_msgid. */
 void proto_pack_error(msgpack_packer *pk, bool has_msgid, uint32_t msgid, enum proto_err e,
 		      const char *message);
+/* A map entry: the key, then the value. */
+void proto_pack_kv_str(msgpack_packer *pk, const char *key, const char *value);
+void proto_pack_kv_u64(msgpack_packer *pk, const char *key, uint64_t value);
+void proto_pack_kv_f64(msgpack_packer *pk, const char *key, double value);
+void proto_pack_kv_bool(msgpack_packer *pk, const char *key, bool value);
 /* [2, method, [<caller packs the params elements>]] with n params: packs up to them. */
 void proto_pack_notification_head(msgpack_packer *pk, const char *method, uint32_t n_params);
 

@@ -155,6 +155,27 @@ static int parse_sampling(struct md_daemon *d, const msgpack_object *p, struct m
 	return parse_stops(p, j, msg, n);
 }
 
+/* Copies a msgpack array of token ids (vocabulary bounds are the worker's to check). */
+static int copy_token_ids(const msgpack_object_array *toks, struct md_job *j, char *msg, size_t n)
+{
+	j->tokens = malloc((toks->size ? toks->size : 1) * sizeof(int32_t));
+	if (!j->tokens) {
+		snprintf(msg, n, "out of memory");
+		return -1;
+	}
+	for (uint32_t i = 0; i < toks->size; i++) {
+		const msgpack_object *o = &toks->ptr[i];
+
+		if (o->type != MSGPACK_OBJECT_POSITIVE_INTEGER || o->via.u64 > MAX_TOKEN_ID) {
+			snprintf(msg, n, "field 'tokens': element %u is not a token id", i);
+			return -1;
+		}
+		j->tokens[i] = (int32_t)o->via.u64;
+	}
+	j->n_tokens = toks->size;
+	return 0;
+}
+
 static int parse_generate(struct md_daemon *d, const msgpack_object *p, struct md_job *j,
 			  char *msg, size_t n)
 {
@@ -180,21 +201,8 @@ static int parse_generate(struct md_daemon *d, const msgpack_object *p, struct m
 			snprintf(msg, n, "field 'tokens': the array is empty");
 			return -1;
 		}
-		j->tokens = malloc(toks->size * sizeof(int32_t));
-		if (!j->tokens) {
-			snprintf(msg, n, "out of memory");
+		if (copy_token_ids(toks, j, msg, n) < 0)
 			return -1;
-		}
-		for (uint32_t i = 0; i < toks->size; i++) {
-			const msgpack_object *o = &toks->ptr[i];
-
-			if (o->type != MSGPACK_OBJECT_POSITIVE_INTEGER || o->via.u64 > MAX_TOKEN_ID) {
-				snprintf(msg, n, "field 'tokens': element %u is not a token id", i);
-				return -1;
-			}
-			j->tokens[i] = (int32_t)o->via.u64;
-		}
-		j->n_tokens = toks->size;
 	}
 	if (proto_get_bool(p, "raw", &j->raw, msg, n) < 0)
 		return -1;
@@ -310,39 +318,12 @@ static int parse_detokenize(const msgpack_object *p, struct md_job *j, char *msg
 		snprintf(msg, n, "field 'tokens': an array of token ids is required");
 		return -1;
 	}
-	j->tokens = malloc((toks->size ? toks->size : 1) * sizeof(int32_t));
-	if (!j->tokens) {
-		snprintf(msg, n, "out of memory");
-		return -1;
-	}
-	for (uint32_t i = 0; i < toks->size; i++) {
-		const msgpack_object *o = &toks->ptr[i];
-
-		if (o->type != MSGPACK_OBJECT_POSITIVE_INTEGER || o->via.u64 > MAX_TOKEN_ID) {
-			snprintf(msg, n, "field 'tokens': element %u is not a token id", i);
-			return -1;
-		}
-		j->tokens[i] = (int32_t)o->via.u64;
-	}
-	j->n_tokens = toks->size;
-	return 0;
+	return copy_token_ids(toks, j, msg, n);
 }
 
 /* ------------------------------------------------------------------------ */
 /* Answered by the event loop                                                */
 /* ------------------------------------------------------------------------ */
-
-static void pack_kv_u64(msgpack_packer *pk, const char *k, uint64_t v)
-{
-	proto_pack_cstr(pk, k);
-	msgpack_pack_uint64(pk, v);
-}
-
-static void pack_kv_f64(msgpack_packer *pk, const char *k, double v)
-{
-	proto_pack_cstr(pk, k);
-	msgpack_pack_double(pk, v);
-}
 
 static void do_status(struct md_daemon *d, uint32_t msgid, msgpack_sbuffer *sb)
 {
@@ -355,13 +336,13 @@ static void do_status(struct md_daemon *d, uint32_t msgid, msgpack_sbuffer *sb)
 	msgpack_pack_map(&pk, 8);
 	proto_pack_cstr(&pk, "state");
 	proto_pack_cstr(&pk, md_state_name((enum md_state)atomic_load(&d->state)));
-	pack_kv_f64(&pk, "uptime_s", md_now() - d->t_start);
-	pack_kv_u64(&pk, "active", st.active);
-	pack_kv_u64(&pk, "queued", st.queued);
-	pack_kv_u64(&pk, "connections", d->connections);
-	pack_kv_u64(&pk, "requests_total", atomic_load(&md_counters.requests_total));
-	pack_kv_u64(&pk, "tokens_generated_total", atomic_load(&md_counters.tokens_generated_total));
-	pack_kv_u64(&pk, "prompt_tokens_total", atomic_load(&md_counters.prompt_tokens_total));
+	proto_pack_kv_f64(&pk, "uptime_s", md_now() - d->t_start);
+	proto_pack_kv_u64(&pk, "active", st.active);
+	proto_pack_kv_u64(&pk, "queued", st.queued);
+	proto_pack_kv_u64(&pk, "connections", d->connections);
+	proto_pack_kv_u64(&pk, "requests_total", atomic_load(&md_counters.requests_total));
+	proto_pack_kv_u64(&pk, "tokens_generated_total", atomic_load(&md_counters.tokens_generated_total));
+	proto_pack_kv_u64(&pk, "prompt_tokens_total", atomic_load(&md_counters.prompt_tokens_total));
 }
 
 static void do_metrics(struct md_daemon *d, uint32_t msgid, msgpack_sbuffer *sb)
@@ -373,21 +354,21 @@ static void do_metrics(struct md_daemon *d, uint32_t msgid, msgpack_sbuffer *sb)
 	msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
 	proto_pack_result_head(&pk, msgid);
 	msgpack_pack_map(&pk, 15);
-	pack_kv_u64(&pk, "requests_total", atomic_load(&md_counters.requests_total));
-	pack_kv_u64(&pk, "requests_failed_total", atomic_load(&md_counters.requests_failed_total));
-	pack_kv_u64(&pk, "requests_cancelled_total", atomic_load(&md_counters.requests_cancelled_total));
-	pack_kv_u64(&pk, "busy_rejections_total", atomic_load(&md_counters.busy_rejections_total));
-	pack_kv_u64(&pk, "prompt_tokens_total", atomic_load(&md_counters.prompt_tokens_total));
-	pack_kv_u64(&pk, "tokens_generated_total", atomic_load(&md_counters.tokens_generated_total));
-	pack_kv_u64(&pk, "connections_total", atomic_load(&md_counters.connections_total));
-	pack_kv_u64(&pk, "connections_current", d->connections);
-	pack_kv_u64(&pk, "protocol_errors_total", atomic_load(&md_counters.protocol_errors_total));
-	pack_kv_u64(&pk, "active_sequences", st.active);
-	pack_kv_u64(&pk, "queued_requests", st.queued);
-	pack_kv_f64(&pk, "prompt_seconds_total", (double)atomic_load(&md_counters.prompt_us_total) * 1e-6);
-	pack_kv_f64(&pk, "generate_seconds_total", (double)atomic_load(&md_counters.generate_us_total) * 1e-6);
-	pack_kv_u64(&pk, "model_weight_bytes", d->model_weight_bytes);
-	pack_kv_f64(&pk, "uptime_seconds", md_now() - d->t_start);
+	proto_pack_kv_u64(&pk, "requests_total", atomic_load(&md_counters.requests_total));
+	proto_pack_kv_u64(&pk, "requests_failed_total", atomic_load(&md_counters.requests_failed_total));
+	proto_pack_kv_u64(&pk, "requests_cancelled_total", atomic_load(&md_counters.requests_cancelled_total));
+	proto_pack_kv_u64(&pk, "busy_rejections_total", atomic_load(&md_counters.busy_rejections_total));
+	proto_pack_kv_u64(&pk, "prompt_tokens_total", atomic_load(&md_counters.prompt_tokens_total));
+	proto_pack_kv_u64(&pk, "tokens_generated_total", atomic_load(&md_counters.tokens_generated_total));
+	proto_pack_kv_u64(&pk, "connections_total", atomic_load(&md_counters.connections_total));
+	proto_pack_kv_u64(&pk, "connections_current", d->connections);
+	proto_pack_kv_u64(&pk, "protocol_errors_total", atomic_load(&md_counters.protocol_errors_total));
+	proto_pack_kv_u64(&pk, "active_sequences", st.active);
+	proto_pack_kv_u64(&pk, "queued_requests", st.queued);
+	proto_pack_kv_f64(&pk, "prompt_seconds_total", (double)atomic_load(&md_counters.prompt_us_total) * 1e-6);
+	proto_pack_kv_f64(&pk, "generate_seconds_total", (double)atomic_load(&md_counters.generate_us_total) * 1e-6);
+	proto_pack_kv_u64(&pk, "model_weight_bytes", d->model_weight_bytes);
+	proto_pack_kv_f64(&pk, "uptime_seconds", md_now() - d->t_start);
 }
 
 int md_method_handle(struct md_daemon *d, const struct proto_msg *m, uint64_t conn_id,

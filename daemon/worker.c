@@ -218,33 +218,6 @@ static void fail(struct md_worker *w, struct md_job *j, enum proto_err e, const 
 /* Fast jobs: tokenize, detokenize, info                                     */
 /* ------------------------------------------------------------------------ */
 
-static void pack_kv_str(msgpack_packer *pk, const char *k, const char *v)
-{
-	proto_pack_cstr(pk, k);
-	proto_pack_cstr(pk, v);
-}
-
-static void pack_kv_u64(msgpack_packer *pk, const char *k, uint64_t v)
-{
-	proto_pack_cstr(pk, k);
-	msgpack_pack_uint64(pk, v);
-}
-
-static void pack_kv_f64(msgpack_packer *pk, const char *k, double v)
-{
-	proto_pack_cstr(pk, k);
-	msgpack_pack_double(pk, v);
-}
-
-static void pack_kv_bool(msgpack_packer *pk, const char *k, bool v)
-{
-	proto_pack_cstr(pk, k);
-	if (v)
-		msgpack_pack_true(pk);
-	else
-		msgpack_pack_false(pk);
-}
-
 static void pack_ids(msgpack_packer *pk, const int32_t *ids, size_t n)
 {
 	msgpack_pack_array(pk, (uint32_t)n);
@@ -320,50 +293,50 @@ static void run_info(struct md_worker *w, struct md_job *j)
 	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
 	proto_pack_result_head(&pk, j->msgid);
 	msgpack_pack_map(&pk, 18);
-	pack_kv_str(&pk, "name", m->name);
-	pack_kv_str(&pk, "architecture", "llama");
-	pack_kv_str(&pk, "path", b->path);
+	proto_pack_kv_str(&pk, "name", m->name);
+	proto_pack_kv_str(&pk, "architecture", "llama");
+	proto_pack_kv_str(&pk, "path", b->path);
 	proto_pack_cstr(&pk, "hparams");
 	msgpack_pack_map(&pk, 10);
-	pack_kv_u64(&pk, "dim", hp->dim);
-	pack_kv_u64(&pk, "n_layers", hp->n_layers);
-	pack_kv_u64(&pk, "n_heads", hp->n_heads);
-	pack_kv_u64(&pk, "n_kv_heads", hp->n_kv_heads);
-	pack_kv_u64(&pk, "head_dim", hp->head_dim);
-	pack_kv_u64(&pk, "ffn", hp->ffn);
-	pack_kv_u64(&pk, "vocab", hp->vocab);
-	pack_kv_u64(&pk, "context_train", hp->ctx_train);
+	proto_pack_kv_u64(&pk, "dim", hp->dim);
+	proto_pack_kv_u64(&pk, "n_layers", hp->n_layers);
+	proto_pack_kv_u64(&pk, "n_heads", hp->n_heads);
+	proto_pack_kv_u64(&pk, "n_kv_heads", hp->n_kv_heads);
+	proto_pack_kv_u64(&pk, "head_dim", hp->head_dim);
+	proto_pack_kv_u64(&pk, "ffn", hp->ffn);
+	proto_pack_kv_u64(&pk, "vocab", hp->vocab);
+	proto_pack_kv_u64(&pk, "context_train", hp->ctx_train);
 	/* float32 on the wire, as in the file: 1e-05 stays 1e-05 for the client. */
 	proto_pack_cstr(&pk, "rope_base");
 	msgpack_pack_float(&pk, hp->rope_base);
 	proto_pack_cstr(&pk, "rms_eps");
 	msgpack_pack_float(&pk, hp->eps);
-	pack_kv_str(&pk, "attention", hp->n_kv_heads == hp->n_heads ? "mha" :
+	proto_pack_kv_str(&pk, "attention", hp->n_kv_heads == hp->n_heads ? "mha" :
 				     hp->n_kv_heads == 1 ? "mqa" : "gqa");
-	pack_kv_u64(&pk, "context", b->n_ctx);
-	pack_kv_u64(&pk, "sliding_window", m->window);
-	pack_kv_str(&pk, "sliding_window_source", m->window_source);
-	pack_kv_u64(&pk, "kv_cache_bytes_per_sequence", ms_kv_bytes(m, b->n_ctx, m->window, b->kv_type));
-	pack_kv_u64(&pk, "kv_cache_bytes_per_token", 2ull * hp->n_layers * hp->kv_dim *
+	proto_pack_kv_u64(&pk, "context", b->n_ctx);
+	proto_pack_kv_u64(&pk, "sliding_window", m->window);
+	proto_pack_kv_str(&pk, "sliding_window_source", m->window_source);
+	proto_pack_kv_u64(&pk, "kv_cache_bytes_per_sequence", ms_kv_bytes(m, b->n_ctx, m->window, b->kv_type));
+	proto_pack_kv_u64(&pk, "kv_cache_bytes_per_token", 2ull * hp->n_layers * hp->kv_dim *
 		    (b->kv_type == GGML_TYPE_F16 ? 2 : 4));
-	pack_kv_str(&pk, "kv_cache_type", ggml_type_name(b->kv_type));
+	proto_pack_kv_str(&pk, "kv_cache_type", ggml_type_name(b->kv_type));
 	proto_pack_cstr(&pk, "tensor_types");
 	msgpack_pack_map(&pk, n_types);
 	for (uint32_t t = 0; t < 32; t++) {
 		if (m->types_seen[t])
-			pack_kv_u64(&pk, ggml_type_name(t), m->types_seen[t]);
+			proto_pack_kv_u64(&pk, ggml_type_name(t), m->types_seen[t]);
 	}
 	proto_pack_cstr(&pk, "memory");
 	msgpack_pack_map(&pk, 4);
-	pack_kv_u64(&pk, "weight_bytes", m->weight_bytes);
-	pack_kv_u64(&pk, "arena_bytes", m->arena->size);
-	pack_kv_str(&pk, "page_kind", ms_page_kind_name(m->arena->kind));
-	pack_kv_bool(&pk, "locked", m->arena->locked);
-	pack_kv_u64(&pk, "threads", b->threads);
-	pack_kv_u64(&pk, "parallel", b->parallel);
-	pack_kv_str(&pk, "kernel_isa", b->kernels->name);
-	pack_kv_str(&pk, "template", ms_template_name(b->tmpl));
-	pack_kv_str(&pk, "version", PACKAGE_VERSION);
+	proto_pack_kv_u64(&pk, "weight_bytes", m->weight_bytes);
+	proto_pack_kv_u64(&pk, "arena_bytes", m->arena->size);
+	proto_pack_kv_str(&pk, "page_kind", ms_page_kind_name(m->arena->kind));
+	proto_pack_kv_bool(&pk, "locked", m->arena->locked);
+	proto_pack_kv_u64(&pk, "threads", b->threads);
+	proto_pack_kv_u64(&pk, "parallel", b->parallel);
+	proto_pack_kv_str(&pk, "kernel_isa", b->kernels->name);
+	proto_pack_kv_str(&pk, "template", ms_template_name(b->tmpl));
+	proto_pack_kv_str(&pk, "version", PACKAGE_VERSION);
 	post(w, j, &sb, true);
 }
 
@@ -539,18 +512,18 @@ static void pack_logprobs(msgpack_packer *pk, const struct seq *s, size_t from, 
 		const struct lp_alt *e = s->lps + i * (1 + k);
 
 		msgpack_pack_map(pk, 4);
-		pack_kv_u64(pk, "token", (uint32_t)e[0].tok);
+		proto_pack_kv_u64(pk, "token", (uint32_t)e[0].tok);
 		proto_pack_cstr(pk, "text");
 		pack_token_text(pk, s->dt.t, e[0].tok);
-		pack_kv_f64(pk, "logprob", (double)e[0].lp);
+		proto_pack_kv_f64(pk, "logprob", (double)e[0].lp);
 		proto_pack_cstr(pk, "top");
 		msgpack_pack_array(pk, k);
 		for (uint32_t a = 1; a <= k; a++) {
 			msgpack_pack_map(pk, 3);
-			pack_kv_u64(pk, "token", (uint32_t)e[a].tok);
+			proto_pack_kv_u64(pk, "token", (uint32_t)e[a].tok);
 			proto_pack_cstr(pk, "text");
 			pack_token_text(pk, s->dt.t, e[a].tok);
-			pack_kv_f64(pk, "logprob", (double)e[a].lp);
+			proto_pack_kv_f64(pk, "logprob", (double)e[a].lp);
 		}
 	}
 }
@@ -599,20 +572,20 @@ static void pack_final(msgpack_packer *pk, const struct seq *s, const char *reas
 	proto_pack_str(pk, s->text ? s->text : "", s->text_len);
 	proto_pack_cstr(pk, "tokens");
 	pack_ids(pk, s->gen, s->n_gen);
-	pack_kv_str(pk, "done_reason", reason);
+	proto_pack_kv_str(pk, "done_reason", reason);
 	proto_pack_cstr(pk, "usage");
 	msgpack_pack_map(pk, 3);
-	pack_kv_u64(pk, "prompt_tokens", s->n_prompt);
-	pack_kv_u64(pk, "completion_tokens", s->n_gen);
-	pack_kv_u64(pk, "total_tokens", s->n_prompt + s->n_gen);
+	proto_pack_kv_u64(pk, "prompt_tokens", s->n_prompt);
+	proto_pack_kv_u64(pk, "completion_tokens", s->n_gen);
+	proto_pack_kv_u64(pk, "total_tokens", s->n_prompt + s->n_gen);
 	proto_pack_cstr(pk, "timings");
 	msgpack_pack_map(pk, 5);
-	pack_kv_f64(pk, "queue_ms", (s->t_start - j->t_submit) * 1e3);
-	pack_kv_f64(pk, "prompt_ms", prompt_s * 1e3);
-	pack_kv_f64(pk, "generate_ms", gen_s * 1e3);
-	pack_kv_f64(pk, "prompt_tokens_per_s", prompt_s > 0 ? (double)s->n_prompt / prompt_s : 0.0);
-	pack_kv_f64(pk, "generate_tokens_per_s", gen_s > 0 ? (double)s->n_gen / gen_s : 0.0);
-	pack_kv_u64(pk, "seed", j->sp.seed);
+	proto_pack_kv_f64(pk, "queue_ms", (s->t_start - j->t_submit) * 1e3);
+	proto_pack_kv_f64(pk, "prompt_ms", prompt_s * 1e3);
+	proto_pack_kv_f64(pk, "generate_ms", gen_s * 1e3);
+	proto_pack_kv_f64(pk, "prompt_tokens_per_s", prompt_s > 0 ? (double)s->n_prompt / prompt_s : 0.0);
+	proto_pack_kv_f64(pk, "generate_tokens_per_s", gen_s > 0 ? (double)s->n_gen / gen_s : 0.0);
+	proto_pack_kv_u64(pk, "seed", j->sp.seed);
 	if (j->logprobs) {
 		proto_pack_cstr(pk, "logprobs");
 		pack_logprobs(pk, s, 0, s->n_gen);
