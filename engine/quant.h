@@ -41,6 +41,57 @@ struct block_q4_0 {
 };
 _Static_assert(sizeof(struct block_q4_0) == 18, "block_q4_0 is 18 bytes");
 
+/*
+ * K-quants (ggml layout): super-blocks of QK_K = 256 weights. Q4_K and Q5_K
+ * hold eight 32-weight sub-blocks with 6-bit scales and mins packed into
+ * K_SCALE_SIZE bytes (see ms_get_scale_min_k4); Q6_K holds sixteen
+ * 16-weight sub-blocks with signed 8-bit scales.
+ */
+#define QK_K 256
+#define K_SCALE_SIZE 12
+
+/* Q4_K: elem = d*sc*q - dmin*m per 32-weight sub-block; q 4-bit. */
+struct block_q4_K {
+	uint16_t d;                     /* f16 super-block scale for scales */
+	uint16_t dmin;                  /* f16 super-block scale for mins */
+	uint8_t scales[K_SCALE_SIZE];   /* 8 scales + 8 mins, 6 bits each */
+	uint8_t qs[QK_K / 2];           /* 4 groups of 32 bytes: lo nibble = 64g+l, hi = 64g+32+l */
+};
+_Static_assert(sizeof(struct block_q4_K) == 144, "block_q4_K is 144 bytes");
+
+/* Q5_K: as Q4_K plus a 5th bit: bit j of qh[l] belongs to element 32j+l. */
+struct block_q5_K {
+	uint16_t d;                     /* f16 */
+	uint16_t dmin;                  /* f16 */
+	uint8_t scales[K_SCALE_SIZE];
+	uint8_t qh[QK_K / 8];
+	uint8_t qs[QK_K / 2];
+};
+_Static_assert(sizeof(struct block_q5_K) == 176, "block_q5_K is 176 bytes");
+
+/* Q6_K: elem = d*scales[i]*(q-32) per 16-weight sub-block; q 6-bit. */
+struct block_q6_K {
+	uint8_t ql[QK_K / 2];           /* low 4 bits */
+	uint8_t qh[QK_K / 4];           /* high 2 bits */
+	int8_t scales[QK_K / 16];
+	uint16_t d;                     /* f16 */
+};
+_Static_assert(sizeof(struct block_q6_K) == 210, "block_q6_K is 210 bytes");
+
+/* Q8_K: activations only; bsums[i] = sum of qs[16i .. 16i+15]. */
+struct block_q8_K {
+	float d;
+	int8_t qs[QK_K];
+	int16_t bsums[QK_K / 16];
+};
+_Static_assert(sizeof(struct block_q8_K) == 292, "block_q8_K is 292 bytes");
+
+/*
+ * Unpack the 6-bit scale *sc and min *m of sub-block j (0..7) from the
+ * K_SCALE_SIZE-byte array q of a Q4_K/Q5_K block.
+ */
+void ms_get_scale_min_k4(int j, const uint8_t *q, uint8_t *sc, uint8_t *m);
+
 struct ggml_type_info {
 	const char *name;     /* "F32", "Q8_0", ... */
 	uint32_t blck;        /* elements per block */
@@ -71,11 +122,17 @@ uint16_t ms_f32_to_bf16(float f);    /* round to nearest even; NaN stays NaN */
 
 /*
  * Row conversion; n must be a multiple of the type's block size.
- * dequantize_row handles every supported type (F32, F16, BF16, Q8_0, Q4_0).
+ * dequantize_row handles every supported type (F32, F16, BF16, Q8_0, Q4_0,
+ * Q4_K, Q5_K, Q6_K) and Q8_K, with ggml's formulas.
  * quantize_row writes the same types with ggml's reference rounding
  * (Q8_0: d = amax/127, q = round(x/d); Q4_0: d = max/-8 where max is the
  * signed value of largest magnitude, q = min(15, (int)(x/d + 8.5))).
- * Both return 0, or -EINVAL for an unsupported type.
+ * Q4_K/Q5_K/Q6_K follow ggml's reference quantizers (make_qkx2_quants /
+ * make_qx_quants searches; results may differ from ggml's in the last
+ * code where float sums round differently). Q8_K: d = max/-127 (max
+ * signed, of largest magnitude), q = x/d rounded half to even, bsums[i] =
+ * sum of q[16i..16i+15]; an all-zero block has d = 0.
+ * Both return 0, or -EINVAL for an unsupported type or a bad n.
  */
 int dequantize_row(uint32_t type, const void *src, float *dst, size_t n);
 int quantize_row(uint32_t type, const float *src, void *dst, size_t n);

@@ -611,7 +611,7 @@ static void test_bad(void)
 		{ "norm stored as F16", K_ODD, 0, 0, "blk.1.ffn_norm.weight", 1, GGML_TYPE_F16, { D, 1, 1, 1 }, -ENOTSUP, { "blk.1.ffn_norm.weight", "F16", "F32" } },
 		{ "attn_v as Q4_1", K_ODD, 0, 0, "blk.0.attn_v.weight", 2, GGML_TYPE_Q4_1, { D, KVD, 1, 1 }, -ENOTSUP, { "blk.0.attn_v.weight", "Q4_1", "not support" } },
 		{ "ffn_down as Q5_0", K_ODD, 0, 0, "blk.1.ffn_down.weight", 2, GGML_TYPE_Q5_0, { FF, D, 1, 1 }, -ENOTSUP, { "blk.1.ffn_down.weight", "Q5_0" } },
-		{ "output as Q6_K", K_ODD, 0, 0, "output.weight", 2, GGML_TYPE_Q6_K, { 256, VOC, 1, 1 }, -ENOTSUP, { "output.weight", "Q6_K" } },
+		{ "output as Q3_K", K_ODD, 0, 0, "output.weight", 2, GGML_TYPE_Q3_K, { 256, VOC, 1, 1 }, -ENOTSUP, { "output.weight", "Q3_K" } },
 		{ "llama.vocab_size 500 vs 512 tokens", K_VOCAB, 500, 0, NULL, 0, 0, {0}, -EINVAL, { "llama.vocab_size", "500", "512" } },
 		{ "no tokenizer", K_NOTOK, 0, 0, NULL, 0, 0, {0}, -EINVAL, { "tokenizer" } },
 	};

@@ -1,4 +1,4 @@
-/* Tests for quant.c (type table, half/bfloat16 conversion, Q8_0/Q4_0), the GGUF writer and mistral-mkmodel's output. */
+/* Tests for quant.c (type table, half/bfloat16 conversion, Q8_0/Q4_0, K-quants), the GGUF writer and mistral-mkmodel's output. */
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -105,8 +105,8 @@ static void test_type_table(void)
 		{ 6, "Q5_0", 32, 22, false }, { 7, "Q5_1", 32, 24, false },
 		{ 8, "Q8_0", 32, 34, true }, { 9, "Q8_1", 32, 36, false },
 		{ 10, "Q2_K", 256, 84, false }, { 11, "Q3_K", 256, 110, false },
-		{ 12, "Q4_K", 256, 144, false }, { 13, "Q5_K", 256, 176, false },
-		{ 14, "Q6_K", 256, 210, false }, { 15, "Q8_K", 256, 292, false },
+		{ 12, "Q4_K", 256, 144, true }, { 13, "Q5_K", 256, 176, true },
+		{ 14, "Q6_K", 256, 210, true }, { 15, "Q8_K", 256, 292, false },
 		{ 30, "BF16", 1, 2, true },
 	};
 	static const uint32_t unknown[] = { 4, 5, 16, 17, 29, 31, 39, 1000, UINT32_MAX };
@@ -130,6 +130,13 @@ static void test_type_table(void)
 	ok(bad == 0, "unknown type ids: ggml_type_get NULL, ggml_type_name not NULL");
 	ok(sizeof(struct block_q8_0) == 34 && sizeof(struct block_q4_0) == 18,
 	   "block struct sizes 34 and 18");
+	ok(sizeof(struct block_q4_K) == 144 && sizeof(struct block_q5_K) == 176 &&
+	   sizeof(struct block_q6_K) == 210 && sizeof(struct block_q8_K) == 292 && QK_K == 256 &&
+	   offsetof(struct block_q4_K, qs) == 16 && offsetof(struct block_q5_K, qh) == 16 &&
+	   offsetof(struct block_q5_K, qs) == 48 && offsetof(struct block_q6_K, qh) == 128 &&
+	   offsetof(struct block_q6_K, scales) == 192 && offsetof(struct block_q6_K, d) == 208 &&
+	   offsetof(struct block_q8_K, bsums) == 260,
+	   "K-quant block structs: sizes 144, 176, 210, 292 and ggml's field offsets");
 }
 
 static void test_row_bytes(void)
@@ -149,6 +156,15 @@ static void test_row_bytes(void)
 	   "Q8_0 row of 33: -EINVAL, output untouched");
 	ok(ggml_row_bytes(GGML_TYPE_Q4_0, 31, &out) == -EINVAL, "Q4_0 row of 31: -EINVAL");
 	ok(ggml_row_bytes(GGML_TYPE_Q4_K, 128, &out) == -EINVAL, "Q4_K row of 128: -EINVAL");
+	ok(ggml_row_bytes(GGML_TYPE_Q4_K, 4096, &out) == 0 && out == 16 * 144 &&
+	   ggml_row_bytes(GGML_TYPE_Q5_K, 14336, &out) == 0 && out == 56 * 176 &&
+	   ggml_row_bytes(GGML_TYPE_Q6_K, 4096, &out) == 0 && out == 16 * 210 &&
+	   ggml_row_bytes(GGML_TYPE_Q8_K, 256, &out) == 0 && out == 292,
+	   "K rows: Q4_K 4096 -> 2304, Q5_K 14336 -> 9856, Q6_K 4096 -> 3360, Q8_K 256 -> 292 bytes");
+	ok(ggml_row_bytes(GGML_TYPE_Q5_K, 4096 + 32, &out) == -EINVAL &&
+	   ggml_row_bytes(GGML_TYPE_Q6_K, 255, &out) == -EINVAL &&
+	   ggml_row_bytes(GGML_TYPE_Q8_K, 512 + 128, &out) == -EINVAL,
+	   "K rows not a multiple of 256: -EINVAL");
 	ok(ggml_row_bytes(4, 32, &out) == -EINVAL, "removed type 4: -EINVAL");
 	ok(ggml_row_bytes(UINT32_MAX, 32, &out) == -EINVAL, "type 2^32-1: -EINVAL");
 	ok(ggml_row_bytes(GGML_TYPE_F32, UINT64_MAX / 4, &out) == 0 &&
@@ -678,8 +694,8 @@ static void test_quantize_known(void)
 	ok(quantize_row(GGML_TYPE_Q8_0, x, q, 31) == -EINVAL &&
 	   quantize_row(GGML_TYPE_Q4_0, x, q, 48) == -EINVAL,
 	   "quantize: n not a multiple of 32 is -EINVAL");
-	ok(quantize_row(GGML_TYPE_Q4_K, x, q, 256) == -EINVAL &&
-	   dequantize_row(GGML_TYPE_Q6_K, q, x, 256) == -EINVAL &&
+	ok(quantize_row(GGML_TYPE_Q2_K, x, q, 256) == -EINVAL &&
+	   dequantize_row(GGML_TYPE_Q3_K, q, x, 256) == -EINVAL &&
 	   quantize_row(99, x, q, 32) == -EINVAL && dequantize_row(99, q, x, 32) == -EINVAL,
 	   "unsupported or unknown types are -EINVAL");
 }
@@ -707,6 +723,496 @@ static void test_float_rows(void)
 	memset(y, 0, sizeof(y));
 	bad |= dequantize_row(GGML_TYPE_F32, x, y, 100) != 0 || memcmp(x, y, sizeof(x));
 	ok(!bad, "F32 rows are copied");
+}
+
+/* ------------------------------------------------------------------------ */
+/* K-quants                                                                 */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * An independent decoder, written from the format description
+ * (shared/docs/numerics.md section 6) element by element rather than with
+ * the library's loop structure, in double.
+ */
+
+/* The 6-bit scale and min of sub-block j of a Q4_K/Q5_K scales[12]. */
+static void ref_scale_min(int j, const uint8_t *s, int *sc, int *m)
+{
+	if (j < 4) {
+		*sc = s[j] & 63;
+		*m = s[j + 4] & 63;
+	} else {
+		*sc = (s[j + 4] & 15) | ((s[j - 4] >> 6) << 4);
+		*m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+	}
+}
+
+/* Its inverse: 8 scales and 8 mins (each < 64) into 12 bytes. */
+static void ref_pack_scales(const int *sc, const int *m, uint8_t *s)
+{
+	for (int j = 0; j < 4; j++) {
+		/* bytes 0-3: scale j and the top bits of scale j+4; 4-7 the same for mins */
+		s[j] = (uint8_t)(sc[j] | (sc[j + 4] >> 4) << 6);
+		s[j + 4] = (uint8_t)(m[j] | (m[j + 4] >> 4) << 6);
+		/* bytes 8-11: low 4 bits of scale j+4 and min j+4 */
+		s[j + 8] = (uint8_t)((sc[j + 4] & 15) | (m[j + 4] & 15) << 4);
+	}
+}
+
+static double ref_half(const uint8_t *p)
+{
+	return half_ref((uint16_t)(p[0] | p[1] << 8));
+}
+
+/*
+ * Element e of a Q4_K (q5 false) or Q5_K block: sub-block j = e / 32, and
+ * the 4 low bits sit in byte 32 * (j / 2) + e % 32 of qs, low nibble for
+ * even j, high for odd; Q5_K's fifth bit is bit j of qh[e % 32].
+ */
+static double ref_k45(const uint8_t *blk, int e, bool q5)
+{
+	const uint8_t *qs = blk + (q5 ? 48 : 16), *qh = blk + 16;
+	int j = e / 32, l = e % 32, sc, m, byte, q;
+
+	ref_scale_min(j, blk + 4, &sc, &m);
+	byte = qs[32 * (j / 2) + l];
+	q = j % 2 ? byte >> 4 : byte & 15;
+	if (q5)
+		q += 16 * ((qh[l] >> j) & 1);
+	return ref_half(blk) * sc * q - ref_half(blk + 2) * m;
+}
+
+/*
+ * Element e of a Q6_K block: half h = e / 128; within it r = e % 128 is
+ * quarter k = r / 32, position l = r % 32. The low 4 bits are the low
+ * nibble (k = 0, 1) or high nibble (k = 2, 3) of ql[64h + l + 32 (k odd)];
+ * the high 2 bits are bits 2k, 2k+1 of qh[32h + l]; the scale is that of
+ * the element's 16-element sub-block, scales[e / 16].
+ */
+static double ref_q6_K(const uint8_t *blk, int e)
+{
+	const uint8_t *ql = blk, *qh = blk + 128;
+	const int8_t *sc = (const int8_t *)(blk + 192);
+	int h = e / 128, r = e % 128, k = r / 32, l = r % 32;
+	int lowbyte = ql[64 * h + l + (k % 2 ? 32 : 0)];
+	int q = (k < 2 ? lowbyte & 15 : lowbyte >> 4) | ((qh[32 * h + l] >> (2 * k)) & 3) << 4;
+
+	return ref_half(blk + 208) * sc[e / 16] * (q - 32);
+}
+
+static double ref_q8_K(const uint8_t *blk, int e)
+{
+	float d;
+
+	memcpy(&d, blk, 4);
+	return (double)d * (int8_t)blk[4 + e];
+}
+
+static double ref_k(uint32_t type, const uint8_t *blk, int e)
+{
+	switch (type) {
+	case GGML_TYPE_Q4_K: return ref_k45(blk, e, false);
+	case GGML_TYPE_Q5_K: return ref_k45(blk, e, true);
+	case GGML_TYPE_Q6_K: return ref_q6_K(blk, e);
+	default:             return ref_q8_K(blk, e);
+	}
+}
+
+static size_t k_bytes(uint32_t type)
+{
+	return type == GGML_TYPE_Q4_K ? 144 : type == GGML_TYPE_Q5_K ? 176 :
+	       type == GGML_TYPE_Q6_K ? 210 : 292;
+}
+
+/*
+ * Compares dequantize_row with the reference on nb blocks; the library
+ * computes in float, so allow an error of a few float ulps of the terms.
+ */
+static int check_k_dequant(uint32_t type, const uint8_t *row, size_t nb, const float *y)
+{
+	int bad = 0;
+
+	for (size_t b = 0; b < nb; b++) {
+		const uint8_t *blk = row + b * k_bytes(type);
+
+		for (int e = 0; e < 256; e++) {
+			double want = ref_k(type, blk, e), got = (double)y[b * 256 + e];
+			double tol = 1e-6 * fabs(want) + 1e-30;
+
+			if (type == GGML_TYPE_Q4_K || type == GGML_TYPE_Q5_K) {
+				int sc, m;
+
+				/* the subtraction can cancel: bound by the size of both terms */
+				ref_scale_min(e / 32, blk + 4, &sc, &m);
+				tol = 1e-6 * (fabs(ref_half(blk)) * sc * 31 + fabs(ref_half(blk + 2)) * m) +
+				      1e-30;
+			}
+			if (!(fabs(got - want) <= tol)) {
+				if (bad < 5)
+					diag("%s block %zu elem %d: %.9g, want %.9g", ggml_type_name(type),
+					     b, e, got, want);
+				bad++;
+			}
+		}
+	}
+	return bad;
+}
+
+static void put_half(uint8_t *p, uint16_t h)
+{
+	p[0] = (uint8_t)(h & 0xff);
+	p[1] = (uint8_t)(h >> 8);
+}
+
+/* A finite half of magnitude 2^-14 .. 2^3, either sign. */
+static uint16_t rnd_half(void)
+{
+	return (uint16_t)((rnd() & 0x8000) | (1 + rnd() % 17) << 10 | (rnd() & 0x3ff));
+}
+
+static void test_k_scale_packing(void)
+{
+	int bad = 0, bad_pack = 0;
+
+	/* every byte pattern the unpacker can meet: random scales[12] */
+	for (int it = 0; it < 20000; it++) {
+		uint8_t s[12];
+
+		for (int i = 0; i < 12; i++)
+			s[i] = (uint8_t)rnd();
+		for (int j = 0; j < 8; j++) {
+			int sc, m;
+			uint8_t sc2 = 99, m2 = 99;
+
+			ref_scale_min(j, s, &sc, &m);
+			ms_get_scale_min_k4(j, s, &sc2, &m2);
+			bad += sc != sc2 || m != m2;
+		}
+	}
+	ok(bad == 0, "ms_get_scale_min_k4 matches the format's unpacking on 20000 random scale arrays");
+	/* and it inverts the packing: every 6-bit value in every position */
+	for (int it = 0; it < 64 * 8; it++) {
+		int sc[8], m[8];
+		uint8_t s[12];
+
+		for (int j = 0; j < 8; j++) {
+			sc[j] = (int)(rnd() % 64);
+			m[j] = (int)(rnd() % 64);
+		}
+		sc[it % 8] = it / 8;		/* 0..63 at position it % 8 */
+		m[(it + 3) % 8] = 63 - it / 8;
+		ref_pack_scales(sc, m, s);
+		for (int j = 0; j < 8; j++) {
+			uint8_t a, b;
+
+			ms_get_scale_min_k4(j, s, &a, &b);
+			bad_pack += a != sc[j] || b != m[j];
+		}
+	}
+	ok(bad_pack == 0, "scale packing round trip: pack 8 scales and 8 mins, unpack the same");
+}
+
+static void test_k_dequant(void)
+{
+	static const uint32_t types[] = { GGML_TYPE_Q4_K, GGML_TYPE_Q5_K, GGML_TYPE_Q6_K, GGML_TYPE_Q8_K };
+	const size_t nb = 64;
+	uint8_t *row = malloc(nb * 292 + 1);
+	float *y = malloc(nb * 256 * sizeof(float));
+
+	if (!row || !y)
+		abort();
+	for (size_t t = 0; t < 4; t++) {
+		const uint32_t type = types[t];
+		uint8_t *r = row + 1;	/* blocks carry no alignment promise */
+		int bad;
+
+		/* random bytes everywhere, then finite scales */
+		for (size_t i = 0; i < nb * k_bytes(type); i++)
+			r[i] = (uint8_t)rnd();
+		for (size_t b = 0; b < nb; b++) {
+			uint8_t *blk = r + b * k_bytes(type);
+
+			if (type == GGML_TYPE_Q6_K) {
+				put_half(blk + 208, rnd_half());
+			} else if (type == GGML_TYPE_Q8_K) {
+				float d = rnd_uniform(-2, 2);
+
+				memcpy(blk, &d, 4);
+			} else {
+				put_half(blk, rnd_half());
+				put_half(blk + 2, rnd_half());
+			}
+		}
+		ok(dequantize_row(type, r, y, nb * 256) == 0, "%s: dequantize %zu random blocks",
+		   ggml_type_name(type), nb);
+		bad = check_k_dequant(type, r, nb, y);
+		ok(bad == 0, "%s: every element matches the independent decoder (%d differ)",
+		   ggml_type_name(type), bad);
+		ok(dequantize_row(type, r, y, 128) == -EINVAL && dequantize_row(type, r, y, 257) == -EINVAL,
+		   "%s: n not a multiple of 256 is -EINVAL", ggml_type_name(type));
+	}
+
+	/*
+	 * Hand-built blocks with exactly representable values: d = 0.5,
+	 * dmin = 0.25; sub-block j has scale 2j+1 (or 60+j) and min j (or
+	 * 63-j); element e has code e % 16 (Q5_K: e % 32, fifth bit from the
+	 * code). Value: d * sc * q - dmin * m.
+	 */
+	for (int five = 0; five < 2; five++) {
+		uint8_t blk[176] = { 0 };
+		int sc[8], m[8], bad = 0, nmax = five ? 31 : 15;
+		uint8_t *qs = blk + (five ? 48 : 16), *qh = blk + 16;
+		float out[256];
+
+		put_half(blk, 0x3800);		/* 0.5 */
+		put_half(blk + 2, 0x3400);	/* 0.25 */
+		for (int j = 0; j < 8; j++) {
+			sc[j] = j < 4 ? 2 * j + 1 : 60 + j - 4;
+			m[j] = j < 4 ? j : 63 - j;
+		}
+		ref_pack_scales(sc, m, blk + 4);
+		for (int e = 0; e < 256; e++) {
+			int j = e / 32, l = e % 32, q = (e * 7 + j) % (nmax + 1);
+
+			qs[32 * (j / 2) + l] |= (uint8_t)((q & 15) << (j % 2 ? 4 : 0));
+			if (five && q >= 16)
+				qh[l] |= (uint8_t)(1 << j);
+		}
+		dequantize_row(five ? GGML_TYPE_Q5_K : GGML_TYPE_Q4_K, blk, out, 256);
+		for (int e = 0; e < 256; e++) {
+			int j = e / 32, q = (e * 7 + j) % (nmax + 1);
+			double want = 0.5 * sc[j] * q - 0.25 * m[j];
+
+			if ((double)out[e] != want) {
+				if (bad < 5)
+					diag("%s hand block elem %d: %g, want %g", five ? "Q5_K" : "Q4_K",
+					     e, (double)out[e], want);
+				bad++;
+			}
+		}
+		ok(bad == 0, "%s: hand-built block (known scales, mins, codes) decodes exactly",
+		   five ? "Q5_K" : "Q4_K");
+		ok(out[0] == 0.0f && out[33] == (float)(0.5 * 3 * ((33 * 7 + 1) % (nmax + 1)) - 0.25 * 1) &&
+		   out[255] == (float)(0.5 * 63 * ((255 * 7 + 7) % (nmax + 1)) - 0.25 * 56),
+		   "%s: elements 0, 33, 255 by hand", five ? "Q5_K" : "Q4_K");
+	}
+	{
+		/* Q6_K: d = 0.125, scales[i] = i - 8, element e has code (5e + 3) % 64 */
+		uint8_t blk[210] = { 0 };
+		float out[256];
+		int bad = 0;
+
+		for (int i = 0; i < 16; i++)
+			blk[192 + i] = (uint8_t)(int8_t)(i - 8);
+		put_half(blk + 208, 0x3000);	/* 0.125 */
+		for (int e = 0; e < 256; e++) {
+			int h = e / 128, k = (e % 128) / 32, l = e % 32, q = (5 * e + 3) % 64;
+
+			blk[64 * h + l + (k % 2 ? 32 : 0)] |= (uint8_t)((q & 15) << (k < 2 ? 0 : 4));
+			blk[128 + 32 * h + l] |= (uint8_t)((q >> 4) << (2 * k));
+		}
+		dequantize_row(GGML_TYPE_Q6_K, blk, out, 256);
+		for (int e = 0; e < 256; e++)
+			bad += (double)out[e] != 0.125 * (e / 16 - 8) * ((5 * e + 3) % 64 - 32);
+		ok(bad == 0, "Q6_K: hand-built block (known scales and codes) decodes exactly");
+		ok(out[0] == 0.125f * -8 * (3 - 32) && out[200] == 0.125f * 4 * ((1003 % 64) - 32),
+		   "Q6_K: elements 0 and 200 by hand");
+	}
+	free(row);
+	free(y);
+}
+
+/* Relative rms error bound of a K type on random data (see test_k_roundtrip). */
+static double k_bound(uint32_t type)
+{
+	return type == GGML_TYPE_Q4_K ? 0.10 : type == GGML_TYPE_Q5_K ? 0.05 : 0.025;
+}
+
+/* Gaussian by Box-Muller, for data with tails. */
+static float rnd_gauss(void)
+{
+	double u1 = ((double)(rnd() >> 11) + 1) * 0x1p-53, u2 = (double)(rnd() >> 11) * 0x1p-53;
+
+	return (float)(sqrt(-2 * log(u1)) * cos(2 * M_PI * u2));
+}
+
+/*
+ * Quantize -> dequantize on random rows. The bounds follow from the code
+ * spacing: a sub-block of 32 (Q4_K, Q5_K) spans its range with 16 or 32
+ * codes, so rounding leaves an rms error of about range/(nmax*sqrt(12)):
+ * 6.7% (Q4_K) and 3.2% (Q5_K) of the rms of uniform data, 7.9% and 3.8%
+ * for Gaussian data (range about 4.1 sigma). Q6_K's 16-element groups use
+ * 64 codes over [-amax, amax]: 1.6% (uniform), 1.8% (Gaussian). The least
+ * squares fit does a little better; 6-bit and 8-bit scales a little worse.
+ * So the bounds: 10%, 5%, 2.5%.
+ */
+static void test_k_roundtrip(uint32_t type)
+{
+	const char *tn = ggml_type_name(type);
+	const size_t n = 256 * 32;
+	const double bound = k_bound(type);
+	float *x = malloc(n * sizeof(float)), *y = malloc(n * sizeof(float));
+	uint8_t *q = malloc(n / 256 * 210 + n);
+	double worst = 0;
+	int bad_rms = 0, bad_dec = 0, bad_top = 0, zero_ok = 1;
+
+	if (!x || !y || !q)
+		abort();
+	for (int round = 0; round < 24; round++) {
+		/*
+		 * Uniform, Gaussian, and all-positive (norm-like) data; scales
+		 * 1e-2..1e4. Much smaller data underflows the f16 super-block
+		 * scales (Q6_K's d is amax/4096): a limit of the format, not
+		 * of the quantizer.
+		 */
+		float scale = powf(10.0f, (float)(round % 7) - 2.0f);
+		double se = 0, sx = 0, rel;
+
+		for (size_t i = 0; i < n; i++) {
+			switch (round % 3) {
+			case 0: x[i] = rnd_uniform(-scale, scale); break;
+			case 1: x[i] = scale * rnd_gauss(); break;
+			default: x[i] = scale * rnd_uniform(0.5f, 1.5f); break;
+			}
+		}
+		if (round == 1)
+			for (size_t i = 0; i < 256; i++)
+				x[i] = 0;	/* an all-zero block */
+		if (round == 2)
+			x[300] = -50 * scale;	/* an outlier */
+		if (quantize_row(type, x, q, n) || dequantize_row(type, q, y, n)) {
+			bad_rms++;
+			continue;
+		}
+		for (size_t i = 0; i < n; i++) {
+			/* the outlier's block is judged by the outlier alone, below */
+			if (round == 2 && i / 256 == 300 / 256)
+				continue;
+			se += ((double)y[i] - (double)x[i]) * ((double)y[i] - (double)x[i]);
+			sx += (double)x[i] * (double)x[i];
+		}
+		/* it sets its sub-block's step: range/nmax, so within 5% */
+		if (round == 2 && !(fabs((double)y[300] - (double)x[300]) <= 0.05 * fabs((double)x[300]))) {
+			diag("%s: outlier %g quantized to %g", tn, (double)x[300], (double)y[300]);
+			bad_rms++;
+		}
+		rel = sqrt(se / sx);
+		worst = fmax(worst, rel);
+		if (!(rel < bound)) {
+			diag("%s round %d: relative rms error %.4f", tn, round, rel);
+			bad_rms++;
+		}
+		/* what the quantizer wrote decodes by the format */
+		bad_dec += check_k_dequant(type, q, n / 256, y);
+		/* ggml's reference scales: the largest scale gets the top code */
+		for (size_t b = 0; b < n / 256; b++) {
+			const uint8_t *blk = q + b * k_bytes(type);
+			int top = 0;
+
+			if (round == 1 && b == 0)
+				continue;
+			if (type == GGML_TYPE_Q6_K) {
+				for (int i = 0; i < 16; i++)
+					top |= (int8_t)blk[192 + i] == -128;
+			} else {
+				for (int j = 0; j < 8; j++) {
+					int sc, m;
+
+					ref_scale_min(j, blk + 4, &sc, &m);
+					top |= sc == 63;
+				}
+			}
+			bad_top += !top;
+		}
+		if (round == 1)
+			for (size_t i = 0; i < 256; i++)
+				zero_ok &= y[i] == 0.0f;
+	}
+	ok(bad_rms == 0, "%s: quantize -> dequantize relative rms error below %.1f%% on uniform, "
+	   "Gaussian and positive data, scales 1e-2..1e4 (worst %.2f%%); an outlier within 5%%",
+	   tn, 100 * bound, 100 * worst);
+	ok(bad_dec == 0, "%s: the quantizer's blocks decode by the format description", tn);
+	ok(bad_top == 0, "%s: the largest sub-block scale is stored as the top code (%s)", tn,
+	   type == GGML_TYPE_Q6_K ? "-128" : "63");
+	ok(zero_ok, "%s: an all-zero block dequantizes to zeros", tn);
+	/* non-finite input: defined bytes, no undefined behaviour (the sanitizer build checks) */
+	x[7] = NAN;
+	x[300] = INFINITY;
+	x[600] = -INFINITY;
+	ok(quantize_row(type, x, q, n) == 0 && quantize_row(type, x, q, 255) == -EINVAL,
+	   "%s: NaN and infinite input handled; n not a multiple of 256 is -EINVAL", tn);
+	free(x);
+	free(y);
+	free(q);
+}
+
+static void test_q8_K(void)
+{
+	const size_t n = 256 * 16;
+	float *x = malloc(n * sizeof(float)), *y = malloc(n * sizeof(float));
+	uint8_t *q = malloc(n / 256 * 292);
+	int bad_sum = 0, bad_q = 0, bad_d = 0, zero_ok = 1;
+
+	if (!x || !y || !q)
+		abort();
+	for (int round = 0; round < 8; round++) {
+		float scale = powf(10.0f, (float)round - 3.0f);
+
+		for (size_t i = 0; i < n; i++)
+			x[i] = rnd_uniform(-scale, scale);
+		if (round == 0)
+			for (size_t i = 0; i < 256; i++)
+				x[i] = 0;
+		if (round == 1)
+			x[5] = 3 * scale;	/* largest is positive: it maps to -127 * d with d < 0 */
+		quantize_row(GGML_TYPE_Q8_K, x, q, n);
+		dequantize_row(GGML_TYPE_Q8_K, q, y, n);
+		for (size_t b = 0; b < n / 256; b++) {
+			const uint8_t *blk = q + b * 292;
+			const int8_t *qs = (const int8_t *)(blk + 4);
+			const float *xb = x + 256 * b;
+			float d, amax = 0, max = 0;
+			int16_t bs[16];
+
+			memcpy(&d, blk, 4);
+			memcpy(bs, blk + 4 + 256, sizeof(bs));
+			for (int i = 0; i < 16; i++) {
+				int s = 0;
+
+				for (int l = 0; l < 16; l++)
+					s += qs[16 * i + l];
+				bad_sum += s != bs[i];
+			}
+			for (int e = 0; e < 256; e++) {
+				if (fabsf(xb[e]) > amax) {
+					amax = fabsf(xb[e]);
+					max = xb[e];
+				}
+				bad_q += y[256 * b + e] != d * (float)qs[e];
+			}
+			if (amax == 0) {
+				zero_ok &= d == 0;
+				for (int e = 0; e < 256; e++)
+					zero_ok &= qs[e] == 0;
+				continue;
+			}
+			/* d = max / -127: the largest element's code is -127 */
+			bad_d += fabs((double)d - (double)max / -127.0) > 1e-6 * fabs((double)d);
+			for (int e = 0; e < 256; e++) {
+				double t = (double)xb[e] / (double)d;
+
+				bad_q += fabs(t - qs[e]) > 0.5 + 1e-4;
+				bad_q += xb[e] == max && qs[e] != -127;
+			}
+		}
+	}
+	ok(bad_sum == 0, "Q8_K: bsums[i] is the sum of qs[16i..16i+15]");
+	ok(bad_d == 0 && bad_q == 0, "Q8_K: d = max/-127, codes round(x/d), dequantized d*q (%d, %d bad)",
+	   bad_d, bad_q);
+	ok(zero_ok, "Q8_K: an all-zero block has d = 0 and zero codes");
+	free(x);
+	free(y);
+	free(q);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1131,6 +1637,7 @@ static int compare_to_f32(const struct gguf *q, const struct gguf *f, double *wo
 		const struct gguf_tensor *tq = gguf_find_tensor(q, tf->name);
 		size_t ne0 = (size_t)tf->ne[0];
 		uint64_t rows = tf->nbytes / (ne0 * 4), rb;
+		double se = 0, sx = 0;
 
 		if (!tq || tq->ne[0] != tf->ne[0] || tq->nbytes == 0) {
 			bad++;
@@ -1168,6 +1675,8 @@ static int compare_to_f32(const struct gguf *q, const struct gguf *f, double *wo
 				}
 				if (e > bound)
 					bad++;
+				se += e * e;
+				sx += (double)x[j] * (double)x[j];
 				/* relative error means little for F16 subnormals (below 2^-14) */
 				if ((tq->type == GGML_TYPE_F16 && fabs((double)x[j]) >= 0x1p-14) ||
 				    tq->type == GGML_TYPE_BF16)
@@ -1181,6 +1690,16 @@ static int compare_to_f32(const struct gguf *q, const struct gguf *f, double *wo
 						*worst = fmax(*worst, fabs((double)y[j] - (double)x[j]));
 				}
 			}
+		}
+		/* K types: relative rms error of the tensor, bounded as in test_k_roundtrip */
+		if (tq->type == GGML_TYPE_Q4_K || tq->type == GGML_TYPE_Q5_K || tq->type == GGML_TYPE_Q6_K) {
+			double rel = sqrt(se / sx);
+
+			if (!(rel < k_bound(tq->type))) {
+				diag("%s (%s): relative rms error %.4f", tf->name, ggml_type_name(tq->type), rel);
+				bad++;
+			}
+			*worst = fmax(*worst, rel);
 		}
 	}
 	free(x);
@@ -1243,6 +1762,133 @@ static bool files_equal(const char *a, const char *b)
 	if (fb)
 		fclose(fb);
 	return eq;
+}
+
+/* A K-quant-capable shape: rows of 256 and 512, eight layers. */
+static int mkmodel_k(const char *out, const char *type, const char *vocab, const char *extra)
+{
+	char *argv[24];
+	int n = 0;
+
+	argv[n++] = (char *)mkmodel_path();
+	argv[n++] = (char *)"--out";
+	argv[n++] = (char *)out;
+	argv[n++] = (char *)"--type";
+	argv[n++] = (char *)type;
+	argv[n++] = (char *)"--vocab-from";
+	argv[n++] = (char *)vocab;
+	argv[n++] = (char *)"--dim=256";
+	argv[n++] = (char *)"--ffn=512";
+	argv[n++] = (char *)"--heads=2";
+	argv[n++] = (char *)"--kv-heads=1";
+	argv[n++] = (char *)"--layers=8";
+	argv[n++] = (char *)"--seed=5";
+	if (extra)
+		argv[n++] = (char *)extra;
+	argv[n] = NULL;
+	return run_quiet(argv, true);
+}
+
+/*
+ * Expected type of every tensor of an eight-layer model of a --type: with a
+ * mix, llama.cpp's use_more_bits picks layers 0, 3, 6 and 7 of 8 (i < 1,
+ * i >= 7, (i - 1) % 3 == 2) for the larger type of attn_v and ffn_down.
+ */
+static int check_k_types(const struct gguf *g, uint32_t base, uint32_t more, bool output)
+{
+	int bad = 0;
+
+	for (uint64_t i = 0; i < g->n_tensors; i++) {
+		const struct gguf_tensor *t = &g->tensors[i];
+		uint32_t want = base;
+		int layer = -1;
+
+		if (strstr(t->name, "norm"))
+			want = GGML_TYPE_F32;
+		else if (!strcmp(t->name, "output.weight") ||
+			 (!output && !strcmp(t->name, "token_embd.weight")))
+			want = more;
+		else if (sscanf(t->name, "blk.%d.", &layer) == 1 &&
+			 (strstr(t->name, "attn_v") || strstr(t->name, "ffn_down")) &&
+			 (layer == 0 || layer == 3 || layer == 6 || layer == 7))
+			want = more;
+		if (t->type != want) {
+			diag("%s is %s, want %s", t->name, ggml_type_name(t->type), ggml_type_name(want));
+			bad++;
+		}
+	}
+	bad += g->n_tensors != (output ? 75u : 74u);
+	return bad;
+}
+
+static void test_mkmodel_k(void)
+{
+	static const struct { const char *name; uint32_t base, more, ftype; } kt[] = {
+		{ "Q4_K_M", GGML_TYPE_Q4_K, GGML_TYPE_Q6_K, 15 },
+		{ "Q5_K_M", GGML_TYPE_Q5_K, GGML_TYPE_Q6_K, 17 },
+		{ "q4_k", GGML_TYPE_Q4_K, GGML_TYPE_Q4_K, 14 },
+		{ "Q5_K", GGML_TYPE_Q5_K, GGML_TYPE_Q5_K, 16 },
+		{ "Q6_K", GGML_TYPE_Q6_K, GGML_TYPE_Q6_K, 18 },
+	};
+	char vocab[4200], f32[4200], path[4200], gone[4200], tmp[4300];
+	struct gguf *ref = NULL, *g = NULL;
+	ms_err err = { 0 };
+	int rc;
+
+	if (!mkmodel_path()) {
+		skip("mistral-mkmodel not built (set MKMODEL)");
+		return;
+	}
+	snprintf(vocab, sizeof(vocab), "%s/stories260K.gguf", test_data_dir());
+	snprintf(f32, sizeof(f32), "%s/k-F32.gguf", tmp_dir());
+	snprintf(path, sizeof(path), "%s/k.gguf", tmp_dir());
+	rc = mkmodel_k(f32, "F32", vocab, NULL);
+	ok(rc == 0 && gguf_open(f32, &ref, &err) == 0,
+	   "mkmodel K: F32 model --dim 256 --ffn 512 --layers 8 (%s)", err.msg);
+	for (size_t i = 0; i < sizeof(kt) / sizeof(kt[0]); i++) {
+		double worst = 0;
+
+		rc = mkmodel_k(path, kt[i].name, vocab, NULL);
+		if (!ok(rc == 0 && gguf_open(path, &g, &err) == 0, "mkmodel --type %s: written and readable (%s)",
+			kt[i].name, err.msg))
+			continue;
+		ok(kv_u32(g, "general.file_type") == kt[i].ftype &&
+		   kv_u32(g, "general.quantization_version") == 2,
+		   "mkmodel %s: general.file_type %u, quantization_version 2", kt[i].name, kt[i].ftype);
+		ok(check_k_types(g, kt[i].base, kt[i].more, true) == 0,
+		   "mkmodel %s: %s matrices, %s for output and for attn_v/ffn_down of layers 0, 3, 6, 7; norms F32",
+		   kt[i].name, ggml_type_name(kt[i].base), ggml_type_name(kt[i].more));
+		if (ref) {
+			rc = compare_to_f32(g, ref, &worst);
+			ok(rc == 0, "mkmodel %s: the F32 model's weights, quantized; relative rms error per "
+			   "tensor within the type's bound (worst %.2f%%)", kt[i].name, 100 * worst);
+		} else {
+			skip("mkmodel %s: no F32 model to compare with", kt[i].name);
+		}
+		gguf_close(g);
+		g = NULL;
+	}
+	/* without output.weight, token_embd is the output and takes its type */
+	rc = mkmodel_k(path, "Q4_K_M", vocab, "--no-output");
+	if (ok(rc == 0 && gguf_open(path, &g, &err) == 0, "mkmodel Q4_K_M --no-output: written (%s)",
+	       err.msg)) {
+		ok(check_k_types(g, GGML_TYPE_Q4_K, GGML_TYPE_Q6_K, false) == 0,
+		   "mkmodel Q4_K_M --no-output: token_embd is Q6_K, as llama.cpp makes it");
+		gguf_close(g);
+		g = NULL;
+	}
+	/* K types need whole 256-element super-blocks per row */
+	snprintf(gone, sizeof(gone), "%s/never-k.gguf", tmp_dir());
+	snprintf(tmp, sizeof(tmp), "%s.tmp", gone);
+	ok(mkmodel_q(false, gone, "Q4_K_M", vocab, NULL, NULL, NULL) == 2 &&
+	   mkmodel_q(false, gone, "Q6_K", vocab, "--dim=256", "--ffn=384", NULL) == 2 &&
+	   mkmodel_q(false, gone, "Q5_K", vocab, "--dim=128", "--ffn=512", NULL) == 2 &&
+	   mkmodel_q(false, gone, "Q4_K_L", vocab, "--dim=256", "--ffn=512", NULL) == 2 &&
+	   access(gone, F_OK) != 0 && access(tmp, F_OK) != 0,
+	   "mkmodel: K types with dim or ffn not a multiple of 256, or an unknown mix, exit 2 and write nothing");
+	gguf_close(ref);
+	unlink(f32);
+	unlink(path);
 }
 
 static void test_mkmodel(void)
@@ -1456,8 +2102,15 @@ int main(void)
 	test_quantize_roundtrip(GGML_TYPE_Q8_0);
 	test_quantize_roundtrip(GGML_TYPE_Q4_0);
 	test_float_rows();
+	test_k_scale_packing();
+	test_k_dequant();
+	test_k_roundtrip(GGML_TYPE_Q4_K);
+	test_k_roundtrip(GGML_TYPE_Q5_K);
+	test_k_roundtrip(GGML_TYPE_Q6_K);
+	test_q8_K();
 	test_writer();
 	test_mkmodel();
+	test_mkmodel_k();
 	rmdir(tmp_dir());
 	return done_testing();
 }

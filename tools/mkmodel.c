@@ -28,12 +28,39 @@
 enum { SET_DIM = 1, SET_LAYERS = 2, SET_HEADS = 4, SET_KV_HEADS = 8, SET_FFN = 16,
        SET_CONTEXT = 32, SET_ROPE = 64, SET_EPS = 128 };
 
+/*
+ * A --type: one storage type for every matrix, or one of llama.cpp's K-quant
+ * mixes, which put more bits where quantization error costs most: the
+ * output projection always, attn_v and ffn_down on half the layers.
+ */
+struct ftype {
+	const char *name;
+	uint32_t base;          /* most matrices */
+	uint32_t more;          /* output.weight; attn_v and ffn_down where use_more_bits */
+	uint32_t file_type;     /* llama.cpp's llama_ftype, for general.file_type */
+};
+
+static const struct ftype ftypes[] = {
+	{ "F32",    GGML_TYPE_F32,  GGML_TYPE_F32,   0 },
+	{ "F16",    GGML_TYPE_F16,  GGML_TYPE_F16,   1 },
+	{ "BF16",   GGML_TYPE_BF16, GGML_TYPE_BF16, 32 },
+	{ "Q8_0",   GGML_TYPE_Q8_0, GGML_TYPE_Q8_0,  7 },
+	{ "Q4_0",   GGML_TYPE_Q4_0, GGML_TYPE_Q4_0,  2 },
+	/* pure K types carry the ftype llama-quantize --pure gives them */
+	{ "Q4_K",   GGML_TYPE_Q4_K, GGML_TYPE_Q4_K, 14 },	/* Q4_K_S */
+	{ "Q5_K",   GGML_TYPE_Q5_K, GGML_TYPE_Q5_K, 16 },	/* Q5_K_S */
+	{ "Q6_K",   GGML_TYPE_Q6_K, GGML_TYPE_Q6_K, 18 },
+	{ "Q4_K_M", GGML_TYPE_Q4_K, GGML_TYPE_Q6_K, 15 },
+	{ "Q5_K_M", GGML_TYPE_Q5_K, GGML_TYPE_Q6_K, 17 },
+};
+
+#define TYPE_LIST "F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K, Q4_K_M or Q5_K_M"
+
 struct opts {
 	const char *out;
 	const char *vocab;
 	const char *name;
-	uint32_t type;
-	bool have_type;
+	const struct ftype *type;
 	uint32_t dim, layers, heads, kv_heads, ffn, context, window;
 	float rope_base, eps;
 	uint64_t seed;
@@ -60,8 +87,12 @@ static void usage(FILE *f)
 "\n"
 "Required:\n"
 "  -o, --out FILE         output file (written as FILE.tmp, then renamed)\n"
-"  -t, --type TYPE        matrix type: F32, F16, BF16, Q8_0 or Q4_0\n"
-"                         (norm weights are always F32)\n"
+"  -t, --type TYPE        matrix type: F32, F16, BF16, Q8_0, Q4_0, Q4_K,\n"
+"                         Q5_K, Q6_K, or a llama.cpp mix: Q4_K_M, Q5_K_M\n"
+"                         (Q4_K/Q5_K, with Q6_K for output.weight and for\n"
+"                         attn_v and ffn_down on half the layers);\n"
+"                         norm weights are always F32; K types need dim\n"
+"                         and ffn to be multiples of 256\n"
 "      --vocab-from GGUF  copy every tokenizer.* key from this GGUF;\n"
 "                         the vocabulary size is its token count\n"
 "\n"
@@ -141,16 +172,12 @@ static float arg_pos_float(const char *opt, const char *s)
 	return v;
 }
 
-static uint32_t arg_type(const char *s)
+static const struct ftype *arg_type(const char *s)
 {
-	static const uint32_t types[] = {
-		GGML_TYPE_F32, GGML_TYPE_F16, GGML_TYPE_BF16, GGML_TYPE_Q8_0, GGML_TYPE_Q4_0,
-	};
-
-	for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++)
-		if (!strcasecmp(s, ggml_type_name(types[i])))
-			return types[i];
-	die_usage("bad --type '%s' (F32, F16, BF16, Q8_0 or Q4_0)", s);
+	for (size_t i = 0; i < sizeof(ftypes) / sizeof(ftypes[0]); i++)
+		if (!strcasecmp(s, ftypes[i].name))
+			return &ftypes[i];
+	die_usage("bad --type '%s' (" TYPE_LIST ")", s);
 }
 
 static void parse_args(int argc, char **argv, struct opts *o)
@@ -192,7 +219,7 @@ static void parse_args(int argc, char **argv, struct opts *o)
 	while ((c = getopt_long(argc, argv, ":o:t:vh", lopts, NULL)) != -1) {
 		switch (c) {
 		case 'o': o->out = optarg; break;
-		case 't': o->type = arg_type(optarg); o->have_type = true; break;
+		case 't': o->type = arg_type(optarg); break;
 		case O_VOCAB: o->vocab = optarg; break;
 		case O_DIM:
 			o->dim = arg_u32("--dim", optarg, 1, 1u << 20);
@@ -262,8 +289,8 @@ static void parse_args(int argc, char **argv, struct opts *o)
 	}
 	if (!o->out)
 		die_usage("no output file given (--out FILE)");
-	if (!o->have_type)
-		die_usage("no tensor type given (--type F32|F16|BF16|Q8_0|Q4_0)");
+	if (!o->type)
+		die_usage("no tensor type given (--type " TYPE_LIST ")");
 	if (!o->vocab)
 		die_usage("no vocabulary given (--vocab-from GGUF)");
 	if (o->heads > o->dim || o->dim % o->heads)
@@ -274,15 +301,16 @@ static void parse_args(int argc, char **argv, struct opts *o)
 	if ((o->dim / o->heads) % 2)
 		die_usage("head size --dim/--heads = %" PRIu32 " is odd (RoPE rotates pairs)",
 			  o->dim / o->heads);
-	if (ggml_type_get(o->type)->blck > 1) {
-		uint32_t b = ggml_type_get(o->type)->blck;
+	/* every matrix row is dim or ffn long; a mix's types share one block size */
+	if (ggml_type_get(o->type->base)->blck > 1) {
+		uint32_t b = ggml_type_get(o->type->base)->blck;
 
 		if (o->dim % b)
 			die_usage("--dim %" PRIu32 " is not a multiple of the %s block size %" PRIu32,
-				  o->dim, ggml_type_name(o->type), b);
+				  o->dim, o->type->name, b);
 		if (o->ffn % b)
 			die_usage("--ffn %" PRIu32 " is not a multiple of the %s block size %" PRIu32,
-				  o->ffn, ggml_type_name(o->type), b);
+				  o->ffn, o->type->name, b);
 	}
 }
 
@@ -418,15 +446,31 @@ static void plan_set(struct plan *p, uint32_t n_dims, uint64_t ne0, uint64_t ne1
 	p->init = init;
 }
 
+/*
+ * llama.cpp's use_more_bits (llama_tensor_get_type): the first and last
+ * eighth of the layers and every third one between get the larger type.
+ */
+static bool use_more_bits(uint32_t i, uint32_t n)
+{
+	return i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2;
+}
+
 /* The tensors in file order (llama.cpp's order); returns how many. */
 static size_t build_plan(const struct opts *o, uint64_t vocab, struct plan *p)
 {
 	const uint64_t kv_dim = (uint64_t)o->dim / o->heads * o->kv_heads;
-	const uint32_t ty = o->type, f32 = GGML_TYPE_F32;
+	const uint32_t ty = o->type->base, f32 = GGML_TYPE_F32;
 	size_t n = 0;
 
-	plan_set(plan_add(&p[n++], "token_embd.weight"), 2, o->dim, vocab, ty, INIT_EMBD);
+	/*
+	 * without output.weight, token_embd is also the output projection:
+	 * llama.cpp then gives it the output's type
+	 */
+	plan_set(plan_add(&p[n++], "token_embd.weight"), 2, o->dim, vocab,
+		 o->no_output ? o->type->more : ty, INIT_EMBD);
 	for (uint32_t l = 0; l < o->layers; l++) {
+		const uint32_t tm = use_more_bits(l, o->layers) ? o->type->more : ty;
+
 		plan_set(plan_add(&p[n++], "blk.%u.attn_norm.weight", l),
 			 1, o->dim, 1, f32, INIT_NORM);
 		plan_set(plan_add(&p[n++], "blk.%u.attn_q.weight", l),
@@ -434,7 +478,7 @@ static size_t build_plan(const struct opts *o, uint64_t vocab, struct plan *p)
 		plan_set(plan_add(&p[n++], "blk.%u.attn_k.weight", l),
 			 2, o->dim, kv_dim, ty, INIT_MATRIX);
 		plan_set(plan_add(&p[n++], "blk.%u.attn_v.weight", l),
-			 2, o->dim, kv_dim, ty, INIT_MATRIX);
+			 2, o->dim, kv_dim, tm, INIT_MATRIX);
 		plan_set(plan_add(&p[n++], "blk.%u.attn_output.weight", l),
 			 2, o->dim, o->dim, ty, INIT_MATRIX);
 		plan_set(plan_add(&p[n++], "blk.%u.ffn_norm.weight", l),
@@ -444,24 +488,13 @@ static size_t build_plan(const struct opts *o, uint64_t vocab, struct plan *p)
 		plan_set(plan_add(&p[n++], "blk.%u.ffn_up.weight", l),
 			 2, o->dim, o->ffn, ty, INIT_MATRIX);
 		plan_set(plan_add(&p[n++], "blk.%u.ffn_down.weight", l),
-			 2, o->ffn, o->dim, ty, INIT_MATRIX);
+			 2, o->ffn, o->dim, tm, INIT_MATRIX);
 	}
 	plan_set(plan_add(&p[n++], "output_norm.weight"), 1, o->dim, 1, f32, INIT_NORM);
 	if (!o->no_output)
-		plan_set(plan_add(&p[n++], "output.weight"), 2, o->dim, vocab, ty, INIT_MATRIX);
+		plan_set(plan_add(&p[n++], "output.weight"), 2, o->dim, vocab, o->type->more,
+			 INIT_MATRIX);
 	return n;
-}
-
-/* llama.cpp's llama_ftype for a file whose matrices are all of one type. */
-static uint32_t file_type(uint32_t type)
-{
-	switch (type) {
-	case GGML_TYPE_F16:  return 1;
-	case GGML_TYPE_Q4_0: return 2;
-	case GGML_TYPE_Q8_0: return 7;
-	case GGML_TYPE_BF16: return 32;
-	default:             return 0;
-	}
 }
 
 /* Metadata: general.*, llama.*, then the vocabulary's tokenizer.* verbatim. */
@@ -472,8 +505,8 @@ static int add_metadata(struct gguf_writer *w, const struct opts *o,
 
 	if ((rc = gguf_writer_add_str(w, "general.architecture", "llama")) ||
 	    (rc = gguf_writer_add_str(w, "general.name", o->name)) ||
-	    (rc = gguf_writer_add_u32(w, "general.file_type", file_type(o->type))) ||
-	    (ggml_type_get(o->type)->blck > 1 &&
+	    (rc = gguf_writer_add_u32(w, "general.file_type", o->type->file_type)) ||
+	    (ggml_type_get(o->type->base)->blck > 1 &&
 	     (rc = gguf_writer_add_u32(w, "general.quantization_version", 2))) ||
 	    (rc = gguf_writer_add_u32(w, "llama.context_length", o->context)) ||
 	    (rc = gguf_writer_add_u32(w, "llama.embedding_length", o->dim)) ||
