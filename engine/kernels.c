@@ -141,6 +141,13 @@ size_t ms_matmul_scratch_bytes(const struct ms_kernels *k, uint32_t wtype, size_
  */
 #define MM_CHUNK 16
 /*
+ * Elements of one activation row per conversion work item: a multiple of
+ * every activation block (32, 256), small enough that a single decode
+ * token's conversion is shared by the team instead of done by one thread
+ * while the others wait at the barrier.
+ */
+#define ACT_PART 1024
+/*
  * Below this many multiply-adds (tens of microseconds of work) a parallel
  * region costs more than it saves: waking the team takes microseconds on
  * idle cores and milliseconds when the cores are shared with other work,
@@ -154,10 +161,12 @@ int ms_matmul(const struct ms_kernels *k, uint32_t wtype, const void *w, size_t 
 {
 	const struct ms_type_kernels *tk = type_kernels(k, wtype);
 	const struct ggml_type_info *ti = ggml_type_get(wtype);
+	const struct ggml_type_info *ai = NULL;
+	size_t arow, nchunk, parts = 0;
 	uint64_t wbytes;
-	size_t arow, nchunk;
 	const void *act;
 	ms_vec_dot_fn dot;
+	ms_vec_dot_x4_fn dot_x4;
 	int par;
 
 	if (!tk || !ti || !ti->blck || cols % ti->blck)
@@ -165,12 +174,17 @@ int ms_matmul(const struct ms_kernels *k, uint32_t wtype, const void *w, size_t 
 	if (ggml_row_bytes(wtype, cols, &wbytes) || wbytes > row_bytes)
 		return -EINVAL;
 	arow = act_row_bytes(tk, cols);
-	if (tk->act_conv && (!arow || !scratch))
-		return -EINVAL;
+	if (tk->act_conv) {
+		ai = ggml_type_get(tk->act_type);
+		if (!arow || !scratch || !ai || ACT_PART % ai->blck)
+			return -EINVAL;
+		parts = (cols + ACT_PART - 1) / ACT_PART;
+	}
 	if (!rows || !n_tok)
 		return 0;
 
 	dot = tk->dot;
+	dot_x4 = tk->dot_x4;
 	act = tk->act_conv ? (const void *)scratch : (const void *)x;
 	if (!tk->act_conv)
 		arow = cols * sizeof(float);
@@ -178,28 +192,42 @@ int ms_matmul(const struct ms_kernels *k, uint32_t wtype, const void *w, size_t 
 	par = nchunk > 1 && (uint64_t)rows * n_tok * cols >= MM_PAR_MIN;
 
 	/*
-	 * One region for both phases: activations are converted once (split by
-	 * token), the implicit barrier of that loop publishes them, then output
-	 * rows are split statically so each output has exactly one writer and
-	 * results do not depend on the thread count.
+	 * One region for both phases: activations are converted once (split
+	 * into pieces of every token's row), the implicit barrier of that loop
+	 * publishes them, then output rows are claimed in guided chunks: the
+	 * first claims are large contiguous ranges (long streams for the
+	 * hardware prefetchers, few atomic claims), the last ones small, so a
+	 * thread that lost its core for a while (the machine may be shared)
+	 * leaves its share to the others instead of holding up the barrier.
+	 * Each output has exactly one writer and its value does not depend on
+	 * the thread count or the schedule.
 	 */
 #pragma omp parallel if (par)
 	{
 		if (tk->act_conv) {
 #pragma omp for schedule(static)
-			for (size_t t = 0; t < n_tok; t++)
-				tk->act_conv(cols, x + t * cols, (char *)scratch + t * arow);
+			for (size_t u = 0; u < n_tok * parts; u++) {
+				size_t t = u / parts, e0 = (u % parts) * ACT_PART;
+				size_t m = cols - e0 < ACT_PART ? cols - e0 : ACT_PART;
+
+				tk->act_conv(m, x + t * cols + e0,
+					     (char *)scratch + t * arow + e0 / ai->blck * ai->bytes);
+			}
 		}
-#pragma omp for schedule(static)
+#pragma omp for schedule(guided)
 		for (size_t c = 0; c < nchunk; c++) {
 			size_t r0 = c * MM_CHUNK;
 			size_t r1 = r0 + MM_CHUNK < rows ? r0 + MM_CHUNK : rows;
 
 			for (size_t r = r0; r < r1; r++) {
 				const void *wr = (const char *)w + r * row_bytes;
+				size_t t = 0;
 
 				/* the weight row stays in L1 across the token loop */
-				for (size_t t = 0; t < n_tok; t++)
+				if (dot_x4)
+					for (; t + MS_DOT_TOKS <= n_tok; t += MS_DOT_TOKS)
+						dot_x4(cols, wr, (const char *)act + t * arow, arow, y + t * rows + r, rows);
+				for (; t < n_tok; t++)
 					y[t * rows + r] = dot(cols, wr, (const char *)act + t * arow);
 			}
 		}

@@ -19,11 +19,33 @@ typedef float (*ms_vec_dot_fn)(size_t n, const void *w, const void *x);
 /* Converts n floats into an activation format (n a multiple of its block size). */
 typedef void (*ms_act_from_f32_fn)(size_t n, const float *x, void *out);
 
+/*
+ * Batched dot for prefill: out[t * out_stride] = dot(n, w, x + t * x_stride)
+ * for t < MS_DOT_TOKS, bit-identical to the type's dot for each t, so a
+ * result never depends on how tokens were grouped. The weight row's
+ * decoding is done once for all the tokens.
+ */
+#define MS_DOT_TOKS 4
+typedef void (*ms_vec_dot_x4_fn)(size_t n, const void *w, const void *x, size_t x_stride,
+				 float *out, size_t out_stride);
+
+/*
+ * Integer activation formats. GGML_TYPE_Q8_0 (for Q8_0 and Q4_0 weights):
+ * ggml's quantize_row_q8_0_ref. GGML_TYPE_Q8_K (for the K-quants): per 256
+ * elements iscale = 127/amax, q = round-half-even(x*iscale), d = 1/iscale,
+ * bsums[k] = sum of q[16k..16k+15]; a block with a non-finite value has
+ * d = NaN (so the NaN reaches the output) and one with amax below
+ * MS_Q8K_MIN_AMAX is all zero. Every ISA's act_conv for a format writes
+ * the same bytes, so any dot can be fed any table's conversion.
+ */
+#define MS_Q8K_MIN_AMAX 1e-30f
+
 struct ms_type_kernels {
 	uint32_t act_type;           /* format activations are converted to once per matmul:
 	                                GGML_TYPE_F32 means "use the floats as they are" */
 	ms_act_from_f32_fn act_conv; /* NULL when act_type is F32 */
 	ms_vec_dot_fn dot;           /* NULL: type not supported by this table */
+	ms_vec_dot_x4_fn dot_x4;     /* optional (NULL: ms_matmul calls dot per token) */
 };
 
 enum ms_isa {

@@ -1,4 +1,6 @@
 /* AVX2 + FMA + F16C kernels (this file alone is built with -mavx2 -mfma -mf16c; reached only through run-time dispatch). */
+#include <float.h>
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -16,12 +18,6 @@ static inline float hsum256(__m256 v)
 	s = _mm_add_ps(s, _mm_movehl_ps(s, s));
 	s = _mm_add_ss(s, _mm_movehdup_ps(s));
 	return _mm_cvtss_f32(s);
-}
-
-/* Block scale: one F16C conversion instead of a call into quant.c. */
-static inline __m256 scale256(uint16_t d)
-{
-	return _mm256_set1_ps(_cvtsh_ss(d));
 }
 
 /*
@@ -105,86 +101,746 @@ static float vec_dot_bf16_avx2(size_t n, const void *w, const void *xv)
 
 #undef DOT_WIDE_BODY
 
-/* 8 signed bytes -> 8 floats (exact). */
-static inline __m256 i8x8_to_ps(__m128i v)
+/* ------------------------------------------------------------------------ */
+/* Activation quantization (bit-identical to kernels_generic.c)              */
+/* ------------------------------------------------------------------------ */
+
+static inline float hmax256(__m256 v)
 {
-	return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v));
+	__m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+
+	m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+	m = _mm_max_ss(m, _mm_movehdup_ps(m));
+	return _mm_cvtss_f32(m);
+}
+
+/* roundf() as quant.c's round_away does it: truncate, then step by the exact remainder. */
+static inline __m256 round_away256(__m256 v)
+{
+	const __m256 one = _mm256_set1_ps(1.0f);
+	__m256 t = _mm256_round_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+	__m256 fr = _mm256_sub_ps(v, t);
+	__m256 up = _mm256_and_ps(_mm256_cmp_ps(fr, _mm256_set1_ps(0.5f), _CMP_GE_OQ), one);
+	__m256 dn = _mm256_and_ps(_mm256_cmp_ps(fr, _mm256_set1_ps(-0.5f), _CMP_LE_OQ), one);
+
+	return _mm256_sub_ps(_mm256_add_ps(t, up), dn);
+}
+
+/* 32 integral floats in [-127, 127] -> 32 bytes in order. */
+static inline __m256i pack_i8(__m256 a, __m256 b, __m256 c, __m256 d)
+{
+	__m256i ab = _mm256_packs_epi32(_mm256_cvtps_epi32(a), _mm256_cvtps_epi32(b));
+	__m256i cd = _mm256_packs_epi32(_mm256_cvtps_epi32(c), _mm256_cvtps_epi32(d));
+
+	/* the packs work per 128-bit lane: undo the resulting 4-byte interleave */
+	return _mm256_permutevar8x32_epi32(_mm256_packs_epi16(ab, cd),
+					   _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
 }
 
 /*
- * One Q8_0 block against 32 float activations: sum(q*x) in two short FMA
- * chains. The caller scales it by d; blocks are independent, so the
- * out-of-order core overlaps consecutive blocks.
+ * Q8_0 activations. Blocks that quant.c sends down its clamping path
+ * (non-finite values, or 1/d overflowing) go to quantize_row itself; they
+ * do not occur in a working model.
  */
-static inline __m256 q8_0_block(const struct block_q8_0 *b, const float *x)
+static void act_q8_0_avx2(size_t n, const float *x, void *out)
 {
-	__m256 s0 = _mm256_mul_ps(i8x8_to_ps(_mm_loadu_si64(b->qs)), _mm256_loadu_ps(x));
-	__m256 s1 = _mm256_mul_ps(i8x8_to_ps(_mm_loadu_si64(b->qs + 8)), _mm256_loadu_ps(x + 8));
+	const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+	const __m256 fmax = _mm256_set1_ps(FLT_MAX);
+	struct block_q8_0 *y = out;
 
-	s0 = _mm256_fmadd_ps(i8x8_to_ps(_mm_loadu_si64(b->qs + 16)), _mm256_loadu_ps(x + 16), s0);
-	s1 = _mm256_fmadd_ps(i8x8_to_ps(_mm_loadu_si64(b->qs + 24)), _mm256_loadu_ps(x + 24), s1);
-	return _mm256_add_ps(s0, s1);
+	for (size_t i = 0; i < n / QK8_0; i++, x += QK8_0) {
+		__m256 v[4], a[4], fin;
+		float amax, d, id;
+
+		for (int k = 0; k < 4; k++) {
+			v[k] = _mm256_loadu_ps(x + 8 * k);
+			a[k] = _mm256_and_ps(v[k], abs_mask);
+		}
+		/* ordered compare: false for NaN and inf */
+		fin = _mm256_and_ps(_mm256_and_ps(_mm256_cmp_ps(a[0], fmax, _CMP_LE_OQ),
+						  _mm256_cmp_ps(a[1], fmax, _CMP_LE_OQ)),
+				    _mm256_and_ps(_mm256_cmp_ps(a[2], fmax, _CMP_LE_OQ),
+						  _mm256_cmp_ps(a[3], fmax, _CMP_LE_OQ)));
+		amax = hmax256(_mm256_max_ps(_mm256_max_ps(a[0], a[1]), _mm256_max_ps(a[2], a[3])));
+		d = amax / 127.0f;
+		id = d != 0.0f ? 1.0f / d : 0.0f;
+		if (_mm256_movemask_ps(fin) != 0xff || !(id <= FLT_MAX)) {
+			(void)quantize_row(GGML_TYPE_Q8_0, x, &y[i], QK8_0);
+			continue;
+		}
+		y[i].d = ms_f32_to_f16(d);
+		{
+			const __m256 vid = _mm256_set1_ps(id);
+
+			_mm256_storeu_si256((__m256i *)(void *)y[i].qs,
+					    pack_i8(round_away256(_mm256_mul_ps(v[0], vid)),
+						    round_away256(_mm256_mul_ps(v[1], vid)),
+						    round_away256(_mm256_mul_ps(v[2], vid)),
+						    round_away256(_mm256_mul_ps(v[3], vid))));
+		}
+	}
+}
+
+/* Q8_K activations; see kernels.h for the format and kernels_generic.c for the scalar form. */
+static void act_q8_K_avx2(size_t n, const float *x, void *out)
+{
+	const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+	const __m256 fmax = _mm256_set1_ps(FLT_MAX);
+	struct block_q8_K *y = out;
+
+	for (size_t i = 0; i < n / QK_K; i++, x += QK_K) {
+		__m256 vmax = _mm256_setzero_ps(), fin = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
+		float amax, iscale;
+		__m256 vs;
+
+		for (int k = 0; k < QK_K; k += 8) {
+			__m256 a = _mm256_and_ps(_mm256_loadu_ps(x + k), abs_mask);
+
+			fin = _mm256_and_ps(fin, _mm256_cmp_ps(a, fmax, _CMP_LE_OQ));
+			vmax = _mm256_max_ps(vmax, a);
+		}
+		amax = hmax256(vmax);
+		if (_mm256_movemask_ps(fin) != 0xff || !(amax >= MS_Q8K_MIN_AMAX)) {
+			memset(&y[i], 0, sizeof(y[i]));
+			y[i].d = _mm256_movemask_ps(fin) != 0xff ? NAN : 0.0f;
+			continue;
+		}
+		iscale = 127.0f / amax;
+		vs = _mm256_set1_ps(iscale);
+		for (int k = 0; k < QK_K; k += 32) {
+			__m256 r[4];
+
+			for (int j = 0; j < 4; j++)
+				r[j] = _mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(x + k + 8 * j), vs),
+						       _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+			_mm256_storeu_si256((__m256i *)(void *)(y[i].qs + k), pack_i8(r[0], r[1], r[2], r[3]));
+		}
+		/* bsums: byte pairs, then word pairs, then the two 4-sums of each 16 */
+		for (int k = 0; k < QK_K; k += 64) {
+			const __m256i ones8 = _mm256_set1_epi8(1), ones16 = _mm256_set1_epi16(1);
+			__m256i q0 = _mm256_loadu_si256((const __m256i *)(const void *)(y[i].qs + k));
+			__m256i q1 = _mm256_loadu_si256((const __m256i *)(const void *)(y[i].qs + k + 32));
+			/* maddubs takes the unsigned operand first: 1 * q per byte, exact */
+			__m256i s0 = _mm256_madd_epi16(_mm256_maddubs_epi16(ones8, q0), ones16);
+			__m256i s1 = _mm256_madd_epi16(_mm256_maddubs_epi16(ones8, q1), ones16);
+			/* s0 = 4-sums [a0 a1 a2 a3 | b0 b1 b2 b3] of 16-groups a, b; likewise s1 for c, d */
+			__m256i h = _mm256_hadd_epi32(s0, s1);   /* [a01 a23 c01 c23 | b01 b23 d01 d23] */
+			__m256i h2 = _mm256_hadd_epi32(h, h);    /* [a c a c | b d b d] */
+			__m128i lo = _mm256_castsi256_si128(h2), hi = _mm256_extracti128_si256(h2, 1);
+
+			y[i].bsums[k / 16 + 0] = (int16_t)_mm_extract_epi32(lo, 0);
+			y[i].bsums[k / 16 + 1] = (int16_t)_mm_extract_epi32(hi, 0);
+			y[i].bsums[k / 16 + 2] = (int16_t)_mm_extract_epi32(lo, 1);
+			y[i].bsums[k / 16 + 3] = (int16_t)_mm_extract_epi32(hi, 1);
+		}
+		y[i].d = 1.0f / iscale;
+	}
+}
+
+/* ------------------------------------------------------------------------ */
+/* Q8_0 and Q4_0 weights x Q8_0 activations                                  */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * The blocks are processed four at a time so their scales cost little: the
+ * four dw and four dx halves are gathered into two registers, converted
+ * with one F16C instruction each and multiplied as a vector (the same
+ * single f32 rounding per product as the scalar twin), and the four
+ * blocks' int32 lane sums are reduced together (acc4). Per-block scalar
+ * conversions, broadcasts and FMAs were a third of the Q4_0 kernel's time.
+ */
+static inline __m128i h4(uint16_t a, uint16_t b, uint16_t c, uint16_t d)
+{
+	/* assembled in a general register: pinsrw from memory loads the vector load pipes, which are busy */
+	uint64_t v = a | (uint64_t)b << 16 | (uint64_t)c << 32 | (uint64_t)d << 48;
+
+	return _mm_set_epi64x(0, (long long)v);
+}
+
+/* The four f16 scales of blocks i..i+3 of a Q8_0/Q4_0 row, as floats. */
+#define D4(b, i) _mm_cvtph_ps(h4(b[i].d, b[i + 1].d, b[i + 2].d, b[i + 3].d))
+
+/*
+ * Accumulates four blocks' int32 lane sums s0..s3 scaled by d4 (their four
+ * scales): two rounds of hadd leave [b0 b1 b2 b3] partial sums in each
+ * 128-bit half, so the four blocks cost one convert and one FMA.
+ */
+static inline __m256 acc4(__m128 d4, __m256i s0, __m256i s1, __m256i s2, __m256i s3, __m256 acc)
+{
+	const __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(s0, s1), _mm256_hadd_epi32(s2, s3));
+
+	return _mm256_fmadd_ps(_mm256_set_m128(d4, d4), _mm256_cvtepi32_ps(h), acc);
+}
+
+static inline __m256 scale2(uint16_t dw, uint16_t dx)
+{
+	return _mm256_set1_ps(_cvtsh_ss(dw) * _cvtsh_ss(dx));
+}
+
+static inline __m256i load256(const void *p)
+{
+	return _mm256_loadu_si256((const __m256i *)p);
 }
 
 /*
- * F32 activations for now: dequantize in registers and FMA. A later switch
- * to Q8_0 activations (int8 x int8, maddubs) only changes act_type/act_conv
- * in the table and this function.
+ * Q8_0 x Q8_0: sum of w*y over 32 signed byte pairs as 8 int32 lanes.
+ * maddubs needs one unsigned operand: |w| and y*sign(w). w may be -128
+ * (|w| reads as 128 unsigned, correct); y never is (activations are within
+ * +-127), so y*sign(w) cannot overflow, and a pair sum is at most
+ * 2*128*127 < 2^15: no saturation. The weight half (w, |w|) is shared by
+ * every token of a batched call.
  */
-static float vec_dot_q8_0_avx2(size_t n, const void *w, const void *xv)
+struct q8w {
+	__m256i w, aw;
+};
+
+static inline struct q8w q8_0_w(const struct block_q8_0 *b)
+{
+	struct q8w r;
+
+	r.w = load256(b->qs);
+	r.aw = _mm256_sign_epi8(r.w, r.w);
+	return r;
+}
+
+static inline __m256i q8_0_wsum(struct q8w w, const struct block_q8_0 *a)
+{
+	__m256i p = _mm256_maddubs_epi16(w.aw, _mm256_sign_epi8(load256(a->qs), w.w));
+
+	return _mm256_madd_epi16(p, _mm256_set1_epi16(1));
+}
+
+static inline __m256i q8_0_sum(const struct block_q8_0 *b, const struct block_q8_0 *a)
+{
+	return q8_0_wsum(q8_0_w(b), a);
+}
+
+static float vec_dot_q8_0_q8_0_avx2(size_t n, const void *w, const void *x)
 {
 	const struct block_q8_0 *b = w;
-	const float *x = xv;
+	const struct block_q8_0 *a = x;
 	size_t nb = n / QK8_0, i = 0;
-	__m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+	__m256 acc = _mm256_setzero_ps();
 
-	for (; i + 2 <= nb; i += 2) {
-		acc0 = _mm256_fmadd_ps(scale256(b[i].d), q8_0_block(b + i, x + i * QK8_0), acc0);
-		acc1 = _mm256_fmadd_ps(scale256(b[i + 1].d), q8_0_block(b + i + 1, x + (i + 1) * QK8_0), acc1);
-	}
-	if (i < nb)
-		acc0 = _mm256_fmadd_ps(scale256(b[i].d), q8_0_block(b + i, x + i * QK8_0), acc0);
-	return hsum256(_mm256_add_ps(acc0, acc1));
+	for (; i + 4 <= nb; i += 4)
+		acc = acc4(_mm_mul_ps(D4(b, i), D4(a, i)), q8_0_sum(b + i, a + i), q8_0_sum(b + i + 1, a + i + 1),
+			   q8_0_sum(b + i + 2, a + i + 2), q8_0_sum(b + i + 3, a + i + 3), acc);
+	for (; i < nb; i++)
+		acc = _mm256_fmadd_ps(scale2(b[i].d, a[i].d), _mm256_cvtepi32_ps(q8_0_sum(b + i, a + i)), acc);
+	return hsum256(acc);
 }
 
 /*
- * One Q4_0 block against 32 float activations. Each half of qs is
- * zero-extended straight from memory to 8 int32 lanes; byte j then holds
- * element j in its low nibble and element j+16 in its high one, so an AND
- * and a shift split them without the port-5 shuffles a byte-level unpack
- * costs (that version ran at half this speed).
+ * One Q4_0 block's codes u (0..15) as 32 unsigned bytes in element order:
+ * the 16 nibble bytes are broadcast to both halves and the upper half
+ * shifted by 4 (one variable shift), then masked. Against Q8_0
+ * activations maddubs(u, y) is direct, and the -8 offset is subtracted as
+ * maddubs(8, y) in int16 (|pairs| <= 3810 + 2032): cheaper than the sign
+ * trick on signed codes.
  */
-static inline __m256 q4_0_block(const struct block_q4_0 *b, const float *x)
+static inline __m256i q4_0_u(const struct block_q4_0 *b)
 {
-	const __m256i m4 = _mm256_set1_epi32(0x0f), off = _mm256_set1_epi32(8);
-	__m256i q0 = _mm256_cvtepu8_epi32(_mm_loadu_si64(b->qs));
-	__m256i q1 = _mm256_cvtepu8_epi32(_mm_loadu_si64(b->qs + 8));
-	__m256 lo0 = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_and_si256(q0, m4), off));
-	__m256 lo1 = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_and_si256(q1, m4), off));
-	__m256 hi0 = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_srli_epi32(q0, 4), off));
-	__m256 hi1 = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_srli_epi32(q1, 4), off));
-	__m256 s0 = _mm256_mul_ps(lo0, _mm256_loadu_ps(x));
-	__m256 s1 = _mm256_mul_ps(lo1, _mm256_loadu_ps(x + 8));
-
-	s0 = _mm256_fmadd_ps(hi0, _mm256_loadu_ps(x + 16), s0);
-	s1 = _mm256_fmadd_ps(hi1, _mm256_loadu_ps(x + 24), s1);
-	return _mm256_add_ps(s0, s1);
+	return _mm256_and_si256(
+		_mm256_srlv_epi64(_mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)b->qs)),
+				  _mm256_setr_epi64x(0, 0, 4, 4)), _mm256_set1_epi8(15));
 }
 
-static float vec_dot_q4_0_avx2(size_t n, const void *w, const void *xv)
+static inline __m256i q4_0_usum(__m256i u, const struct block_q8_0 *a)
+{
+	const __m256i y = load256(a->qs);
+	__m256i p = _mm256_sub_epi16(_mm256_maddubs_epi16(u, y), _mm256_maddubs_epi16(_mm256_set1_epi8(8), y));
+
+	return _mm256_madd_epi16(p, _mm256_set1_epi16(1));
+}
+
+static inline __m256i q4_0_sum(const struct block_q4_0 *b, const struct block_q8_0 *a)
+{
+	return q4_0_usum(q4_0_u(b), a);
+}
+
+static float vec_dot_q4_0_q8_0_avx2(size_t n, const void *w, const void *x)
 {
 	const struct block_q4_0 *b = w;
-	const float *x = xv;
+	const struct block_q8_0 *a = x;
 	size_t nb = n / QK4_0, i = 0;
-	__m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+	__m256 acc = _mm256_setzero_ps();
 
-	for (; i + 2 <= nb; i += 2) {
-		acc0 = _mm256_fmadd_ps(scale256(b[i].d), q4_0_block(b + i, x + i * QK4_0), acc0);
-		acc1 = _mm256_fmadd_ps(scale256(b[i + 1].d), q4_0_block(b + i + 1, x + (i + 1) * QK4_0), acc1);
+	for (; i + 4 <= nb; i += 4)
+		acc = acc4(_mm_mul_ps(D4(b, i), D4(a, i)), q4_0_sum(b + i, a + i), q4_0_sum(b + i + 1, a + i + 1),
+			   q4_0_sum(b + i + 2, a + i + 2), q4_0_sum(b + i + 3, a + i + 3), acc);
+	for (; i < nb; i++)
+		acc = _mm256_fmadd_ps(scale2(b[i].d, a[i].d), _mm256_cvtepi32_ps(q4_0_sum(b + i, a + i)), acc);
+	return hsum256(acc);
+}
+
+/*
+ * Batched forms: one weight row against MS_DOT_TOKS activation rows. The
+ * weight work (loads, unpacking, scale conversion) is done once for all
+ * tokens; each token's float operations are exactly those of the single
+ * dot above, in the same order, so the results are bit-identical to it.
+ */
+static void vec_dot_q8_0_q8_0_x4_avx2(size_t n, const void *w, const void *x, size_t xs, float *out, size_t os)
+{
+	const struct block_q8_0 *b = w;
+	const struct block_q8_0 *a[MS_DOT_TOKS];
+	size_t nb = n / QK8_0, i = 0;
+	__m256 acc[MS_DOT_TOKS];
+
+	for (int t = 0; t < MS_DOT_TOKS; t++) {
+		a[t] = (const struct block_q8_0 *)(const void *)((const char *)x + t * xs);
+		acc[t] = _mm256_setzero_ps();
 	}
-	if (i < nb)
-		acc0 = _mm256_fmadd_ps(scale256(b[i].d), q4_0_block(b + i, x + i * QK4_0), acc0);
-	return hsum256(_mm256_add_ps(acc0, acc1));
+	for (; i + 4 <= nb; i += 4) {
+		const __m128 dw = D4(b, i);
+		const struct q8w w0 = q8_0_w(b + i), w1 = q8_0_w(b + i + 1);
+		const struct q8w w2 = q8_0_w(b + i + 2), w3 = q8_0_w(b + i + 3);
+
+		for (int t = 0; t < MS_DOT_TOKS; t++) {
+			const struct block_q8_0 *at = a[t] + i;
+
+			acc[t] = acc4(_mm_mul_ps(dw, D4(at, 0)), q8_0_wsum(w0, at), q8_0_wsum(w1, at + 1),
+				      q8_0_wsum(w2, at + 2), q8_0_wsum(w3, at + 3), acc[t]);
+		}
+	}
+	for (; i < nb; i++)
+		for (int t = 0; t < MS_DOT_TOKS; t++)
+			acc[t] = _mm256_fmadd_ps(scale2(b[i].d, a[t][i].d),
+						 _mm256_cvtepi32_ps(q8_0_sum(b + i, a[t] + i)), acc[t]);
+	for (int t = 0; t < MS_DOT_TOKS; t++)
+		out[t * os] = hsum256(acc[t]);
+}
+
+static void vec_dot_q4_0_q8_0_x4_avx2(size_t n, const void *w, const void *x, size_t xs, float *out, size_t os)
+{
+	const struct block_q4_0 *b = w;
+	const struct block_q8_0 *a[MS_DOT_TOKS];
+	size_t nb = n / QK4_0, i = 0;
+	__m256 acc[MS_DOT_TOKS];
+
+	for (int t = 0; t < MS_DOT_TOKS; t++) {
+		a[t] = (const struct block_q8_0 *)(const void *)((const char *)x + t * xs);
+		acc[t] = _mm256_setzero_ps();
+	}
+	for (; i + 4 <= nb; i += 4) {
+		const __m128 dw = D4(b, i);
+		const __m256i u0 = q4_0_u(b + i), u1 = q4_0_u(b + i + 1);
+		const __m256i u2 = q4_0_u(b + i + 2), u3 = q4_0_u(b + i + 3);
+
+		for (int t = 0; t < MS_DOT_TOKS; t++) {
+			const struct block_q8_0 *at = a[t] + i;
+
+			acc[t] = acc4(_mm_mul_ps(dw, D4(at, 0)), q4_0_usum(u0, at), q4_0_usum(u1, at + 1),
+				      q4_0_usum(u2, at + 2), q4_0_usum(u3, at + 3), acc[t]);
+		}
+	}
+	for (; i < nb; i++)
+		for (int t = 0; t < MS_DOT_TOKS; t++)
+			acc[t] = _mm256_fmadd_ps(scale2(b[i].d, a[t][i].d),
+						 _mm256_cvtepi32_ps(q4_0_sum(b + i, a[t] + i)), acc[t]);
+	for (int t = 0; t < MS_DOT_TOKS; t++)
+		out[t * os] = hsum256(acc[t]);
+}
+
+#undef D4
+
+/* ------------------------------------------------------------------------ */
+/* K-quants x Q8_K activations                                               */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * The 12 packed bytes of Q4_K/Q5_K scales -> 8 scales then 8 mins as
+ * bytes, in vector registers (the scalar kmask form of this cost a fifth of
+ * the kernel in general-register work and transfers). With A = bytes
+ * [s0-3 s8-11 s4-7 s8-11] and B = [0 s0-3 0 s4-7]:
+ *   sc0-3 = s0-3 & 63            sc4-7 = (s8-11 & 15) | (s0-3 >> 6) << 4
+ *   m0-3  = s4-7 & 63            m4-7  = (s8-11 >> 4) | (s4-7 >> 6) << 4
+ * The 16 bytes loaded run 4 past the scales into qs: never past the block.
+ */
+static inline __m128i k4_scales_mins(const uint8_t *s12)
+{
+	const __m128i v = _mm_loadu_si128((const __m128i *)(const void *)s12);
+	const __m128i a = _mm_shuffle_epi8(v, _mm_setr_epi8(0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 8, 9, 10, 11));
+	const __m128i b = _mm_shuffle_epi8(v, _mm_setr_epi8(-1, -1, -1, -1, 0, 1, 2, 3, -1, -1, -1, -1, 4, 5, 6, 7));
+	const __m128i m1 = _mm_setr_epi8(63, 63, 63, 63, 15, 15, 15, 15, 63, 63, 63, 63, 0, 0, 0, 0);
+	const __m128i m2 = _mm_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 15, 15, 15, 15);
+	/* 16-bit shifts: the bits they carry across bytes are masked off */
+	const __m128i lo = _mm_or_si128(_mm_and_si128(a, m1), _mm_and_si128(_mm_srli_epi16(a, 4), m2));
+
+	return _mm_or_si128(lo, _mm_and_si128(_mm_srli_epi16(b, 2), _mm_set1_epi8(0x30)));
+}
+
+/*
+ * Per-block setup shared by Q4_K and Q5_K: the scales as 16-bit words in
+ * both lanes, and the min term sum_j m_j * (bsums[2j] + bsums[2j+1]) as 8
+ * int32 lanes (the mins are widened with each one repeated for its two
+ * bsums, so one madd does it).
+ */
+static inline __m256i k4_setup(const uint8_t *s12, const int16_t *bsums, __m256i *msum)
+{
+	const __m128i sm = k4_scales_mins(s12);
+	const __m128i mdup = _mm_shuffle_epi8(sm, _mm_setr_epi8(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15));
+
+	*msum = _mm256_madd_epi16(_mm256_cvtepu8_epi16(mdup), load256(bsums));
+	return _mm256_cvtepu8_epi16(_mm_unpacklo_epi64(sm, sm));
+}
+
+/* Broadcast 16-bit lane j (0..7) of a 128-bit half, duplicated in both halves. */
+static inline __m256i bcast_w16(__m256i v, int j)
+{
+	return _mm256_shuffle_epi8(v, _mm256_set1_epi16((short)((2 * j) | ((2 * j + 1) << 8))));
+}
+
+/* d * dx and -dmin * dx from the adjacent f16 pair at the block start: one load, one conversion. */
+static inline __m128 k4_d_dmin(const void *blk, float dx)
+{
+	uint32_t h;
+
+	memcpy(&h, blk, sizeof(h));
+	return _mm_mul_ps(_mm_cvtph_ps(_mm_cvtsi32_si128((int)h)), _mm_setr_ps(dx, -dx, 0.0f, 0.0f));
+}
+
+/*
+ * Sub-blocks 2j and 2j+1 of a Q4_K/Q5_K block (codes lo, hi as unsigned
+ * bytes, at most 31) against their 64 activations: int32 lanes of
+ * sc_2j * sum(lo*y) + sc_2j+1 * sum(hi*y). Pair sums of maddubs are at
+ * most 2*31*127, and times a 6-bit scale well inside int32.
+ */
+static inline __m256i k4_pair(__m256i lo, __m256i hi, const int8_t *q8, __m256i sc, int j)
+{
+	__m256i pl = _mm256_madd_epi16(bcast_w16(sc, 2 * j), _mm256_maddubs_epi16(lo, load256(q8)));
+	__m256i ph = _mm256_madd_epi16(bcast_w16(sc, 2 * j + 1), _mm256_maddubs_epi16(hi, load256(q8 + 32)));
+
+	return _mm256_add_epi32(pl, ph);
+}
+
+/* Codes of sub-blocks 2j (lo) and 2j+1 (hi) of a Q4_K block. */
+static inline void q4_K_codes(const uint8_t *q4, int j, __m256i *lo, __m256i *hi)
+{
+	const __m256i m4 = _mm256_set1_epi8(15);
+	const __m256i bits = load256(q4 + 32 * j);
+
+	*lo = _mm256_and_si256(bits, m4);
+	*hi = _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4);
+}
+
+static inline __m256i q4_K_pair(const uint8_t *q4, const int8_t *q8, __m256i sc, int j)
+{
+	__m256i lo, hi;
+
+	q4_K_codes(q4, j, &lo, &hi);
+	return k4_pair(lo, hi, q8 + 64 * j, sc, j);
+}
+
+static inline float hsum128(__m128 s)
+{
+	s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+	s = _mm_add_ss(s, _mm_movehdup_ps(s));
+	return _mm_cvtss_f32(s);
+}
+
+/*
+ * Two accumulators: d*sumi and -dmin*msum, both in float; the integer
+ * sums are exact, as in the generic twin.
+ */
+static float vec_dot_q4_K_q8_K_avx2(size_t n, const void *w, const void *x)
+{
+	const struct block_q4_K *b = w;
+	const struct block_q8_K *a = x;
+	__m256 acc = _mm256_setzero_ps(), accm = _mm256_setzero_ps();
+
+	for (size_t i = 0; i < n / QK_K; i++) {
+		const __m128 dd = k4_d_dmin(&b[i], a[i].d);
+		__m256i msum, sumi;
+		const __m256i sc = k4_setup(b[i].scales, a[i].bsums, &msum);
+
+		/* written out: the scale shuffles need constant controls */
+		sumi = _mm256_add_epi32(_mm256_add_epi32(q4_K_pair(b[i].qs, a[i].qs, sc, 0),
+							 q4_K_pair(b[i].qs, a[i].qs, sc, 1)),
+					_mm256_add_epi32(q4_K_pair(b[i].qs, a[i].qs, sc, 2),
+							 q4_K_pair(b[i].qs, a[i].qs, sc, 3)));
+		acc = _mm256_fmadd_ps(_mm256_broadcastss_ps(dd), _mm256_cvtepi32_ps(sumi), acc);
+		accm = _mm256_fmadd_ps(_mm256_permutevar8x32_ps(_mm256_castps128_ps256(dd), _mm256_set1_epi32(1)),
+				       _mm256_cvtepi32_ps(msum), accm);
+	}
+	return hsum256(_mm256_add_ps(acc, accm));
+}
+
+/*
+ * Q4_K plus the fifth bit: bit 2j of qh[l] belongs to element l of
+ * sub-block 2j, bit 2j+1 to sub-block 2j+1; both are moved to bit 4.
+ * 16-bit shifts are safe: the bits they carry across bytes are masked off.
+ */
+static inline void q5_K_codes(const uint8_t *q5, __m256i hb, int j, __m256i *lo, __m256i *hi)
+{
+	const __m256i b4 = _mm256_set1_epi8(16);
+	__m256i h0, h1;
+
+	q4_K_codes(q5, j, lo, hi);
+	switch (j) {	/* constant after inlining: shift counts must be immediates */
+	case 0:
+		h0 = _mm256_slli_epi16(hb, 4);
+		h1 = _mm256_slli_epi16(hb, 3);
+		break;
+	case 1:
+		h0 = _mm256_slli_epi16(hb, 2);
+		h1 = _mm256_slli_epi16(hb, 1);
+		break;
+	case 2:
+		h0 = hb;
+		h1 = _mm256_srli_epi16(hb, 1);
+		break;
+	default:
+		h0 = _mm256_srli_epi16(hb, 2);
+		h1 = _mm256_srli_epi16(hb, 3);
+		break;
+	}
+	*lo = _mm256_or_si256(*lo, _mm256_and_si256(h0, b4));
+	*hi = _mm256_or_si256(*hi, _mm256_and_si256(h1, b4));
+}
+
+static inline __m256i q5_K_pair(const uint8_t *q5, __m256i hb, const int8_t *q8, __m256i sc, int j)
+{
+	__m256i lo, hi;
+
+	q5_K_codes(q5, hb, j, &lo, &hi);
+	return k4_pair(lo, hi, q8 + 64 * j, sc, j);
+}
+
+static float vec_dot_q5_K_q8_K_avx2(size_t n, const void *w, const void *x)
+{
+	const struct block_q5_K *b = w;
+	const struct block_q8_K *a = x;
+	__m256 acc = _mm256_setzero_ps(), accm = _mm256_setzero_ps();
+
+	for (size_t i = 0; i < n / QK_K; i++) {
+		const __m128 dd = k4_d_dmin(&b[i], a[i].d);
+		const __m256i hb = load256(b[i].qh);
+		__m256i msum, sumi;
+		const __m256i sc = k4_setup(b[i].scales, a[i].bsums, &msum);
+
+		sumi = _mm256_add_epi32(_mm256_add_epi32(q5_K_pair(b[i].qs, hb, a[i].qs, sc, 0),
+							 q5_K_pair(b[i].qs, hb, a[i].qs, sc, 1)),
+					_mm256_add_epi32(q5_K_pair(b[i].qs, hb, a[i].qs, sc, 2),
+							 q5_K_pair(b[i].qs, hb, a[i].qs, sc, 3)));
+		acc = _mm256_fmadd_ps(_mm256_broadcastss_ps(dd), _mm256_cvtepi32_ps(sumi), acc);
+		accm = _mm256_fmadd_ps(_mm256_permutevar8x32_ps(_mm256_castps128_ps256(dd), _mm256_set1_epi32(1)),
+				       _mm256_cvtepi32_ps(msum), accm);
+	}
+	return hsum256(_mm256_add_ps(acc, accm));
+}
+
+/*
+ * Shuffle control for Q6_K: word 2k of a lane in the low lane, word 2k+1
+ * in the high one, each repeated 8 times.
+ */
+static inline __m256i q6_scale_ctl(int k)
+{
+	const short lo = (short)((4 * k) | ((4 * k + 1) << 8));
+	const short hi = (short)((4 * k + 2) | ((4 * k + 3) << 8));
+
+	return _mm256_setr_epi16(lo, lo, lo, lo, lo, lo, lo, lo, hi, hi, hi, hi, hi, hi, hi, hi);
+}
+
+/*
+ * One Q6_K half (128 codes): the four 32-code groups as unsigned bytes
+ * 0..63, and their scale words (group k: sub-block 8h+2k in the low lane,
+ * 8h+2k+1 in the high one). A struct rather than arrays so that, inlined,
+ * it lives in registers.
+ */
+struct q6h {
+	__m256i q0, q1, q2, q3, s0, s1, s2, s3;
+};
+
+/* sch: the half's 8 scales as words in both 128-bit lanes. */
+static inline struct q6h q6_K_unpack(const uint8_t *ql, const uint8_t *qh, __m256i sch)
+{
+	const __m256i m4 = _mm256_set1_epi8(15), m3 = _mm256_set1_epi8(3 << 4);
+	const __m256i l0 = load256(ql), l1 = load256(ql + 32), hb = load256(qh);
+	struct q6h r;
+
+	r.q0 = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_and_si256(_mm256_slli_epi16(hb, 4), m3));
+	r.q1 = _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_and_si256(_mm256_slli_epi16(hb, 2), m3));
+	r.q2 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_and_si256(hb, m3));
+	r.q3 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+			       _mm256_and_si256(_mm256_srli_epi16(hb, 2), m3));
+	r.s0 = _mm256_shuffle_epi8(sch, q6_scale_ctl(0));
+	r.s1 = _mm256_shuffle_epi8(sch, q6_scale_ctl(1));
+	r.s2 = _mm256_shuffle_epi8(sch, q6_scale_ctl(2));
+	r.s3 = _mm256_shuffle_epi8(sch, q6_scale_ctl(3));
+	return r;
+}
+
+/* A half's 128 codes against their activations, scaled, as int32 lanes. */
+static inline __m256i q6_K_half(struct q6h h, const int8_t *q8)
+{
+	__m256i p0 = _mm256_madd_epi16(h.s0, _mm256_maddubs_epi16(h.q0, load256(q8)));
+	__m256i p1 = _mm256_madd_epi16(h.s1, _mm256_maddubs_epi16(h.q1, load256(q8 + 32)));
+	__m256i p2 = _mm256_madd_epi16(h.s2, _mm256_maddubs_epi16(h.q2, load256(q8 + 64)));
+	__m256i p3 = _mm256_madd_epi16(h.s3, _mm256_maddubs_epi16(h.q3, load256(q8 + 96)));
+
+	return _mm256_add_epi32(_mm256_add_epi32(p0, p1), _mm256_add_epi32(p2, p3));
+}
+
+/* -32 * sum_k sc_k * bsums_k as 8 int32 lanes: the code offset, from the activation sums. */
+static inline __m256i q6_K_bias(__m256i sc16, const int16_t *bsums)
+{
+	return _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(_mm256_madd_epi16(sc16, load256(bsums)), 5));
+}
+
+/*
+ * Q6_K: the unsigned 6-bit q (0..63) goes straight into maddubs (pair
+ * sums at most 2*63*127), and the -32 offset comes out once per block as
+ * 32 * sum_k sc_k * bsums_k.
+ */
+static float vec_dot_q6_K_q8_K_avx2(size_t n, const void *w, const void *x)
+{
+	const struct block_q6_K *b = w;
+	const struct block_q8_K *a = x;
+	__m256 acc = _mm256_setzero_ps();
+
+	for (size_t i = 0; i < n / QK_K; i++) {
+		const float d = a[i].d * _cvtsh_ss(b[i].d);
+		const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(const void *)b[i].scales));
+		__m256i sumi = q6_K_bias(sc16, a[i].bsums);
+
+		sumi = _mm256_add_epi32(sumi, q6_K_half(q6_K_unpack(b[i].ql, b[i].qh,
+								    _mm256_permute2x128_si256(sc16, sc16, 0x00)),
+							a[i].qs));
+		sumi = _mm256_add_epi32(sumi, q6_K_half(q6_K_unpack(b[i].ql + 64, b[i].qh + 32,
+								    _mm256_permute2x128_si256(sc16, sc16, 0x11)),
+							a[i].qs + 128));
+		acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+	}
+	return hsum256(acc);
+}
+
+/*
+ * Batched K-quant dots (see the Q8_0/Q4_0 ones): codes, scales and mins
+ * are unpacked once per block for all tokens; each token's float work is
+ * that of the single dot (its integer sums are exact whatever their
+ * order), so the results are bit-identical to it.
+ */
+/* Sub-blocks 2j, 2j+1 of one K-quant block for every token of a batched call. */
+static inline void q4_K_step_x4(const uint8_t *q4, const struct block_q8_K *const *a, size_t i, __m256i sc, int j,
+				__m256i *sumi)
+{
+	__m256i lo, hi;
+
+	q4_K_codes(q4, j, &lo, &hi);
+	for (int t = 0; t < MS_DOT_TOKS; t++)
+		sumi[t] = _mm256_add_epi32(sumi[t], k4_pair(lo, hi, a[t][i].qs + 64 * j, sc, j));
+}
+
+static inline void q5_K_step_x4(const uint8_t *q5, __m256i hb, const struct block_q8_K *const *a, size_t i,
+				__m256i sc, int j, __m256i *sumi)
+{
+	__m256i lo, hi;
+
+	q5_K_codes(q5, hb, j, &lo, &hi);
+	for (int t = 0; t < MS_DOT_TOKS; t++)
+		sumi[t] = _mm256_add_epi32(sumi[t], k4_pair(lo, hi, a[t][i].qs + 64 * j, sc, j));
+}
+
+static void vec_dot_q4_K_q8_K_x4_avx2(size_t n, const void *w, const void *x, size_t xs, float *out, size_t os)
+{
+	const struct block_q4_K *b = w;
+	const struct block_q8_K *a[MS_DOT_TOKS];
+	__m256 acc[MS_DOT_TOKS], accm[MS_DOT_TOKS];
+
+	for (int t = 0; t < MS_DOT_TOKS; t++) {
+		a[t] = (const struct block_q8_K *)(const void *)((const char *)x + t * xs);
+		acc[t] = accm[t] = _mm256_setzero_ps();
+	}
+	for (size_t i = 0; i < n / QK_K; i++) {
+		const __m128i sm = k4_scales_mins(b[i].scales);
+		const __m256i sc = _mm256_cvtepu8_epi16(_mm_unpacklo_epi64(sm, sm));
+		__m256i sumi[MS_DOT_TOKS];
+
+		for (int t = 0; t < MS_DOT_TOKS; t++)
+			sumi[t] = _mm256_setzero_si256();
+		/* written out: the scale shuffles need constant controls */
+		q4_K_step_x4(b[i].qs, a, i, sc, 0, sumi);
+		q4_K_step_x4(b[i].qs, a, i, sc, 1, sumi);
+		q4_K_step_x4(b[i].qs, a, i, sc, 2, sumi);
+		q4_K_step_x4(b[i].qs, a, i, sc, 3, sumi);
+		for (int t = 0; t < MS_DOT_TOKS; t++) {
+			const __m128 dd = k4_d_dmin(&b[i], a[t][i].d);
+			__m256i msum;
+
+			(void)k4_setup(b[i].scales, a[t][i].bsums, &msum);
+			acc[t] = _mm256_fmadd_ps(_mm256_broadcastss_ps(dd), _mm256_cvtepi32_ps(sumi[t]), acc[t]);
+			accm[t] = _mm256_fmadd_ps(_mm256_permutevar8x32_ps(_mm256_castps128_ps256(dd), _mm256_set1_epi32(1)),
+						  _mm256_cvtepi32_ps(msum), accm[t]);
+		}
+	}
+	for (int t = 0; t < MS_DOT_TOKS; t++)
+		out[t * os] = hsum256(_mm256_add_ps(acc[t], accm[t]));
+}
+
+static void vec_dot_q5_K_q8_K_x4_avx2(size_t n, const void *w, const void *x, size_t xs, float *out, size_t os)
+{
+	const struct block_q5_K *b = w;
+	const struct block_q8_K *a[MS_DOT_TOKS];
+	__m256 acc[MS_DOT_TOKS], accm[MS_DOT_TOKS];
+
+	for (int t = 0; t < MS_DOT_TOKS; t++) {
+		a[t] = (const struct block_q8_K *)(const void *)((const char *)x + t * xs);
+		acc[t] = accm[t] = _mm256_setzero_ps();
+	}
+	for (size_t i = 0; i < n / QK_K; i++) {
+		const __m128i sm = k4_scales_mins(b[i].scales);
+		const __m256i sc = _mm256_cvtepu8_epi16(_mm_unpacklo_epi64(sm, sm));
+		const __m256i hb = load256(b[i].qh);
+		__m256i sumi[MS_DOT_TOKS];
+
+		for (int t = 0; t < MS_DOT_TOKS; t++)
+			sumi[t] = _mm256_setzero_si256();
+		q5_K_step_x4(b[i].qs, hb, a, i, sc, 0, sumi);
+		q5_K_step_x4(b[i].qs, hb, a, i, sc, 1, sumi);
+		q5_K_step_x4(b[i].qs, hb, a, i, sc, 2, sumi);
+		q5_K_step_x4(b[i].qs, hb, a, i, sc, 3, sumi);
+		for (int t = 0; t < MS_DOT_TOKS; t++) {
+			const __m128 dd = k4_d_dmin(&b[i], a[t][i].d);
+			__m256i msum;
+
+			(void)k4_setup(b[i].scales, a[t][i].bsums, &msum);
+			acc[t] = _mm256_fmadd_ps(_mm256_broadcastss_ps(dd), _mm256_cvtepi32_ps(sumi[t]), acc[t]);
+			accm[t] = _mm256_fmadd_ps(_mm256_permutevar8x32_ps(_mm256_castps128_ps256(dd), _mm256_set1_epi32(1)),
+						  _mm256_cvtepi32_ps(msum), accm[t]);
+		}
+	}
+	for (int t = 0; t < MS_DOT_TOKS; t++)
+		out[t * os] = hsum256(_mm256_add_ps(acc[t], accm[t]));
+}
+
+static void vec_dot_q6_K_q8_K_x4_avx2(size_t n, const void *w, const void *x, size_t xs, float *out, size_t os)
+{
+	const struct block_q6_K *b = w;
+	const struct block_q8_K *a[MS_DOT_TOKS];
+	__m256 acc[MS_DOT_TOKS];
+
+	for (int t = 0; t < MS_DOT_TOKS; t++) {
+		a[t] = (const struct block_q8_K *)(const void *)((const char *)x + t * xs);
+		acc[t] = _mm256_setzero_ps();
+	}
+	for (size_t i = 0; i < n / QK_K; i++) {
+		const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(const void *)b[i].scales));
+		const float dw = _cvtsh_ss(b[i].d);
+		__m256i sumi[MS_DOT_TOKS];
+
+		for (int t = 0; t < MS_DOT_TOKS; t++)
+			sumi[t] = q6_K_bias(sc16, a[t][i].bsums);
+		const struct q6h h0 = q6_K_unpack(b[i].ql, b[i].qh, _mm256_permute2x128_si256(sc16, sc16, 0x00));
+		const struct q6h h1 = q6_K_unpack(b[i].ql + 64, b[i].qh + 32, _mm256_permute2x128_si256(sc16, sc16, 0x11));
+
+		for (int t = 0; t < MS_DOT_TOKS; t++)
+			sumi[t] = _mm256_add_epi32(_mm256_add_epi32(sumi[t], q6_K_half(h0, a[t][i].qs)),
+						   q6_K_half(h1, a[t][i].qs + 128));
+		for (int t = 0; t < MS_DOT_TOKS; t++)
+			acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(a[t][i].d * dw), _mm256_cvtepi32_ps(sumi[t]), acc[t]);
+	}
+	for (int t = 0; t < MS_DOT_TOKS; t++)
+		out[t * os] = hsum256(acc[t]);
 }
 
 static void axpy_f32_avx2(size_t n, float a, const float *x, float *y)
@@ -210,8 +866,11 @@ const struct ms_kernels ms_kernels_avx2 = {
 		[GGML_TYPE_F32] = { GGML_TYPE_F32, NULL, vec_dot_f32_avx2 },
 		[GGML_TYPE_F16] = { GGML_TYPE_F32, NULL, vec_dot_f16_avx2 },
 		[GGML_TYPE_BF16] = { GGML_TYPE_F32, NULL, vec_dot_bf16_avx2 },
-		[GGML_TYPE_Q8_0] = { GGML_TYPE_F32, NULL, vec_dot_q8_0_avx2 },
-		[GGML_TYPE_Q4_0] = { GGML_TYPE_F32, NULL, vec_dot_q4_0_avx2 },
+		[GGML_TYPE_Q8_0] = { GGML_TYPE_Q8_0, act_q8_0_avx2, vec_dot_q8_0_q8_0_avx2, vec_dot_q8_0_q8_0_x4_avx2 },
+		[GGML_TYPE_Q4_0] = { GGML_TYPE_Q8_0, act_q8_0_avx2, vec_dot_q4_0_q8_0_avx2, vec_dot_q4_0_q8_0_x4_avx2 },
+		[GGML_TYPE_Q4_K] = { GGML_TYPE_Q8_K, act_q8_K_avx2, vec_dot_q4_K_q8_K_avx2, vec_dot_q4_K_q8_K_x4_avx2 },
+		[GGML_TYPE_Q5_K] = { GGML_TYPE_Q8_K, act_q8_K_avx2, vec_dot_q5_K_q8_K_avx2, vec_dot_q5_K_q8_K_x4_avx2 },
+		[GGML_TYPE_Q6_K] = { GGML_TYPE_Q8_K, act_q8_K_avx2, vec_dot_q6_K_q8_K_avx2, vec_dot_q6_K_q8_K_x4_avx2 },
 	},
 	.dot_f32 = dot_f32_avx2,
 	.axpy_f32 = axpy_f32_avx2,

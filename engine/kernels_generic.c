@@ -1,6 +1,9 @@
 /* Portable C kernels: the always-available dispatch table and the reference the ISA tables are tested against. */
+#include <float.h>
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "kernels.h"
 #include "quant.h"
@@ -78,48 +81,224 @@ static float vec_dot_bf16_generic(size_t n, const void *w, const void *x)
 	return total;
 }
 
-/* Q8_0: sum(q*x) per block in float (q*x is nearly exact), then one multiply by d. */
-static float vec_dot_q8_0_generic(size_t n, const void *w, const void *x)
+/*
+ * Integer activation path. Activations are quantized once per matmul; each
+ * block's products are summed exactly in int32 and scaled once in float, so
+ * the SIMD twins differ from these only in how the float terms are added.
+ */
+
+/* Q8_0 activations: ggml's quantize_row_q8_0_ref, which quant.c implements. */
+static void act_q8_0_generic(size_t n, const float *x, void *out)
+{
+	(void)quantize_row(GGML_TYPE_Q8_0, x, out, n);
+}
+
+/*
+ * Round to nearest, ties to even, for |v| < 2^22 (ggml's nearest_int):
+ * adding 1.5 * 2^23 leaves the rounded integer in the low mantissa bits.
+ * Bit operations only, so NaN gives a defined (clamped later) value.
+ */
+static inline int nearest_even(float v)
+{
+	float t = v + 12582912.0f;
+	int32_t i;
+
+	memcpy(&i, &t, sizeof(i));
+	return (i & 0x007fffff) - 0x00400000;
+}
+
+/*
+ * Q8_K activations: iscale = 127/amax, q = nearest_even(x*iscale), d =
+ * 1/iscale, bsums = sums of 16. (ggml scales by -127/max with max the signed
+ * value of largest magnitude; |q| <= 127 and the accuracy are the same, and
+ * this form has no "first of equal magnitudes" rule a SIMD twin must copy.)
+ * A block with a non-finite value gets d = NaN so the NaN reaches the
+ * output; one below 1e-30 (whose iscale could overflow) is all zero.
+ * kernels_avx2.c must produce exactly these bytes.
+ */
+static void act_q8_K_generic(size_t n, const float *x, void *out)
+{
+	struct block_q8_K *y = out;
+
+	for (size_t i = 0; i < n / QK_K; i++, x += QK_K) {
+		float amax = 0.0f, iscale;
+		int finite = 1;
+
+		for (int j = 0; j < QK_K; j++) {
+			const float a = fabsf(x[j]);
+
+			finite &= a <= FLT_MAX;
+			amax = a > amax ? a : amax;
+		}
+		if (!finite || !(amax >= MS_Q8K_MIN_AMAX)) {
+			memset(&y[i], 0, sizeof(y[i]));
+			y[i].d = finite ? 0.0f : NAN;
+			continue;
+		}
+		iscale = 127.0f / amax;
+		for (int j = 0; j < QK_K; j++) {
+			int q = nearest_even(x[j] * iscale);
+
+			y[i].qs[j] = (int8_t)(q < -127 ? -127 : q > 127 ? 127 : q);
+		}
+		for (int j = 0; j < QK_K / 16; j++) {
+			int s = 0;
+
+			for (int l = 0; l < 16; l++)
+				s += y[i].qs[16 * j + l];
+			y[i].bsums[j] = (int16_t)s;
+		}
+		y[i].d = 1.0f / iscale;
+	}
+}
+
+static float vec_dot_q8_0_q8_0_generic(size_t n, const void *w, const void *x)
 {
 	const struct block_q8_0 *b = w;
-	const float *xf = x;
+	const struct block_q8_0 *a = x;
 	float total = 0.0f;
 
-	for (size_t i = 0; i < n / QK8_0; i++, xf += QK8_0) {
-		float lane[GEN_LANES] = { 0 };
+	for (size_t i = 0; i < n / QK8_0; i++) {
+		int32_t s = 0;
 
-		for (size_t j = 0; j < QK8_0; j += GEN_LANES)
-			for (size_t l = 0; l < GEN_LANES; l++)
-				lane[l] += (float)b[i].qs[j + l] * xf[j + l];
-		total += ms_f16_to_f32(b[i].d) *
-			 (((lane[0] + lane[4]) + (lane[1] + lane[5])) +
-			  ((lane[2] + lane[6]) + (lane[3] + lane[7])));
+		for (int j = 0; j < QK8_0; j++)
+			s += b[i].qs[j] * a[i].qs[j];
+		total += ms_f16_to_f32(b[i].d) * ms_f16_to_f32(a[i].d) * (float)s;
 	}
 	return total;
 }
 
 /* Q4_0: low nibbles are elements 0..15, high nibbles 16..31, both offset by 8. */
-static float vec_dot_q4_0_generic(size_t n, const void *w, const void *x)
+static float vec_dot_q4_0_q8_0_generic(size_t n, const void *w, const void *x)
 {
 	const struct block_q4_0 *b = w;
-	const float *xf = x;
+	const struct block_q8_0 *a = x;
 	float total = 0.0f;
 
-	for (size_t i = 0; i < n / QK4_0; i++, xf += QK4_0) {
-		float lo[GEN_LANES] = { 0 }, hi[GEN_LANES] = { 0 };
+	for (size_t i = 0; i < n / QK4_0; i++) {
+		int32_t s = 0;
 
-		for (size_t j = 0; j < QK4_0 / 2; j += GEN_LANES)
-			for (size_t l = 0; l < GEN_LANES; l++) {
-				uint8_t q = b[i].qs[j + l];
+		for (int j = 0; j < QK4_0 / 2; j++) {
+			s += ((b[i].qs[j] & 15) - 8) * a[i].qs[j];
+			s += ((b[i].qs[j] >> 4) - 8) * a[i].qs[j + QK4_0 / 2];
+		}
+		total += ms_f16_to_f32(b[i].d) * ms_f16_to_f32(a[i].d) * (float)s;
+	}
+	return total;
+}
 
-				lo[l] += (float)((int)(q & 15) - 8) * xf[j + l];
-				hi[l] += (float)((int)(q >> 4) - 8) * xf[j + l + QK4_0 / 2];
+/*
+ * 6-bit scale and min of sub-block j of a Q4_K/Q5_K block, from the format
+ * description (kept here rather than shared with quant.c so the tests
+ * against dequantize_row compare two independent readings of the format).
+ */
+static inline void scale_min_k4(int j, const uint8_t *s, int *sc, int *m)
+{
+	if (j < 4) {
+		*sc = s[j] & 63;
+		*m = s[j + 4] & 63;
+	} else {
+		*sc = (s[j + 4] & 15) | ((s[j - 4] >> 6) << 4);
+		*m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+	}
+}
+
+/*
+ * Q4_K/Q5_K: per super-block, isum = sum_j sc_j * sum_l q*y (exact: at most
+ * 256 * 31 * 127 * 63 < 2^26) and the min term from the activation's
+ * 16-element sums: msum = sum_j m_j * (bsums[2j] + bsums[2j+1]).
+ */
+static float vec_dot_q4_K_q8_K_generic(size_t n, const void *w, const void *x)
+{
+	const struct block_q4_K *b = w;
+	const struct block_q8_K *a = x;
+	float total = 0.0f;
+
+	for (size_t i = 0; i < n / QK_K; i++) {
+		int32_t isum = 0, msum = 0;
+
+		for (int j = 0; j < QK_K / 32; j++) {
+			const uint8_t *q = b[i].qs + 32 * (j / 2);
+			const int8_t *y = a[i].qs + 32 * j;
+			const int shift = 4 * (j & 1);
+			int32_t s = 0;
+			int sc, m;
+
+			scale_min_k4(j, b[i].scales, &sc, &m);
+			for (int l = 0; l < 32; l++)
+				s += ((q[l] >> shift) & 15) * y[l];
+			isum += sc * s;
+			msum += m * (a[i].bsums[2 * j] + a[i].bsums[2 * j + 1]);
+		}
+		total += a[i].d * ms_f16_to_f32(b[i].d) * (float)isum -
+			 a[i].d * ms_f16_to_f32(b[i].dmin) * (float)msum;
+	}
+	return total;
+}
+
+static float vec_dot_q5_K_q8_K_generic(size_t n, const void *w, const void *x)
+{
+	const struct block_q5_K *b = w;
+	const struct block_q8_K *a = x;
+	float total = 0.0f;
+
+	for (size_t i = 0; i < n / QK_K; i++) {
+		int32_t isum = 0, msum = 0;
+
+		for (int j = 0; j < QK_K / 32; j++) {
+			const uint8_t *q = b[i].qs + 32 * (j / 2);
+			const int8_t *y = a[i].qs + 32 * j;
+			const int shift = 4 * (j & 1);
+			int32_t s = 0;
+			int sc, m;
+
+			scale_min_k4(j, b[i].scales, &sc, &m);
+			for (int l = 0; l < 32; l++)
+				s += (((q[l] >> shift) & 15) | (((b[i].qh[l] >> j) & 1) << 4)) * y[l];
+			isum += sc * s;
+			msum += m * (a[i].bsums[2 * j] + a[i].bsums[2 * j + 1]);
+		}
+		total += a[i].d * ms_f16_to_f32(b[i].d) * (float)isum -
+			 a[i].d * ms_f16_to_f32(b[i].dmin) * (float)msum;
+	}
+	return total;
+}
+
+/*
+ * Q6_K: two halves of 128; element l of a half (l < 32) and l+32, l+64,
+ * l+96 share qh[l]. Sixteen 16-element sub-blocks, signed scales; the
+ * (q - 32) offset is applied per element here (the AVX2 twin uses bsums).
+ */
+static float vec_dot_q6_K_q8_K_generic(size_t n, const void *w, const void *x)
+{
+	const struct block_q6_K *b = w;
+	const struct block_q8_K *a = x;
+	float total = 0.0f;
+
+	for (size_t i = 0; i < n / QK_K; i++) {
+		int32_t sub[QK_K / 16] = { 0 };
+		int32_t isum = 0;
+
+		for (int h = 0; h < 2; h++) {
+			const uint8_t *ql = b[i].ql + 64 * h, *qh = b[i].qh + 32 * h;
+			const int8_t *y = a[i].qs + 128 * h;
+			int32_t *s = sub + 8 * h;
+
+			for (int l = 0; l < 32; l++) {
+				const int q1 = ((ql[l] & 15) | ((qh[l] & 3) << 4)) - 32;
+				const int q2 = ((ql[l + 32] & 15) | (((qh[l] >> 2) & 3) << 4)) - 32;
+				const int q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
+				const int q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
+
+				s[l / 16 + 0] += q1 * y[l];
+				s[l / 16 + 2] += q2 * y[l + 32];
+				s[l / 16 + 4] += q3 * y[l + 64];
+				s[l / 16 + 6] += q4 * y[l + 96];
 			}
-		for (size_t l = 0; l < GEN_LANES; l++)
-			lo[l] += hi[l];
-		total += ms_f16_to_f32(b[i].d) *
-			 (((lo[0] + lo[4]) + (lo[1] + lo[5])) +
-			  ((lo[2] + lo[6]) + (lo[3] + lo[7])));
+		}
+		for (int j = 0; j < QK_K / 16; j++)
+			isum += b[i].scales[j] * sub[j];
+		total += a[i].d * ms_f16_to_f32(b[i].d) * (float)isum;
 	}
 	return total;
 }
@@ -137,8 +316,11 @@ const struct ms_kernels ms_kernels_generic = {
 		[GGML_TYPE_F32] = { GGML_TYPE_F32, NULL, vec_dot_f32_generic },
 		[GGML_TYPE_F16] = { GGML_TYPE_F32, NULL, vec_dot_f16_generic },
 		[GGML_TYPE_BF16] = { GGML_TYPE_F32, NULL, vec_dot_bf16_generic },
-		[GGML_TYPE_Q8_0] = { GGML_TYPE_F32, NULL, vec_dot_q8_0_generic },
-		[GGML_TYPE_Q4_0] = { GGML_TYPE_F32, NULL, vec_dot_q4_0_generic },
+		[GGML_TYPE_Q8_0] = { GGML_TYPE_Q8_0, act_q8_0_generic, vec_dot_q8_0_q8_0_generic },
+		[GGML_TYPE_Q4_0] = { GGML_TYPE_Q8_0, act_q8_0_generic, vec_dot_q4_0_q8_0_generic },
+		[GGML_TYPE_Q4_K] = { GGML_TYPE_Q8_K, act_q8_K_generic, vec_dot_q4_K_q8_K_generic },
+		[GGML_TYPE_Q5_K] = { GGML_TYPE_Q8_K, act_q8_K_generic, vec_dot_q5_K_q8_K_generic },
+		[GGML_TYPE_Q6_K] = { GGML_TYPE_Q8_K, act_q8_K_generic, vec_dot_q6_K_q8_K_generic },
 	},
 	.dot_f32 = dot_f32_generic,
 	.axpy_f32 = axpy_f32_generic,

@@ -1,5 +1,6 @@
 /* A naive reference forward pass for the tests: no cache, no chunks, no kernels, double precision. */
 #include <math.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -26,13 +27,62 @@ static double *dequant(const struct ms_tensor *t)
 	return out;
 }
 
-/* y[n][rows] = x[n][cols] W^T */
-static int linear(const struct ms_tensor *t, const double *x, size_t n, double *y)
+/*
+ * The engine multiplies quantized weights by activations quantized to 8
+ * bits per block (mistrald's documented matmul semantics, as in ggml):
+ *  - Q8_0 and Q4_0 weights: blocks of 32, d = amax/127 stored as F16,
+ *    q = round half away from zero (x / d);
+ *  - K-quant weights: blocks of 256, iscale = 127/amax, q = round half to
+ *    even (x * iscale), d = 1/iscale stored as F32.
+ * The reference rounds its inputs the same way (written here from that
+ * rule, in float like the engine) so that it checks the integer kernels
+ * and not the rounding; everything else stays in double.
+ */
+static void quantize_activations(uint32_t wtype, double *x, size_t n)
 {
-	double *w = dequant(t);
+	size_t bs;
+	bool k;
 
-	if (!w)
+	switch (wtype) {
+	case GGML_TYPE_Q8_0: case GGML_TYPE_Q4_0: bs = 32; k = false; break;
+	case GGML_TYPE_Q4_K: case GGML_TYPE_Q5_K: case GGML_TYPE_Q6_K: bs = 256; k = true; break;
+	default: return;
+	}
+	for (size_t b = 0; b < n; b += bs) {
+		float amax = 0;
+
+		for (size_t i = b; i < b + bs; i++)
+			amax = fabsf((float)x[i]) > amax ? fabsf((float)x[i]) : amax;
+		if (amax == 0)
+			continue;
+		if (k) {
+			float iscale = 127.0f / amax, d = 1.0f / iscale;
+
+			for (size_t i = b; i < b + bs; i++)
+				x[i] = (double)(nearbyintf((float)x[i] * iscale) * d);
+		} else {
+			float d = amax / 127.0f, id = 1.0f / d;
+			float d16 = ms_f16_to_f32(ms_f32_to_f16(d));
+
+			for (size_t i = b; i < b + bs; i++)
+				x[i] = (double)(roundf((float)x[i] * id) * d16);
+		}
+	}
+}
+
+/* y[n][rows] = x[n][cols] W^T */
+static int linear(const struct ms_tensor *t, const double *x_in, size_t n, double *y)
+{
+	double *w = dequant(t), *x = malloc(n * t->cols * sizeof(double));
+
+	if (!w || !x) {
+		free(w);
+		free(x);
 		return -1;
+	}
+	memcpy(x, x_in, n * t->cols * sizeof(double));
+	for (size_t i = 0; i < n; i++)
+		quantize_activations(t->type, x + i * t->cols, t->cols);
 	for (size_t i = 0; i < n; i++)
 		for (size_t r = 0; r < t->rows; r++) {
 			double s = 0;
@@ -42,6 +92,7 @@ static int linear(const struct ms_tensor *t, const double *x, size_t n, double *
 			y[i * t->rows + r] = s;
 		}
 	free(w);
+	free(x);
 	return 0;
 }
 

@@ -1,5 +1,6 @@
 /* Forward pass tests: golden generation, and the engine against a naive reference for every attention layout. */
 #include <errno.h>
+#include <stdbool.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,6 +27,23 @@ static const int32_t golden[64] = {
 #define REL_TOL 1e-4
 /* Keys and values rounded to F16 (11-bit mantissa) before attention. */
 #define F16_TOL 5e-3
+/*
+ * Quantized weights multiply 8-bit activations. The reference rounds its
+ * activations by the same rule, so most runs agree to ~1e-7; but an input
+ * within an ulp of a rounding boundary can round the other way in float
+ * (engine) than from double (reference), moving that activation by one
+ * step (1/127 of its block's largest value) and everything after it a
+ * little. Over thousands of roundings per run a few such flips happen:
+ * observed up to 2e-2 on these 64-wide models. The kernels themselves are
+ * checked exactly in test_kernels.
+ */
+#define QACT_TOL 3e-2
+
+static bool quantized_acts(const char *type)
+{
+	return !strcmp(type, "Q8_0") || !strcmp(type, "Q4_0") || !strncmp(type, "Q4_K", 4) ||
+	       !strncmp(type, "Q5_K", 4) || !strcmp(type, "Q6_K");
+}
 
 static int32_t argmax(const float *l, size_t n)
 {
@@ -161,15 +179,15 @@ static void test_stories(const struct ms_kernels *k)
 	ms_model_free(m);
 }
 
-static int mkmodel(const char *out, const char *type, int heads, int kv_heads, int window)
+static int mkmodel(const char *out, const char *type, int dim, int ffn, int heads, int kv_heads, int window)
 {
 	char cmd[8192];
 	const char *mk = getenv("MKMODEL");
 
 	snprintf(cmd, sizeof(cmd),
-		 "'%s' --out '%s' --type %s --vocab-from '%s/stories260K.gguf' --dim 64 --layers 2 "
-		 "--heads %d --kv-heads %d --ffn 96 --context 2048 --window %d --seed 7 >/dev/null",
-		 mk ? mk : "./mistral-mkmodel", out, type, test_data_dir(), heads, kv_heads, window);
+		 "'%s' --out '%s' --type %s --vocab-from '%s/stories260K.gguf' --dim %d --layers 2 "
+		 "--heads %d --kv-heads %d --ffn %d --context 2048 --window %d --seed 7 >/dev/null",
+		 mk ? mk : "./mistral-mkmodel", out, type, test_data_dir(), dim, heads, kv_heads, ffn, window);
 	return system(cmd);
 }
 
@@ -192,8 +210,10 @@ static void make_tokens(int32_t *t, size_t n, uint32_t vocab)
  * without it the logits agree up to position W and differ after.
  */
 static void test_layout(const struct ms_kernels *k, const char *label, const char *type,
-			int heads, int kv_heads, double tol)
+			int heads, int kv_heads, int dim, int ffn)
 {
+	const double tol = quantized_acts(type) ? QACT_TOL : REL_TOL;
+	const double tol16 = quantized_acts(type) ? QACT_TOL : F16_TOL;
 	const uint32_t W = 16, N = 100, CTX = 128;
 	char path[256];
 	struct ms_model *m;
@@ -202,7 +222,7 @@ static void test_layout(const struct ms_kernels *k, const char *label, const cha
 
 	snprintf(path, sizeof(path), "%s/mistrald-test-%d-%s-%s.gguf",
 		 getenv("TEST_TMPDIR") ? getenv("TEST_TMPDIR") : "/tmp", (int)getpid(), label, type);
-	if (!ok(mkmodel(path, type, heads, kv_heads, (int)W) == 0, "[%s] mistral-mkmodel writes a %s %s model (%d/%d heads, window %u)",
+	if (!ok(mkmodel(path, type, dim, ffn, heads, kv_heads, (int)W) == 0, "[%s] mistral-mkmodel writes a %s %s model (%d/%d heads, window %u)",
 		k->name, label, type, heads, kv_heads, W))
 		return;
 	m = load(path, MS_WINDOW_AUTO);
@@ -233,8 +253,8 @@ static void test_layout(const struct ms_kernels *k, const char *label, const cha
 			float *e = engine_logits(m, k, toks, N, 40, 16, W, CTX, GGML_TYPE_F16);
 			double err = e ? rel_err(e, ref, 0, N, m->hp.vocab) : 1;
 
-			ok(err <= F16_TOL, "[%s] %s %s window %u, F16 cache: max rel error %.3g <= %g",
-			   k->name, label, type, W, err, F16_TOL);
+			ok(err <= tol16, "[%s] %s %s window %u, F16 cache: max rel error %.3g <= %g",
+			   k->name, label, type, W, err, tol16);
 			free(e);
 		}
 		{
@@ -282,7 +302,7 @@ static void test_batch(const struct ms_kernels *k)
 
 	snprintf(path, sizeof(path), "%s/mistrald-test-%d-batch.gguf",
 		 getenv("TEST_TMPDIR") ? getenv("TEST_TMPDIR") : "/tmp", (int)getpid());
-	if (!ok(mkmodel(path, "F32", 4, 2, (int)W) == 0, "[%s] batch: model written", k->name))
+	if (!ok(mkmodel(path, "F32", 64, 96, 4, 2, (int)W) == 0, "[%s] batch: model written", k->name))
 		return;
 	m = load(path, MS_WINDOW_AUTO);
 	unlink(path);
@@ -355,7 +375,7 @@ static void test_split(const struct ms_kernels *k)
 
 	snprintf(path, sizeof(path), "%s/mistrald-test-%d-split.gguf",
 		 getenv("TEST_TMPDIR") ? getenv("TEST_TMPDIR") : "/tmp", (int)getpid());
-	if (!toks || !ok(mkmodel(path, "F32", 4, 1, 0) == 0, "[%s] split: MQA model written", k->name)) {
+	if (!toks || !ok(mkmodel(path, "F32", 64, 96, 4, 1, 0) == 0, "[%s] split: MQA model written", k->name)) {
 		free(toks);
 		return;
 	}
@@ -446,14 +466,18 @@ int main(void)
 			continue;
 		}
 		test_stories(k);
-		test_layout(k, "mha", "F32", 4, 4, REL_TOL);
-		test_layout(k, "gqa", "F32", 4, 2, REL_TOL);
-		test_layout(k, "mqa", "F32", 4, 1, REL_TOL);
+		test_layout(k, "mha", "F32", 4, 4, 64, 96);
+		test_layout(k, "gqa", "F32", 4, 2, 64, 96);
+		test_layout(k, "mqa", "F32", 4, 1, 64, 96);
 		/* Same maths on dequantized weights: only float rounding differs. */
-		test_layout(k, "gqa", "F16", 4, 2, REL_TOL);
-		test_layout(k, "gqa", "BF16", 4, 2, REL_TOL);
-		test_layout(k, "gqa", "Q8_0", 4, 2, REL_TOL);
-		test_layout(k, "gqa", "Q4_0", 4, 2, REL_TOL);
+		test_layout(k, "gqa", "F16", 4, 2, 64, 96);
+		test_layout(k, "gqa", "BF16", 4, 2, 64, 96);
+		test_layout(k, "gqa", "Q8_0", 4, 2, 64, 96);
+		test_layout(k, "gqa", "Q4_0", 4, 2, 64, 96);
+		/* K-quants need rows that are multiples of 256. */
+		test_layout(k, "gqa", "Q4_K_M", 4, 2, 256, 512);
+		test_layout(k, "gqa", "Q5_K_M", 4, 2, 256, 512);
+		test_layout(k, "mqa", "Q6_K", 4, 1, 256, 512);
 		test_batch(k);
 		test_split(k);
 		test_errors(k);

@@ -1,5 +1,6 @@
 /* Unit tests for the compute kernels: every ISA table against a double-precision reference, ISA twins, matmul driver. */
 #include <errno.h>
+#include <float.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -13,13 +14,16 @@
 
 static const uint32_t types[] = {
 	GGML_TYPE_F32, GGML_TYPE_F16, GGML_TYPE_BF16, GGML_TYPE_Q8_0, GGML_TYPE_Q4_0,
+	GGML_TYPE_Q4_K, GGML_TYPE_Q5_K, GGML_TYPE_Q6_K,
 };
 #define N_TYPES (sizeof(types) / sizeof(types[0]))
 
 static const size_t sizes_any[] = { 1, 7, 9, 31, 32, 33, 64, 96, 1000, 4096 + 32 };
-static const size_t sizes_blk[] = { 32, 64, 96, 4096 + 32 };
+static const size_t sizes_q0[] = { 32, 64, 96, 4096 + 32 };
+static const size_t sizes_k[] = { 256, 512, 768, 4096 + 256 };
 
-#define MAX_N (4096 + 32)
+#define MAX_N (4096 + 256)
+#define MAX_ROW_BYTES (MAX_N * 4)   /* F32 is the widest format, Q8_K included */
 
 /* xorshift64*: deterministic and independent of libc's rand. */
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
@@ -44,9 +48,24 @@ static void fill_f(float *v, size_t n, float scale)
 		v[i] = scale * rng_f();
 }
 
+static int is_k_type(uint32_t t)
+{
+	return t == GGML_TYPE_Q4_K || t == GGML_TYPE_Q5_K || t == GGML_TYPE_Q6_K;
+}
+
 static int is_block_type(uint32_t t)
 {
-	return t == GGML_TYPE_Q8_0 || t == GGML_TYPE_Q4_0;
+	return t == GGML_TYPE_Q8_0 || t == GGML_TYPE_Q4_0 || is_k_type(t);
+}
+
+/* The activation format each weight type is expected to use. */
+static uint32_t expected_act(uint32_t t)
+{
+	if (t == GGML_TYPE_Q8_0 || t == GGML_TYPE_Q4_0)
+		return GGML_TYPE_Q8_0;
+	if (is_k_type(t))
+		return GGML_TYPE_Q8_K;
+	return GGML_TYPE_F32;
 }
 
 static size_t row_bytes(uint32_t t, size_t n)
@@ -58,28 +77,52 @@ static size_t row_bytes(uint32_t t, size_t n)
 	return (size_t)b;
 }
 
+/* A random finite f16 of magnitude in [lo, lo + span), positive or (when sign) either sign. */
+static uint16_t rand_f16(float lo, float span, int sign)
+{
+	uint16_t d = ms_f32_to_f16(lo + span * fabsf(rng_f()));
+
+	if (sign && (rng_u64() & 1))
+		d |= 0x8000;
+	return d;
+}
+
+static void put_f16(uint8_t *p, uint16_t v)
+{
+	memcpy(p, &v, 2);
+}
+
 /*
  * Fills a weight row of n elements of type t. raw=0: random floats through
  * quantize_row (the realistic path); raw=1 for block types: random bytes
- * and a random signed f16 scale, which also reaches q = -128 and every
- * nibble.
+ * with random finite f16 scales, which also reaches q = -128, every nibble
+ * and every 6-bit scale/min (and negative Q6_K scales down to -128).
  */
 static int make_weights(uint32_t t, size_t n, void *dst, int raw)
 {
-	float tmp[MAX_N];
+	static float tmp[MAX_N];
 
 	if (raw && is_block_type(t)) {
-		size_t bs = t == GGML_TYPE_Q8_0 ? sizeof(struct block_q8_0) : sizeof(struct block_q4_0);
+		const struct ggml_type_info *ti = ggml_type_get(t);
 		uint8_t *p = dst;
 
-		for (size_t b = 0; b < n / 32; b++, p += bs) {
-			uint16_t d = ms_f32_to_f16(0.001f + 0.05f * fabsf(rng_f()));
-
-			if (rng_u64() & 1)
-				d |= 0x8000;
-			memcpy(p, &d, 2);
-			for (size_t j = 2; j < bs; j++)
+		for (size_t b = 0; b < n / ti->blck; b++, p += ti->bytes) {
+			for (size_t j = 0; j < ti->bytes; j++)
 				p[j] = (uint8_t)rng_u64();
+			switch (t) {
+			case GGML_TYPE_Q8_0:
+			case GGML_TYPE_Q4_0:
+				put_f16(p, rand_f16(0.001f, 0.05f, 1));
+				break;
+			case GGML_TYPE_Q4_K:
+			case GGML_TYPE_Q5_K:
+				put_f16(p, rand_f16(0.0001f, 0.005f, 1));
+				put_f16(p + 2, rand_f16(0.0001f, 0.005f, 1));
+				break;
+			case GGML_TYPE_Q6_K:
+				put_f16(p + 208, rand_f16(0.0001f, 0.005f, 1));
+				break;
+			}
 		}
 		return 0;
 	}
@@ -87,23 +130,19 @@ static int make_weights(uint32_t t, size_t n, void *dst, int raw)
 	return quantize_row(t, tmp, dst, n);
 }
 
-/* Double-precision reference from dequantize_row: sum w*x and sum |w*x|. */
-static int ref_dot(uint32_t t, size_t n, const void *w, const float *x, double *dot, double *mag)
+/* Double-precision sum w*x and sum |w*x| over n floats. */
+static void ref_dot(size_t n, const float *w, const float *x, double *dot, double *mag)
 {
-	float wf[MAX_N];
 	double s = 0.0, m = 0.0;
 
-	if (dequantize_row(t, w, wf, n))
-		return -1;
 	for (size_t i = 0; i < n; i++) {
-		double p = (double)wf[i] * (double)x[i];
+		double p = (double)w[i] * (double)x[i];
 
 		s += p;
 		m += fabs(p);
 	}
 	*dot = s;
 	*mag = m;
-	return 0;
 }
 
 /* |a - b| within rel of the magnitude (plus a denormal-sized floor). */
@@ -112,46 +151,245 @@ static int close_to(double a, double b, double mag, double rel)
 	return fabs(a - b) <= rel * mag + 1e-30;
 }
 
+/*
+ * A priori bound on |sum w*(xq - x)| from quantizing the activations: per
+ * block of the activation format, |xq - x| <= half a step d = amax/127,
+ * plus for Q8_0 the f16 rounding of d times |q| <= 127 (2^-11 relative):
+ * 0.5 + 127 * 2^-11 < 0.563. Computed from x, not from the quantized row,
+ * so a conversion with a wrong scale fails.
+ */
+static double act_quant_bound(uint32_t act, size_t n, const float *w, const float *x)
+{
+	const size_t blk = act == GGML_TYPE_Q8_0 ? 32 : 256;
+	const double k = act == GGML_TYPE_Q8_0 ? 0.563 : 0.501;
+	double bound = 0.0;
+
+	for (size_t b = 0; b < n; b += blk) {
+		double amax = 0.0, wsum = 0.0;
+
+		for (size_t i = b; i < b + blk; i++) {
+			amax = fmax(amax, fabs((double)x[i]));
+			wsum += fabs((double)w[i]);
+		}
+		bound += k * amax / 127.0 * wsum;
+	}
+	return bound;
+}
+
+/* Q8_K structural checks: |q| <= 127 and bsums are the sums of 16. */
+static int q8k_consistent(const void *row, size_t n)
+{
+	const struct block_q8_K *b = row;
+
+	for (size_t i = 0; i < n / QK_K; i++)
+		for (int j = 0; j < QK_K / 16; j++) {
+			int s = 0;
+
+			for (int l = 0; l < 16; l++) {
+				if (b[i].qs[16 * j + l] < -127)
+					return 0;
+				s += b[i].qs[16 * j + l];
+			}
+			if (s != b[i].bsums[j])
+				return 0;
+		}
+	return 1;
+}
+
+static const size_t *sizes_for(uint32_t t, size_t *count)
+{
+	if (is_k_type(t)) {
+		*count = sizeof(sizes_k) / sizeof(sizes_k[0]);
+		return sizes_k;
+	}
+	if (is_block_type(t)) {
+		*count = sizeof(sizes_q0) / sizeof(sizes_q0[0]);
+		return sizes_q0;
+	}
+	*count = sizeof(sizes_any) / sizeof(sizes_any[0]);
+	return sizes_any;
+}
+
+/* Largest relative twin difference seen per type, reported once per table. */
+static double worst_twin[MS_TYPE_SLOTS];
+
 static void test_dot_type(const struct ms_kernels *k, const struct ms_kernels *gen, uint32_t t)
 {
-	static unsigned char w[MAX_N * 4];
-	static float x[MAX_N];
-	const size_t *sizes = is_block_type(t) ? sizes_blk : sizes_any;
-	size_t nsizes = is_block_type(t) ? sizeof(sizes_blk) / sizeof(sizes_blk[0])
-					 : sizeof(sizes_any) / sizeof(sizes_any[0]);
+	static unsigned char w[MAX_ROW_BYTES], xa[MAX_ROW_BYTES], xg[MAX_ROW_BYTES];
+	static float x[MAX_N], wf[MAX_N], xq[MAX_N];
+	const struct ms_type_kernels *tk = &k->type[t];
 	const char *tn = ggml_type_name(t);
+	const uint32_t act = expected_act(t);
+	size_t nsizes;
+	const size_t *sizes = sizes_for(t, &nsizes);
 
-	if (!ok(k->type[t].dot != NULL, "%s: %s dot present", k->name, tn))
+	if (!ok(tk->dot != NULL, "%s: %s dot present", k->name, tn))
 		return;
-	ok(k->type[t].act_type == GGML_TYPE_F32 && !k->type[t].act_conv,
-	   "%s: %s activations are F32", k->name, tn);
+	if (!ok(tk->act_type == act && (act == GGML_TYPE_F32) == (tk->act_conv == NULL),
+		"%s: %s activations are %s", k->name, tn, ggml_type_name(act)))
+		return;
 
 	for (int raw = 0; raw <= (is_block_type(t) ? 1 : 0); raw++) {
 		for (size_t si = 0; si < nsizes; si++) {
-			size_t n = sizes[si];
-			double ref, mag;
-			float got, twin;
-			int good = 1, r;
+			const size_t n = sizes[si];
+			const char *rs = raw ? " (raw blocks)" : "";
+			double ref, mag, reff, magf;
+			float got;
+			int r;
 
 			r = make_weights(t, n, w, raw);
 			fill_f(x, n, 1.0f);
-			if (r || ref_dot(t, n, w, x, &ref, &mag)) {
-				ok(0, "%s: %s n=%zu: quantize/dequantize failed", k->name, tn, n);
+			if (r || dequantize_row(t, w, wf, n)) {
+				ok(0, "%s: %s n=%zu: quantize/dequantize of weights failed", k->name, tn, n);
 				continue;
 			}
-			got = k->type[t].dot(n, w, x);
-			if (!close_to((double)got, ref, mag, 1e-5)) {
-				good = 0;
+			if (tk->act_conv) {
+				size_t ab = row_bytes(act, n);
+
+				tk->act_conv(n, x, xa);
+				if (k != gen) {
+					gen->type[t].act_conv(n, x, xg);
+					ok(!memcmp(xa, xg, ab), "%s: %s n=%zu%s: activation bytes equal generic's",
+					   k->name, tn, n, rs);
+				}
+				if (act == GGML_TYPE_Q8_0) {
+					quantize_row(GGML_TYPE_Q8_0, x, xg, n);
+					ok(!memcmp(xa, xg, ab), "%s: %s n=%zu%s: activations equal quantize_row Q8_0",
+					   k->name, tn, n, rs);
+				} else {
+					ok(q8k_consistent(xa, n), "%s: %s n=%zu%s: Q8_K |q| <= 127 and bsums",
+					   k->name, tn, n, rs);
+				}
+				if (dequantize_row(act, xa, xq, n)) {
+					ok(0, "%s: dequantize_row(%s) failed", k->name, ggml_type_name(act));
+					continue;
+				}
+			} else {
+				memcpy(xa, x, n * sizeof(float));
+				memcpy(xq, x, n * sizeof(float));
+			}
+
+			/* (b) against the exact dot of what the kernel was given */
+			got = tk->dot(n, w, xa);
+			ref_dot(n, wf, xq, &ref, &mag);
+			if (!ok(close_to((double)got, ref, mag, 1e-5),
+				"%s: %s dot n=%zu%s matches double reference of dequantized rows",
+				k->name, tn, n, rs))
 				diag("got %.9g ref %.9g mag %.9g", (double)got, ref, mag);
-			}
-			ok(good, "%s: %s dot n=%zu%s matches double reference", k->name, tn, n,
-			   raw ? " (raw blocks)" : "");
+
+			/* (a) the generic twin on the same bytes */
 			if (k != gen) {
-				twin = gen->type[t].dot(n, w, x);
-				ok(close_to((double)got, (double)twin, mag, 2e-5),
-				   "%s: %s dot n=%zu%s matches generic twin (%.9g vs %.9g)", k->name, tn, n,
-				   raw ? " (raw blocks)" : "", (double)got, (double)twin);
+				float twin = gen->type[t].dot(n, w, xa);
+				double rel = fabs((double)got - (double)twin) / (mag + 1e-30);
+				double tol = tk->act_conv ? 2e-6 : 2e-5;
+
+				if (rel > worst_twin[t])
+					worst_twin[t] = rel;
+				ok(rel <= tol, "%s: %s dot n=%zu%s matches generic twin (%.9g vs %.9g)",
+				   k->name, tn, n, rs, (double)got, (double)twin);
 			}
+
+			/* the batched form: bit-identical to dot per token, writes only its outputs */
+			if (tk->dot_x4) {
+				static unsigned char xa4[MS_DOT_TOKS * MAX_ROW_BYTES];
+				static float x4f[MAX_N];
+				float out[3 * MS_DOT_TOKS], one;
+				size_t ab = tk->act_conv ? row_bytes(act, n) : n * sizeof(float);
+				int same = 1;
+
+				for (int tt = 0; tt < MS_DOT_TOKS; tt++) {
+					fill_f(x4f, n, 1.0f + (float)tt);
+					if (tk->act_conv)
+						tk->act_conv(n, x4f, xa4 + tt * ab);
+					else
+						memcpy(xa4 + tt * ab, x4f, ab);
+				}
+				for (int j = 0; j < 3 * MS_DOT_TOKS; j++)
+					out[j] = -12345.0f;
+				tk->dot_x4(n, w, xa4, ab, out, 3);
+				for (int tt = 0; tt < MS_DOT_TOKS; tt++) {
+					one = tk->dot(n, w, xa4 + tt * ab);
+					if (memcmp(&one, &out[3 * tt], sizeof(one)) || out[3 * tt + 1] != -12345.0f ||
+					    out[3 * tt + 2] != -12345.0f) {
+						same = 0;
+						diag("token %d: %.9g vs %.9g", tt, (double)out[3 * tt], (double)one);
+					}
+				}
+				ok(same, "%s: %s dot_x4 n=%zu%s bit-identical to dot per token", k->name, tn, n, rs);
+			}
+
+			/* (c) against the float activations: only their quantization error */
+			if (tk->act_conv) {
+				double bound;
+
+				ref_dot(n, wf, x, &reff, &magf);
+				bound = act_quant_bound(act, n, wf, x) + 1e-5 * magf;
+				if (!ok(fabs((double)got - reff) <= bound,
+					"%s: %s dot n=%zu%s within activation quantization error of float dot",
+					k->name, tn, n, rs))
+					diag("got %.9g float ref %.9g bound %.3g", (double)got, reff, bound);
+			}
+		}
+	}
+}
+
+/*
+ * Activation conversion edge cases, each table against the generic bytes:
+ * zero blocks, ties at .5 (Q8_0 rounds them away from zero, Q8_K to even),
+ * magnitudes below MS_Q8K_MIN_AMAX, and non-finite values.
+ */
+static void test_act_edges(const struct ms_kernels *k, const struct ms_kernels *gen)
+{
+	static float x[1024];
+	static unsigned char a[1024 * 2], g[1024 * 2];
+	static const uint32_t acts[][2] = {
+		{ GGML_TYPE_Q8_0, GGML_TYPE_Q8_0 }, { GGML_TYPE_Q4_K, GGML_TYPE_Q8_K },
+	};
+
+	for (size_t ai = 0; ai < 2; ai++) {
+		const uint32_t wt = acts[ai][0], act = acts[ai][1];
+		const size_t ab = row_bytes(act, 1024);
+		const char *an = ggml_type_name(act);
+
+		if (!k->type[wt].act_conv || !gen->type[wt].act_conv) {
+			ok(0, "%s: no %s conversion", k->name, an);
+			continue;
+		}
+		/* block 0..255 (and each 32 of it): ties; amax 127 makes the step exactly 1 */
+		for (size_t i = 0; i < 256; i++)
+			x[i] = (float)((int)(i % 16) - 8) + 0.5f;
+		for (size_t i = 0; i < 256; i += 32)
+			x[i] = 127.0f;
+		/* block 256..511: zero; 512..767: tiny; 768..1023: random then a NaN and an inf */
+		memset(x + 256, 0, 256 * sizeof(float));
+		for (size_t i = 512; i < 768; i++)
+			x[i] = 1e-31f * rng_f();
+		fill_f(x + 768, 256, 3.0f);
+		x[800] = NAN;
+		x[1000] = INFINITY;
+
+		k->type[wt].act_conv(1024, x, a);
+		gen->type[wt].act_conv(1024, x, g);
+		ok(!memcmp(a, g, ab), "%s: %s conversion of ties/zero/tiny/non-finite equals generic",
+		   k->name, an);
+		if (act == GGML_TYPE_Q8_0) {
+			const struct block_q8_0 *b = (const void *)a;
+
+			/* x = -7.5 (i=16), -6.5 (i=17), 0.5 (i=8): away from zero */
+			ok(b[0].qs[16] == -8 && b[0].qs[17] == -7 && b[0].qs[8] == 1,
+			   "%s: Q8_0 ties round away from zero (%d %d %d)", k->name, b[0].qs[16], b[0].qs[17],
+			   b[0].qs[8]);
+			quantize_row(GGML_TYPE_Q8_0, x, g, 1024);
+			ok(!memcmp(a, g, ab), "%s: Q8_0 edge cases equal quantize_row", k->name);
+		} else {
+			const struct block_q8_K *b = (const void *)a;
+
+			/* -7.5 -> -8, -6.5 -> -6, 0.5 -> 0: to even */
+			ok(b[0].qs[16] == -8 && b[0].qs[17] == -6 && b[0].qs[8] == 0 && b[0].d == 1.0f,
+			   "%s: Q8_K ties round to even (%d %d %d, d %g)", k->name, b[0].qs[16], b[0].qs[17],
+			   b[0].qs[8], (double)b[0].d);
+			ok(b[1].d == 0.0f && b[2].d == 0.0f && isnan(b[3].d) && q8k_consistent(a, 1024),
+			   "%s: Q8_K zero and tiny blocks are 0, a non-finite block has d = NaN", k->name);
 		}
 	}
 }
@@ -208,45 +446,63 @@ static void test_f32_helpers(const struct ms_kernels *k, const struct ms_kernels
 }
 
 /*
- * ms_matmul against a naive loop over the same table's dot: the driver must
- * give bit-identical results (same kernel per output), for 1 and 2 threads.
+ * ms_matmul against a naive loop over the same table (act_conv of each
+ * token, then dot per output): the driver must give bit-identical results,
+ * for 1 and 2 threads. cols = 2304 has activation conversion split into
+ * pieces with a short last one; rows = 150 with one token is the smallest
+ * case here that runs in parallel.
  */
 static void test_matmul(const struct ms_kernels *k, uint32_t t)
 {
-	static const size_t rows_list[] = { 5, 37, 75 };
-	static const size_t cols_list[] = { 32, 1024 };
+	static const size_t rows_list[] = { 5, 37, 150 };
+	static const size_t cols_list[] = { 32, 256, 2304 };
 	static const size_t ntok_list[] = { 1, 3, 17 };
+	const struct ms_type_kernels *tk = &k->type[t];
 	const char *tn = ggml_type_name(t);
 
-	for (size_t ci = 0; ci < 2; ci++) {
+	if (!tk->dot)
+		return;
+	for (size_t ci = 0; ci < 3; ci++) {
 		size_t cols = cols_list[ci], rb = row_bytes(t, cols);
+		size_t arow = tk->act_conv ? row_bytes(tk->act_type, cols) : cols * sizeof(float);
 
+		if (!rb)
+			continue;   /* 32 columns: not a K-quant row */
 		for (size_t ri = 0; ri < 3; ri++) {
 			size_t rows = rows_list[ri];
 			/* pad each row by 16 bytes: row_bytes larger than the data is allowed */
 			size_t stride = rb + 16;
 			unsigned char *w = calloc(rows, stride);
 			float *x = malloc(17 * cols * sizeof(float));
+			unsigned char *xa = malloc(17 * arow);
 			float *ref = malloc(17 * rows * sizeof(float));
 			float *y1 = malloc(17 * rows * sizeof(float));
 			float *y2 = malloc(17 * rows * sizeof(float));
 
-			if (!w || !x || !ref || !y1 || !y2) {
+			if (!w || !x || !xa || !ref || !y1 || !y2) {
 				ok(0, "out of memory");
 				goto next;
 			}
 			for (size_t r = 0; r < rows; r++)
 				make_weights(t, cols, w + r * stride, 0);
 			fill_f(x, 17 * cols, 1.0f);
+			for (size_t tok = 0; tok < 17; tok++) {
+				if (tk->act_conv)
+					tk->act_conv(cols, x + tok * cols, xa + tok * arow);
+				else
+					memcpy(xa + tok * arow, x + tok * cols, arow);
+			}
 			for (size_t ti = 0; ti < 3; ti++) {
 				size_t nt = ntok_list[ti];
 				size_t sb = ms_matmul_scratch_bytes(k, t, cols, nt);
 				void *scratch = sb ? malloc(sb) : NULL;
 				int r1, r2;
 
+				ok(sb == (tk->act_conv ? nt * arow : 0), "%s: %s scratch for cols=%zu n_tok=%zu",
+				   k->name, tn, cols, nt);
 				for (size_t tok = 0; tok < nt; tok++)
 					for (size_t r = 0; r < rows; r++)
-						ref[tok * rows + r] = k->type[t].dot(cols, w + r * stride, x + tok * cols);
+						ref[tok * rows + r] = tk->dot(cols, w + r * stride, xa + tok * arow);
 				memset(y1, 0xff, nt * rows * sizeof(float));
 				memset(y2, 0xff, nt * rows * sizeof(float));
 				omp_set_num_threads(1);
@@ -263,6 +519,7 @@ static void test_matmul(const struct ms_kernels *k, uint32_t t)
 next:
 			free(w);
 			free(x);
+			free(xa);
 			free(ref);
 			free(y1);
 			free(y2);
@@ -274,7 +531,7 @@ static void test_api(void)
 {
 	enum ms_isa isa = MS_ISA_COUNT;
 	const struct ms_kernels *g = ms_kernels_get(MS_ISA_GENERIC);
-	float x[32] = { 0 }, y[4];
+	float x[256] = { 0 }, y[4];
 	unsigned char w[4 * 144] = { 0 };
 
 	ok(ms_isa_parse("generic", &isa) == 0 && isa == MS_ISA_GENERIC, "parse generic");
@@ -302,39 +559,52 @@ static void test_api(void)
 	if (!g)
 		return;
 
-	ok(g->type[GGML_TYPE_Q4_K].dot == NULL, "generic has no Q4_K dot (yet)");
-	ok(ms_matmul(g, GGML_TYPE_Q4_K, w, 144, 1, 256, x, 1, y, NULL) == -EINVAL,
+	ok(g->type[GGML_TYPE_Q2_K].dot == NULL, "generic has no Q2_K dot");
+	ok(ms_matmul(g, GGML_TYPE_Q2_K, w, 84, 1, 256, x, 1, y, NULL) == -EINVAL,
 	   "matmul with unsupported type: -EINVAL");
 	ok(ms_matmul(g, 99, w, 144, 1, 32, x, 1, y, NULL) == -EINVAL,
 	   "matmul with out-of-range type: -EINVAL");
-	ok(ms_matmul(g, GGML_TYPE_Q8_0, w, 34, 1, 48, x, 1, y, NULL) == -EINVAL,
+	ok(ms_matmul(g, GGML_TYPE_F16, w, 96, 1, 48, x, 1, y, NULL) == 0,
+	   "matmul F16 with 48 columns (no blocks): 0");
+	ok(ms_matmul(g, GGML_TYPE_Q8_0, w, 34, 1, 48, x, 1, y, w) == -EINVAL,
 	   "matmul with cols not a block multiple: -EINVAL");
-	ok(ms_matmul(g, GGML_TYPE_Q8_0, w, 33, 1, 32, x, 1, y, NULL) == -EINVAL,
+	ok(ms_matmul(g, GGML_TYPE_Q4_K, w, 144, 1, 128, x, 1, y, w) == -EINVAL,
+	   "matmul Q4_K with 128 columns: -EINVAL");
+	ok(ms_matmul(g, GGML_TYPE_Q8_0, w, 33, 1, 32, x, 1, y, w) == -EINVAL,
 	   "matmul with row_bytes too small: -EINVAL");
-	ok(ms_matmul_scratch_bytes(g, GGML_TYPE_Q8_0, 4096, 8) == 0, "F32 activations need no scratch");
+	ok(ms_matmul(g, GGML_TYPE_Q8_0, w, 34, 1, 32, x, 1, y, NULL) == -EINVAL,
+	   "matmul needing activation scratch without it: -EINVAL");
+	ok(ms_matmul_scratch_bytes(g, GGML_TYPE_F16, 4096, 8) == 0, "F16 (float activations) needs no scratch");
+	ok(ms_matmul_scratch_bytes(g, GGML_TYPE_Q4_0, 4096, 8) == 8 * 128 * 34,
+	   "Q4_0 scratch: 8 rows of Q8_0");
+	ok(ms_matmul_scratch_bytes(g, GGML_TYPE_Q6_K, 4096, 8) == 8 * 16 * 292,
+	   "Q6_K scratch: 8 rows of Q8_K");
 }
 
 int main(void)
 {
 	const struct ms_kernels *gen = ms_kernels_get(MS_ISA_GENERIC);
-	const struct ms_kernels *tables[MS_ISA_COUNT];
 
 	test_api();
 	if (!gen)
 		return done_testing();
 	diag("best isa: %s", ms_isa_name(ms_cpu_best_isa()));
-	for (int i = 0; i < MS_ISA_COUNT; i++)
-		tables[i] = ms_kernels_get((enum ms_isa)i);
 
 	for (int i = 0; i < MS_ISA_COUNT; i++) {
-		const struct ms_kernels *k = tables[i];
+		const struct ms_kernels *k = ms_kernels_get((enum ms_isa)i);
 
 		if (!k) {
 			skip("%s kernels: not supported by this CPU or build", ms_isa_name((enum ms_isa)i));
 			continue;
 		}
+		memset(worst_twin, 0, sizeof(worst_twin));
 		for (size_t ti = 0; ti < N_TYPES; ti++)
 			test_dot_type(k, gen, types[ti]);
+		if (k != gen)
+			for (size_t ti = 0; ti < N_TYPES; ti++)
+				diag("%s: %s worst twin difference %.3g of sum|w*x|", k->name,
+				     ggml_type_name(types[ti]), worst_twin[types[ti]]);
+		test_act_edges(k, gen);
 		test_f32_helpers(k, gen);
 		for (size_t ti = 0; ti < N_TYPES; ti++)
 			test_matmul(k, types[ti]);
