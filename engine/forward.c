@@ -108,8 +108,22 @@ int ms_kv_create(const struct ms_model *m, uint32_t n_ctx, uint32_t window, uint
 	kv->type = type;
 	kv->elt = kv_elt(type);
 	n = (size_t)kv->n_layers * kv->n_slots * kv->kv_dim;
-	kv->k = malloc(n * kv->elt);
-	kv->v = malloc(n * kv->elt);
+	/*
+	 * Decode reads the whole window of every layer each step: the same
+	 * page kind as the weights (huge pages when they got them) spares the
+	 * TLB the same way. Falls back quietly; the cache is not locked.
+	 */
+	{
+		struct ms_arena_opts ao = { .policy = m->page_policy };
+		int r = ms_arena_create(2 * n * kv->elt + 128, &ao, &kv->mem, err);
+
+		if (r < 0) {
+			free(kv);
+			return r;
+		}
+	}
+	kv->k = ms_arena_alloc(kv->mem, n * kv->elt, 64);
+	kv->v = ms_arena_alloc(kv->mem, n * kv->elt, 64);
 	if (!kv->k || !kv->v) {
 		ms_kv_free(kv);
 		return ms_errf(err, -ENOMEM, "out of memory for a KV cache of %zu bytes",
@@ -151,8 +165,7 @@ void ms_kv_free(struct ms_kv *kv)
 {
 	if (!kv)
 		return;
-	free(kv->k);
-	free(kv->v);
+	ms_arena_destroy(kv->mem);
 	free(kv);
 }
 

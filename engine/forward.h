@@ -29,6 +29,7 @@ struct ms_kv {
 	uint32_t pos;        /* tokens already in the cache = next position */
 	void *k;             /* [n_layers][n_slots][kv_dim] of type */
 	void *v;             /* [n_layers][n_slots][kv_dim] of type */
+	struct ms_arena *mem;   /* k and v, in the pages the model's weights asked for */
 };
 
 /* window: 0 = none; otherwise the attention window in tokens. type: F16 or F32. */

@@ -425,6 +425,7 @@ int ms_model_load(const char *path, const struct ms_load_opts *opts,
 		goto fail;
 	for (size_t i = 0; i < ld.n; i++)
 		arena_bytes += align_up(ld.w[i].src->nbytes, TENSOR_ALIGN);
+	m->page_policy = opts->arena.policy;
 	if ((r = ms_arena_create(arena_bytes, &opts->arena, &m->arena, err)) < 0)
 		goto fail;
 	if (g->mapped)

@@ -71,6 +71,7 @@ struct ms_model {
 	struct ms_layer *layers;     /* [n_layers] */
 	struct ms_tokenizer *tok;
 	struct ms_arena *arena;      /* owns every weight byte */
+	enum ms_page_policy page_policy;  /* what the weights asked for; KV caches ask for the same */
 	uint64_t weight_bytes;       /* bytes of all tensors */
 	uint32_t types_seen[32];     /* count of tensors per ggml type id */
 };
