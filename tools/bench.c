@@ -1,0 +1,1063 @@
+/* mistral-bench: measures load, prompt and decode speed of a GGUF model in this process, next to the machine's own read bandwidth. */
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <omp.h>
+#include <spawn.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "arena.h"
+#include "forward.h"
+#include "kernels.h"
+#include "model.h"
+#include "quant.h"
+
+#define PROG "mistral-bench"
+
+#define MAX_PROMPTS 8
+#define MAX_REPEAT 100
+#define SHORT_PROMPT 8          /* tokens evaluated before the short-context decode */
+#define CTX_SLACK 64            /* positions past long + gen, so the cache never runs full */
+#define BW_PASSES 5
+#define BW_MIN_BYTES ((size_t)256 << 20)   /* well past any L3 this code will meet */
+
+extern char **environ;
+
+enum variant { V_MHA, V_GQA, V_MQA, V_COUNT };
+static const char *const variant_name[V_COUNT] = { "mha", "gqa", "mqa" };
+
+struct opts {
+	const char *model;
+	const char *isa;
+	const char *vocab_from;
+	const char *type;        /* --attention weight type, passed to mistral-mkmodel */
+	long threads;
+	long gen;
+	long long_ctx;           /* cached positions for the long-context decode */
+	long repeat;
+	long batch;
+	long bw_mib;
+	long prompts[MAX_PROMPTS];
+	size_t n_prompts;
+	uint32_t kv_type;
+	bool json, mlock, quick, repeat_set, gen_set, keep;
+	enum ms_page_policy pages;
+	/* --attention */
+	bool attention;
+	bool variants[V_COUNT];
+	long dim, layers, heads, ffn;
+};
+
+/* Everything one model's run measured; medians over the repeats. */
+struct result {
+	char name[128];
+	char path[PATH_MAX];
+	char types[256];               /* "Q8_0 x 224, F32 x 65" */
+	const char *weight_type;       /* the type holding most matrix bytes */
+	const char *page_kind;
+	char page_note[256];
+	bool locked;
+	const char *isa;
+	long threads;
+	struct ms_hparams hp;
+	uint32_t window;
+	uint64_t weight_bytes;         /* every tensor */
+	uint64_t bytes_per_token;      /* every matrix one decode token reads */
+	const char *kv_type;
+	size_t kv_bytes_per_token;
+	size_t kv_bytes_long;          /* cache of one sequence holding long_ctx positions */
+	uint32_t long_keys;            /* keys one query attends to in the long decode */
+	double load_s;
+	double pp_tps[MAX_PROMPTS];
+	bool pp_done[MAX_PROMPTS];
+	double tg_tps, tg_long_tps;
+	double measured_gbps, achieved_gbps, ratio;
+	size_t bw_bytes;
+	/* every repeat, for the spread */
+	double pp_runs[MAX_PROMPTS][MAX_REPEAT];
+	double tg_runs[MAX_REPEAT], tg_long_runs[MAX_REPEAT], bw_runs[MAX_REPEAT];
+	double ratio_runs[MAX_REPEAT];  /* each run's own achieved / measured */
+	long n_runs;
+};
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+"Usage: " PROG " -m MODEL [options]\n"
+"       " PROG " --attention mha,gqa,mqa --vocab-from GGUF [shape options] [options]\n"
+"\n"
+"Measures a GGUF model in this process: load time, prompt processing (tok/s)\n"
+"for each --prompt size, decode tok/s at short context and with --ctx tokens\n"
+"cached, weight bytes read per decode token, the GB/s that achieves, the\n"
+"machine's own read bandwidth measured next to each decode run, and the ratio.\n"
+"Figures are medians of --repeat runs. Nothing is asserted.\n"
+"\n"
+"  -m, --model FILE         GGUF model\n"
+"  -t, --threads N          OpenMP threads (default: online CPUs)\n"
+"      --isa NAME           kernel set: generic, avx2, ... or auto (default auto\n"
+"                           or $MISTRAL_ISA)\n"
+"      --pages hugetlb|thp|none  weight memory (default thp)\n"
+"      --mlock              lock the weights in memory\n"
+"      --json               print one JSON object instead of the table\n"
+"      --prompt N[,N...]    prompt sizes in tokens (default 64,512)\n"
+"      --gen N              decode tokens timed per run (default 16)\n"
+"      --ctx N              cached positions for the long-context decode (default\n"
+"                           4096); they are filled with random keys and values,\n"
+"                           not prefilled\n"
+"      --repeat R           runs per figure; the median is reported (default 3)\n"
+"      --batch N            prompt tokens per evaluation chunk (default 512)\n"
+"      --kv-type f16|f32    KV cache element type (default f16)\n"
+"      --bw-mib N           read-bandwidth buffer in MiB (default 2048, less when\n"
+"                           memory is short)\n"
+"      --quick              one run, 8 decode tokens, prompts above 64 skipped,\n"
+"                           a 256 MiB bandwidth buffer\n"
+"\n"
+"  --attention LIST         instead of -m: write same-size random models that\n"
+"                           differ only in key/value heads (LIST: mha, gqa, mqa\n"
+"                           or all, comma-separated) with mistral-mkmodel (next\n"
+"                           to this program or $MKMODEL) into $TMPDIR, and show\n"
+"                           KV-cache bytes and decode speed side by side\n"
+"      --vocab-from GGUF    tokenizer for those models (required)\n"
+"      --dim N --layers N --heads N --ffn N  shape (default 1024, 8, 16, 2816;\n"
+"                           kv heads: heads, heads/4, 1)\n"
+"      --type TYPE          their matrix type (default Q8_0)\n"
+"      --keep               leave the written models in place and name them\n"
+"\n"
+"  -h, --help               this text\n"
+"  -V, --version            version\n"
+"\n"
+"Exit status: 0 measured, 1 failure, 2 bad usage.\n");
+}
+
+__attribute__((format(printf, 1, 2), noreturn))
+static void die_usage(const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, PROG ": ");
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "\nTry '" PROG " --help'.\n");
+	exit(2);
+}
+
+static long arg_long(const char *opt, const char *s, long lo, long hi)
+{
+	char *end;
+	long v;
+
+	errno = 0;
+	v = strtol(s, &end, 10);
+	if (errno || end == s || *end || v < lo || v > hi)
+		die_usage("bad %s '%s' (an integer from %ld to %ld)", opt, s, lo, hi);
+	return v;
+}
+
+static void parse_prompts(const char *s, struct opts *o)
+{
+	char buf[256], *save = NULL, *tok;
+
+	if (strlen(s) >= sizeof(buf))
+		die_usage("--prompt list too long");
+	strcpy(buf, s);
+	o->n_prompts = 0;
+	for (tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+		if (o->n_prompts == MAX_PROMPTS)
+			die_usage("at most %d --prompt sizes", MAX_PROMPTS);
+		o->prompts[o->n_prompts++] = arg_long("--prompt size", tok, 1, 65536);
+	}
+	if (!o->n_prompts)
+		die_usage("empty --prompt list");
+}
+
+static void parse_variants(const char *s, struct opts *o)
+{
+	char buf[64], *save = NULL, *tok;
+
+	if (strlen(s) >= sizeof(buf))
+		die_usage("bad --attention '%s' (mha, gqa, mqa or all, comma-separated)", s);
+	strcpy(buf, s);
+	for (tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+		bool found = false;
+
+		if (!strcmp(tok, "all")) {
+			for (int v = 0; v < V_COUNT; v++)
+				o->variants[v] = true;
+			continue;
+		}
+		for (int v = 0; v < V_COUNT; v++) {
+			if (!strcmp(tok, variant_name[v])) {
+				o->variants[v] = true;
+				found = true;
+			}
+		}
+		if (!found)
+			die_usage("bad --attention '%s' (mha, gqa, mqa or all, comma-separated)", s);
+	}
+	o->attention = true;
+}
+
+enum {
+	O_ISA = 256, O_PAGES, O_MLOCK, O_JSON, O_ATTENTION, O_PROMPT, O_GEN, O_CTX, O_REPEAT,
+	O_QUICK, O_BATCH, O_BW, O_KV, O_VOCAB, O_DIM, O_LAYERS, O_HEADS, O_FFN, O_TYPE, O_KEEP,
+};
+
+static void parse_args(int argc, char **argv, struct opts *o)
+{
+	static const struct option lo[] = {
+		{ "model", required_argument, NULL, 'm' },
+		{ "threads", required_argument, NULL, 't' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ "isa", required_argument, NULL, O_ISA },
+		{ "pages", required_argument, NULL, O_PAGES },
+		{ "mlock", no_argument, NULL, O_MLOCK },
+		{ "json", no_argument, NULL, O_JSON },
+		{ "attention", required_argument, NULL, O_ATTENTION },
+		{ "prompt", required_argument, NULL, O_PROMPT },
+		{ "gen", required_argument, NULL, O_GEN },
+		{ "ctx", required_argument, NULL, O_CTX },
+		{ "repeat", required_argument, NULL, O_REPEAT },
+		{ "quick", no_argument, NULL, O_QUICK },
+		{ "batch", required_argument, NULL, O_BATCH },
+		{ "bw-mib", required_argument, NULL, O_BW },
+		{ "kv-type", required_argument, NULL, O_KV },
+		{ "vocab-from", required_argument, NULL, O_VOCAB },
+		{ "dim", required_argument, NULL, O_DIM },
+		{ "layers", required_argument, NULL, O_LAYERS },
+		{ "heads", required_argument, NULL, O_HEADS },
+		{ "ffn", required_argument, NULL, O_FFN },
+		{ "type", required_argument, NULL, O_TYPE },
+		{ "keep", no_argument, NULL, O_KEEP },
+		{ NULL, 0, NULL, 0 },
+	};
+	bool bw_set = false;
+	int c;
+
+	*o = (struct opts){
+		.gen = 16, .long_ctx = 4096, .repeat = 3, .batch = 512, .bw_mib = 2048,
+		.prompts = { 64, 512 }, .n_prompts = 2, .pages = MS_POLICY_THP,
+		.kv_type = GGML_TYPE_F16,
+		.dim = 1024, .layers = 8, .heads = 16, .ffn = 2816, .type = "Q8_0",
+	};
+	o->isa = getenv("MISTRAL_ISA");
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, ":m:t:hV", lo, NULL)) != -1) {
+		switch (c) {
+		case 'm': o->model = optarg; break;
+		case 't': o->threads = arg_long("--threads", optarg, 1, 1024); break;
+		case 'h': usage(stdout); exit(0);
+		case 'V': printf(PROG " (%s) %s\n", PACKAGE_NAME, PACKAGE_VERSION); exit(0);
+		case O_ISA: o->isa = optarg; break;
+		case O_PAGES:
+			if (ms_page_policy_parse(optarg, &o->pages) < 0)
+				die_usage("bad --pages '%s' (hugetlb, thp or none)", optarg);
+			break;
+		case O_MLOCK: o->mlock = true; break;
+		case O_JSON: o->json = true; break;
+		case O_ATTENTION: parse_variants(optarg, o); break;
+		case O_PROMPT: parse_prompts(optarg, o); break;
+		case O_GEN: o->gen = arg_long("--gen", optarg, 1, 4096); o->gen_set = true; break;
+		case O_CTX: o->long_ctx = arg_long("--ctx", optarg, 1, 1L << 20); break;
+		case O_REPEAT:
+			o->repeat = arg_long("--repeat", optarg, 1, MAX_REPEAT);
+			o->repeat_set = true;
+			break;
+		case O_QUICK: o->quick = true; break;
+		case O_BATCH: o->batch = arg_long("--batch", optarg, 1, 65536); break;
+		case O_BW: o->bw_mib = arg_long("--bw-mib", optarg, 256, 1L << 20); bw_set = true; break;
+		case O_KV:
+			if (!strcasecmp(optarg, "f16"))
+				o->kv_type = GGML_TYPE_F16;
+			else if (!strcasecmp(optarg, "f32"))
+				o->kv_type = GGML_TYPE_F32;
+			else
+				die_usage("bad --kv-type '%s' (f16 or f32)", optarg);
+			break;
+		case O_VOCAB: o->vocab_from = optarg; break;
+		case O_DIM: o->dim = arg_long("--dim", optarg, 2, 1L << 16); break;
+		case O_LAYERS: o->layers = arg_long("--layers", optarg, 1, 4096); break;
+		case O_HEADS: o->heads = arg_long("--heads", optarg, 1, 4096); break;
+		case O_FFN: o->ffn = arg_long("--ffn", optarg, 1, 1L << 20); break;
+		case O_TYPE: o->type = optarg; break;
+		case O_KEEP: o->keep = true; break;
+		case ':': die_usage("option '%s' needs an argument", argv[optind - 1]);
+		default: die_usage("unknown option '%s'", argv[optind - 1]);
+		}
+	}
+	if (optind < argc)
+		die_usage("unexpected argument '%s'", argv[optind]);
+	if (o->attention == !!o->model)
+		die_usage("give exactly one of -m MODEL and --attention LIST");
+	if (o->attention && !o->vocab_from)
+		die_usage("--attention needs --vocab-from GGUF (any GGUF with a tokenizer)");
+	if (o->attention && (o->dim % o->heads || o->heads % 4 || (o->dim / o->heads) % 2))
+		die_usage("--heads %ld must be a multiple of 4 dividing --dim %ld into an even head size",
+			  o->heads, o->dim);
+	if (o->quick) {
+		if (!o->repeat_set)
+			o->repeat = 1;
+		if (!o->gen_set)
+			o->gen = 8;
+		if (!bw_set)
+			o->bw_mib = 256;
+	}
+	if (!o->threads) {
+		long n = sysconf(_SC_NPROCESSORS_ONLN);
+
+		o->threads = n > 0 ? n : 1;
+	}
+}
+
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return (x > y) - (x < y);
+}
+
+static double median(const double *v, long n)
+{
+	double s[MAX_REPEAT];
+
+	if (n <= 0)
+		return 0;
+	memcpy(s, v, (size_t)n * sizeof(*s));
+	qsort(s, (size_t)n, sizeof(*s), cmp_double);
+	return n % 2 ? s[n / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
+}
+
+/* xorshift64*: token ids and cache contents only need to be arbitrary, not good. */
+static uint64_t rng_next(uint64_t *s)
+{
+	*s ^= *s >> 12;
+	*s ^= *s << 25;
+	*s ^= *s >> 27;
+	return *s * 0x2545f4914f6cdd1dull;
+}
+
+static void random_tokens(int32_t *t, size_t n, uint32_t vocab, uint64_t *s)
+{
+	for (size_t i = 0; i < n; i++)
+		t[i] = (int32_t)(rng_next(s) % vocab);
+}
+
+static const struct ms_kernels *pick_kernels(const char *name)
+{
+	enum ms_isa want = ms_cpu_best_isa(), best = want;
+
+	if (name && strcmp(name, "auto") && ms_isa_parse(name, &want) < 0)
+		die_usage("unknown --isa '%s'", name);
+	if (want > best) {
+		fprintf(stderr, PROG ": this CPU cannot run %s kernels; using %s\n",
+			ms_isa_name(want), ms_isa_name(best));
+		want = best;
+	}
+	return ms_kernels_get(want);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Read bandwidth                                                            */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * The buffer the bandwidth passes read. It comes from an arena with the
+ * weights' page policy, so the passes see the same TLB behaviour as the
+ * matmuls, and is written once (non-zero) so every page is really backed:
+ * reading untouched anonymous memory would hit the shared zero page and
+ * measure the cache instead.
+ */
+struct bw {
+	struct ms_arena *arena;
+	float *buf;
+	size_t n;            /* floats */
+	int passes;
+	long threads;
+	const struct ms_kernels *k;
+};
+
+/*
+ * MemAvailable, which counts the page cache the kernel can drop (after a
+ * load it holds much of the model file); 0 when unknown.
+ */
+static size_t mem_available(void)
+{
+	char line[256];
+	unsigned long long kb = 0;
+	FILE *f = fopen("/proc/meminfo", "re");
+
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f)) {
+		if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1)
+			break;
+	}
+	fclose(f);
+	return kb > SIZE_MAX / 1024 ? 0 : (size_t)kb * 1024;
+}
+
+static int bw_create(struct bw *bw, size_t want, const struct opts *o, ms_err *err)
+{
+	struct ms_arena_opts ao = { .policy = o->pages };
+	size_t avail = mem_available();
+	size_t bytes = want;
+	int r;
+
+	/* Never push the model out of memory to measure memory. */
+	if (avail && bytes > avail / 4)
+		bytes = avail / 4;
+	if (bytes < BW_MIN_BYTES)
+		bytes = BW_MIN_BYTES;
+	bytes &= ~(size_t)((64 << 10) - 1);
+	r = ms_arena_create(bytes, &ao, &bw->arena, err);
+	if (r < 0)
+		return r;
+	bw->buf = ms_arena_alloc(bw->arena, bytes, 4096);
+	if (!bw->buf) {
+		ms_arena_destroy(bw->arena);
+		return ms_errf(err, -ENOMEM, "bandwidth buffer of %zu bytes does not fit its arena", bytes);
+	}
+	bw->n = bytes / sizeof(float);
+	bw->passes = o->quick ? 3 : BW_PASSES;
+	bw->threads = o->threads;
+	/* The machine's bandwidth, not a slow kernel's: always the best table. */
+	bw->k = ms_kernels_get(ms_cpu_best_isa());
+	{
+		float *p = bw->buf;
+		const long n = (long)bw->n;
+
+#pragma omp parallel for num_threads((int)bw->threads) schedule(static)
+		for (long i = 0; i < n; i++)
+			p[i] = 1.0f;
+	}
+	return 0;
+}
+
+static void bw_free(struct bw *bw)
+{
+	ms_arena_destroy(bw->arena);
+	bw->arena = NULL;
+}
+
+/* Best of several passes, each thread reading its own contiguous share, in GB/s. */
+static double bw_measure(const struct bw *bw)
+{
+	double best = 0;
+	volatile float sink = 0;
+
+	for (int pass = 0; pass < bw->passes; pass++) {
+		float sum = 0;
+		double t0 = now_s(), dt;
+
+#pragma omp parallel num_threads((int)bw->threads) reduction(+:sum)
+		{
+			size_t nt = (size_t)omp_get_num_threads(), id = (size_t)omp_get_thread_num();
+			size_t per = (bw->n / nt) & ~(size_t)15;
+			size_t lo = id * per, len = id + 1 == nt ? bw->n - lo : per;
+			const float *p = bw->buf + lo;
+
+			sum += bw->k->dot_f32(len, p, p);
+		}
+		dt = now_s() - t0;
+		sink += sum;
+		if (dt > 0 && (double)(bw->n * sizeof(float)) / dt / 1e9 > best)
+			best = (double)(bw->n * sizeof(float)) / dt / 1e9;
+	}
+	(void)sink;
+	return best;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Model measurements                                                        */
+/* ------------------------------------------------------------------------ */
+
+static uint64_t tensor_bytes(const struct ms_tensor *t)
+{
+	return t->rows * (uint64_t)t->row_bytes;
+}
+
+/* Matrix bytes one decode token reads (the token_embd row it dequantizes is noise). */
+static void weight_stats(const struct ms_model *m, struct result *res)
+{
+	uint64_t by_type[MS_TYPE_SLOTS] = { 0 };
+	uint64_t total = 0, best = 0;
+	size_t off = 0;
+
+	for (uint32_t l = 0; l < m->hp.n_layers; l++) {
+		const struct ms_layer *L = &m->layers[l];
+		const struct ms_tensor *ts[] = {
+			&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down,
+		};
+
+		for (size_t i = 0; i < sizeof(ts) / sizeof(ts[0]); i++) {
+			total += tensor_bytes(ts[i]);
+			if (ts[i]->type < MS_TYPE_SLOTS)
+				by_type[ts[i]->type] += tensor_bytes(ts[i]);
+		}
+	}
+	total += tensor_bytes(&m->output);
+	if (m->output.type < MS_TYPE_SLOTS)
+		by_type[m->output.type] += tensor_bytes(&m->output);
+	res->bytes_per_token = total;
+	res->weight_type = "none";
+	for (uint32_t t = 0; t < MS_TYPE_SLOTS; t++) {
+		if (by_type[t] > best) {
+			best = by_type[t];
+			res->weight_type = ggml_type_name(t);
+		}
+	}
+	res->types[0] = '\0';
+	for (uint32_t t = 0; t < MS_TYPE_SLOTS; t++) {
+		int n;
+
+		if (!m->types_seen[t] || off >= sizeof(res->types))
+			continue;
+		n = snprintf(res->types + off, sizeof(res->types) - off, "%s%s x %u",
+			     off ? ", " : "", ggml_type_name(t), m->types_seen[t]);
+		if (n > 0)
+			off += (size_t)n;
+	}
+}
+
+/* Decodes gen tokens one at a time from the cache as it is; tok/s. */
+static int time_decode(struct ms_ctx *ctx, struct ms_kv *kv, long gen, uint32_t vocab,
+		       float *logits, uint64_t *rng, double *tps, ms_err *err)
+{
+	double t0 = now_s();
+	int r;
+
+	for (long i = 0; i < gen; i++) {
+		int32_t tok = (int32_t)(rng_next(rng) % vocab);
+
+		if ((r = ms_eval(ctx, kv, &tok, 1, logits, false, err)) < 0)
+			return r;
+	}
+	*tps = (double)gen / (now_s() - t0);
+	return 0;
+}
+
+/*
+ * Loads path and measures it. pp: whether to run the prompt sizes (the
+ * attention comparison only needs decode). Progress goes to stderr unless
+ * quiet, so a long 7B run shows it is alive.
+ */
+static int bench_model(const char *path, const struct opts *o, bool pp, struct result *res)
+{
+	const struct ms_kernels *k = pick_kernels(o->isa);
+	struct ms_load_opts lo = {
+		.arena = { .policy = o->pages, .mlock = o->mlock },
+		.window = MS_WINDOW_AUTO,
+	};
+	struct ms_model *m = NULL;
+	struct ms_kv *kv = NULL;
+	struct ms_ctx *ctx = NULL;
+	struct bw bw = { 0 };
+	int32_t *toks = NULL;
+	float *logits = NULL;
+	uint64_t rng = 0x853c49e6748fea9bull;
+	ms_err err = { 0 };
+	size_t max_prompt = SHORT_PROMPT;
+	uint32_t n_ctx;
+	double t0;
+	int r;
+
+	memset(res, 0, sizeof(*res));
+	snprintf(res->path, sizeof(res->path), "%s", path);
+	t0 = now_s();
+	if ((r = ms_model_load(path, &lo, NULL, NULL, &m, &err)) < 0) {
+		fprintf(stderr, PROG ": %s: %s\n", path, err.msg);
+		return r;
+	}
+	res->load_s = now_s() - t0;
+	snprintf(res->name, sizeof(res->name), "%s", m->name);
+	res->hp = m->hp;
+	res->window = m->window;
+	res->weight_bytes = m->weight_bytes;
+	res->page_kind = ms_page_kind_name(m->arena->kind);
+	snprintf(res->page_note, sizeof(res->page_note), "%s", m->arena->note);
+	res->locked = m->arena->locked;
+	res->isa = k->name;
+	res->threads = o->threads;
+	weight_stats(m, res);
+
+	if (pp) {
+		for (size_t i = 0; i < o->n_prompts; i++)
+			if (!(o->quick && o->prompts[i] > 64) && (size_t)o->prompts[i] > max_prompt)
+				max_prompt = (size_t)o->prompts[i];
+	}
+	n_ctx = (uint32_t)o->long_ctx + (uint32_t)o->gen + CTX_SLACK;
+	if (n_ctx < max_prompt + (size_t)o->gen + CTX_SLACK)
+		n_ctx = (uint32_t)(max_prompt + (size_t)o->gen + CTX_SLACK);
+	res->kv_type = ggml_type_name(o->kv_type);
+	res->kv_bytes_per_token = ms_kv_bytes(m, 1, 0, o->kv_type);
+	res->kv_bytes_long = ms_kv_bytes(m, (uint32_t)o->long_ctx, m->window, o->kv_type);
+	res->long_keys = (m->window && m->window < o->long_ctx + 1) ? m->window : (uint32_t)o->long_ctx + 1;
+
+	toks = malloc(max_prompt * sizeof(*toks));
+	logits = malloc((size_t)m->hp.vocab * sizeof(*logits));
+	if (!toks || !logits) {
+		fprintf(stderr, PROG ": out of memory\n");
+		r = -ENOMEM;
+		goto out;
+	}
+	if ((r = ms_kv_create(m, n_ctx, m->window, o->kv_type, &kv, &err)) < 0 ||
+	    (r = ms_ctx_create(m, k, (uint32_t)o->batch, (uint32_t)o->threads, &ctx, &err)) < 0 ||
+	    (r = bw_create(&bw, (size_t)o->bw_mib << 20, o, &err)) < 0) {
+		fprintf(stderr, PROG ": %s: %s\n", path, err.msg);
+		goto out;
+	}
+	res->bw_bytes = bw.n * sizeof(float);
+
+	/* One token first: thread team start-up and first-touch scratch are not speed. */
+	random_tokens(toks, 1, m->hp.vocab, &rng);
+	if ((r = ms_eval(ctx, kv, toks, 1, logits, false, &err)) < 0)
+		goto eval_fail;
+
+	for (long rep = 0; rep < o->repeat; rep++) {
+		if (!o->json)
+			fprintf(stderr, PROG ": run %ld of %ld\n", rep + 1, o->repeat);
+		for (size_t i = 0; pp && i < o->n_prompts; i++) {
+			size_t n = (size_t)o->prompts[i];
+			double t;
+
+			if (o->quick && n > 64)
+				continue;
+			ms_kv_reset(kv);
+			random_tokens(toks, n, m->hp.vocab, &rng);
+			t = now_s();
+			if ((r = ms_eval(ctx, kv, toks, n, logits, false, &err)) < 0)
+				goto eval_fail;
+			res->pp_runs[i][rep] = (double)n / (now_s() - t);
+			res->pp_done[i] = true;
+		}
+
+		/* short context: a few prompt tokens, then one token at a time */
+		ms_kv_reset(kv);
+		random_tokens(toks, SHORT_PROMPT, m->hp.vocab, &rng);
+		if ((r = ms_eval(ctx, kv, toks, SHORT_PROMPT, NULL, false, &err)) < 0 ||
+		    (r = time_decode(ctx, kv, o->gen, m->hp.vocab, logits, &rng,
+				     &res->tg_runs[rep], &err)) < 0)
+			goto eval_fail;
+		/* right next to the decode it is compared with: the machine is shared */
+		res->bw_runs[rep] = bw_measure(&bw);
+
+		/*
+		 * Long context: random keys and values stand in for a prefill of
+		 * long_ctx tokens, which would take minutes on a 7B model; attention
+		 * costs the same whatever the values are.
+		 */
+		if ((r = ms_kv_fill_synthetic(kv, (uint32_t)o->long_ctx, (uint64_t)rep + 1)) < 0) {
+			ms_errf(&err, r, "cannot fill the KV cache to %ld positions", o->long_ctx);
+			goto eval_fail;
+		}
+		if ((r = time_decode(ctx, kv, o->gen, m->hp.vocab, logits, &rng,
+				     &res->tg_long_runs[rep], &err)) < 0)
+			goto eval_fail;
+	}
+	res->n_runs = o->repeat;
+	/* a busy neighbour slows a run's decode and its bandwidth passes alike */
+	for (long i = 0; i < o->repeat; i++)
+		res->ratio_runs[i] = res->bw_runs[i] > 0 ?
+			(double)res->bytes_per_token * res->tg_runs[i] / 1e9 / res->bw_runs[i] : 0;
+	for (size_t i = 0; i < o->n_prompts; i++)
+		if (res->pp_done[i])
+			res->pp_tps[i] = median(res->pp_runs[i], o->repeat);
+	res->tg_tps = median(res->tg_runs, o->repeat);
+	res->tg_long_tps = median(res->tg_long_runs, o->repeat);
+	res->measured_gbps = median(res->bw_runs, o->repeat);
+	res->achieved_gbps = (double)res->bytes_per_token * res->tg_tps / 1e9;
+	res->ratio = res->measured_gbps > 0 ? res->achieved_gbps / res->measured_gbps : 0;
+	r = 0;
+	goto out;
+eval_fail:
+	fprintf(stderr, PROG ": %s: %s\n", path, err.msg);
+out:
+	bw_free(&bw);
+	free(toks);
+	free(logits);
+	ms_ctx_free(ctx);
+	ms_kv_free(kv);
+	ms_model_free(m);
+	return r;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Output                                                                    */
+/* ------------------------------------------------------------------------ */
+
+static void json_str(const char *s)
+{
+	putchar('"');
+	for (; *s; s++) {
+		unsigned char ch = (unsigned char)*s;
+
+		if (ch == '"' || ch == '\\')
+			printf("\\%c", ch);
+		else if (ch < 0x20)
+			printf("\\u%04x", ch);
+		else
+			putchar(ch);
+	}
+	putchar('"');
+}
+
+static void json_num(const char *key, double v, bool have)
+{
+	printf(",\"%s\":", key);
+	if (have)
+		printf("%.6g", v);
+	else
+		printf("null");
+}
+
+static void json_runs(const char *key, const double *v, long n)
+{
+	printf(",\"%s\":[", key);
+	for (long i = 0; i < n; i++)
+		printf("%s%.6g", i ? "," : "", v[i]);
+	printf("]");
+}
+
+static double pp_of(const struct opts *o, const struct result *res, long n, bool *have)
+{
+	for (size_t i = 0; i < o->n_prompts; i++) {
+		if (o->prompts[i] == n && res->pp_done[i]) {
+			*have = true;
+			return res->pp_tps[i];
+		}
+	}
+	*have = false;
+	return 0;
+}
+
+/* The fields of one model's object, without braces, so --attention can nest them. */
+static void json_body(const struct opts *o, const struct result *res)
+{
+	const struct ms_hparams *hp = &res->hp;
+	bool have;
+	double v;
+	char key[64];
+
+	printf("\"model\":");
+	json_str(res->path);
+	printf(",\"name\":");
+	json_str(res->name);
+	printf(",\"version\":");
+	json_str(PACKAGE_VERSION);
+	printf(",\"isa\":");
+	json_str(res->isa);
+	printf(",\"threads\":%ld,\"page_kind\":", res->threads);
+	json_str(res->page_kind);
+	printf(",\"page_note\":");
+	json_str(res->page_note);
+	printf(",\"locked\":%s,\"weight_type\":", res->locked ? "true" : "false");
+	json_str(res->weight_type);
+	printf(",\"types\":");
+	json_str(res->types);
+	printf(",\"n_layers\":%u,\"dim\":%u,\"n_heads\":%u,\"n_kv_heads\":%u,\"ffn\":%u,"
+	       "\"vocab\":%u,\"window\":%u,\"weight_bytes\":%llu",
+	       hp->n_layers, hp->dim, hp->n_heads, hp->n_kv_heads, hp->ffn, hp->vocab,
+	       res->window, (unsigned long long)res->weight_bytes);
+	json_num("load_s", res->load_s, true);
+	v = pp_of(o, res, 64, &have);
+	json_num("pp64_tps", v, have);
+	v = pp_of(o, res, 512, &have);
+	json_num("pp512_tps", v, have);
+	for (size_t i = 0; i < o->n_prompts; i++) {
+		if (o->prompts[i] == 64 || o->prompts[i] == 512)
+			continue;
+		snprintf(key, sizeof(key), "pp%ld_tps", o->prompts[i]);
+		json_num(key, res->pp_tps[i], res->pp_done[i]);
+	}
+	printf(",\"tg_tokens\":%ld", o->gen);
+	json_num("tg_tps", res->tg_tps, true);
+	json_num("tg4096_tps", res->tg_long_tps, true);
+	printf(",\"tg_long_cached\":%ld,\"tg_long_keys\":%u,\"tg_long_fill\":\"random\"",
+	       o->long_ctx, res->long_keys);
+	printf(",\"kv_type\":");
+	json_str(res->kv_type);
+	printf(",\"kv_bytes_per_token\":%zu,\"kv_bytes_long\":%zu", res->kv_bytes_per_token,
+	       res->kv_bytes_long);
+	printf(",\"weight_bytes_per_token\":%llu", (unsigned long long)res->bytes_per_token);
+	json_num("achieved_gbps", res->achieved_gbps, true);
+	json_num("measured_gbps", res->measured_gbps, true);
+	json_num("bandwidth_ratio", res->ratio, true);
+	printf(",\"bw_buffer_bytes\":%zu,\"repeat\":%ld,\"runs\":{", res->bw_bytes, res->n_runs);
+	printf("\"tg_tps\":[");
+	for (long i = 0; i < res->n_runs; i++)
+		printf("%s%.6g", i ? "," : "", res->tg_runs[i]);
+	printf("]");
+	json_runs("tg4096_tps", res->tg_long_runs, res->n_runs);
+	json_runs("measured_gbps", res->bw_runs, res->n_runs);
+	json_runs("bandwidth_ratio", res->ratio_runs, res->n_runs);
+	for (size_t i = 0; i < o->n_prompts; i++) {
+		if (!res->pp_done[i])
+			continue;
+		snprintf(key, sizeof(key), "pp%ld_tps", o->prompts[i]);
+		json_runs(key, res->pp_runs[i], res->n_runs);
+	}
+	printf("}");
+}
+
+static void fmt_bytes(char *buf, size_t cap, double b)
+{
+	if (b >= 1e9)
+		snprintf(buf, cap, "%.2f GB", b / 1e9);
+	else if (b >= 1e6)
+		snprintf(buf, cap, "%.1f MB", b / 1e6);
+	else if (b >= 1e3)
+		snprintf(buf, cap, "%.1f kB", b / 1e3);
+	else
+		snprintf(buf, cap, "%.0f B", b);
+}
+
+static void print_spread(const double *v, long n)
+{
+	if (n < 2)
+		return;
+	printf("   (runs:");
+	for (long i = 0; i < n; i++)
+		printf(" %.2f", v[i]);
+	printf(")");
+}
+
+static void print_table(const struct opts *o, const struct result *res)
+{
+	const struct ms_hparams *hp = &res->hp;
+	char b1[32], b2[32];
+
+	printf("model        %s (%s)\n", res->name, res->path);
+	printf("shape        %u layers, dim %u, heads %u/%u kv, ffn %u, vocab %u, window ",
+	       hp->n_layers, hp->dim, hp->n_heads, hp->n_kv_heads, hp->ffn, hp->vocab);
+	if (res->window)
+		printf("%u\n", res->window);
+	else
+		printf("none\n");
+	fmt_bytes(b1, sizeof(b1), (double)res->weight_bytes);
+	printf("weights      %s: %s\n", b1, res->types);
+	printf("pages        %s%s%s%s\n", res->page_kind, res->locked ? " (locked)" : "",
+	       res->page_note[0] ? "; " : "", res->page_note);
+	printf("kernels      %s, %ld threads\n", res->isa, res->threads);
+	printf("load         %.2f s\n", res->load_s);
+	for (size_t i = 0; i < o->n_prompts; i++) {
+		if (!res->pp_done[i]) {
+			printf("pp%-10ld skipped (--quick)\n", o->prompts[i]);
+			continue;
+		}
+		printf("pp%-10ld %.2f tok/s", o->prompts[i], res->pp_tps[i]);
+		print_spread(res->pp_runs[i], res->n_runs);
+		printf("\n");
+	}
+	printf("tg%-10ld %.2f tok/s after a %d-token prompt", o->gen, res->tg_tps, SHORT_PROMPT);
+	print_spread(res->tg_runs, res->n_runs);
+	printf("\n");
+	printf("tg%ld@%-5ld %.2f tok/s with %ld positions cached", o->gen, o->long_ctx,
+	       res->tg_long_tps, o->long_ctx);
+	print_spread(res->tg_long_runs, res->n_runs);
+	printf("\n");
+	printf("             (the cache is filled with random keys and values, not prefilled;\n"
+	       "             each query attends to %u keys%s)\n", res->long_keys,
+	       res->window && res->window <= o->long_ctx ? ": the model's window is smaller" : "");
+	fmt_bytes(b1, sizeof(b1), (double)res->bytes_per_token);
+	printf("bytes/token  %s of weights read per decode token (every matrix, output included)\n", b1);
+	fmt_bytes(b1, sizeof(b1), (double)res->kv_bytes_per_token);
+	fmt_bytes(b2, sizeof(b2), (double)res->kv_bytes_long);
+	printf("kv cache     %s, %s per token, %s for %ld positions\n", res->kv_type, b1, b2,
+	       o->long_ctx);
+	printf("achieved     %.2f GB/s (bytes/token x short-context decode tok/s)\n", res->achieved_gbps);
+	printf("measured     %.2f GB/s read bandwidth, best of %d passes over %.0f MiB, %ld threads, "
+	       "next to each decode run", res->measured_gbps, o->quick ? 3 : BW_PASSES,
+	       (double)res->bw_bytes / (1 << 20), res->threads);
+	print_spread(res->bw_runs, res->n_runs);
+	printf("\n");
+	printf("ratio        %.2f of the measured bandwidth (medians of %ld run%s)", res->ratio,
+	       res->n_runs, res->n_runs == 1 ? "" : "s");
+	print_spread(res->ratio_runs, res->n_runs);
+	printf("\n");
+}
+
+/* ------------------------------------------------------------------------ */
+/* --attention                                                               */
+/* ------------------------------------------------------------------------ */
+
+/* mistral-mkmodel: $MKMODEL, else next to this program, else on $PATH. */
+static void find_mkmodel(char *out, size_t cap)
+{
+	const char *env = getenv("MKMODEL");
+	char self[PATH_MAX];
+	ssize_t n;
+
+	if (env && *env) {
+		snprintf(out, cap, "%s", env);
+		return;
+	}
+	n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	if (n > 0) {
+		char *slash;
+
+		self[n] = '\0';
+		slash = strrchr(self, '/');
+		if (slash) {
+			int w;
+
+			*slash = '\0';
+			w = snprintf(out, cap, "%s/mistral-mkmodel", self);
+			if (w > 0 && (size_t)w < cap && access(out, X_OK) == 0)
+				return;
+		}
+	}
+	snprintf(out, cap, "mistral-mkmodel");
+}
+
+static int run_mkmodel(const char *mk, const struct opts *o, long kv_heads, const char *out)
+{
+	char dim[24], layers[24], heads[24], kvh[24], ffn[24], name[64];
+	const char *argv[] = {
+		mk, "--out", out, "--type", o->type, "--vocab-from", o->vocab_from, "--dim", dim, "--layers", layers,
+		"--heads", heads, "--kv-heads", kvh, "--ffn", ffn, "--context", "32768",
+		"--window", "4096", "--name", name, NULL,
+	};
+	pid_t pid;
+	int st, r;
+
+	snprintf(dim, sizeof(dim), "%ld", o->dim);
+	snprintf(layers, sizeof(layers), "%ld", o->layers);
+	snprintf(heads, sizeof(heads), "%ld", o->heads);
+	snprintf(kvh, sizeof(kvh), "%ld", kv_heads);
+	snprintf(ffn, sizeof(ffn), "%ld", o->ffn);
+	snprintf(name, sizeof(name), "mistral-bench attention kv%ld", kv_heads);
+	r = posix_spawnp(&pid, mk, NULL, NULL, (char *const *)argv, environ);
+	if (r) {
+		fprintf(stderr, PROG ": cannot run %s: %s\n", mk, strerror(r));
+		return -r;
+	}
+	while (waitpid(pid, &st, 0) < 0) {
+		if (errno != EINTR)
+			return -errno;
+	}
+	if (!WIFEXITED(st) || WEXITSTATUS(st)) {
+		fprintf(stderr, PROG ": %s failed writing %s\n", mk, out);
+		return -EIO;
+	}
+	return 0;
+}
+
+static int attention_mode(const struct opts *o)
+{
+	static struct result res[V_COUNT];
+	const char *tmp = getenv("TMPDIR");
+	char dir[PATH_MAX], mk[PATH_MAX], path[V_COUNT][PATH_MAX + 32];
+	long kvh[V_COUNT] = { o->heads, o->heads / 4, 1 };
+	bool first = true;
+	int r = 0, status = 1;
+
+	find_mkmodel(mk, sizeof(mk));
+	snprintf(dir, sizeof(dir), "%s/mistral-bench.XXXXXX", tmp && *tmp ? tmp : "/tmp");
+	if (!mkdtemp(dir)) {
+		fprintf(stderr, PROG ": mkdtemp %s: %s\n", dir, strerror(errno));
+		return 1;
+	}
+	for (int v = 0; v < V_COUNT; v++) {
+		if (!o->variants[v])
+			continue;
+		snprintf(path[v], sizeof(path[v]), "%s/%s.gguf", dir, variant_name[v]);
+		if (!o->json)
+			fprintf(stderr, PROG ": writing %s (%ld kv heads) with %s\n", path[v], kvh[v], mk);
+		if ((r = run_mkmodel(mk, o, kvh[v], path[v])) < 0)
+			goto out;
+		if (!o->json)
+			fprintf(stderr, PROG ": measuring %s\n", variant_name[v]);
+		r = bench_model(path[v], o, false, &res[v]);
+		if (!o->keep)
+			unlink(path[v]);
+		if (r < 0)
+			goto out;
+	}
+	if (o->json) {
+		printf("{\"mode\":\"attention\",\"tg_long_cached\":%ld,\"variants\":[", o->long_ctx);
+		for (int v = 0; v < V_COUNT; v++) {
+			if (!o->variants[v])
+				continue;
+			printf("%s{\"variant\":\"%s\",", first ? "" : ",", variant_name[v]);
+			json_body(o, &res[v]);
+			printf("}");
+			first = false;
+		}
+		printf("]}\n");
+	} else {
+		char b1[32], b2[32], b3[32];
+
+		printf("Same-size models differing only in key/value heads: %ld layers, dim %ld, "
+		       "%ld heads, ffn %ld, %s, window 4096\n",
+		       o->layers, o->dim, o->heads, o->ffn, o->type);
+		printf("%ld positions cached for the long figure (random keys and values, not prefilled); "
+		       "%s, %ld threads, medians of %ld runs\n\n",
+		       o->long_ctx, pick_kernels(o->isa)->name, o->threads, o->repeat);
+		printf("%-8s %8s %12s %14s %14s %10s %12s %12s %8s\n", "variant", "kv heads",
+		       "KV/token", "KV/sequence", "weights/token", "tg tok/s", "tg@ctx tok/s",
+		       "tg@ctx GB/s", "bw GB/s");
+		for (int v = 0; v < V_COUNT; v++) {
+			const struct result *x = &res[v];
+			/* long-context bytes per token: every weight plus every cached key and value */
+			double long_bytes = (double)x->bytes_per_token +
+					    (double)x->kv_bytes_per_token * (double)(x->long_keys - 1);
+
+			if (!o->variants[v])
+				continue;
+			fmt_bytes(b1, sizeof(b1), (double)x->kv_bytes_per_token);
+			fmt_bytes(b2, sizeof(b2), (double)x->kv_bytes_long);
+			fmt_bytes(b3, sizeof(b3), (double)x->bytes_per_token);
+			printf("%-8s %8u %12s %14s %14s %10.2f %12.2f %12.2f %8.2f\n", variant_name[v],
+			       x->hp.n_kv_heads, b1, b2, b3, x->tg_tps, x->tg_long_tps,
+			       long_bytes * x->tg_long_tps / 1e9, x->measured_gbps);
+		}
+		printf("\nKV/sequence: the cache of one sequence holding %ld positions. "
+		       "tg@ctx GB/s: (weights + cached keys and values) x tok/s.\n", o->long_ctx);
+		if (o->keep)
+			printf("models kept in %s\n", dir);
+	}
+	status = 0;
+out:
+	if (!o->keep)
+		rmdir(dir);
+	return status;
+}
+
+int main(int argc, char **argv)
+{
+	static struct result res;
+	struct opts o;
+
+	parse_args(argc, argv, &o);
+	if (o.attention)
+		return attention_mode(&o);
+	if (bench_model(o.model, &o, true, &res) < 0)
+		return 1;
+	if (o.json) {
+		printf("{");
+		json_body(&o, &res);
+		printf("}\n");
+	} else {
+		print_table(&o, &res);
+	}
+	return 0;
+}
