@@ -223,18 +223,18 @@ static size_t max_sz(size_t a, size_t b)
 /* Largest activation-conversion buffer any matmul of this model needs. */
 static size_t model_mm_scratch(const struct ms_model *m, const struct ms_kernels *k, size_t b)
 {
-	size_t s = ms_matmul_scratch_bytes(k, m->output.type, m->hp.dim, b);
+	size_t s = ms_matmul_scratch_bytes(k, m->output.type, m->output.layout, m->hp.dim, b);
 
 	for (uint32_t l = 0; l < m->hp.n_layers; l++) {
 		const struct ms_layer *L = &m->layers[l];
 
-		s = max_sz(s, ms_matmul_scratch_bytes(k, L->wq.type, m->hp.dim, b));
-		s = max_sz(s, ms_matmul_scratch_bytes(k, L->wk.type, m->hp.dim, b));
-		s = max_sz(s, ms_matmul_scratch_bytes(k, L->wv.type, m->hp.dim, b));
-		s = max_sz(s, ms_matmul_scratch_bytes(k, L->wo.type, m->hp.dim, b));
-		s = max_sz(s, ms_matmul_scratch_bytes(k, L->w_gate.type, m->hp.dim, b));
-		s = max_sz(s, ms_matmul_scratch_bytes(k, L->w_up.type, m->hp.dim, b));
-		s = max_sz(s, ms_matmul_scratch_bytes(k, L->w_down.type, m->hp.ffn, b));
+		s = max_sz(s, ms_matmul_scratch_bytes(k, L->wq.type, L->wq.layout, m->hp.dim, b));
+		s = max_sz(s, ms_matmul_scratch_bytes(k, L->wk.type, L->wk.layout, m->hp.dim, b));
+		s = max_sz(s, ms_matmul_scratch_bytes(k, L->wv.type, L->wv.layout, m->hp.dim, b));
+		s = max_sz(s, ms_matmul_scratch_bytes(k, L->wo.type, L->wo.layout, m->hp.dim, b));
+		s = max_sz(s, ms_matmul_scratch_bytes(k, L->w_gate.type, L->w_gate.layout, m->hp.dim, b));
+		s = max_sz(s, ms_matmul_scratch_bytes(k, L->w_up.type, L->w_up.layout, m->hp.dim, b));
+		s = max_sz(s, ms_matmul_scratch_bytes(k, L->w_down.type, L->w_down.layout, m->hp.ffn, b));
 	}
 	return s;
 }
@@ -388,7 +388,7 @@ static void rope_apply(const struct ms_ctx *c, float *v, size_t b, size_t width)
 
 static int matmul(struct ms_ctx *c, const struct ms_tensor *w, const float *x, size_t b, float *y)
 {
-	return ms_matmul(c->k, w->type, w->data, w->row_bytes, w->rows, w->cols, x, b, y,
+	return ms_matmul(c->k, w->type, w->layout, w->data, w->row_bytes, w->rows, w->cols, x, b, y,
 			 c->mm_scratch);
 }
 

@@ -114,11 +114,48 @@ static const struct ms_type_kernels *type_kernels(const struct ms_kernels *k, ui
 	return &k->type[wtype];
 }
 
+int ms_x8_type(uint32_t wtype)
+{
+	return wtype == GGML_TYPE_Q4_0 || wtype == GGML_TYPE_Q8_0;
+}
+
+/*
+ * Both interleaved types are a 2-byte f16 scale followed by the codes, and
+ * chunk c of a group holds bytes 4c..4c+3 of each row's codes: the
+ * permutation is the same for both, only the code bytes per block differ.
+ */
+int ms_repack_x8(uint32_t wtype, const void *src, size_t row_bytes, size_t cols, size_t n_groups, void *dst)
+{
+	const struct ggml_type_info *ti = ggml_type_get(wtype);
+	size_t qbytes, nb;
+	uint8_t *o = dst;
+
+	if (!ms_x8_type(wtype) || !ti || cols % ti->blck)
+		return -EINVAL;
+	qbytes = ti->bytes - 2;
+	nb = cols / ti->blck;
+	for (size_t g = 0; g < n_groups; g++) {
+		const uint8_t *rows = (const uint8_t *)src + g * MS_X8 * row_bytes;
+
+		for (size_t i = 0; i < nb; i++) {
+			for (size_t r = 0; r < MS_X8; r++)
+				memcpy(o + 2 * r, rows + r * row_bytes + i * ti->bytes, 2);
+			o += 2 * MS_X8;
+			for (size_t c = 0; c < qbytes / 4; c++)
+				for (size_t r = 0; r < MS_X8; r++, o += 4)
+					memcpy(o, rows + r * row_bytes + i * ti->bytes + 2 + 4 * c, 4);
+		}
+	}
+	return 0;
+}
+
 /* Bytes of one converted activation row; 0 when no conversion happens (or on error). */
-static size_t act_row_bytes(const struct ms_type_kernels *tk, size_t cols)
+static size_t act_row_bytes(const struct ms_type_kernels *tk, enum ms_layout layout, size_t cols)
 {
 	uint64_t bytes;
 
+	if (layout == MS_LAYOUT_X8)
+		return cols / QK8_0 * sizeof(struct ms_block_q8s);
 	if (!tk || !tk->act_conv)
 		return 0;
 	if (ggml_row_bytes(tk->act_type, cols, &bytes) || bytes > SIZE_MAX)
@@ -126,9 +163,10 @@ static size_t act_row_bytes(const struct ms_type_kernels *tk, size_t cols)
 	return (size_t)bytes;
 }
 
-size_t ms_matmul_scratch_bytes(const struct ms_kernels *k, uint32_t wtype, size_t cols, size_t n_tok)
+size_t ms_matmul_scratch_bytes(const struct ms_kernels *k, uint32_t wtype, enum ms_layout layout,
+			       size_t cols, size_t n_tok)
 {
-	size_t row = act_row_bytes(type_kernels(k, wtype), cols);
+	size_t row = act_row_bytes(type_kernels(k, wtype), layout, cols);
 
 	if (row && n_tok > SIZE_MAX / row)
 		return 0;
@@ -155,27 +193,62 @@ size_t ms_matmul_scratch_bytes(const struct ms_kernels *k, uint32_t wtype, size_
  * far above it (the smallest is 4096 x 1024).
  */
 #define MM_PAR_MIN ((uint64_t)1 << 18)
+/*
+ * Tokens per work item of an interleaved matmul. The item's 16 weight rows
+ * (18-64 kB in Q4_0) are read from memory once and then from L1/L2 for
+ * each further 4 tokens, while the item's activations (64 x 4096 x 40 /
+ * 32 = 320 kB) stay in L2 across the items a thread claims in a row.
+ */
+#define X8_TOKS 64
 
-int ms_matmul(const struct ms_kernels *k, uint32_t wtype, const void *w, size_t row_bytes,
-	      size_t rows, size_t cols, const float *x, size_t n_tok, float *y, void *scratch)
+/*
+ * Q8_0 codes (the table's own conversion, so every ISA agrees) widened
+ * with the float scale and the code sum.
+ */
+static void act_q8s(const struct ms_kernels *k, size_t n, const float *x, struct ms_block_q8s *out)
+{
+	struct block_q8_0 tmp[ACT_PART / QK8_0];
+
+	k->type[GGML_TYPE_Q8_0].act_conv(n, x, tmp);
+	for (size_t i = 0; i < n / QK8_0; i++) {
+		int32_t s = 0;
+
+		for (int j = 0; j < QK8_0; j++)
+			s += tmp[i].qs[j];
+		out[i].d = ms_f16_to_f32(tmp[i].d);
+		out[i].s = s;
+		memcpy(out[i].qs, tmp[i].qs, QK8_0);
+	}
+}
+
+int ms_matmul(const struct ms_kernels *k, uint32_t wtype, enum ms_layout layout, const void *w,
+	      size_t row_bytes, size_t rows, size_t cols, const float *x, size_t n_tok, float *y,
+	      void *scratch)
 {
 	const struct ms_type_kernels *tk = type_kernels(k, wtype);
 	const struct ggml_type_info *ti = ggml_type_get(wtype);
 	const struct ggml_type_info *ai = NULL;
-	size_t arow, nchunk, parts = 0;
+	const int x8 = layout == MS_LAYOUT_X8;
+	size_t arow, nchunk, nitems, parts = 0;
 	uint64_t wbytes;
 	const void *act;
-	ms_vec_dot_fn dot;
-	ms_vec_dot_x4_fn dot_x4;
 	int par;
 
 	if (!tk || !ti || !ti->blck || cols % ti->blck)
 		return -EINVAL;
 	if (ggml_row_bytes(wtype, cols, &wbytes) || wbytes > row_bytes)
 		return -EINVAL;
-	arow = act_row_bytes(tk, cols);
-	if (tk->act_conv) {
-		ai = ggml_type_get(tk->act_type);
+	if (x8) {
+		/* the conversion below borrows the table's Q8_0 one */
+		if (!tk->gemm_x8 || rows % MS_X8 || wbytes != row_bytes ||
+		    !k->type[GGML_TYPE_Q8_0].act_conv)
+			return -EINVAL;
+	} else if (layout != MS_LAYOUT_ROWS) {
+		return -EINVAL;
+	}
+	arow = act_row_bytes(tk, layout, cols);
+	if (x8 || tk->act_conv) {
+		ai = ggml_type_get(x8 ? GGML_TYPE_Q8_0 : tk->act_type);
 		if (!arow || !scratch || !ai || ACT_PART % ai->blck)
 			return -EINVAL;
 		parts = (cols + ACT_PART - 1) / ACT_PART;
@@ -183,13 +256,12 @@ int ms_matmul(const struct ms_kernels *k, uint32_t wtype, const void *w, size_t 
 	if (!rows || !n_tok)
 		return 0;
 
-	dot = tk->dot;
-	dot_x4 = tk->dot_x4;
-	act = tk->act_conv ? (const void *)scratch : (const void *)x;
-	if (!tk->act_conv)
+	act = parts ? (const void *)scratch : (const void *)x;
+	if (!parts)
 		arow = cols * sizeof(float);
 	nchunk = (rows + MM_CHUNK - 1) / MM_CHUNK;
-	par = nchunk > 1 && (uint64_t)rows * n_tok * cols >= MM_PAR_MIN;
+	nitems = x8 ? nchunk * ((n_tok + X8_TOKS - 1) / X8_TOKS) : nchunk;
+	par = nitems > 1 && (uint64_t)rows * n_tok * cols >= MM_PAR_MIN;
 
 	/*
 	 * One region for both phases: activations are converted once (split
@@ -204,31 +276,44 @@ int ms_matmul(const struct ms_kernels *k, uint32_t wtype, const void *w, size_t 
 	 */
 #pragma omp parallel if (par)
 	{
-		if (tk->act_conv) {
+		if (parts) {
 #pragma omp for schedule(static)
 			for (size_t u = 0; u < n_tok * parts; u++) {
 				size_t t = u / parts, e0 = (u % parts) * ACT_PART;
 				size_t m = cols - e0 < ACT_PART ? cols - e0 : ACT_PART;
+				const float *xs = x + t * cols + e0;
 
-				tk->act_conv(m, x + t * cols + e0,
-					     (char *)scratch + t * arow + e0 / ai->blck * ai->bytes);
+				if (x8)
+					act_q8s(k, m, xs, (struct ms_block_q8s *)((char *)scratch + t * arow) + e0 / QK8_0);
+				else
+					tk->act_conv(m, xs, (char *)scratch + t * arow + e0 / ai->blck * ai->bytes);
 			}
 		}
 #pragma omp for schedule(guided)
-		for (size_t c = 0; c < nchunk; c++) {
+		for (size_t it = 0; it < nitems; it++) {
+			size_t c = it % nchunk, t0 = x8 ? it / nchunk * X8_TOKS : 0;
 			size_t r0 = c * MM_CHUNK;
 			size_t r1 = r0 + MM_CHUNK < rows ? r0 + MM_CHUNK : rows;
 
+			if (x8) {
+				size_t nt = n_tok - t0 < X8_TOKS ? n_tok - t0 : X8_TOKS;
+
+				for (size_t r = r0; r < r1; r += MS_X8)
+					tk->gemm_x8(cols, (const char *)w + r * row_bytes, (const char *)act + t0 * arow,
+						    arow, nt, y + t0 * rows + r, rows);
+				continue;
+			}
 			for (size_t r = r0; r < r1; r++) {
 				const void *wr = (const char *)w + r * row_bytes;
 				size_t t = 0;
 
 				/* the weight row stays in L1 across the token loop */
-				if (dot_x4)
+				if (tk->dot_x4)
 					for (; t + MS_DOT_TOKS <= n_tok; t += MS_DOT_TOKS)
-						dot_x4(cols, wr, (const char *)act + t * arow, arow, y + t * rows + r, rows);
+						tk->dot_x4(cols, wr, (const char *)act + t * arow, arow,
+							   y + t * rows + r, rows);
 				for (; t < n_tok; t++)
-					y[t * rows + r] = dot(cols, wr, (const char *)act + t * arow);
+					y[t * rows + r] = tk->dot(cols, wr, (const char *)act + t * arow);
 			}
 		}
 	}

@@ -40,12 +40,67 @@ typedef void (*ms_vec_dot_x4_fn)(size_t n, const void *w, const void *x, size_t 
  */
 #define MS_Q8K_MIN_AMAX 1e-30f
 
+/*
+ * Interleaved weight layout (MS_LAYOUT_X8), made at load time for the
+ * matrices of the types below whose row count is a multiple of 8: rows are
+ * taken eight at a time, and for each block index the eight rows' blocks
+ * are stored together, scales first, then the codes interleaved four bytes
+ * at a time (32-byte chunk c holds bytes 4c..4c+3 of rows 0..7 in turn).
+ * The bytes are those of the plain blocks, reordered: a group is exactly
+ * 8 blocks long. One 32-byte load then feeds eight rows' dot products at
+ * once, lane r for row r: the eight results come out of the vector as
+ * they are, with no horizontal sums, and the activation bytes each chunk
+ * needs are one 4-byte broadcast shared by the eight rows.
+ */
+#define MS_X8 8
+
+enum ms_layout {
+	MS_LAYOUT_ROWS = 0,   /* plain ggml rows */
+	MS_LAYOUT_X8 = 1,     /* groups of 8 rows, see above */
+};
+
+struct block_q4_0x8 {
+	uint16_t d[MS_X8];          /* f16 scale of rows 0..7 */
+	uint8_t qs[MS_X8 * QK4_0 / 2];
+};
+_Static_assert(sizeof(struct block_q4_0x8) == 8 * sizeof(struct block_q4_0), "q4_0x8 is 8 blocks");
+
+struct block_q8_0x8 {
+	uint16_t d[MS_X8];
+	int8_t qs[MS_X8 * QK8_0];
+};
+_Static_assert(sizeof(struct block_q8_0x8) == 8 * sizeof(struct block_q8_0), "q8_0x8 is 8 blocks");
+
+/*
+ * Activations of the interleaved kernels: Q8_0's rounding (the same codes
+ * and the same f16-rounded scale, kept here as the float it represents)
+ * plus the sum of the codes, which Q4_0's -8 offset needs once per block
+ * instead of once per row.
+ */
+struct ms_block_q8s {
+	float d;
+	int32_t s;
+	int8_t qs[QK8_0];
+};
+
+/*
+ * One group of 8 interleaved rows (n elements each, n a multiple of 32)
+ * against n_tok activation rows (struct ms_block_q8s, x_stride bytes
+ * apart): out[t * out_stride + r] = dot(row r, token t) for r < 8. Per
+ * row and token the sum is sequential over blocks, acc = fma(dw * dx,
+ * isum, acc) with isum the exact integer block dot product, so every ISA
+ * and every token count gives the same bits.
+ */
+typedef void (*ms_gemm_x8_fn)(size_t n, const void *w, const void *x, size_t x_stride, size_t n_tok,
+			      float *out, size_t out_stride);
+
 struct ms_type_kernels {
 	uint32_t act_type;           /* format activations are converted to once per matmul:
 	                                GGML_TYPE_F32 means "use the floats as they are" */
 	ms_act_from_f32_fn act_conv; /* NULL when act_type is F32 */
 	ms_vec_dot_fn dot;           /* NULL: type not supported by this table */
 	ms_vec_dot_x4_fn dot_x4;     /* optional (NULL: ms_matmul calls dot per token) */
+	ms_gemm_x8_fn gemm_x8;       /* MS_LAYOUT_X8 weights (NULL: no such layout for the type) */
 };
 
 enum ms_isa {
@@ -82,6 +137,17 @@ int ms_isa_parse(const char *s, enum ms_isa *out);
  */
 const struct ms_kernels *ms_kernels_get(enum ms_isa isa);
 
+/* Whether load-time interleaving exists for wtype (every table then has its gemm_x8). */
+int ms_x8_type(uint32_t wtype);
+
+/*
+ * Rewrites n_groups groups of 8 plain rows (src, row_bytes apart, cols
+ * elements each) into the interleaved layout at dst (n_groups * 8 *
+ * row bytes, not overlapping src). -EINVAL for a type without the layout
+ * or cols not a multiple of its block.
+ */
+int ms_repack_x8(uint32_t wtype, const void *src, size_t row_bytes, size_t cols, size_t n_groups, void *dst);
+
 /*
  * y[t*rows + r] = dot(W row r, x row t) for t < n_tok, r < rows.
  * W: rows x cols of type wtype, rows contiguous with row_bytes each.
@@ -91,8 +157,14 @@ const struct ms_kernels *ms_kernels_get(enum ms_isa isa);
  * weight row is read once for all n_tok tokens (batched prefill).
  * Returns 0, or -EINVAL when the table has no kernel for wtype.
  */
-size_t ms_matmul_scratch_bytes(const struct ms_kernels *k, uint32_t wtype, size_t cols, size_t n_tok);
-int ms_matmul(const struct ms_kernels *k, uint32_t wtype, const void *w, size_t row_bytes,
-	      size_t rows, size_t cols, const float *x, size_t n_tok, float *y, void *scratch);
+size_t ms_matmul_scratch_bytes(const struct ms_kernels *k, uint32_t wtype, enum ms_layout layout,
+			       size_t cols, size_t n_tok);
+/*
+ * layout MS_LAYOUT_X8: w is rows / 8 groups of 8 * row_bytes bytes made
+ * by ms_repack_x8 (rows a multiple of 8); -EINVAL otherwise.
+ */
+int ms_matmul(const struct ms_kernels *k, uint32_t wtype, enum ms_layout layout, const void *w,
+	      size_t row_bytes, size_t rows, size_t cols, const float *x, size_t n_tok, float *y,
+	      void *scratch);
 
 #endif

@@ -843,6 +843,153 @@ static void vec_dot_q6_K_q8_K_x4_avx2(size_t n, const void *w, const void *x, si
 		out[t * os] = hsum256(acc[t]);
 }
 
+/* ------------------------------------------------------------------------ */
+/* Interleaved groups of 8 rows (MS_LAYOUT_X8) x Q8_0 activations with sums  */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * Register tile: X8_NT tokens share each decoded weight chunk, so the
+ * weight work is paid once per 4 tokens in prefill. Per token the tile
+ * holds an int16 or int32 partial sum and a float accumulator: with the
+ * decoded chunk, its two halves and the constants that is 13-15 of the
+ * 16 ymm registers; a fifth token would spill.
+ */
+#define X8_NT 4
+
+static inline __m256i bcast4(const int8_t *p)
+{
+	int32_t v;
+
+	memcpy(&v, p, sizeof(v));
+	return _mm256_set1_epi32(v);
+}
+
+static inline const struct ms_block_q8s *q8s_row(const void *x, size_t xs, int t)
+{
+	return (const struct ms_block_q8s *)(const void *)((const char *)x + (size_t)t * xs);
+}
+
+/*
+ * Q4_0 codes u (0..15) against activations y: maddubs(u, y) pairs are at
+ * most 2*15*127 = 3810, so a block's eight of them add up in int16
+ * (<= 30480) before a single widening madd; the -8 offset is taken off
+ * the int32 lanes as 8 * (sum of y), which the activation carries.
+ */
+static inline __attribute__((always_inline)) void q4_0x8_tile(size_t nb, const struct block_q4_0x8 *b,
+							      const void *x, size_t xs, const int nt,
+							      float *out, size_t os)
+{
+	const __m256i m4 = _mm256_set1_epi8(15), ones = _mm256_set1_epi16(1);
+	const struct ms_block_q8s *a[X8_NT];
+	__m256 acc[X8_NT];
+
+	_Pragma("GCC unroll 8")
+	for (int t = 0; t < nt; t++) {
+		a[t] = q8s_row(x, xs, t);
+		acc[t] = _mm256_setzero_ps();
+	}
+	for (size_t i = 0; i < nb; i++) {
+		const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)b[i].d));
+		__m256i p[X8_NT];
+
+		_Pragma("GCC unroll 8")
+		for (int t = 0; t < nt; t++)
+			p[t] = _mm256_setzero_si256();
+		_Pragma("GCC unroll 8")
+		for (int c = 0; c < 4; c++) {
+			const __m256i v = load256(b[i].qs + 32 * c);
+			const __m256i lo = _mm256_and_si256(v, m4);
+			const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+
+			_Pragma("GCC unroll 8")
+			for (int t = 0; t < nt; t++)
+				p[t] = _mm256_add_epi16(p[t],
+							_mm256_add_epi16(_mm256_maddubs_epi16(lo, bcast4(a[t][i].qs + 4 * c)),
+									 _mm256_maddubs_epi16(hi, bcast4(a[t][i].qs + 16 + 4 * c))));
+		}
+		_Pragma("GCC unroll 8")
+		for (int t = 0; t < nt; t++) {
+			const __m256i s = _mm256_sub_epi32(_mm256_madd_epi16(p[t], ones), _mm256_set1_epi32(8 * a[t][i].s));
+
+			acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_set1_ps(a[t][i].d)), _mm256_cvtepi32_ps(s), acc[t]);
+		}
+	}
+	_Pragma("GCC unroll 8")
+	for (int t = 0; t < nt; t++)
+		_mm256_storeu_ps(out + (size_t)t * os, acc[t]);
+}
+
+/*
+ * Q8_0 codes: maddubs needs an unsigned operand, so |w| against y * sign(w)
+ * (pairs at most 2*128*127 = 32512: one chunk per int16, then madd).
+ */
+static inline __attribute__((always_inline)) void q8_0x8_tile(size_t nb, const struct block_q8_0x8 *b,
+							      const void *x, size_t xs, const int nt,
+							      float *out, size_t os)
+{
+	const __m256i ones = _mm256_set1_epi16(1);
+	const struct ms_block_q8s *a[X8_NT];
+	__m256 acc[X8_NT];
+
+	_Pragma("GCC unroll 8")
+	for (int t = 0; t < nt; t++) {
+		a[t] = q8s_row(x, xs, t);
+		acc[t] = _mm256_setzero_ps();
+	}
+	for (size_t i = 0; i < nb; i++) {
+		const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)b[i].d));
+		__m256i s[X8_NT];
+
+		_Pragma("GCC unroll 8")
+		for (int t = 0; t < nt; t++)
+			s[t] = _mm256_setzero_si256();
+		_Pragma("GCC unroll 8")
+		for (int c = 0; c < 8; c++) {
+			const __m256i v = load256(b[i].qs + 32 * c);
+			const __m256i av = _mm256_sign_epi8(v, v);
+
+			_Pragma("GCC unroll 8")
+			for (int t = 0; t < nt; t++)
+				s[t] = _mm256_add_epi32(s[t], _mm256_madd_epi16(_mm256_maddubs_epi16(
+					av, _mm256_sign_epi8(bcast4(a[t][i].qs + 4 * c), v)), ones));
+		}
+		_Pragma("GCC unroll 8")
+		for (int t = 0; t < nt; t++)
+			acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_set1_ps(a[t][i].d)), _mm256_cvtepi32_ps(s[t]), acc[t]);
+	}
+	_Pragma("GCC unroll 8")
+	for (int t = 0; t < nt; t++)
+		_mm256_storeu_ps(out + (size_t)t * os, acc[t]);
+}
+
+/* Full tiles, then the 1-3 token tail with its own constant-size tile. */
+#define GEMM_X8(name, tile, btype)								\
+static void name(size_t n, const void *w, const void *x, size_t xs, size_t n_tok, float *out, size_t os) \
+{												\
+	const btype *b = w;									\
+	size_t nb = n / QK8_0, t = 0;								\
+												\
+	for (; t + X8_NT <= n_tok; t += X8_NT)							\
+		tile(nb, b, (const char *)x + t * xs, xs, X8_NT, out + t * os, os);		\
+	switch (n_tok - t) {									\
+	case 3:											\
+		tile(nb, b, (const char *)x + t * xs, xs, 3, out + t * os, os);			\
+		break;										\
+	case 2:											\
+		tile(nb, b, (const char *)x + t * xs, xs, 2, out + t * os, os);			\
+		break;										\
+	case 1:											\
+		tile(nb, b, (const char *)x + t * xs, xs, 1, out + t * os, os);			\
+		break;										\
+	default:										\
+		break;										\
+	}											\
+}
+
+GEMM_X8(gemm_q4_0x8_avx2, q4_0x8_tile, struct block_q4_0x8)
+GEMM_X8(gemm_q8_0x8_avx2, q8_0x8_tile, struct block_q8_0x8)
+#undef GEMM_X8
+
 static void axpy_f32_avx2(size_t n, float a, const float *x, float *y)
 {
 	__m256 va = _mm256_set1_ps(a);
@@ -866,8 +1013,10 @@ const struct ms_kernels ms_kernels_avx2 = {
 		[GGML_TYPE_F32] = { GGML_TYPE_F32, NULL, vec_dot_f32_avx2 },
 		[GGML_TYPE_F16] = { GGML_TYPE_F32, NULL, vec_dot_f16_avx2 },
 		[GGML_TYPE_BF16] = { GGML_TYPE_F32, NULL, vec_dot_bf16_avx2 },
-		[GGML_TYPE_Q8_0] = { GGML_TYPE_Q8_0, act_q8_0_avx2, vec_dot_q8_0_q8_0_avx2, vec_dot_q8_0_q8_0_x4_avx2 },
-		[GGML_TYPE_Q4_0] = { GGML_TYPE_Q8_0, act_q8_0_avx2, vec_dot_q4_0_q8_0_avx2, vec_dot_q4_0_q8_0_x4_avx2 },
+		[GGML_TYPE_Q8_0] = { GGML_TYPE_Q8_0, act_q8_0_avx2, vec_dot_q8_0_q8_0_avx2, vec_dot_q8_0_q8_0_x4_avx2,
+				     gemm_q8_0x8_avx2 },
+		[GGML_TYPE_Q4_0] = { GGML_TYPE_Q8_0, act_q8_0_avx2, vec_dot_q4_0_q8_0_avx2, vec_dot_q4_0_q8_0_x4_avx2,
+				     gemm_q4_0x8_avx2 },
 		[GGML_TYPE_Q4_K] = { GGML_TYPE_Q8_K, act_q8_K_avx2, vec_dot_q4_K_q8_K_avx2, vec_dot_q4_K_q8_K_x4_avx2 },
 		[GGML_TYPE_Q5_K] = { GGML_TYPE_Q8_K, act_q8_K_avx2, vec_dot_q5_K_q8_K_avx2, vec_dot_q5_K_q8_K_x4_avx2 },
 		[GGML_TYPE_Q6_K] = { GGML_TYPE_Q8_K, act_q8_K_avx2, vec_dot_q6_K_q8_K_avx2, vec_dot_q6_K_q8_K_x4_avx2 },

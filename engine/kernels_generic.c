@@ -303,6 +303,66 @@ static float vec_dot_q6_K_q8_K_generic(size_t n, const void *w, const void *x)
 	return total;
 }
 
+/*
+ * Interleaved groups (kernels.h): byte j of row r's codes in block i sits
+ * at qs[32 * (j / 4) + 4 * r + j % 4]. The float step is written as the
+ * SIMD kernels do it (one rounded product of the two scales, then a fused
+ * multiply-add) so the results are the same bits.
+ */
+static inline const uint8_t *x8_code(const uint8_t *qs, int r, int j)
+{
+	return qs + 32 * (j / 4) + 4 * r + j % 4;
+}
+
+static void gemm_q4_0x8_generic(size_t n, const void *w, const void *x, size_t xs, size_t n_tok,
+				float *out, size_t os)
+{
+	const struct block_q4_0x8 *b = w;
+
+	for (size_t t = 0; t < n_tok; t++) {
+		const struct ms_block_q8s *a = (const void *)((const char *)x + t * xs);
+
+		for (int r = 0; r < MS_X8; r++) {
+			float acc = 0.0f;
+
+			for (size_t i = 0; i < n / QK4_0; i++) {
+				int32_t s = 0;
+
+				for (int j = 0; j < QK4_0 / 2; j++) {
+					const uint8_t q = *x8_code(b[i].qs, r, j);
+
+					s += ((q & 15) - 8) * a[i].qs[j] + ((q >> 4) - 8) * a[i].qs[j + QK4_0 / 2];
+				}
+				acc = fmaf(ms_f16_to_f32(b[i].d[r]) * a[i].d, (float)s, acc);
+			}
+			out[t * os + r] = acc;
+		}
+	}
+}
+
+static void gemm_q8_0x8_generic(size_t n, const void *w, const void *x, size_t xs, size_t n_tok,
+				float *out, size_t os)
+{
+	const struct block_q8_0x8 *b = w;
+
+	for (size_t t = 0; t < n_tok; t++) {
+		const struct ms_block_q8s *a = (const void *)((const char *)x + t * xs);
+
+		for (int r = 0; r < MS_X8; r++) {
+			float acc = 0.0f;
+
+			for (size_t i = 0; i < n / QK8_0; i++) {
+				int32_t s = 0;
+
+				for (int j = 0; j < QK8_0; j++)
+					s += (int8_t)*x8_code((const uint8_t *)b[i].qs, r, j) * a[i].qs[j];
+				acc = fmaf(ms_f16_to_f32(b[i].d[r]) * a[i].d, (float)s, acc);
+			}
+			out[t * os + r] = acc;
+		}
+	}
+}
+
 static void axpy_f32_generic(size_t n, float a, const float *x, float *y)
 {
 	for (size_t i = 0; i < n; i++)
@@ -316,8 +376,10 @@ const struct ms_kernels ms_kernels_generic = {
 		[GGML_TYPE_F32] = { GGML_TYPE_F32, NULL, vec_dot_f32_generic },
 		[GGML_TYPE_F16] = { GGML_TYPE_F32, NULL, vec_dot_f16_generic },
 		[GGML_TYPE_BF16] = { GGML_TYPE_F32, NULL, vec_dot_bf16_generic },
-		[GGML_TYPE_Q8_0] = { GGML_TYPE_Q8_0, act_q8_0_generic, vec_dot_q8_0_q8_0_generic },
-		[GGML_TYPE_Q4_0] = { GGML_TYPE_Q8_0, act_q8_0_generic, vec_dot_q4_0_q8_0_generic },
+		[GGML_TYPE_Q8_0] = { GGML_TYPE_Q8_0, act_q8_0_generic, vec_dot_q8_0_q8_0_generic, NULL,
+				     gemm_q8_0x8_generic },
+		[GGML_TYPE_Q4_0] = { GGML_TYPE_Q8_0, act_q8_0_generic, vec_dot_q4_0_q8_0_generic, NULL,
+				     gemm_q4_0x8_generic },
 		[GGML_TYPE_Q4_K] = { GGML_TYPE_Q8_K, act_q8_K_generic, vec_dot_q4_K_q8_K_generic },
 		[GGML_TYPE_Q5_K] = { GGML_TYPE_Q8_K, act_q8_K_generic, vec_dot_q5_K_q8_K_generic },
 		[GGML_TYPE_Q6_K] = { GGML_TYPE_Q8_K, act_q8_K_generic, vec_dot_q6_K_q8_K_generic },

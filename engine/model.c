@@ -7,6 +7,7 @@
 #include <sys/mman.h>
 
 #include "gguf.h"
+#include "kernels.h"
 #include "model.h"
 #include "quant.h"
 
@@ -171,6 +172,7 @@ struct loader {
 	struct ms_model *m;
 	struct wanted *w;   /* [cap] */
 	size_t n, cap;
+	bool plain_rows;    /* ms_load_opts.plain_rows */
 };
 
 static int want(struct loader *ld, const char *name, uint64_t cols, uint64_t rows, bool f32_only,
@@ -261,10 +263,22 @@ static size_t align_up(size_t v, size_t a)
 }
 
 /*
- * Copies every wanted tensor into the arena. Reading the mapping touches
- * each page of the file once; MADV_SEQUENTIAL lets the kernel read ahead
- * and drop pages behind us, so a 15 GB load does not keep two copies in
- * the page cache and the arena at once.
+ * Interleave this matrix for the x8 kernels? token_embd is read a row at a
+ * time (embedding lookup, and the output when tied), so it stays plain.
+ */
+static bool wants_x8(const struct loader *ld, const struct ms_tensor *mat)
+{
+	return mat && !ld->plain_rows && mat != &ld->m->tok_embd && ms_x8_type(mat->type) &&
+	       mat->rows % MS_X8 == 0;
+}
+
+/*
+ * Copies every wanted tensor into the arena, interleaving the matrices
+ * the x8 kernels read (same bytes, other order: the reordering costs about
+ * as much as the copy). Reading the mapping touches each page of the file
+ * once; MADV_SEQUENTIAL lets the kernel read ahead and drop pages behind
+ * us, so a 15 GB load does not keep two copies in the page cache and the
+ * arena at once.
  */
 static int copy_weights(struct loader *ld, void (*progress)(void *, double), void *ud, ms_err *err)
 {
@@ -275,23 +289,35 @@ static int copy_weights(struct loader *ld, void (*progress)(void *, double), voi
 		total += ld->w[i].src->nbytes;
 	for (size_t i = 0; i < ld->n; i++) {
 		const struct gguf_tensor *t = ld->w[i].src;
+		struct ms_tensor *mat = ld->w[i].mat;
 		void *p = ms_arena_alloc(m->arena, t->nbytes, TENSOR_ALIGN);
+		const bool x8 = wants_x8(ld, mat) && t->nbytes == mat->rows * mat->row_bytes;
+		/* Chunked so progress moves during one 500 MB tensor; whole groups when interleaving. */
+		uint64_t step = 64u << 20;
 
 		if (!p)
 			return ms_errf(err, -ENOMEM, "model: arena exhausted at tensor %s", t->name);
-		/* Chunked so progress moves during one 500 MB tensor. */
-		for (uint64_t off = 0; off < t->nbytes; off += 64u << 20) {
-			uint64_t len = t->nbytes - off < (64u << 20) ? t->nbytes - off : (64u << 20);
+		if (x8)
+			step = (step / (MS_X8 * mat->row_bytes) + 1) * MS_X8 * mat->row_bytes;
+		for (uint64_t off = 0; off < t->nbytes; off += step) {
+			uint64_t len = t->nbytes - off < step ? t->nbytes - off : step;
+			const uint8_t *src = (const uint8_t *)t->data + off;
 
-			memcpy((uint8_t *)p + off, (const uint8_t *)t->data + off, len);
+			if (x8)
+				(void)ms_repack_x8(mat->type, src, mat->row_bytes, mat->cols,
+						   len / (MS_X8 * mat->row_bytes), (uint8_t *)p + off);
+			else
+				memcpy((uint8_t *)p + off, src, len);
 			done += len;
 			if (progress && total)
 				progress(ud, (double)done / (double)total);
 		}
-		if (ld->w[i].mat)
-			ld->w[i].mat->data = p;
-		else
+		if (mat) {
+			mat->data = p;
+			mat->layout = x8 ? MS_LAYOUT_X8 : MS_LAYOUT_ROWS;
+		} else {
 			*ld->w[i].norm = p;
+		}
 	}
 	m->weight_bytes = total;
 	return 0;
@@ -421,6 +447,7 @@ int ms_model_load(const char *path, const struct ms_load_opts *opts,
 	}
 	ld.g = g;
 	ld.m = m;
+	ld.plain_rows = opts->plain_rows;
 	if ((r = collect_tensors(&ld, err)) < 0)
 		goto fail;
 	for (size_t i = 0; i < ld.n; i++)

@@ -32,7 +32,8 @@ struct ms_tensor {
 	uint32_t type;        /* enum ggml_type */
 	uint64_t cols;        /* ne[0]: elements per row (the input width) */
 	uint64_t rows;        /* ne[1]: output width */
-	size_t row_bytes;
+	size_t row_bytes;     /* of a plain row (also for MS_LAYOUT_X8: a group is 8 of them) */
+	uint32_t layout;      /* enum ms_layout (kernels.h) */
 	const void *data;     /* in the arena */
 };
 
@@ -57,6 +58,13 @@ enum ms_window_mode {
 struct ms_load_opts {
 	struct ms_arena_opts arena;
 	int32_t window;       /* enum ms_window_mode or a window size > 0 */
+	/*
+	 * Keep every matrix in plain ggml rows. By default Q4_0 and Q8_0
+	 * matrices (all but token_embd) are interleaved eight rows at a time
+	 * for the x8 kernels (kernels.h); this exists to measure and test
+	 * the difference.
+	 */
+	bool plain_rows;
 };
 
 struct ms_model {

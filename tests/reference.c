@@ -4,8 +4,31 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels.h"
 #include "quant.h"
 #include "reference.h"
+
+/*
+ * Row r of an interleaved matrix, read from the layout's description in
+ * kernels.h (groups of 8 rows; per block index the 8 f16 scales, then the
+ * codes in 4-byte pieces, row by row for each piece): each plain block is
+ * put back together, then dequantized as usual.
+ */
+static void x8_dequant_row(const struct ms_tensor *t, size_t r, float *out)
+{
+	const struct ggml_type_info *ti = ggml_type_get(t->type);
+	const uint8_t *grp = (const uint8_t *)t->data + (r / 8) * 8 * t->row_bytes;
+	uint8_t blk[64];
+
+	for (size_t i = 0; i < t->cols / ti->blck; i++) {
+		const uint8_t *g = grp + i * 8 * ti->bytes;
+
+		memcpy(blk, g + 2 * (r % 8), 2);
+		for (size_t c = 0; c < (ti->bytes - 2) / 4; c++)
+			memcpy(blk + 2 + 4 * c, g + 16 + 32 * c + 4 * (r % 8), 4);
+		dequantize_row(t->type, blk, out + i * ti->blck, ti->blck);
+	}
+}
 
 /* The whole matrix as doubles, rows x cols. */
 static double *dequant(const struct ms_tensor *t)
@@ -19,7 +42,10 @@ static double *dequant(const struct ms_tensor *t)
 		return NULL;
 	}
 	for (size_t r = 0; r < t->rows; r++) {
-		dequantize_row(t->type, (const uint8_t *)t->data + r * t->row_bytes, row, t->cols);
+		if (t->layout == MS_LAYOUT_X8)
+			x8_dequant_row(t, r, row);
+		else
+			dequantize_row(t->type, (const uint8_t *)t->data + r * t->row_bytes, row, t->cols);
 		for (size_t c = 0; c < t->cols; c++)
 			out[r * t->cols + c] = row[c];
 	}

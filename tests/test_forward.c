@@ -69,15 +69,21 @@ static double rel_err(const float *a, const float *b, size_t from, size_t to, si
 	return num / den;
 }
 
-static struct ms_model *load(const char *path, int32_t window)
+static struct ms_model *load_opts(const char *path, int32_t window, bool plain_rows)
 {
-	struct ms_load_opts lo = { .arena = { .policy = MS_POLICY_NONE }, .window = window };
+	struct ms_load_opts lo = { .arena = { .policy = MS_POLICY_NONE }, .window = window,
+				   .plain_rows = plain_rows };
 	struct ms_model *m = NULL;
 	ms_err err = { 0 };
 
 	if (ms_model_load(path, &lo, NULL, NULL, &m, &err) < 0)
 		diag("load %s: %s", path, err.msg);
 	return m;
+}
+
+static struct ms_model *load(const char *path, int32_t window)
+{
+	return load_opts(path, window, false);
 }
 
 /*
@@ -216,7 +222,7 @@ static void test_layout(const struct ms_kernels *k, const char *label, const cha
 	const double tol16 = quantized_acts(type) ? QACT_TOL : F16_TOL;
 	const uint32_t W = 16, N = 100, CTX = 128;
 	char path[256];
-	struct ms_model *m;
+	struct ms_model *m, *plain = NULL;
 	int32_t toks[100];
 	float *ref, *ref_nowin;
 
@@ -226,10 +232,15 @@ static void test_layout(const struct ms_kernels *k, const char *label, const cha
 		k->name, label, type, heads, kv_heads, W))
 		return;
 	m = load(path, MS_WINDOW_AUTO);
+	if (m && m->layers[0].wq.layout == MS_LAYOUT_X8)
+		plain = load_opts(path, MS_WINDOW_AUTO, true);
 	unlink(path);
 	if (!ok(m && m->window == W && m->hp.n_kv_heads == (uint32_t)kv_heads,
 		"[%s] %s %s model loads with window %u from the file", k->name, label, type, W))
 		goto out;
+	ok(m->layers[0].w_down.layout == (ms_x8_type(m->layers[0].w_down.type) ? MS_LAYOUT_X8 : MS_LAYOUT_ROWS),
+	   "[%s] %s %s: matrices %s", k->name, label, type,
+	   m->layers[0].w_down.layout == MS_LAYOUT_X8 ? "interleaved (x8 kernels)" : "in plain rows");
 	make_tokens(toks, N, m->hp.vocab);
 	ref = ref_forward(m, toks, N, W);
 	ref_nowin = ref_forward(m, toks, N, 0);
@@ -249,6 +260,14 @@ static void test_layout(const struct ms_kernels *k, const char *label, const cha
 			free(e);
 		}
 		diag("%s %s %s: worst max rel error vs reference %.3g", k->name, label, type, worst);
+		if (plain) {
+			float *e = engine_logits(plain, k, toks, N, 40, 16, W, CTX, GGML_TYPE_F32);
+			double err = e ? rel_err(e, ref, 0, N, m->hp.vocab) : 1;
+
+			ok(err <= tol, "[%s] %s %s loaded in plain rows (row kernels): max rel error %.3g <= %g",
+			   k->name, label, type, err, tol);
+			free(e);
+		}
 		{
 			float *e = engine_logits(m, k, toks, N, 40, 16, W, CTX, GGML_TYPE_F16);
 			double err = e ? rel_err(e, ref, 0, N, m->hp.vocab) : 1;
@@ -278,6 +297,7 @@ static void test_layout(const struct ms_kernels *k, const char *label, const cha
 	free(ref_nowin);
 out:
 	ms_model_free(m);
+	ms_model_free(plain);
 }
 
 /*

@@ -494,7 +494,7 @@ static void test_matmul(const struct ms_kernels *k, uint32_t t)
 			}
 			for (size_t ti = 0; ti < 3; ti++) {
 				size_t nt = ntok_list[ti];
-				size_t sb = ms_matmul_scratch_bytes(k, t, cols, nt);
+				size_t sb = ms_matmul_scratch_bytes(k, t, MS_LAYOUT_ROWS, cols, nt);
 				void *scratch = sb ? malloc(sb) : NULL;
 				int r1, r2;
 
@@ -506,9 +506,9 @@ static void test_matmul(const struct ms_kernels *k, uint32_t t)
 				memset(y1, 0xff, nt * rows * sizeof(float));
 				memset(y2, 0xff, nt * rows * sizeof(float));
 				omp_set_num_threads(1);
-				r1 = ms_matmul(k, t, w, stride, rows, cols, x, nt, y1, scratch);
+				r1 = ms_matmul(k, t, MS_LAYOUT_ROWS, w, stride, rows, cols, x, nt, y1, scratch);
 				omp_set_num_threads(2);
-				r2 = ms_matmul(k, t, w, stride, rows, cols, x, nt, y2, scratch);
+				r2 = ms_matmul(k, t, MS_LAYOUT_ROWS, w, stride, rows, cols, x, nt, y2, scratch);
 				ok(r1 == 0 && r2 == 0 &&
 				   !memcmp(y1, ref, nt * rows * sizeof(float)) &&
 				   !memcmp(y2, ref, nt * rows * sizeof(float)),
@@ -523,6 +523,216 @@ next:
 			free(ref);
 			free(y1);
 			free(y2);
+		}
+	}
+}
+
+/* A random activation row in the x8 kernels' format: codes within +-127, f16-exact scales. */
+static void make_q8s(size_t n, struct ms_block_q8s *a)
+{
+	for (size_t i = 0; i < n / QK8_0; i++) {
+		int32_t sum = 0;
+
+		a[i].d = ms_f16_to_f32(rand_f16(0.001f, 0.05f, 0));
+		for (int j = 0; j < QK8_0; j++) {
+			a[i].qs[j] = (int8_t)((int)(rng_u64() % 255) - 127);
+			sum += a[i].qs[j];
+		}
+		a[i].s = sum;
+	}
+}
+
+/* Table's Q8_0 conversion widened to ms_block_q8s: what ms_matmul feeds the x8 kernels. */
+static void q8s_from_f32(const struct ms_kernels *k, size_t n, const float *x, struct ms_block_q8s *a)
+{
+	struct block_q8_0 b[(MAX_N + 31) / 32];
+
+	k->type[GGML_TYPE_Q8_0].act_conv(n, x, b);
+	for (size_t i = 0; i < n / QK8_0; i++) {
+		a[i].d = ms_f16_to_f32(b[i].d);
+		a[i].s = 0;
+		for (int j = 0; j < QK8_0; j++)
+			a[i].s += b[i].qs[j];
+		memcpy(a[i].qs, b[i].qs, QK8_0);
+	}
+}
+
+/*
+ * The interleaved kernels: 8 rows repacked by ms_repack_x8 against 9
+ * tokens, checked against a double-precision sum over the plain rows'
+ * dequantized values, bit for bit against the generic twin, and bit for
+ * bit between one call for 9 tokens and 9 calls of one token (so prefill
+ * and decode agree). Raw random blocks include Q8_0's -128 code.
+ */
+static void test_x8(const struct ms_kernels *k, const struct ms_kernels *gen, uint32_t t)
+{
+	static const size_t sizes[] = { 32, 96, 160, 4096 + 32 };
+	enum { NT = 9, OS = 11 };
+	const char *tn = ggml_type_name(t);
+
+	if (!ms_x8_type(t))
+		return;
+	if (!ok(k->type[t].gemm_x8 && gen->type[t].gemm_x8, "%s: %s has an x8 kernel", k->name, tn))
+		return;
+	for (size_t si = 0; si < sizeof(sizes) / sizeof(sizes[0]); si++) {
+		for (int raw = 0; raw < 2; raw++) {
+			size_t n = sizes[si], rb = row_bytes(t, n), nb = n / QK8_0;
+			unsigned char *w = malloc(8 * rb), *wx = malloc(8 * rb);
+			struct ms_block_q8s *a = malloc(NT * nb * sizeof(*a));
+			float *wf = malloc(8 * n * sizeof(float));
+			float o_k[NT * OS], o_g[NT * OS], o_1[NT * OS];
+			double worst = 0;
+			int good = 1;
+
+			if (!w || !wx || !a || !wf) {
+				ok(0, "out of memory");
+				goto next;
+			}
+			for (int r = 0; r < 8; r++) {
+				make_weights(t, n, w + r * rb, raw);
+				dequantize_row(t, w + r * rb, wf + r * n, n);
+			}
+			for (int tok = 0; tok < NT; tok++)
+				make_q8s(n, a + tok * nb);
+			ok(ms_repack_x8(t, w, rb, n, 1, wx) == 0, "%s: %s repack n=%zu", k->name, tn, n);
+			for (int i = 0; i < NT * OS; i++)
+				o_k[i] = o_g[i] = o_1[i] = -12345.0f;
+			k->type[t].gemm_x8(n, wx, a, nb * sizeof(*a), NT, o_k, OS);
+			gen->type[t].gemm_x8(n, wx, a, nb * sizeof(*a), NT, o_g, OS);
+			for (int tok = 0; tok < NT; tok++)
+				k->type[t].gemm_x8(n, wx, a + tok * nb, nb * sizeof(*a), 1, o_1 + tok * OS, OS);
+			for (int tok = 0; tok < NT; tok++) {
+				for (int r = 0; r < 8; r++) {
+					double ref = 0, mag = 0;
+
+					for (size_t i = 0; i < n; i++) {
+						double p = (double)wf[r * n + i] * (double)a[tok * nb + i / 32].d *
+							   a[tok * nb + i / 32].qs[i % 32];
+
+						ref += p;
+						mag += fabs(p);
+					}
+					const double got = (double)o_k[tok * OS + r];
+
+					if (fabs(got - ref) > 1e-6 * (double)nb * mag + 1e-30)
+						good = 0;
+					if (mag > 0 && fabs(got - ref) / mag > worst)
+						worst = fabs(got - ref) / mag;
+				}
+				for (int r = 8; r < OS; r++)
+					if (o_k[tok * OS + r] != -12345.0f || o_g[tok * OS + r] != -12345.0f)
+						good = 0;
+			}
+			ok(good, "%s: %s x8 n=%zu%s 8 rows x %d tokens match the double reference of the plain rows "
+			   "(worst %.2g of sum|w*x|), gaps untouched", k->name, tn, n, raw ? " (raw blocks)" : "", NT, worst);
+			ok(!memcmp(o_k, o_g, sizeof(o_k)), "%s: %s x8 n=%zu%s bit-identical to the generic twin",
+			   k->name, tn, n, raw ? " (raw blocks)" : "");
+			ok(!memcmp(o_k, o_1, sizeof(o_k)), "%s: %s x8 n=%zu%s: 9 tokens at once = 9 calls of one",
+			   k->name, tn, n, raw ? " (raw blocks)" : "");
+next:
+			free(w);
+			free(wx);
+			free(a);
+			free(wf);
+		}
+	}
+}
+
+/*
+ * ms_matmul on interleaved weights against the kernel called group by
+ * group on the table's own activation conversion: bit-identical, for 1 and
+ * 2 threads; 70 tokens cross the driver's 64-token work items, 40 rows end
+ * in half a 16-row chunk. Then against the plain-row matmul of the same
+ * weights (other summation order: close, not equal).
+ */
+static void test_matmul_x8(const struct ms_kernels *k, uint32_t t)
+{
+	static const size_t rows_list[] = { 8, 40, 152 };
+	static const size_t cols_list[] = { 32, 2304 };
+	static const size_t ntok_list[] = { 1, 3, 70 };
+	const char *tn = ggml_type_name(t);
+
+	if (!ms_x8_type(t))
+		return;
+	for (size_t ci = 0; ci < 2; ci++) {
+		for (size_t ri = 0; ri < 3; ri++) {
+			size_t cols = cols_list[ci], rows = rows_list[ri], rb = row_bytes(t, cols), nb = cols / 32;
+			unsigned char *w = malloc(rows * rb), *wx = malloc(rows * rb);
+			float *x = malloc(70 * cols * sizeof(float));
+			struct ms_block_q8s *a = malloc(70 * nb * sizeof(*a));
+			float *ref = malloc(70 * rows * sizeof(float)), *y1 = malloc(70 * rows * sizeof(float));
+			float *y2 = malloc(70 * rows * sizeof(float)), *yp = malloc(70 * rows * sizeof(float));
+			float *wf = malloc(rows * cols * sizeof(float));
+
+			if (!w || !wx || !x || !a || !ref || !y1 || !y2 || !yp || !wf) {
+				ok(0, "out of memory");
+				goto next;
+			}
+			for (size_t r = 0; r < rows; r++) {
+				make_weights(t, cols, w + r * rb, 0);
+				dequantize_row(t, w + r * rb, wf + r * cols, cols);
+			}
+			ms_repack_x8(t, w, rb, cols, rows / 8, wx);
+			fill_f(x, 70 * cols, 1.0f);
+			for (size_t tok = 0; tok < 70; tok++)
+				q8s_from_f32(k, cols, x + tok * cols, a + tok * nb);
+			for (size_t ti = 0; ti < 3; ti++) {
+				size_t nt = ntok_list[ti];
+				size_t sb = ms_matmul_scratch_bytes(k, t, MS_LAYOUT_X8, cols, nt);
+				size_t sp = ms_matmul_scratch_bytes(k, t, MS_LAYOUT_ROWS, cols, nt);
+				void *scratch = malloc(sb > sp ? sb : sp);
+				double worst = 0;
+				int r1, r2, r3, close = 1;
+
+				ok(sb == nt * nb * sizeof(struct ms_block_q8s), "%s: %s x8 scratch for cols=%zu n_tok=%zu",
+				   k->name, tn, cols, nt);
+				for (size_t tok = 0; tok < nt; tok++)
+					for (size_t g = 0; g < rows / 8; g++)
+						k->type[t].gemm_x8(cols, wx + g * 8 * rb, a + tok * nb, nb * sizeof(*a), 1,
+								   ref + tok * rows + g * 8, rows);
+				memset(y1, 0xff, nt * rows * sizeof(float));
+				memset(y2, 0xff, nt * rows * sizeof(float));
+				omp_set_num_threads(1);
+				r1 = ms_matmul(k, t, MS_LAYOUT_X8, wx, rb, rows, cols, x, nt, y1, scratch);
+				omp_set_num_threads(2);
+				r2 = ms_matmul(k, t, MS_LAYOUT_X8, wx, rb, rows, cols, x, nt, y2, scratch);
+				r3 = ms_matmul(k, t, MS_LAYOUT_ROWS, w, rb, rows, cols, x, nt, yp, scratch);
+				ok(r1 == 0 && r2 == 0 && !memcmp(y1, ref, nt * rows * sizeof(float)) &&
+				   !memcmp(y2, ref, nt * rows * sizeof(float)),
+				   "%s: %s x8 matmul rows=%zu cols=%zu n_tok=%zu, 1 and 2 threads", k->name, tn, rows,
+				   cols, nt);
+				/*
+				 * Both sum nb exact block products in float, in other
+				 * orders: each is within about (nb + 2) ulp-sized steps
+				 * of sum |w*x| of the exact value.
+				 */
+				for (size_t i = 0; i < nt * rows; i++) {
+					const double v = (double)y1[i], p = (double)yp[i];
+					const size_t tok = i / rows, r = i % rows;
+					double mag = 0, d;
+
+					for (size_t c = 0; c < cols; c++)
+						mag += fabs((double)wf[r * cols + c] * (double)a[tok * nb + c / 32].d *
+							    a[tok * nb + c / 32].qs[c % 32]);
+					d = fabs(v - p) / (mag + 1e-30);
+					worst = d > worst ? d : worst;
+					if (d > 1.2e-7 * (double)(nb + 2))
+						close = 0;
+				}
+				ok(r3 == 0 && close, "%s: %s x8 matmul rows=%zu cols=%zu n_tok=%zu close to the plain-row "
+				   "matmul (worst %.2g of sum|w*x|)", k->name, tn, rows, cols, nt, worst);
+				free(scratch);
+			}
+next:
+			free(w);
+			free(wx);
+			free(x);
+			free(a);
+			free(ref);
+			free(y1);
+			free(y2);
+			free(yp);
+			free(wf);
 		}
 	}
 }
@@ -560,25 +770,38 @@ static void test_api(void)
 		return;
 
 	ok(g->type[GGML_TYPE_Q2_K].dot == NULL, "generic has no Q2_K dot");
-	ok(ms_matmul(g, GGML_TYPE_Q2_K, w, 84, 1, 256, x, 1, y, NULL) == -EINVAL,
+	ok(ms_matmul(g, GGML_TYPE_Q2_K, MS_LAYOUT_ROWS, w, 84, 1, 256, x, 1, y, NULL) == -EINVAL,
 	   "matmul with unsupported type: -EINVAL");
-	ok(ms_matmul(g, 99, w, 144, 1, 32, x, 1, y, NULL) == -EINVAL,
+	ok(ms_matmul(g, 99, MS_LAYOUT_ROWS, w, 144, 1, 32, x, 1, y, NULL) == -EINVAL,
 	   "matmul with out-of-range type: -EINVAL");
-	ok(ms_matmul(g, GGML_TYPE_F16, w, 96, 1, 48, x, 1, y, NULL) == 0,
+	ok(ms_matmul(g, GGML_TYPE_F16, MS_LAYOUT_ROWS, w, 96, 1, 48, x, 1, y, NULL) == 0,
 	   "matmul F16 with 48 columns (no blocks): 0");
-	ok(ms_matmul(g, GGML_TYPE_Q8_0, w, 34, 1, 48, x, 1, y, w) == -EINVAL,
+	ok(ms_matmul(g, GGML_TYPE_Q8_0, MS_LAYOUT_ROWS, w, 34, 1, 48, x, 1, y, w) == -EINVAL,
 	   "matmul with cols not a block multiple: -EINVAL");
-	ok(ms_matmul(g, GGML_TYPE_Q4_K, w, 144, 1, 128, x, 1, y, w) == -EINVAL,
+	ok(ms_matmul(g, GGML_TYPE_Q4_K, MS_LAYOUT_ROWS, w, 144, 1, 128, x, 1, y, w) == -EINVAL,
 	   "matmul Q4_K with 128 columns: -EINVAL");
-	ok(ms_matmul(g, GGML_TYPE_Q8_0, w, 33, 1, 32, x, 1, y, w) == -EINVAL,
+	ok(ms_matmul(g, GGML_TYPE_Q8_0, MS_LAYOUT_ROWS, w, 33, 1, 32, x, 1, y, w) == -EINVAL,
 	   "matmul with row_bytes too small: -EINVAL");
-	ok(ms_matmul(g, GGML_TYPE_Q8_0, w, 34, 1, 32, x, 1, y, NULL) == -EINVAL,
+	ok(ms_matmul(g, GGML_TYPE_Q8_0, MS_LAYOUT_ROWS, w, 34, 1, 32, x, 1, y, NULL) == -EINVAL,
 	   "matmul needing activation scratch without it: -EINVAL");
-	ok(ms_matmul_scratch_bytes(g, GGML_TYPE_F16, 4096, 8) == 0, "F16 (float activations) needs no scratch");
-	ok(ms_matmul_scratch_bytes(g, GGML_TYPE_Q4_0, 4096, 8) == 8 * 128 * 34,
+	ok(ms_matmul_scratch_bytes(g, GGML_TYPE_F16, MS_LAYOUT_ROWS, 4096, 8) == 0, "F16 (float activations) needs no scratch");
+	ok(ms_matmul_scratch_bytes(g, GGML_TYPE_Q4_0, MS_LAYOUT_ROWS, 4096, 8) == 8 * 128 * 34,
 	   "Q4_0 scratch: 8 rows of Q8_0");
-	ok(ms_matmul_scratch_bytes(g, GGML_TYPE_Q6_K, 4096, 8) == 8 * 16 * 292,
+	ok(ms_matmul_scratch_bytes(g, GGML_TYPE_Q6_K, MS_LAYOUT_ROWS, 4096, 8) == 8 * 16 * 292,
 	   "Q6_K scratch: 8 rows of Q8_K");
+	ok(ms_x8_type(GGML_TYPE_Q4_0) && ms_x8_type(GGML_TYPE_Q8_0) && !ms_x8_type(GGML_TYPE_Q4_K) &&
+	   !ms_x8_type(GGML_TYPE_F16), "x8 layout exists for Q4_0 and Q8_0 only");
+	ok(ms_repack_x8(GGML_TYPE_Q4_K, w, 144, 256, 1, x) == -EINVAL &&
+	   ms_repack_x8(GGML_TYPE_Q8_0, w, 34, 48, 1, x) == -EINVAL,
+	   "repack rejects a type without the layout and a partial block");
+	ok(ms_matmul(g, GGML_TYPE_Q8_0, MS_LAYOUT_X8, w, 34, 12, 32, x, 1, y, w) == -EINVAL,
+	   "x8 matmul with rows not a multiple of 8: -EINVAL");
+	ok(ms_matmul(g, GGML_TYPE_Q4_K, MS_LAYOUT_X8, w, 144, 8, 256, x, 1, y, w) == -EINVAL,
+	   "x8 matmul of a type without the layout: -EINVAL");
+	ok(ms_matmul(g, GGML_TYPE_Q8_0, (enum ms_layout)7, w, 34, 8, 32, x, 1, y, w) == -EINVAL,
+	   "unknown layout: -EINVAL");
+	ok(ms_matmul(g, GGML_TYPE_Q8_0, MS_LAYOUT_X8, w, 40, 8, 32, x, 1, y, w) == -EINVAL,
+	   "x8 matmul with padded rows (the groups are dense): -EINVAL");
 }
 
 int main(void)
@@ -606,8 +829,11 @@ int main(void)
 				     ggml_type_name(types[ti]), worst_twin[types[ti]]);
 		test_act_edges(k, gen);
 		test_f32_helpers(k, gen);
-		for (size_t ti = 0; ti < N_TYPES; ti++)
+		for (size_t ti = 0; ti < N_TYPES; ti++) {
 			test_matmul(k, types[ti]);
+			test_x8(k, gen, types[ti]);
+			test_matmul_x8(k, types[ti]);
+		}
 	}
 	return done_testing();
 }

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "gguf.h"
+#include "kernels.h"
 #include "model.h"
 #include "quant.h"
 #include "../tests/tap.h"
@@ -298,10 +299,33 @@ static int find_idx(const char *name)
 	return -1;
 }
 
-/* Checks that p lies in the used part of the arena, is aligned, and holds the file's bytes. */
-static bool tensor_ok(const struct ms_model *m, const char *name, const void *p)
+/*
+ * File offset of byte j of an interleaved (MS_LAYOUT_X8) tensor, from the
+ * layout's description in kernels.h: groups of 8 rows; per block index the
+ * 8 rows' f16 scales, then 4-byte pieces of their codes, row by row for
+ * each piece.
+ */
+static uint64_t x8_source(uint64_t j, uint64_t rb, uint64_t bb)
+{
+	uint64_t g = j / (8 * rb), o = j % (8 * rb);
+	uint64_t i = o / (8 * bb), q = o % (8 * bb);
+	uint64_t base = g * 8 * rb + i * bb;
+
+	if (q < 16)
+		return base + (q / 2) * rb + q % 2;
+	q -= 16;
+	return base + (q % 32 / 4) * rb + 2 + 4 * (q / 32) + q % 4;
+}
+
+/*
+ * Checks that p lies in the used part of the arena, is aligned, and holds
+ * the file's bytes (in the interleaved order when mat says so).
+ */
+static bool tensor_ok(const struct ms_model *m, const char *name, const void *p, const struct ms_tensor *mat)
 {
 	const uint8_t *b = p;
+	const bool x8 = mat && mat->layout == MS_LAYOUT_X8;
+	const struct ggml_type_info *ti = mat ? ggml_type_get(mat->type) : NULL;
 	int idx = find_idx(name);
 
 	if (!b || idx < 0) {
@@ -314,8 +338,13 @@ static bool tensor_ok(const struct ms_model *m, const char *name, const void *p)
 		     (void *)m->arena->base, m->arena->used);
 		return false;
 	}
+	if (x8 && (!ti || mat->rows % 8 || mat == &m->tok_embd ||
+		   (mat->type != GGML_TYPE_Q8_0 && mat->type != GGML_TYPE_Q4_0))) {
+		diag("%s: interleaved, but type %u rows %llu", name, mat->type, (unsigned long long)mat->rows);
+		return false;
+	}
 	for (uint64_t j = 0; j < t_bytes[idx]; j++) {
-		if (b[j] != pattern((unsigned)idx, j)) {
+		if (b[j] != pattern((unsigned)idx, x8 ? x8_source(j, mat->row_bytes, ti->bytes) : j)) {
 			diag("%s: byte %llu differs from the file", name, (unsigned long long)j);
 			return false;
 		}
@@ -334,7 +363,7 @@ static bool mat_ok(const struct ms_model *m, const char *name, const struct ms_t
 		     (unsigned long long)t->cols, (unsigned long long)t->rows, t->row_bytes);
 		return false;
 	}
-	return tensor_ok(m, name, t->data);
+	return tensor_ok(m, name, t->data, t);
 }
 
 static bool all_tensors_ok(const struct ms_model *m, const struct spec *s)
@@ -343,19 +372,19 @@ static bool all_tensors_ok(const struct ms_model *m, const struct spec *s)
 	bool good = true;
 
 	good &= mat_ok(m, "token_embd.weight", &m->tok_embd, s->tok_type, D, VOC);
-	good &= tensor_ok(m, "output_norm.weight", m->output_norm);
+	good &= tensor_ok(m, "output_norm.weight", m->output_norm, NULL);
 	if (!s->tied)
 		good &= mat_ok(m, "output.weight", &m->output, s->out_type, D, VOC);
 	for (unsigned l = 0; l < NL; l++) {
 		const struct ms_layer *L = &m->layers[l];
 
 #define T(suffix) (snprintf(name, sizeof(name), "blk.%u." suffix, l), name)
-		good &= tensor_ok(m, T("attn_norm.weight"), L->attn_norm);
+		good &= tensor_ok(m, T("attn_norm.weight"), L->attn_norm, NULL);
 		good &= mat_ok(m, T("attn_q.weight"), &L->wq, s->mat_type, D, D);
 		good &= mat_ok(m, T("attn_k.weight"), &L->wk, s->mat_type, D, KVD);
 		good &= mat_ok(m, T("attn_v.weight"), &L->wv, s->mat_type, D, KVD);
 		good &= mat_ok(m, T("attn_output.weight"), &L->wo, s->mat_type, D, D);
-		good &= tensor_ok(m, T("ffn_norm.weight"), L->ffn_norm);
+		good &= tensor_ok(m, T("ffn_norm.weight"), L->ffn_norm, NULL);
 		good &= mat_ok(m, T("ffn_gate.weight"), &L->w_gate, s->mat_type, D, FF);
 		good &= mat_ok(m, T("ffn_up.weight"), &L->w_up, s->mat_type, D, FF);
 		good &= mat_ok(m, T("ffn_down.weight"), &L->w_down, s->mat_type, FF, D);
@@ -452,6 +481,17 @@ static void test_valid(void)
 	   m->types_seen[GGML_TYPE_F16], m->types_seen[GGML_TYPE_Q8_0]);
 	ok(pg.calls >= 1 && pg.last == 1.0 && !pg.decreased && !pg.out_of_range,
 	   "tied: progress ends at 1.0 (%d calls)", pg.calls);
+	ok(m->layers[0].wq.layout == MS_LAYOUT_X8 && m->layers[NL - 1].w_down.layout == MS_LAYOUT_X8 &&
+	   m->layers[0].wk.layout == MS_LAYOUT_X8 && m->tok_embd.layout == MS_LAYOUT_ROWS,
+	   "Q8_0 matrices are interleaved at load, token_embd (F16, read by row) is not");
+	ms_model_free(m);
+	m = NULL;
+	o.plain_rows = true;
+	r = ms_model_load(path, &o, NULL, NULL, &m, &err);
+	o.plain_rows = false;
+	ok(r == 0 && m && m->layers[0].wq.layout == MS_LAYOUT_ROWS &&
+	   m->layers[NL - 1].w_down.layout == MS_LAYOUT_ROWS && all_tensors_ok(m, &s),
+	   "plain_rows: every matrix stays in file order, byte for byte (%d)", r);
 	ms_model_free(m);
 	unlink(path);
 

@@ -50,7 +50,7 @@ struct opts {
 	long prompts[MAX_PROMPTS];
 	size_t n_prompts;
 	uint32_t kv_type;
-	bool json, mlock, quick, repeat_set, gen_set, keep;
+	bool json, mlock, quick, repeat_set, gen_set, keep, plain_rows;
 	enum ms_page_policy pages;
 	/* --attention */
 	bool attention;
@@ -73,6 +73,7 @@ struct result {
 	uint32_t window;
 	uint64_t weight_bytes;         /* every tensor */
 	uint64_t bytes_per_token;      /* every matrix one decode token reads */
+	uint64_t x8_bytes;             /* of those, in the interleaved layout */
 	const char *kv_type;
 	size_t kv_bytes_per_token;
 	size_t kv_bytes_long;          /* cache of one sequence holding long_ctx positions */
@@ -117,6 +118,8 @@ static void usage(FILE *f)
 "      --repeat R           runs per figure; the median is reported (default 3)\n"
 "      --batch N            prompt tokens per evaluation chunk (default 512)\n"
 "      --kv-type f16|f32    KV cache element type (default f16)\n"
+"      --layout x8|rows     Q4_0/Q8_0 matrices interleaved eight rows at a time\n"
+"                           for the x8 kernels (default), or kept in file order\n"
 "      --bw-mib N           read-bandwidth buffer in MiB (default 2048, less when\n"
 "                           memory is short)\n"
 "      --quick              one run, 8 decode tokens, prompts above 64 skipped,\n"
@@ -210,7 +213,7 @@ static void parse_variants(const char *s, struct opts *o)
 
 enum {
 	O_ISA = 256, O_PAGES, O_MLOCK, O_JSON, O_ATTENTION, O_PROMPT, O_GEN, O_CTX, O_REPEAT,
-	O_QUICK, O_BATCH, O_BW, O_KV, O_VOCAB, O_DIM, O_LAYERS, O_HEADS, O_FFN, O_TYPE, O_KEEP,
+	O_QUICK, O_BATCH, O_BW, O_KV, O_VOCAB, O_DIM, O_LAYERS, O_HEADS, O_FFN, O_TYPE, O_KEEP, O_LAYOUT,
 };
 
 static void parse_args(int argc, char **argv, struct opts *o)
@@ -240,6 +243,7 @@ static void parse_args(int argc, char **argv, struct opts *o)
 		{ "ffn", required_argument, NULL, O_FFN },
 		{ "type", required_argument, NULL, O_TYPE },
 		{ "keep", no_argument, NULL, O_KEEP },
+		{ "layout", required_argument, NULL, O_LAYOUT },
 		{ NULL, 0, NULL, 0 },
 	};
 	bool bw_set = false;
@@ -292,6 +296,14 @@ static void parse_args(int argc, char **argv, struct opts *o)
 		case O_FFN: o->ffn = arg_long("--ffn", optarg, 1, 1L << 20); break;
 		case O_TYPE: o->type = optarg; break;
 		case O_KEEP: o->keep = true; break;
+		case O_LAYOUT:
+			if (!strcmp(optarg, "x8"))
+				o->plain_rows = false;
+			else if (!strcmp(optarg, "rows"))
+				o->plain_rows = true;
+			else
+				die_usage("bad --layout '%s' (x8 or rows)", optarg);
+			break;
 		case ':': die_usage("option '%s' needs an argument", argv[optind - 1]);
 		default: die_usage("unknown option '%s'", argv[optind - 1]);
 		}
@@ -510,11 +522,15 @@ static void weight_stats(const struct ms_model *m, struct result *res)
 
 		for (size_t i = 0; i < sizeof(ts) / sizeof(ts[0]); i++) {
 			total += tensor_bytes(ts[i]);
+			if (ts[i]->layout == MS_LAYOUT_X8)
+				res->x8_bytes += tensor_bytes(ts[i]);
 			if (ts[i]->type < MS_TYPE_SLOTS)
 				by_type[ts[i]->type] += tensor_bytes(ts[i]);
 		}
 	}
 	total += tensor_bytes(&m->output);
+	if (m->output.layout == MS_LAYOUT_X8)
+		res->x8_bytes += tensor_bytes(&m->output);
 	if (m->output.type < MS_TYPE_SLOTS)
 		by_type[m->output.type] += tensor_bytes(&m->output);
 	res->bytes_per_token = total;
@@ -566,6 +582,7 @@ static int bench_model(const char *path, const struct opts *o, bool pp, struct r
 	struct ms_load_opts lo = {
 		.arena = { .policy = o->pages, .mlock = o->mlock },
 		.window = MS_WINDOW_AUTO,
+		.plain_rows = o->plain_rows,
 	};
 	struct ms_model *m = NULL;
 	struct ms_kv *kv = NULL;
@@ -798,6 +815,7 @@ static void json_body(const struct opts *o, const struct result *res)
 	printf(",\"kv_bytes_per_token\":%zu,\"kv_bytes_long\":%zu", res->kv_bytes_per_token,
 	       res->kv_bytes_long);
 	printf(",\"weight_bytes_per_token\":%llu", (unsigned long long)res->bytes_per_token);
+	printf(",\"x8_bytes_per_token\":%llu", (unsigned long long)res->x8_bytes);
 	json_num("achieved_gbps", res->achieved_gbps, true);
 	json_num("measured_gbps", res->measured_gbps, true);
 	json_num("bandwidth_ratio", res->ratio, true);
@@ -856,7 +874,8 @@ static void print_table(const struct opts *o, const struct result *res)
 	printf("weights      %s: %s\n", b1, res->types);
 	printf("pages        %s%s%s%s\n", res->page_kind, res->locked ? " (locked)" : "",
 	       res->page_note[0] ? "; " : "", res->page_note);
-	printf("kernels      %s, %ld threads\n", res->isa, res->threads);
+	printf("kernels      %s, %ld threads; %.0f%% of the matrix bytes interleaved (x8 kernels)\n", res->isa,
+	       res->threads, res->bytes_per_token ? 100.0 * (double)res->x8_bytes / (double)res->bytes_per_token : 0.0);
 	printf("load         %.2f s\n", res->load_s);
 	for (size_t i = 0; i < o->n_prompts; i++) {
 		if (!res->pp_done[i]) {
