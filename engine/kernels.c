@@ -116,45 +116,50 @@ static const struct ms_type_kernels *type_kernels(const struct ms_kernels *k, ui
 
 int ms_x8_type(uint32_t wtype)
 {
-	return wtype == GGML_TYPE_Q4_0 || wtype == GGML_TYPE_Q8_0;
+	return wtype == GGML_TYPE_Q4_0 || wtype == GGML_TYPE_Q8_0 || wtype == GGML_TYPE_Q4_K;
 }
 
-/*
- * Both interleaved types are a 2-byte f16 scale followed by the codes, and
- * chunk c of a group holds bytes 4c..4c+3 of each row's codes: the
- * permutation is the same for both, only the code bytes per block differ.
- */
+/* Q4_0 and Q8_0 groups take the Q8_0 codes with their sum; Q4_K keeps its Q8_K activations. */
+static int x8_uses_q8s(uint32_t wtype)
+{
+	return wtype != GGML_TYPE_Q4_K;
+}
+
 int ms_repack_x8(uint32_t wtype, const void *src, size_t row_bytes, size_t cols, size_t n_groups, void *dst)
 {
 	const struct ggml_type_info *ti = ggml_type_get(wtype);
-	size_t qbytes, nb;
+	/* f16 header fields per block (d; d and dmin for Q4_K); the rest goes in 4-byte pieces */
+	const size_t nf = wtype == GGML_TYPE_Q4_K ? 2 : 1;
+	size_t rest, nb;
 	uint8_t *o = dst;
 
 	if (!ms_x8_type(wtype) || !ti || cols % ti->blck)
 		return -EINVAL;
-	qbytes = ti->bytes - 2;
+	rest = ti->bytes - 2 * nf;
 	nb = cols / ti->blck;
 	for (size_t g = 0; g < n_groups; g++) {
 		const uint8_t *rows = (const uint8_t *)src + g * MS_X8 * row_bytes;
 
 		for (size_t i = 0; i < nb; i++) {
-			for (size_t r = 0; r < MS_X8; r++)
-				memcpy(o + 2 * r, rows + r * row_bytes + i * ti->bytes, 2);
-			o += 2 * MS_X8;
-			for (size_t c = 0; c < qbytes / 4; c++)
+			const uint8_t *blk = rows + i * ti->bytes;
+
+			for (size_t f = 0; f < nf; f++)
+				for (size_t r = 0; r < MS_X8; r++, o += 2)
+					memcpy(o, blk + r * row_bytes + 2 * f, 2);
+			for (size_t c = 0; c < rest / 4; c++)
 				for (size_t r = 0; r < MS_X8; r++, o += 4)
-					memcpy(o, rows + r * row_bytes + i * ti->bytes + 2 + 4 * c, 4);
+					memcpy(o, blk + r * row_bytes + 2 * nf + 4 * c, 4);
 		}
 	}
 	return 0;
 }
 
 /* Bytes of one converted activation row; 0 when no conversion happens (or on error). */
-static size_t act_row_bytes(const struct ms_type_kernels *tk, enum ms_layout layout, size_t cols)
+static size_t act_row_bytes(const struct ms_type_kernels *tk, int q8s, size_t cols)
 {
 	uint64_t bytes;
 
-	if (layout == MS_LAYOUT_X8)
+	if (q8s)
 		return cols / QK8_0 * sizeof(struct ms_block_q8s);
 	if (!tk || !tk->act_conv)
 		return 0;
@@ -166,7 +171,7 @@ static size_t act_row_bytes(const struct ms_type_kernels *tk, enum ms_layout lay
 size_t ms_matmul_scratch_bytes(const struct ms_kernels *k, uint32_t wtype, enum ms_layout layout,
 			       size_t cols, size_t n_tok)
 {
-	size_t row = act_row_bytes(type_kernels(k, wtype), layout, cols);
+	size_t row = act_row_bytes(type_kernels(k, wtype), layout == MS_LAYOUT_X8 && x8_uses_q8s(wtype), cols);
 
 	if (row && n_tok > SIZE_MAX / row)
 		return 0;
@@ -229,6 +234,7 @@ int ms_matmul(const struct ms_kernels *k, uint32_t wtype, enum ms_layout layout,
 	const struct ggml_type_info *ti = ggml_type_get(wtype);
 	const struct ggml_type_info *ai = NULL;
 	const int x8 = layout == MS_LAYOUT_X8;
+	const int q8s = x8 && x8_uses_q8s(wtype);
 	size_t arow, nchunk, nitems, parts = 0;
 	uint64_t wbytes;
 	const void *act;
@@ -239,16 +245,16 @@ int ms_matmul(const struct ms_kernels *k, uint32_t wtype, enum ms_layout layout,
 	if (ggml_row_bytes(wtype, cols, &wbytes) || wbytes > row_bytes)
 		return -EINVAL;
 	if (x8) {
-		/* the conversion below borrows the table's Q8_0 one */
+		/* the q8s conversion below borrows the table's Q8_0 one */
 		if (!tk->gemm_x8 || rows % MS_X8 || wbytes != row_bytes ||
-		    !k->type[GGML_TYPE_Q8_0].act_conv)
+		    (q8s && !k->type[GGML_TYPE_Q8_0].act_conv))
 			return -EINVAL;
 	} else if (layout != MS_LAYOUT_ROWS) {
 		return -EINVAL;
 	}
-	arow = act_row_bytes(tk, layout, cols);
-	if (x8 || tk->act_conv) {
-		ai = ggml_type_get(x8 ? GGML_TYPE_Q8_0 : tk->act_type);
+	arow = act_row_bytes(tk, q8s, cols);
+	if (q8s || tk->act_conv) {
+		ai = ggml_type_get(q8s ? GGML_TYPE_Q8_0 : tk->act_type);
 		if (!arow || !scratch || !ai || ACT_PART % ai->blck)
 			return -EINVAL;
 		parts = (cols + ACT_PART - 1) / ACT_PART;
@@ -283,7 +289,7 @@ int ms_matmul(const struct ms_kernels *k, uint32_t wtype, enum ms_layout layout,
 				size_t m = cols - e0 < ACT_PART ? cols - e0 : ACT_PART;
 				const float *xs = x + t * cols + e0;
 
-				if (x8)
+				if (q8s)
 					act_q8s(k, m, xs, (struct ms_block_q8s *)((char *)scratch + t * arow) + e0 / QK8_0);
 				else
 					tk->act_conv(m, xs, (char *)scratch + t * arow + e0 / ai->blck * ai->bytes);

@@ -962,15 +962,125 @@ static inline __attribute__((always_inline)) void q8_0x8_tile(size_t nb, const s
 		_mm256_storeu_ps(out + (size_t)t * os, acc[t]);
 }
 
+/*
+ * Q4_K. The interleaved scale bytes put row r's packed 6-bit scales and
+ * mins in dword r of three vectors, so the unpacking is done for the
+ * eight rows at once; a byte shuffle then makes, for each sub-block j,
+ * the vector whose dword r is (sc, sc) as int16, which a madd applies to
+ * the int16 code sums, and for each pair of sub-blocks the (m, m') pairs
+ * that a madd with the activation's 32-sums turns into the min term.
+ * Sums: a sub-block's eight maddubs per row lane pair stay below 30480,
+ * sc * that below 2^22, all eight sub-blocks below 2^25.
+ */
+/* Tokens per tile: four codes sums and an accumulator per token; 3 would spill. */
+#define K_NT 2
+
+/* Byte shuffle: dword r of each 128-bit half gets bytes (4r + b0, 0, 4r + b1, 0). */
+static inline __m256i dword_pick(int b0, int b1)
+{
+	return _mm256_add_epi32(_mm256_set1_epi32((int)(0x80008000u | (uint32_t)b0 | (uint32_t)b1 << 16)),
+				_mm256_setr_epi32(0, 0x40004, 0x80008, 0xc000c, 0, 0x40004, 0x80008, 0xc000c));
+}
+
+static inline __attribute__((always_inline)) void q4_Kx8_tile(size_t nb, const struct block_q4_Kx8 *b,
+							      const void *x, size_t xs, const int nt,
+							      float *out, size_t os)
+{
+	const __m256i m4 = _mm256_set1_epi8(15), k3f = _mm256_set1_epi8(0x3f), k03 = _mm256_set1_epi8(3);
+	const __m256i ones = _mm256_set1_epi16(1);
+	const struct block_q8_K *a[X8_NT];
+	__m256 acc[X8_NT];
+
+	_Pragma("GCC unroll 8")
+	for (int t = 0; t < nt; t++) {
+		a[t] = (const struct block_q8_K *)(const void *)((const char *)x + (size_t)t * xs);
+		acc[t] = _mm256_setzero_ps();
+	}
+	for (size_t i = 0; i < nb; i++) {
+		const struct block_q4_Kx8 *g = b + i;
+		const __m256i w0 = load256(g->scales), w1 = load256(g->scales + 32), w2 = load256(g->scales + 64);
+		/* dword r: sc0..3 / m0..3 / sc4..7 / m4..7 of row r, one byte each */
+		const __m256i sclo = _mm256_and_si256(w0, k3f), mlo = _mm256_and_si256(w1, k3f);
+		const __m256i schi = _mm256_or_si256(_mm256_and_si256(w2, m4),
+						     _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(w0, 6), k03), 4));
+		const __m256i mhi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(w2, 4), m4),
+						    _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(w1, 6), k03), 4));
+		__m256i isum[X8_NT];
+
+		_Pragma("GCC unroll 8")
+		for (int t = 0; t < nt; t++)
+			isum[t] = _mm256_setzero_si256();
+		_Pragma("GCC unroll 4")
+		for (int h = 0; h < 4; h++) {
+			/* sub-blocks 2h (low nibbles) and 2h + 1 (high nibbles) */
+			const __m256i sc0 = _mm256_shuffle_epi8(h < 2 ? sclo : schi, dword_pick(2 * h % 4, 2 * h % 4));
+			const __m256i sc1 = _mm256_shuffle_epi8(h < 2 ? sclo : schi,
+								dword_pick(2 * h % 4 + 1, 2 * h % 4 + 1));
+			__m256i plo[X8_NT], phi[X8_NT];
+
+			_Pragma("GCC unroll 8")
+			for (int t = 0; t < nt; t++)
+				plo[t] = phi[t] = _mm256_setzero_si256();
+			_Pragma("GCC unroll 8")
+			for (int c = 0; c < 8; c++) {
+				const __m256i v = load256(g->qs + 32 * (8 * h + c));
+				const __m256i lo = _mm256_and_si256(v, m4);
+				const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+
+				_Pragma("GCC unroll 8")
+				for (int t = 0; t < nt; t++) {
+					const int8_t *y = a[t][i].qs + 64 * h + 4 * c;
+
+					plo[t] = _mm256_add_epi16(plo[t], _mm256_maddubs_epi16(lo, bcast4(y)));
+					phi[t] = _mm256_add_epi16(phi[t], _mm256_maddubs_epi16(hi, bcast4(y + 32)));
+				}
+			}
+			_Pragma("GCC unroll 8")
+			for (int t = 0; t < nt; t++)
+				isum[t] = _mm256_add_epi32(isum[t], _mm256_add_epi32(_mm256_madd_epi16(plo[t], sc0),
+										     _mm256_madd_epi16(phi[t], sc1)));
+		}
+		{
+			const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)g->d));
+			const __m256 dm = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)g->dmin));
+			/* dword r: (m_2k, m_2k+1) of row r, as int16 */
+			const __m256i mp0 = _mm256_shuffle_epi8(mlo, dword_pick(0, 1));
+			const __m256i mp1 = _mm256_shuffle_epi8(mlo, dword_pick(2, 3));
+			const __m256i mp2 = _mm256_shuffle_epi8(mhi, dword_pick(0, 1));
+			const __m256i mp3 = _mm256_shuffle_epi8(mhi, dword_pick(2, 3));
+
+			_Pragma("GCC unroll 8")
+			for (int t = 0; t < nt; t++) {
+				/* 32-sums of the activation, then (s_2k, s_2k+1) int16 pairs broadcast */
+				const __m256i s32 = _mm256_madd_epi16(
+					_mm256_loadu_si256((const __m256i *)(const void *)a[t][i].bsums), ones);
+				const __m256i s16 = _mm256_packs_epi32(s32, s32);
+				__m256i msum = _mm256_madd_epi16(mp0, _mm256_permutevar8x32_epi32(s16, _mm256_set1_epi32(0)));
+
+				msum = _mm256_add_epi32(msum, _mm256_madd_epi16(mp1, _mm256_permutevar8x32_epi32(s16, _mm256_set1_epi32(1))));
+				msum = _mm256_add_epi32(msum, _mm256_madd_epi16(mp2, _mm256_permutevar8x32_epi32(s16, _mm256_set1_epi32(4))));
+				msum = _mm256_add_epi32(msum, _mm256_madd_epi16(mp3, _mm256_permutevar8x32_epi32(s16, _mm256_set1_epi32(5))));
+				acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_set1_ps(a[t][i].d)),
+							 _mm256_cvtepi32_ps(isum[t]), acc[t]);
+				acc[t] = _mm256_fnmadd_ps(_mm256_mul_ps(dm, _mm256_set1_ps(a[t][i].d)),
+							  _mm256_cvtepi32_ps(msum), acc[t]);
+			}
+		}
+	}
+	_Pragma("GCC unroll 8")
+	for (int t = 0; t < nt; t++)
+		_mm256_storeu_ps(out + (size_t)t * os, acc[t]);
+}
+
 /* Full tiles, then the 1-3 token tail with its own constant-size tile. */
-#define GEMM_X8(name, tile, btype)								\
+#define GEMM_X8(name, tile, btype, blck, ntile)							\
 static void name(size_t n, const void *w, const void *x, size_t xs, size_t n_tok, float *out, size_t os) \
 {												\
 	const btype *b = w;									\
-	size_t nb = n / QK8_0, t = 0;								\
+	size_t nb = n / (blck), t = 0;								\
 												\
-	for (; t + X8_NT <= n_tok; t += X8_NT)							\
-		tile(nb, b, (const char *)x + t * xs, xs, X8_NT, out + t * os, os);		\
+	for (; t + (ntile) <= n_tok; t += (ntile))						\
+		tile(nb, b, (const char *)x + t * xs, xs, ntile, out + t * os, os);		\
 	switch (n_tok - t) {									\
 	case 3:											\
 		tile(nb, b, (const char *)x + t * xs, xs, 3, out + t * os, os);			\
@@ -986,8 +1096,9 @@ static void name(size_t n, const void *w, const void *x, size_t xs, size_t n_tok
 	}											\
 }
 
-GEMM_X8(gemm_q4_0x8_avx2, q4_0x8_tile, struct block_q4_0x8)
-GEMM_X8(gemm_q8_0x8_avx2, q8_0x8_tile, struct block_q8_0x8)
+GEMM_X8(gemm_q4_0x8_avx2, q4_0x8_tile, struct block_q4_0x8, QK4_0, X8_NT)
+GEMM_X8(gemm_q8_0x8_avx2, q8_0x8_tile, struct block_q8_0x8, QK8_0, X8_NT)
+GEMM_X8(gemm_q4_Kx8_avx2, q4_Kx8_tile, struct block_q4_Kx8, QK_K, K_NT)
 #undef GEMM_X8
 
 static void axpy_f32_avx2(size_t n, float a, const float *x, float *y)
@@ -1017,7 +1128,8 @@ const struct ms_kernels ms_kernels_avx2 = {
 				     gemm_q8_0x8_avx2 },
 		[GGML_TYPE_Q4_0] = { GGML_TYPE_Q8_0, act_q8_0_avx2, vec_dot_q4_0_q8_0_avx2, vec_dot_q4_0_q8_0_x4_avx2,
 				     gemm_q4_0x8_avx2 },
-		[GGML_TYPE_Q4_K] = { GGML_TYPE_Q8_K, act_q8_K_avx2, vec_dot_q4_K_q8_K_avx2, vec_dot_q4_K_q8_K_x4_avx2 },
+		[GGML_TYPE_Q4_K] = { GGML_TYPE_Q8_K, act_q8_K_avx2, vec_dot_q4_K_q8_K_avx2, vec_dot_q4_K_q8_K_x4_avx2,
+				     gemm_q4_Kx8_avx2 },
 		[GGML_TYPE_Q5_K] = { GGML_TYPE_Q8_K, act_q8_K_avx2, vec_dot_q5_K_q8_K_avx2, vec_dot_q5_K_q8_K_x4_avx2 },
 		[GGML_TYPE_Q6_K] = { GGML_TYPE_Q8_K, act_q8_K_avx2, vec_dot_q6_K_q8_K_avx2, vec_dot_q6_K_q8_K_x4_avx2 },
 	},

@@ -363,6 +363,48 @@ static void gemm_q8_0x8_generic(size_t n, const void *w, const void *x, size_t x
 	}
 }
 
+/*
+ * Q4_K: the packed scale bytes are interleaved like the codes; row r's
+ * 12 are gathered back and read by scale_min_k4. Code byte 32g + l of a
+ * row holds element 64g + l (low nibble, sub-block 2g) and 64g + 32 + l
+ * (high nibble, sub-block 2g + 1).
+ */
+static void gemm_q4_Kx8_generic(size_t n, const void *w, const void *x, size_t xs, size_t n_tok,
+				float *out, size_t os)
+{
+	const struct block_q4_Kx8 *b = w;
+
+	for (size_t t = 0; t < n_tok; t++) {
+		const struct block_q8_K *a = (const void *)((const char *)x + t * xs);
+
+		for (int r = 0; r < MS_X8; r++) {
+			float acc = 0.0f;
+
+			for (size_t i = 0; i < n / QK_K; i++) {
+				uint8_t sc12[K_SCALE_SIZE];
+				int32_t isum = 0, msum = 0;
+
+				for (int k = 0; k < K_SCALE_SIZE; k++)
+					sc12[k] = *x8_code(b[i].scales, r, k);
+				for (int j = 0; j < QK_K / 32; j++) {
+					const int shift = 4 * (j & 1);
+					int32_t s = 0;
+					int sc, m;
+
+					scale_min_k4(j, sc12, &sc, &m);
+					for (int l = 0; l < 32; l++)
+						s += ((*x8_code(b[i].qs, r, 32 * (j / 2) + l) >> shift) & 15) * a[i].qs[32 * j + l];
+					isum += sc * s;
+					msum += m * (a[i].bsums[2 * j] + a[i].bsums[2 * j + 1]);
+				}
+				acc = fmaf(ms_f16_to_f32(b[i].d[r]) * a[i].d, (float)isum, acc);
+				acc = fmaf(-(ms_f16_to_f32(b[i].dmin[r]) * a[i].d), (float)msum, acc);
+			}
+			out[t * os + r] = acc;
+		}
+	}
+}
+
 static void axpy_f32_generic(size_t n, float a, const float *x, float *y)
 {
 	for (size_t i = 0; i < n; i++)
@@ -380,7 +422,8 @@ const struct ms_kernels ms_kernels_generic = {
 				     gemm_q8_0x8_generic },
 		[GGML_TYPE_Q4_0] = { GGML_TYPE_Q8_0, act_q8_0_generic, vec_dot_q4_0_q8_0_generic, NULL,
 				     gemm_q4_0x8_generic },
-		[GGML_TYPE_Q4_K] = { GGML_TYPE_Q8_K, act_q8_K_generic, vec_dot_q4_K_q8_K_generic },
+		[GGML_TYPE_Q4_K] = { GGML_TYPE_Q8_K, act_q8_K_generic, vec_dot_q4_K_q8_K_generic, NULL,
+				     gemm_q4_Kx8_generic },
 		[GGML_TYPE_Q5_K] = { GGML_TYPE_Q8_K, act_q8_K_generic, vec_dot_q5_K_q8_K_generic },
 		[GGML_TYPE_Q6_K] = { GGML_TYPE_Q8_K, act_q8_K_generic, vec_dot_q6_K_q8_K_generic },
 	},

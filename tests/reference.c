@@ -10,22 +10,25 @@
 
 /*
  * Row r of an interleaved matrix, read from the layout's description in
- * kernels.h (groups of 8 rows; per block index the 8 f16 scales, then the
- * codes in 4-byte pieces, row by row for each piece): each plain block is
- * put back together, then dequantized as usual.
+ * kernels.h (groups of 8 rows; per block index each f16 header field of
+ * the 8 rows, then the rest of the blocks in 4-byte pieces, row by row for
+ * each piece): each plain block is put back together, then dequantized as
+ * usual.
  */
 static void x8_dequant_row(const struct ms_tensor *t, size_t r, float *out)
 {
 	const struct ggml_type_info *ti = ggml_type_get(t->type);
 	const uint8_t *grp = (const uint8_t *)t->data + (r / 8) * 8 * t->row_bytes;
-	uint8_t blk[64];
+	const size_t nf = t->type == GGML_TYPE_Q4_K ? 2 : 1;   /* f16 header fields: d (and dmin) */
+	uint8_t blk[256];
 
 	for (size_t i = 0; i < t->cols / ti->blck; i++) {
 		const uint8_t *g = grp + i * 8 * ti->bytes;
 
-		memcpy(blk, g + 2 * (r % 8), 2);
-		for (size_t c = 0; c < (ti->bytes - 2) / 4; c++)
-			memcpy(blk + 2 + 4 * c, g + 16 + 32 * c + 4 * (r % 8), 4);
+		for (size_t f = 0; f < nf; f++)
+			memcpy(blk + 2 * f, g + 16 * f + 2 * (r % 8), 2);
+		for (size_t c = 0; c < (ti->bytes - 2 * nf) / 4; c++)
+			memcpy(blk + 2 * nf + 4 * c, g + 16 * nf + 32 * c + 4 * (r % 8), 4);
 		dequantize_row(t->type, blk, out + i * ti->blck, ti->blck);
 	}
 }
