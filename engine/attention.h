@@ -18,7 +18,29 @@ struct ms_attn_kernels {
 	const char *name;
 	void (*f32_to_f16)(size_t n, const float *x, uint16_t *y);   /* round to nearest even */
 	void (*f16_to_f32)(size_t n, const uint16_t *x, float *y);
+	/*
+	 * The three steps of attention over a block of nk cached positions for
+	 * the G query heads that share one KV head (head dimension hd); keys
+	 * and values are rows of F16 or F32 (type) kstride/vstride bytes apart,
+	 * read straight from the cache, each row once for all G heads.
+	 *
+	 * scores: s[h * s_stride + t] = scale * sum_i q[h * hd + i] * key_t[i].
+	 */
+	void (*scores)(size_t hd, size_t G, const float *q, const void *k, size_t kstride, uint32_t type,
+		       size_t nk, float scale, float *s, size_t s_stride);
+	/*
+	 * Softmax numerators in place: s[t] = exp(s[t] - mx) for t < n (mx at
+	 * least every s[t]); returns their sum. Arguments below -87 (terms
+	 * under 2^-125 of the largest) give 0.
+	 */
+	float (*exp_sum)(size_t n, float mx, float *s);
+	/* accum: out[h * o_stride + i] += sum_t p[h * p_stride + t] * value_t[i]. */
+	void (*accum)(size_t hd, size_t G, const float *p, size_t p_stride, const void *v, size_t vstride,
+		      uint32_t type, size_t nk, float *out, size_t o_stride);
 };
+
+/* Below this, exp_sum's terms are 0 (exp(-87) is within 2^4 of FLT_MIN). */
+#define MS_EXP_MIN_ARG (-87.0f)
 
 /* Generic twin: always available. */
 extern const struct ms_attn_kernels ms_attn_generic;

@@ -45,7 +45,7 @@ struct ms_ctx {
 	float *rope_sin;         /* [B][rope_dims/2] */
 	double *inv_freq;        /* [rope_dims/2] base^(-2i/rope_dims) */
 	const struct ms_attn_kernels *ak;
-	float *att_scratch;      /* [n_threads][att_stride]: converted K/V rows and scores */
+	float *att_scratch;      /* [n_threads][att_stride]: one block's scores per query head */
 	size_t att_stride;
 	float *partial;          /* [max_tasks][group][head_dim + 2]: per-split softmax state */
 	size_t max_tasks;
@@ -303,7 +303,7 @@ int ms_ctx_create(const struct ms_model *m, const struct ms_kernels *k,
 	if (!c->ak)
 		c->ak = &ms_attn_generic;
 	/* Per thread: one K row, one V row and a block of scores for a whole group. */
-	c->att_stride = 2 * (size_t)hp->head_dim + (size_t)(hp->n_heads / hp->n_kv_heads) * ATT_BLOCK;
+	c->att_stride = (size_t)(hp->n_heads / hp->n_kv_heads) * ATT_BLOCK;
 	c->att_scratch = malloc((size_t)n_threads * c->att_stride * sizeof(float));
 	c->max_tasks = b * hp->n_kv_heads + 2 * (size_t)n_threads * ATT_MAX_SPLIT;
 	c->partial = malloc(c->max_tasks * (hp->n_heads / hp->n_kv_heads) * (hp->head_dim + 2) * sizeof(float));
@@ -445,21 +445,14 @@ static size_t key_runs(const struct ms_ctx *c, size_t r, uint32_t l, size_t g, s
 	return n;
 }
 
-static const float *load_row(const struct ms_ctx *c, const struct ms_kv *kv, const uint8_t *src,
-			     float *buf, size_t hd)
-{
-	if (kv->type == GGML_TYPE_F32)
-		return (const float *)(const void *)src;
-	c->ak->f16_to_f32(hd, (const uint16_t *)(const void *)src, buf);
-	return buf;
-}
-
 /*
  * One task: the G query heads of KV head g for row r, over keys
- * [k0, k1) of that row's key list, with an online softmax. Each key and
- * value row is read and converted once for the whole group: with GQA the
- * cache traffic is divided by G, which is what grouped-query attention is
- * for. Leaves (max, sum, unnormalised output) per query head in st.
+ * [k0, k1) of that row's key list, with an online softmax over blocks of
+ * ATT_BLOCK keys. The kernels read each key and value row straight from
+ * the cache once per four query heads (once for the whole group with
+ * Mistral's 4): with GQA the cache traffic is divided by G, which is what
+ * grouped-query attention is for. Leaves (max, sum, unnormalised output)
+ * per query head in st.
  */
 static void attend_task(const struct ms_ctx *c, uint32_t l, size_t r, size_t g, size_t k0, size_t k1,
 			float *st, float *scratch)
@@ -469,7 +462,7 @@ static void attend_task(const struct ms_ctx *c, uint32_t l, size_t r, size_t g, 
 	const struct ms_kv *kv = c->segs[c->row_seg[r]].kv;
 	const float scale = (float)(1.0 / sqrt((double)hd));
 	const float *q = c->q + r * hp->dim + g * G * hd;
-	float *kbuf = scratch, *vbuf = scratch + hd, *s = scratch + 2 * hd;
+	float *s = scratch;   /* [G][ATT_BLOCK] scores, then softmax numerators */
 	struct key_run runs[3];
 	size_t n_runs = key_runs(c, r, l, g, runs), skip = k0, want = k1 - k0;
 
@@ -493,13 +486,9 @@ static void attend_task(const struct ms_ctx *c, uint32_t l, size_t r, size_t g, 
 		want -= len;
 		for (size_t b0 = from; b0 < from + len; b0 += ATT_BLOCK) {
 			size_t nb = from + len - b0 < ATT_BLOCK ? from + len - b0 : ATT_BLOCK;
+			const size_t off = b0 * runs[ri].stride;
 
-			for (size_t t = 0; t < nb; t++) {
-				const float *kf = load_row(c, kv, runs[ri].k + (b0 + t) * runs[ri].stride, kbuf, hd);
-
-				for (size_t qi = 0; qi < G; qi++)
-					s[qi * ATT_BLOCK + t] = scale * c->k->dot_f32(hd, q + qi * hd, kf);
-			}
+			c->ak->scores(hd, G, q, runs[ri].k + off, runs[ri].stride, kv->type, nb, scale, s, ATT_BLOCK);
 			for (size_t qi = 0; qi < G; qi++) {
 				float *e = st + qi * (hd + 2), *sq = s + qi * ATT_BLOCK;
 				float mx = e[0], corr;
@@ -512,18 +501,10 @@ static void attend_task(const struct ms_ctx *c, uint32_t l, size_t r, size_t g, 
 					for (size_t i = 0; i < hd; i++)
 						e[2 + i] *= corr;
 				}
-				for (size_t t = 0; t < nb; t++) {
-					sq[t] = expf(sq[t] - mx);
-					e[1] += sq[t];
-				}
+				e[1] += c->ak->exp_sum(nb, mx, sq);
 				e[0] = mx;
 			}
-			for (size_t t = 0; t < nb; t++) {
-				const float *vf = load_row(c, kv, runs[ri].v + (b0 + t) * runs[ri].stride, vbuf, hd);
-
-				for (size_t qi = 0; qi < G; qi++)
-					c->k->axpy_f32(hd, s[qi * ATT_BLOCK + t], vf, st + qi * (hd + 2) + 2);
-			}
+			c->ak->accum(hd, G, s, ATT_BLOCK, runs[ri].v + off, runs[ri].stride, kv->type, nb, st + 2, hd + 2);
 		}
 	}
 }
