@@ -116,26 +116,34 @@ static const struct ms_type_kernels *type_kernels(const struct ms_kernels *k, ui
 
 int ms_x8_type(uint32_t wtype)
 {
-	return wtype == GGML_TYPE_Q4_0 || wtype == GGML_TYPE_Q8_0 || wtype == GGML_TYPE_Q4_K;
+	return wtype == GGML_TYPE_Q4_0 || wtype == GGML_TYPE_Q8_0 || wtype == GGML_TYPE_Q4_K ||
+	       wtype == GGML_TYPE_Q6_K;
 }
 
-/* Q4_0 and Q8_0 groups take the Q8_0 codes with their sum; Q4_K keeps its Q8_K activations. */
+/* Q4_0 and Q8_0 groups take the Q8_0 codes with their sum; the K-quants keep their Q8_K activations. */
 static int x8_uses_q8s(uint32_t wtype)
 {
-	return wtype != GGML_TYPE_Q4_K;
+	return wtype == GGML_TYPE_Q4_0 || wtype == GGML_TYPE_Q8_0;
 }
 
+/*
+ * Each block is a run of f16 header fields and a body, in the plain
+ * block's order: d first for Q4_0/Q8_0, d and dmin first for Q4_K, the
+ * body first and d last for Q6_K. Fields are gathered row by row, the body
+ * goes in 4-byte pieces (kernels.h).
+ */
 int ms_repack_x8(uint32_t wtype, const void *src, size_t row_bytes, size_t cols, size_t n_groups, void *dst)
 {
 	const struct ggml_type_info *ti = ggml_type_get(wtype);
-	/* f16 header fields per block (d; d and dmin for Q4_K); the rest goes in 4-byte pieces */
 	const size_t nf = wtype == GGML_TYPE_Q4_K ? 2 : 1;
-	size_t rest, nb;
+	const int fields_last = wtype == GGML_TYPE_Q6_K;
+	size_t body, body_off, nb;
 	uint8_t *o = dst;
 
 	if (!ms_x8_type(wtype) || !ti || cols % ti->blck)
 		return -EINVAL;
-	rest = ti->bytes - 2 * nf;
+	body = ti->bytes - 2 * nf;
+	body_off = fields_last ? 0 : 2 * nf;
 	nb = cols / ti->blck;
 	for (size_t g = 0; g < n_groups; g++) {
 		const uint8_t *rows = (const uint8_t *)src + g * MS_X8 * row_bytes;
@@ -143,12 +151,17 @@ int ms_repack_x8(uint32_t wtype, const void *src, size_t row_bytes, size_t cols,
 		for (size_t i = 0; i < nb; i++) {
 			const uint8_t *blk = rows + i * ti->bytes;
 
-			for (size_t f = 0; f < nf; f++)
-				for (size_t r = 0; r < MS_X8; r++, o += 2)
-					memcpy(o, blk + r * row_bytes + 2 * f, 2);
-			for (size_t c = 0; c < rest / 4; c++)
-				for (size_t r = 0; r < MS_X8; r++, o += 4)
-					memcpy(o, blk + r * row_bytes + 2 * nf + 4 * c, 4);
+			for (int part = 0; part < 2; part++) {
+				if (part == fields_last) {
+					for (size_t f = 0; f < nf; f++)
+						for (size_t r = 0; r < MS_X8; r++, o += 2)
+							memcpy(o, blk + r * row_bytes + (fields_last ? body : 0) + 2 * f, 2);
+				} else {
+					for (size_t c = 0; c < body / 4; c++)
+						for (size_t r = 0; r < MS_X8; r++, o += 4)
+							memcpy(o, blk + r * row_bytes + body_off + 4 * c, 4);
+				}
+			}
 		}
 	}
 	return 0;

@@ -44,10 +44,11 @@ typedef void (*ms_vec_dot_x4_fn)(size_t n, const void *w, const void *x, size_t 
  * Interleaved weight layout (MS_LAYOUT_X8), made at load time for the
  * matrices of the types below whose row count is a multiple of 8: rows are
  * taken eight at a time, and for each block index the eight rows' blocks
- * are stored together: first each f16 header field (d, then dmin for
- * Q4_K) of rows 0..7, then the rest of the block (Q4_K's packed scales,
- * the codes) interleaved four bytes at a time: 32-byte chunk c holds bytes
- * 4c..4c+3 of that rest for rows 0..7 in turn. The bytes are those of the
+ * are stored together: each f16 field (d, and dmin for Q4_K) of rows 0..7
+ * in turn, and the rest of the block (the codes, and the scales of the
+ * K-quants) interleaved four bytes at a time: 32-byte chunk c holds bytes
+ * 4c..4c+3 of that rest for rows 0..7 in turn. The parts keep the plain
+ * block's order (Q6_K: codes and scales first, d last). The bytes are those of the
  * plain blocks, reordered: a group is exactly 8 blocks long. One 32-byte
  * load then feeds eight rows' dot products at once, lane r for row r: the
  * eight results come out of the vector as they are, with no horizontal
@@ -81,6 +82,14 @@ struct block_q4_Kx8 {
 };
 _Static_assert(sizeof(struct block_q4_Kx8) == 8 * sizeof(struct block_q4_K), "q4_Kx8 is 8 blocks");
 
+struct block_q6_Kx8 {
+	uint8_t ql[MS_X8 * QK_K / 2];
+	uint8_t qh[MS_X8 * QK_K / 4];
+	int8_t scales[MS_X8 * QK_K / 16];
+	uint16_t d[MS_X8];
+};
+_Static_assert(sizeof(struct block_q6_Kx8) == 8 * sizeof(struct block_q6_K), "q6_Kx8 is 8 blocks");
+
 /*
  * Activations of the interleaved Q4_0 and Q8_0 kernels: Q8_0's rounding (the same codes
  * and the same f16-rounded scale, kept here as the float it represents)
@@ -96,7 +105,7 @@ struct ms_block_q8s {
 /*
  * One group of 8 interleaved rows (n elements each, a multiple of the
  * block) against n_tok activation rows (struct ms_block_q8s for Q4_0 and
- * Q8_0, the Q8_K blocks of the plain kernels for Q4_K; x_stride bytes
+ * Q8_0, the Q8_K blocks of the plain kernels for Q4_K and Q6_K; x_stride bytes
  * apart): out[t * out_stride + r] = dot(row r, token t) for r < 8. Per
  * row and token the sum is sequential over blocks, acc = fma(dw * dx,
  * isum, acc) with isum the exact integer block dot product (Q4_K then

@@ -856,6 +856,14 @@ static void vec_dot_q6_K_q8_K_x4_avx2(size_t n, const void *w, const void *x, si
  */
 #define X8_NT 4
 
+/*
+ * Keeps an accumulator a real register value at this point. Without it
+ * GCC re-associates the integer sums of a whole block (every token's
+ * products become one balanced tree), which needs 32 live vectors and
+ * spills them: the prefill tiles ran at half speed.
+ */
+#define PIN(v) __asm__("" : "+x"(v))
+
 static inline __m256i bcast4(const int8_t *p)
 {
 	int32_t v;
@@ -902,14 +910,18 @@ static inline __attribute__((always_inline)) void q4_0x8_tile(size_t nb, const s
 			const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
 
 			_Pragma("GCC unroll 8")
-			for (int t = 0; t < nt; t++)
-				p[t] = _mm256_add_epi16(p[t],
-							_mm256_add_epi16(_mm256_maddubs_epi16(lo, bcast4(a[t][i].qs + 4 * c)),
-									 _mm256_maddubs_epi16(hi, bcast4(a[t][i].qs + 16 + 4 * c))));
+			for (int t = 0; t < nt; t++) {
+				p[t] = _mm256_add_epi16(p[t], _mm256_maddubs_epi16(lo, bcast4(a[t][i].qs + 4 * c)));
+				PIN(p[t]);
+				p[t] = _mm256_add_epi16(p[t], _mm256_maddubs_epi16(hi, bcast4(a[t][i].qs + 16 + 4 * c)));
+				PIN(p[t]);
+			}
 		}
 		_Pragma("GCC unroll 8")
 		for (int t = 0; t < nt; t++) {
-			const __m256i s = _mm256_sub_epi32(_mm256_madd_epi16(p[t], ones), _mm256_set1_epi32(8 * a[t][i].s));
+			/* broadcast from memory, then shift: 8 * s in a general register took 4 instructions */
+			const __m256i s8 = _mm256_slli_epi32(_mm256_set1_epi32(a[t][i].s), 3);
+			const __m256i s = _mm256_sub_epi32(_mm256_madd_epi16(p[t], ones), s8);
 
 			acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_set1_ps(a[t][i].d)), _mm256_cvtepi32_ps(s), acc[t]);
 		}
@@ -949,9 +961,11 @@ static inline __attribute__((always_inline)) void q8_0x8_tile(size_t nb, const s
 			const __m256i av = _mm256_sign_epi8(v, v);
 
 			_Pragma("GCC unroll 8")
-			for (int t = 0; t < nt; t++)
+			for (int t = 0; t < nt; t++) {
 				s[t] = _mm256_add_epi32(s[t], _mm256_madd_epi16(_mm256_maddubs_epi16(
 					av, _mm256_sign_epi8(bcast4(a[t][i].qs + 4 * c), v)), ones));
+				PIN(s[t]);
+			}
 		}
 		_Pragma("GCC unroll 8")
 		for (int t = 0; t < nt; t++)
@@ -1032,7 +1046,9 @@ static inline __attribute__((always_inline)) void q4_Kx8_tile(size_t nb, const s
 					const int8_t *y = a[t][i].qs + 64 * h + 4 * c;
 
 					plo[t] = _mm256_add_epi16(plo[t], _mm256_maddubs_epi16(lo, bcast4(y)));
+					PIN(plo[t]);
 					phi[t] = _mm256_add_epi16(phi[t], _mm256_maddubs_epi16(hi, bcast4(y + 32)));
+					PIN(phi[t]);
 				}
 			}
 			_Pragma("GCC unroll 8")
@@ -1072,6 +1088,133 @@ static inline __attribute__((always_inline)) void q4_Kx8_tile(size_t nb, const s
 		_mm256_storeu_ps(out + (size_t)t * os, acc[t]);
 }
 
+/*
+ * Q6_K. For four consecutive elements l..l+3 of a 128-element half, one
+ * chunk each of ql (l), ql (l + 32) and qh (l) hold the 6-bit codes of
+ * elements l, l + 32, l + 64, l + 96 for the eight rows. Codes are 0..63,
+ * so maddubs pairs reach 16002 and only two add up in int16 before the
+ * madd that applies the sub-block's scale; the -32 offset is taken off at
+ * the end as 32 * sum_j sc_j * (the activation's 16-sums), one madd per
+ * pair of sub-blocks. Scales are signed: shuffled into the high byte of
+ * each int16 and shifted back down arithmetically.
+ */
+#define K6_NT 2
+
+/* Like dword_pick, bytes into the high halves: dword r gets (0, 4r + b0, 0, 4r + b1). */
+static inline __m256i dword_pick_hi(int b0, int b1)
+{
+	return _mm256_add_epi32(_mm256_set1_epi32((int)(0x00800080u | (uint32_t)b0 << 8 | (uint32_t)b1 << 24)),
+				_mm256_setr_epi32(0, 0x4000400, 0x8000800, 0xc000c00, 0, 0x4000400, 0x8000800, 0xc000c00));
+}
+
+static inline __attribute__((always_inline)) void q6_Kx8_tile(size_t nb, const struct block_q6_Kx8 *b,
+							      const void *x, size_t xs, const int nt,
+							      float *out, size_t os)
+{
+	const __m256i m4 = _mm256_set1_epi8(15), m30 = _mm256_set1_epi8(0x30);
+	const struct block_q8_K *a[X8_NT];
+	__m256 acc[X8_NT];
+
+	_Pragma("GCC unroll 8")
+	for (int t = 0; t < nt; t++) {
+		a[t] = (const struct block_q8_K *)(const void *)((const char *)x + (size_t)t * xs);
+		acc[t] = _mm256_setzero_ps();
+	}
+	for (size_t i = 0; i < nb; i++) {
+		const struct block_q6_Kx8 *g = b + i;
+		__m256i isum[X8_NT];
+
+		/*
+		 * The kernel walks three code streams of a block at once (ql at l
+		 * and l + 32, qh), which the hardware prefetchers do not follow:
+		 * from DRAM it ran at half the plain kernel's speed. Two blocks
+		 * ahead covers the memory latency.
+		 */
+		if (i + 2 < nb)
+			for (size_t off = 0; off < sizeof(*g); off += 64)
+				_mm_prefetch((const char *)(g + 2) + off, _MM_HINT_T0);
+
+		_Pragma("GCC unroll 8")
+		for (int t = 0; t < nt; t++)
+			isum[t] = _mm256_setzero_si256();
+		_Pragma("GCC unroll 2")
+		for (int h = 0; h < 2; h++) {
+			_Pragma("GCC unroll 2")
+			for (int kp = 0; kp < 8; kp += 2) {
+				/* elements 4kp..4kp+7 (+ 32q) of half h: sub-blocks 8h + 2q + kp/4 */
+				__m256i p[X8_NT][4];
+
+				_Pragma("GCC unroll 2")
+				for (int k = kp; k < kp + 2; k++) {
+					const __m256i lq = load256(g->ql + 32 * (16 * h + k));
+					const __m256i lq2 = load256(g->ql + 32 * (16 * h + 8 + k));
+					const __m256i hq = load256(g->qh + 32 * (8 * h + k));
+
+					_Pragma("GCC unroll 4")
+					for (int q = 0; q < 4; q++) {
+						/* codes of elements +32q: nibble of ql (l or l + 32), two bits of qh */
+						const __m256i lo = (q & 1) ? lq2 : lq;
+						const __m256i nib = q < 2 ? lo : _mm256_srli_epi16(lo, 4);
+						const __m256i top = q == 0 ? _mm256_slli_epi16(hq, 4) :
+								    q == 1 ? _mm256_slli_epi16(hq, 2) :
+								    q == 2 ? hq : _mm256_srli_epi16(hq, 2);
+						const __m256i e = _mm256_or_si256(_mm256_and_si256(nib, m4), _mm256_and_si256(top, m30));
+
+						_Pragma("GCC unroll 8")
+						for (int t = 0; t < nt; t++) {
+							const __m256i m = _mm256_maddubs_epi16(e, bcast4(a[t][i].qs + 128 * h + 4 * k + 32 * q));
+
+							if (k == kp) {
+								p[t][q] = m;
+							} else {
+								p[t][q] = _mm256_add_epi16(p[t][q], m);
+							}
+							PIN(p[t][q]);
+						}
+					}
+				}
+				_Pragma("GCC unroll 4")
+				for (int q = 0; q < 4; q++) {
+					const int j = 8 * h + 2 * q + kp / 4;
+					const __m256i sc = _mm256_srai_epi16(
+						_mm256_shuffle_epi8(load256(g->scales + 32 * (j / 4)), dword_pick_hi(j % 4, j % 4)), 8);
+
+					_Pragma("GCC unroll 8")
+					for (int t = 0; t < nt; t++) {
+						isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(p[t][q], sc));
+						PIN(isum[t]);
+					}
+				}
+			}
+		}
+		{
+			const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)g->d));
+
+			_Pragma("GCC unroll 8")
+			for (int t = 0; t < nt; t++) {
+				/* sum_j sc_j * bsums[j], sub-blocks in pairs: dword r (sc_2m, sc_2m+1) against (bs_2m, bs_2m+1) */
+				const __m256i bs = _mm256_loadu_si256((const __m256i *)(const void *)a[t][i].bsums);
+				__m256i off = _mm256_setzero_si256();
+
+				_Pragma("GCC unroll 8")
+				for (int m = 0; m < 8; m++) {
+					const __m256i scp = _mm256_srai_epi16(
+						_mm256_shuffle_epi8(load256(g->scales + 32 * (m / 2)),
+								    dword_pick_hi(2 * (m % 2), 2 * (m % 2) + 1)), 8);
+
+					off = _mm256_add_epi32(off, _mm256_madd_epi16(scp, _mm256_permutevar8x32_epi32(bs, _mm256_set1_epi32(m))));
+				}
+				isum[t] = _mm256_sub_epi32(isum[t], _mm256_slli_epi32(off, 5));
+				acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_set1_ps(a[t][i].d)),
+							 _mm256_cvtepi32_ps(isum[t]), acc[t]);
+			}
+		}
+	}
+	_Pragma("GCC unroll 8")
+	for (int t = 0; t < nt; t++)
+		_mm256_storeu_ps(out + (size_t)t * os, acc[t]);
+}
+
 /* Full tiles, then the 1-3 token tail with its own constant-size tile. */
 #define GEMM_X8(name, tile, btype, blck, ntile)							\
 static void name(size_t n, const void *w, const void *x, size_t xs, size_t n_tok, float *out, size_t os) \
@@ -1099,6 +1242,7 @@ static void name(size_t n, const void *w, const void *x, size_t xs, size_t n_tok
 GEMM_X8(gemm_q4_0x8_avx2, q4_0x8_tile, struct block_q4_0x8, QK4_0, X8_NT)
 GEMM_X8(gemm_q8_0x8_avx2, q8_0x8_tile, struct block_q8_0x8, QK8_0, X8_NT)
 GEMM_X8(gemm_q4_Kx8_avx2, q4_Kx8_tile, struct block_q4_Kx8, QK_K, K_NT)
+GEMM_X8(gemm_q6_Kx8_avx2, q6_Kx8_tile, struct block_q6_Kx8, QK_K, K6_NT)
 #undef GEMM_X8
 
 static void axpy_f32_avx2(size_t n, float a, const float *x, float *y)
@@ -1131,7 +1275,8 @@ const struct ms_kernels ms_kernels_avx2 = {
 		[GGML_TYPE_Q4_K] = { GGML_TYPE_Q8_K, act_q8_K_avx2, vec_dot_q4_K_q8_K_avx2, vec_dot_q4_K_q8_K_x4_avx2,
 				     gemm_q4_Kx8_avx2 },
 		[GGML_TYPE_Q5_K] = { GGML_TYPE_Q8_K, act_q8_K_avx2, vec_dot_q5_K_q8_K_avx2, vec_dot_q5_K_q8_K_x4_avx2 },
-		[GGML_TYPE_Q6_K] = { GGML_TYPE_Q8_K, act_q8_K_avx2, vec_dot_q6_K_q8_K_avx2, vec_dot_q6_K_q8_K_x4_avx2 },
+		[GGML_TYPE_Q6_K] = { GGML_TYPE_Q8_K, act_q8_K_avx2, vec_dot_q6_K_q8_K_avx2, vec_dot_q6_K_q8_K_x4_avx2,
+				     gemm_q6_Kx8_avx2 },
 	},
 	.dot_f32 = dot_f32_avx2,
 	.axpy_f32 = axpy_f32_avx2,

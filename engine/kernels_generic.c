@@ -405,6 +405,45 @@ static void gemm_q4_Kx8_generic(size_t n, const void *w, const void *x, size_t x
 	}
 }
 
+/*
+ * Q6_K: element 128h + 32k + l (l < 32) is ql byte 64h + l + 32 (k & 1),
+ * low nibble for k < 2, high for k >= 2, with bits 2k..2k+1 of qh byte
+ * 32h + l on top; minus 32; scale per 16 elements.
+ */
+static void gemm_q6_Kx8_generic(size_t n, const void *w, const void *x, size_t xs, size_t n_tok,
+				float *out, size_t os)
+{
+	const struct block_q6_Kx8 *b = w;
+
+	for (size_t t = 0; t < n_tok; t++) {
+		const struct block_q8_K *a = (const void *)((const char *)x + t * xs);
+
+		for (int r = 0; r < MS_X8; r++) {
+			float acc = 0.0f;
+
+			for (size_t i = 0; i < n / QK_K; i++) {
+				int32_t isum = 0;
+
+				for (int j = 0; j < QK_K / 16; j++) {
+					int32_t s = 0;
+
+					for (int e = 16 * j; e < 16 * j + 16; e++) {
+						const int h = e / 128, k = e % 128 / 32, l = e % 32;
+						const uint8_t lq = *x8_code(b[i].ql, r, 64 * h + l + 32 * (k & 1));
+						const uint8_t hq = *x8_code(b[i].qh, r, 32 * h + l);
+						const int q = ((k < 2 ? lq : lq >> 4) & 15) | (((hq >> (2 * k)) & 3) << 4);
+
+						s += (q - 32) * a[i].qs[e];
+					}
+					isum += (int8_t)*x8_code((const uint8_t *)b[i].scales, r, j) * s;
+				}
+				acc = fmaf(ms_f16_to_f32(b[i].d[r]) * a[i].d, (float)isum, acc);
+			}
+			out[t * os + r] = acc;
+		}
+	}
+}
+
 static void axpy_f32_generic(size_t n, float a, const float *x, float *y)
 {
 	for (size_t i = 0; i < n; i++)
@@ -425,7 +464,8 @@ const struct ms_kernels ms_kernels_generic = {
 		[GGML_TYPE_Q4_K] = { GGML_TYPE_Q8_K, act_q8_K_generic, vec_dot_q4_K_q8_K_generic, NULL,
 				     gemm_q4_Kx8_generic },
 		[GGML_TYPE_Q5_K] = { GGML_TYPE_Q8_K, act_q8_K_generic, vec_dot_q5_K_q8_K_generic },
-		[GGML_TYPE_Q6_K] = { GGML_TYPE_Q8_K, act_q8_K_generic, vec_dot_q6_K_q8_K_generic },
+		[GGML_TYPE_Q6_K] = { GGML_TYPE_Q8_K, act_q8_K_generic, vec_dot_q6_K_q8_K_generic, NULL,
+				     gemm_q6_Kx8_generic },
 	},
 	.dot_f32 = dot_f32_generic,
 	.axpy_f32 = axpy_f32_generic,

@@ -59,7 +59,7 @@ struct ms_load_opts {
 	struct ms_arena_opts arena;
 	int32_t window;       /* enum ms_window_mode or a window size > 0 */
 	/*
-	 * Keep every matrix in plain ggml rows. By default Q4_0, Q8_0 and Q4_K
+	 * Keep every matrix in plain ggml rows. By default Q4_0, Q8_0, Q4_K and Q6_K
 	 * matrices (all but token_embd) are interleaved eight rows at a time
 	 * for the x8 kernels (kernels.h); this exists to measure and test
 	 * the difference.

@@ -19,16 +19,19 @@ static void x8_dequant_row(const struct ms_tensor *t, size_t r, float *out)
 {
 	const struct ggml_type_info *ti = ggml_type_get(t->type);
 	const uint8_t *grp = (const uint8_t *)t->data + (r / 8) * 8 * t->row_bytes;
-	const size_t nf = t->type == GGML_TYPE_Q4_K ? 2 : 1;   /* f16 header fields: d (and dmin) */
+	const size_t nf = t->type == GGML_TYPE_Q4_K ? 2 : 1;   /* f16 fields: d (and dmin) */
+	const size_t body = ti->bytes - 2 * nf;
+	/* Q6_K keeps d after its body, the others before */
+	const size_t fo = t->type == GGML_TYPE_Q6_K ? body : 0, bo = t->type == GGML_TYPE_Q6_K ? 0 : 2 * nf;
 	uint8_t blk[256];
 
 	for (size_t i = 0; i < t->cols / ti->blck; i++) {
 		const uint8_t *g = grp + i * 8 * ti->bytes;
 
 		for (size_t f = 0; f < nf; f++)
-			memcpy(blk + 2 * f, g + 16 * f + 2 * (r % 8), 2);
-		for (size_t c = 0; c < (ti->bytes - 2 * nf) / 4; c++)
-			memcpy(blk + 2 * nf + 4 * c, g + 16 * nf + 32 * c + 4 * (r % 8), 4);
+			memcpy(blk + fo + 2 * f, g + 8 * fo + 16 * f + 2 * (r % 8), 2);
+		for (size_t c = 0; c < body / 4; c++)
+			memcpy(blk + bo + 4 * c, g + 8 * bo + 32 * c + 4 * (r % 8), 4);
 		dequantize_row(t->type, blk, out + i * ti->blck, ti->blck);
 	}
 }

@@ -557,7 +557,7 @@ static void q8s_from_f32(const struct ms_kernels *k, size_t n, const float *x, s
 	}
 }
 
-/* Random Q8_K activation blocks (what the Q4_K x8 kernel takes), bsums consistent. */
+/* Random Q8_K activation blocks (what the K-quant x8 kernels take), bsums consistent. */
 static void make_q8k(size_t n, struct block_q8_K *a)
 {
 	for (size_t i = 0; i < n / QK_K; i++) {
@@ -572,15 +572,15 @@ static void make_q8k(size_t n, struct block_q8_K *a)
 	}
 }
 
-/* The x8 kernels' activations: ms_block_q8s rows for Q4_0/Q8_0, Q8_K rows for Q4_K. */
+/* The x8 kernels' activations: ms_block_q8s rows for Q4_0/Q8_0, Q8_K rows for the K-quants. */
 static size_t x8_act_bytes(uint32_t t, size_t n)
 {
-	return t == GGML_TYPE_Q4_K ? row_bytes(GGML_TYPE_Q8_K, n) : n / QK8_0 * sizeof(struct ms_block_q8s);
+	return is_k_type(t) ? row_bytes(GGML_TYPE_Q8_K, n) : n / QK8_0 * sizeof(struct ms_block_q8s);
 }
 
 static void x8_make_act(uint32_t t, size_t n, void *a)
 {
-	if (t == GGML_TYPE_Q4_K)
+	if (is_k_type(t))
 		make_q8k(n, a);
 	else
 		make_q8s(n, a);
@@ -589,7 +589,7 @@ static void x8_make_act(uint32_t t, size_t n, void *a)
 /* Activation value i (scale times code) of a row in x8_make_act's format. */
 static double x8_act_value(uint32_t t, const void *a, size_t i)
 {
-	if (t == GGML_TYPE_Q4_K) {
+	if (is_k_type(t)) {
 		const struct block_q8_K *b = a;
 
 		return (double)b[i / QK_K].d * b[i / QK_K].qs[i % QK_K];
@@ -603,7 +603,7 @@ static double x8_act_value(uint32_t t, const void *a, size_t i)
 /* What ms_matmul feeds the x8 kernel of t, from floats, with table k's conversion. */
 static void x8_act_from_f32(const struct ms_kernels *k, uint32_t t, size_t n, const float *x, void *a)
 {
-	if (t == GGML_TYPE_Q4_K)
+	if (is_k_type(t))
 		k->type[t].act_conv(n, x, a);
 	else
 		q8s_from_f32(k, n, x, a);
@@ -845,13 +845,14 @@ static void test_api(void)
 	ok(ms_matmul_scratch_bytes(g, GGML_TYPE_Q6_K, MS_LAYOUT_ROWS, 4096, 8) == 8 * 16 * 292,
 	   "Q6_K scratch: 8 rows of Q8_K");
 	ok(ms_x8_type(GGML_TYPE_Q4_0) && ms_x8_type(GGML_TYPE_Q8_0) && ms_x8_type(GGML_TYPE_Q4_K) &&
-	   !ms_x8_type(GGML_TYPE_Q6_K) && !ms_x8_type(GGML_TYPE_F16), "x8 layout exists for Q4_0, Q8_0 and Q4_K");
-	ok(ms_repack_x8(GGML_TYPE_Q6_K, w, 210, 256, 1, x) == -EINVAL &&
+	   ms_x8_type(GGML_TYPE_Q6_K) && !ms_x8_type(GGML_TYPE_Q5_K) && !ms_x8_type(GGML_TYPE_F16),
+	   "x8 layout exists for Q4_0, Q8_0, Q4_K and Q6_K");
+	ok(ms_repack_x8(GGML_TYPE_Q5_K, w, 176, 256, 1, x) == -EINVAL &&
 	   ms_repack_x8(GGML_TYPE_Q8_0, w, 34, 48, 1, x) == -EINVAL,
 	   "repack rejects a type without the layout and a partial block");
 	ok(ms_matmul(g, GGML_TYPE_Q8_0, MS_LAYOUT_X8, w, 34, 12, 32, x, 1, y, w) == -EINVAL,
 	   "x8 matmul with rows not a multiple of 8: -EINVAL");
-	ok(ms_matmul(g, GGML_TYPE_Q6_K, MS_LAYOUT_X8, w, 210, 8, 256, x, 1, y, w) == -EINVAL,
+	ok(ms_matmul(g, GGML_TYPE_Q5_K, MS_LAYOUT_X8, w, 176, 8, 256, x, 1, y, w) == -EINVAL,
 	   "x8 matmul of a type without the layout: -EINVAL");
 	ok(ms_matmul(g, GGML_TYPE_Q8_0, (enum ms_layout)7, w, 34, 8, 32, x, 1, y, w) == -EINVAL,
 	   "unknown layout: -EINVAL");
