@@ -1,6 +1,7 @@
 /* AVX2/F16C attention-side kernels: KV cache row conversion, scores, softmax numerators and value sums. */
 #include <immintrin.h>
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "attention.h"
@@ -44,6 +45,23 @@ static inline float hsum8(__m256 v)
 	s = _mm_add_ps(s, _mm_movehl_ps(s, s));
 	s = _mm_add_ss(s, _mm_movehdup_ps(s));
 	return _mm_cvtss_f32(s);
+}
+
+/*
+ * The cache holds a position's keys for every KV head in one row, so a
+ * task walks one head's slice of each row: 256 bytes (F16, head size 128)
+ * every kv_dim * 2 bytes. The hardware prefetchers do not run far enough
+ * ahead on that stride; rows this far ahead are requested explicitly,
+ * past the block's end too (the next block continues the same stride).
+ */
+#define ATT_PF_ROWS 16
+
+static inline void prefetch_row(const void *base, size_t t, size_t stride, size_t bytes)
+{
+	const uintptr_t at = (uintptr_t)base + (t + ATT_PF_ROWS) * stride;
+
+	for (size_t off = 0; off < bytes; off += 64)
+		_mm_prefetch((const char *)(at + off), _MM_HINT_T0);
 }
 
 /*
@@ -94,6 +112,9 @@ static void scores_avx2(size_t hd, size_t G, const float *q, const void *k, size
 	}
 	for (size_t t = 0; t < nk; t += 2) {
 		const void *k0 = (const char *)k + t * kstride;
+
+		prefetch_row(k, t, kstride, hd * (type == GGML_TYPE_F16 ? 2 : 4));
+		prefetch_row(k, t + 1, kstride, hd * (type == GGML_TYPE_F16 ? 2 : 4));
 		/* an odd last key is scored twice, the second result dropped */
 		const void *k1 = t + 1 < nk ? (const char *)k0 + kstride : k0;
 
@@ -181,7 +202,8 @@ static float exp_sum_avx2(size_t n, float mx, float *s)
  */
 static inline __attribute__((always_inline)) void accum_16(size_t nh, const float *p, size_t p_stride,
 							   const void *v, size_t vstride, uint32_t type,
-							   size_t nk, size_t i, float *out, size_t o_stride)
+							   size_t nk, size_t i, size_t hd, int first,
+							   float *out, size_t o_stride)
 {
 	__m256 a0[SC_HEADS], a1[SC_HEADS];
 
@@ -196,6 +218,9 @@ static inline __attribute__((always_inline)) void accum_16(size_t nh, const floa
 	for (size_t t = 0; t < nk; t++) {
 		const void *vr = (const char *)v + t * vstride;
 		const __m256 x0 = kv8(vr, type, i), x1 = kv8(vr, type, i + 8);
+
+		if (i == 0 && first)
+			prefetch_row(v, t, vstride, hd * (type == GGML_TYPE_F16 ? 2 : 4));
 
 		_Pragma("GCC unroll 4")
 		for (size_t h = 0; h < SC_HEADS; h++) {
@@ -227,7 +252,8 @@ static void accum_avx2(size_t hd, size_t G, const float *p, size_t p_stride, con
 		const size_t nh = G - h < SC_HEADS ? G - h : SC_HEADS;
 
 		for (size_t i = 0; i < hd; i += 16)
-			accum_16(nh, p + h * p_stride, p_stride, v, vstride, type, nk, i, out + h * o_stride, o_stride);
+			accum_16(nh, p + h * p_stride, p_stride, v, vstride, type, nk, i, hd, h == 0,
+				 out + h * o_stride, o_stride);
 	}
 }
 

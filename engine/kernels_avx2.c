@@ -895,9 +895,23 @@ static inline __m256i bcast4(const int8_t *p)
 	return _mm256_set1_epi32(v);
 }
 
-static inline const struct ms_block_q8s *q8s_row(const void *x, size_t xs, int t)
+/* Every tile's start: its nt activation rows (xs bytes apart) and zeroed accumulators. */
+#define X8_TILE_BEGIN(atype)								\
+	const atype *a[X8_NT];								\
+	__m256 acc[X8_NT];								\
+											\
+	_Pragma("GCC unroll 8")								\
+	for (int t = 0; t < nt; t++) {							\
+		a[t] = (const atype *)(const void *)((const char *)x + (size_t)t * xs);	\
+		acc[t] = _mm256_setzero_ps();						\
+	}
+
+/* ...and its end: each token's eight row results, out_stride apart. */
+static inline __attribute__((always_inline)) void x8_tile_store(const __m256 *acc, int nt, float *out, size_t os)
 {
-	return (const struct ms_block_q8s *)(const void *)((const char *)x + (size_t)t * xs);
+	_Pragma("GCC unroll 8")
+	for (int t = 0; t < nt; t++)
+		_mm256_storeu_ps(out + (size_t)t * os, acc[t]);
 }
 
 /*
@@ -911,14 +925,7 @@ static inline __attribute__((always_inline)) void q4_0x8_tile(size_t nb, const s
 							      float *out, size_t os)
 {
 	const __m256i m4 = _mm256_set1_epi8(15), ones = _mm256_set1_epi16(1);
-	const struct ms_block_q8s *a[X8_NT];
-	__m256 acc[X8_NT];
-
-	_Pragma("GCC unroll 8")
-	for (int t = 0; t < nt; t++) {
-		a[t] = q8s_row(x, xs, t);
-		acc[t] = _mm256_setzero_ps();
-	}
+	X8_TILE_BEGIN(struct ms_block_q8s)
 	for (size_t i = 0; i < nb; i++) {
 		const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)b[i].d));
 		__m256i p[X8_NT];
@@ -951,9 +958,7 @@ static inline __attribute__((always_inline)) void q4_0x8_tile(size_t nb, const s
 			acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_set1_ps(a[t][i].d)), _mm256_cvtepi32_ps(s), acc[t]);
 		}
 	}
-	_Pragma("GCC unroll 8")
-	for (int t = 0; t < nt; t++)
-		_mm256_storeu_ps(out + (size_t)t * os, acc[t]);
+	x8_tile_store(acc, nt, out, os);
 }
 
 /*
@@ -965,14 +970,7 @@ static inline __attribute__((always_inline)) void q8_0x8_tile(size_t nb, const s
 							      float *out, size_t os)
 {
 	const __m256i ones = _mm256_set1_epi16(1);
-	const struct ms_block_q8s *a[X8_NT];
-	__m256 acc[X8_NT];
-
-	_Pragma("GCC unroll 8")
-	for (int t = 0; t < nt; t++) {
-		a[t] = q8s_row(x, xs, t);
-		acc[t] = _mm256_setzero_ps();
-	}
+	X8_TILE_BEGIN(struct ms_block_q8s)
 	for (size_t i = 0; i < nb; i++) {
 		const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)b[i].d));
 		__m256i s[X8_NT];
@@ -998,9 +996,7 @@ static inline __attribute__((always_inline)) void q8_0x8_tile(size_t nb, const s
 		for (int t = 0; t < nt; t++)
 			acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_set1_ps(a[t][i].d)), _mm256_cvtepi32_ps(s[t]), acc[t]);
 	}
-	_Pragma("GCC unroll 8")
-	for (int t = 0; t < nt; t++)
-		_mm256_storeu_ps(out + (size_t)t * os, acc[t]);
+	x8_tile_store(acc, nt, out, os);
 }
 
 /*
@@ -1029,14 +1025,7 @@ static inline __attribute__((always_inline)) void q4_Kx8_tile(size_t nb, const s
 {
 	const __m256i m4 = _mm256_set1_epi8(15), k3f = _mm256_set1_epi8(0x3f), k03 = _mm256_set1_epi8(3);
 	const __m256i ones = _mm256_set1_epi16(1);
-	const struct block_q8_K *a[X8_NT];
-	__m256 acc[X8_NT];
-
-	_Pragma("GCC unroll 8")
-	for (int t = 0; t < nt; t++) {
-		a[t] = (const struct block_q8_K *)(const void *)((const char *)x + (size_t)t * xs);
-		acc[t] = _mm256_setzero_ps();
-	}
+	X8_TILE_BEGIN(struct block_q8_K)
 	for (size_t i = 0; i < nb; i++) {
 		const struct block_q4_Kx8 *g = b + i;
 
@@ -1112,9 +1101,7 @@ static inline __attribute__((always_inline)) void q4_Kx8_tile(size_t nb, const s
 			}
 		}
 	}
-	_Pragma("GCC unroll 8")
-	for (int t = 0; t < nt; t++)
-		_mm256_storeu_ps(out + (size_t)t * os, acc[t]);
+	x8_tile_store(acc, nt, out, os);
 }
 
 /*
@@ -1141,14 +1128,7 @@ static inline __attribute__((always_inline)) void q6_Kx8_tile(size_t nb, const s
 							      float *out, size_t os)
 {
 	const __m256i m4 = _mm256_set1_epi8(15), m30 = _mm256_set1_epi8(0x30);
-	const struct block_q8_K *a[X8_NT];
-	__m256 acc[X8_NT];
-
-	_Pragma("GCC unroll 8")
-	for (int t = 0; t < nt; t++) {
-		a[t] = (const struct block_q8_K *)(const void *)((const char *)x + (size_t)t * xs);
-		acc[t] = _mm256_setzero_ps();
-	}
+	X8_TILE_BEGIN(struct block_q8_K)
 	for (size_t i = 0; i < nb; i++) {
 		const struct block_q6_Kx8 *g = b + i;
 		__m256i isum[X8_NT];
@@ -1237,9 +1217,7 @@ static inline __attribute__((always_inline)) void q6_Kx8_tile(size_t nb, const s
 			}
 		}
 	}
-	_Pragma("GCC unroll 8")
-	for (int t = 0; t < nt; t++)
-		_mm256_storeu_ps(out + (size_t)t * os, acc[t]);
+	x8_tile_store(acc, nt, out, os);
 }
 
 /* Full tiles, then the 1-3 token tail with its own constant-size tile. */
