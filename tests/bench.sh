@@ -97,6 +97,23 @@ ok $([ $? -eq 2 ]; echo $?) "--repeat 0 exits 2"
 ok $([ $? -eq 1 ] && grep -q missing.gguf "$tmp/err"; echo $?) "a missing model exits 1 naming it"
 "$MISTRAL_BENCH" -m "$model" --attention all --vocab-from "$model" >/dev/null 2>&1
 ok $([ $? -eq 2 ]; echo $?) "-m together with --attention exits 2"
+"$MISTRAL_BENCH" -m "$model" --layout x4 >/dev/null 2>"$tmp/err"
+ok $([ $? -eq 2 ] && grep -q layout "$tmp/err"; echo $?) "a bad --layout is a usage error naming the option"
+
+# --layout on a Q4_0 model: every matrix interleaved by default, none with rows.
+if [ -x "$MKMODEL" ] && "$MKMODEL" --out "$tmp/q4.gguf" --type Q4_0 --vocab-from "$model" --dim 64 \
+	--layers 2 --heads 4 --kv-heads 2 --ffn 128 >/dev/null 2>&1; then
+	"$MISTRAL_BENCH" -m "$tmp/q4.gguf" --quick --json >"$tmp/x8.json" 2>/dev/null
+	check "Q4_0 model: every matrix byte interleaved (x8_bytes_per_token = weight_bytes_per_token)" \
+		py "$tmp/x8.json" 'd["x8_bytes_per_token"] == d["weight_bytes_per_token"] > 0 and pos(d["tg_tps"])'
+	"$MISTRAL_BENCH" -m "$tmp/q4.gguf" --quick --layout rows --json >"$tmp/rows.json" 2>/dev/null
+	check "--layout rows: nothing interleaved, same bytes per token" \
+		py "$tmp/rows.json" 'd["x8_bytes_per_token"] == 0 and d["weight_bytes_per_token"] > 0 and pos(d["tg_tps"])'
+	"$MISTRAL_BENCH" -m "$tmp/q4.gguf" --quick >"$tmp/x8.out" 2>/dev/null
+	check "the table says how much is interleaved" grep -q '100% of the matrix bytes interleaved' "$tmp/x8.out"
+else
+	ok 1 "mistral-mkmodel writes a Q4_0 model"
+fi
 
 # --attention on a tiny shape: 8 query heads, so 8, 2 and 1 key/value heads.
 if [ -x "$MKMODEL" ]; then
