@@ -47,6 +47,7 @@ enum key_type {
 	KT_WINDOW,      /* auto | off | N in [min, max]; 0 also means off */
 	KT_KERNELS,     /* auto | generic | avx2 */
 	KT_HUGEPAGES,   /* hugetlb | thp | none */
+	KT_KVCACHE,     /* f16 | f32 */
 	KT_MLOCK,       /* no | yes | required (and the other booleans) */
 	KT_LOG_LEVEL,   /* error | warning | notice | info | debug */
 };
@@ -90,6 +91,8 @@ static const struct key keys[] = {
 	  "page kind for the weights (falls back to the next one)" },
 	{ "mlock", KT_MLOCK, F(mlock), 0, 0, "no|yes|required",
 	  "lock the weights in RAM; required: fail if that fails" },
+	{ "kv_cache", KT_KVCACHE, F(kv_cache), 0, 0, "f16|f32",
+	  "KV cache element type; f32: twice the memory, exact" },
 	{ "max_message_bytes", KT_SIZE, F(max_message_bytes), KIB, 256 * MIB, "SIZE",
 	  "largest request accepted (K, M, G suffixes)" },
 	{ "max_nesting", KT_U32, F(max_nesting), 5, 32, "N",
@@ -512,6 +515,14 @@ static int set_key(struct md_config *c, const struct key *k, const char *value,
 		c->hugepages = p;
 		return 0;
 	}
+	case KT_KVCACHE:
+		if (strcasecmp(value, "f16") == 0)
+			c->kv_cache = GGML_TYPE_F16;
+		else if (strcasecmp(value, "f32") == 0)
+			c->kv_cache = GGML_TYPE_F32;
+		else
+			return fail(why, wlen, "'%s' is not one of f16, f32", shown(value, v, sizeof(v)));
+		return 0;
 	case KT_MLOCK:
 		if (strcasecmp(value, "required") == 0) {
 			c->mlock = true;
@@ -554,6 +565,7 @@ void md_config_defaults(struct md_config *c)
 	c->socket_mode = 0660;
 	c->socket_group = NULL;
 	c->hugepages = MS_POLICY_THP;
+	c->kv_cache = GGML_TYPE_F16;
 	c->mlock = false;
 	c->mlock_required = false;
 	c->max_message_bytes = 1 * MIB;
@@ -641,6 +653,9 @@ int md_config_get(const struct md_config *c, const char *key, char *buf, size_t 
 	case KT_HUGEPAGES:
 		n = snprintf(buf, len, "%s", c->hugepages == MS_POLICY_HUGETLB ? "hugetlb" :
 			     c->hugepages == MS_POLICY_NONE ? "none" : "thp");
+		break;
+	case KT_KVCACHE:
+		n = snprintf(buf, len, "%s", c->kv_cache == GGML_TYPE_F32 ? "f32" : "f16");
 		break;
 	case KT_MLOCK:
 		n = snprintf(buf, len, "%s", c->mlock_required ? "required" :

@@ -9,6 +9,7 @@
 #include <sys/types.h>
 
 #include "arena.h"
+#include "quant.h"   /* GGML_TYPE_F16, GGML_TYPE_F32 for kv_cache */
 
 #ifdef SYSCONFDIR
 #define MD_DEFAULT_CONFIG SYSCONFDIR "/mistrald.conf"   /* from configure's --sysconfdir */
@@ -30,6 +31,7 @@ struct md_config {
 	mode_t socket_mode;           /* socket_mode = octal (default 0660) */
 	char *socket_group;           /* socket_group = NAME (NULL: leave as created) */
 	enum ms_page_policy hugepages;/* hugepages = hugetlb | thp | none (default thp) */
+	uint32_t kv_cache;            /* kv_cache = f16 | f32: GGML_TYPE_F16 (default) or _F32 */
 	bool mlock;                   /* mlock = no | yes | required */
 	bool mlock_required;
 	size_t max_message_bytes;     /* default 1 MiB; range 1 KiB .. 256 MiB */

@@ -128,9 +128,9 @@ static void *load_main(void *arg)
 	/* One round may carry a row for every running sequence. */
 	b->batch = c->batch > c->parallel ? c->batch : c->parallel;
 	b->tmpl = ms_template_detect(b->model->tok);
-	/* Half the bytes of F32 per cached token, so twice the context per GiB
-	 * and half the cache traffic per decode step. */
-	b->kv_type = GGML_TYPE_F16;
+	/* F16 (the default) is half the bytes of F32 per cached token, so twice
+	 * the context per GiB and half the cache traffic per decode step. */
+	b->kv_type = c->kv_cache;
 	l->rc = ms_ctx_create(b->model, b->kernels, b->batch, b->threads, &b->ctx, &err);
 	if (l->rc < 0) {
 		snprintf(l->err, sizeof(l->err), "%s", err.msg);

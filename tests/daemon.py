@@ -356,9 +356,11 @@ def test_info(d):
        and isinstance(r.get("path"), str) and r["path"].endswith("stories260K.gguf")
        and r.get("threads") == 2 and r.get("parallel") == 4 and is_uint(r.get("context"))
        and r.get("sliding_window") == 0 and isinstance(r.get("sliding_window_source"), str)
-       and is_uint(r.get("kv_cache_bytes_per_sequence")) and is_uint(r.get("kv_cache_bytes_per_token"))
+       and is_uint(r.get("kv_cache_bytes_per_sequence")) and r.get("kv_cache_bytes_per_token") == 5 * 32 * 2 * 2
+       and r.get("kv_cache_type") == "F16"
        and isinstance(r.get("tensor_types"), dict) and (r["tensor_types"].get("F32") or 0) > 0,
-       "info: name, path, version, threads 2, parallel 4, context, window 0, kv sizes, tensor types",
+       "info: name, path, version, threads 2, parallel 4, context, window 0, F16 kv cache (640 B a token), "
+       "tensor types",
        d, repr(r))
     with d.client() as c:
         ok(c.call("info", [{}]) == c.call("info", []),
@@ -1205,7 +1207,15 @@ def test_limits():
 
 
 def test_small(golden_text):
-    d = Daemon("small", "--context", 64, "--max-tokens-limit", 100, "--idle-timeout", 1)
+    d = Daemon("small", "--context", 64, "--max-tokens-limit", 100, "--idle-timeout", 1, "--kv-cache", "f32")
+
+    def kv_cache():
+        with d.client() as c:
+            r = c.call("info")
+        # stories260K: 5 layers, 4 KV heads of 8: K and V, 4-byte elements
+        ok(r.get("kv_cache_type") == "F32" and r.get("kv_cache_bytes_per_token") == 5 * 32 * 2 * 4
+           and r.get("kv_cache_bytes_per_sequence") == 64 * 5 * 32 * 2 * 4,
+           "--kv-cache f32: info shows an F32 cache of 1280 bytes a token, 64 tokens a sequence", d, repr(r))
 
     def context():
         with d.client() as c:
@@ -1260,6 +1270,7 @@ def test_small(golden_text):
                 time.sleep(0.4)
             ok(good, "a connection sending a request every 0.4 s stays open for 2 s", d)
 
+    scenario("kv_cache = f32", d, kv_cache)
     scenario("context and max_tokens limits", d, context)
     scenario("idle timeout", d, idle)
     stop_and_check(d)

@@ -109,7 +109,7 @@ static const char *get(const struct md_config *c, const char *key)
 static const char *const all_keys[] = {
 	"model", "threads", "context", "sliding_window", "parallel", "queue_depth",
 	"batch", "kernels", "socket", "socket_mode", "socket_group", "hugepages",
-	"mlock", "max_message_bytes", "max_nesting", "max_connections",
+	"mlock", "kv_cache", "max_message_bytes", "max_nesting", "max_connections",
 	"max_requests_per_connection", "max_tokens_limit", "output_buffer_bytes",
 	"idle_timeout", "shutdown_timeout", "log_level",
 };
@@ -137,6 +137,7 @@ static void test_defaults(void)
 	ok(c.socket_mode == 0660, "default socket_mode 0660");
 	ok(c.socket_group == NULL, "default socket_group unset");
 	ok(c.hugepages == MS_POLICY_THP, "default hugepages thp");
+	ok(c.kv_cache == GGML_TYPE_F16, "default kv_cache f16");
 	ok(!c.mlock && !c.mlock_required, "default mlock no");
 	ok(c.max_message_bytes == 1 * MIB, "default max_message_bytes 1 MiB");
 	ok(c.max_nesting == 16, "default max_nesting 16");
@@ -216,6 +217,8 @@ static const struct {
 	{ "hugepages", "hugetlb", "hugetlb" },
 	{ "hugepages", "none", "none" },
 	{ "hugepages", "THP", "thp" },
+	{ "kv_cache", "f16", "f16" },
+	{ "kv_cache", "F32", "f32" },
 	{ "mlock", "yes", "yes" },
 	{ "mlock", "no", "no" },
 	{ "mlock", "required", "required" },
@@ -374,7 +377,7 @@ static void test_invalid(void)
 		"abc", "12abc", " 5", "5 ", "+5", "0x10", "1.5", "1e3", "\t",
 	};
 	static const char *const enums[] = {
-		"kernels", "hugepages", "mlock", "log_level",
+		"kernels", "hugepages", "mlock", "log_level", "kv_cache",
 	};
 	struct md_config c;
 	size_t i, j;
@@ -424,6 +427,7 @@ static void test_invalid(void)
 	expect_invalid("hugepages", "yes", "not one of");
 	expect_invalid("hugepages", "thpthpthpthpthpthp", "not one of");
 	expect_invalid("mlock", "maybe", "not one of");
+	expect_invalid("kv_cache", "q8_0", "not one of");
 	expect_invalid("log_level", "crit", "not one of");
 
 	expect_invalid("model", "a\nb", "control character");
