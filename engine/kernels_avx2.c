@@ -469,19 +469,22 @@ static inline __m128i k4_scales_mins(const uint8_t *s12)
 	return _mm_or_si128(lo, _mm_and_si128(_mm_srli_epi16(b, 2), _mm_set1_epi8(0x30)));
 }
 
-/*
- * Per-block setup shared by Q4_K and Q5_K: the scales as 16-bit words in
- * both lanes, and the min term sum_j m_j * (bsums[2j] + bsums[2j+1]) as 8
- * int32 lanes (the mins are widened with each one repeated for its two
- * bsums, so one madd does it).
- */
-static inline __m256i k4_setup(const uint8_t *s12, const int16_t *bsums, __m256i *msum)
+/* The eight scales of k4_scales_mins' result as 16-bit words, in both lanes. */
+static inline __m256i k4_scales(__m128i sm)
 {
-	const __m128i sm = k4_scales_mins(s12);
+	return _mm256_cvtepu8_epi16(_mm_unpacklo_epi64(sm, sm));
+}
+
+/*
+ * A token's min term sum_j m_j * (bsums[2j] + bsums[2j+1]) as 8 int32
+ * lanes: the mins are widened with each one repeated for its two bsums, so
+ * one madd does it. The batched dots unpack sm once for all their tokens.
+ */
+static inline __m256i k4_msum(__m128i sm, const int16_t *bsums)
+{
 	const __m128i mdup = _mm_shuffle_epi8(sm, _mm_setr_epi8(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15));
 
-	*msum = _mm256_madd_epi16(_mm256_cvtepu8_epi16(mdup), load256(bsums));
-	return _mm256_cvtepu8_epi16(_mm_unpacklo_epi64(sm, sm));
+	return _mm256_madd_epi16(_mm256_cvtepu8_epi16(mdup), load256(bsums));
 }
 
 /* Broadcast 16-bit lane j (0..7) of a 128-bit half, duplicated in both halves. */
@@ -497,6 +500,21 @@ static inline __m128 k4_d_dmin(const void *blk, float dx)
 
 	memcpy(&h, blk, sizeof(h));
 	return _mm_mul_ps(_mm_cvtph_ps(_mm_cvtsi32_si128((int)h)), _mm_setr_ps(dx, -dx, 0.0f, 0.0f));
+}
+
+/*
+ * A Q4_K/Q5_K block's float step for one token, the same in the single
+ * and the batched dots (so they agree bit for bit): acc += d*dx * sumi,
+ * accm += -dmin*dx * msum.
+ */
+static inline void k4_accumulate(const void *blk, float dx, __m256i sumi, __m256i msum, __m256 *acc,
+				 __m256 *accm)
+{
+	const __m128 dd = k4_d_dmin(blk, dx);
+
+	*acc = _mm256_fmadd_ps(_mm256_broadcastss_ps(dd), _mm256_cvtepi32_ps(sumi), *acc);
+	*accm = _mm256_fmadd_ps(_mm256_permutevar8x32_ps(_mm256_castps128_ps256(dd), _mm256_set1_epi32(1)),
+				_mm256_cvtepi32_ps(msum), *accm);
 }
 
 /*
@@ -549,18 +567,15 @@ static float vec_dot_q4_K_q8_K_avx2(size_t n, const void *w, const void *x)
 	__m256 acc = _mm256_setzero_ps(), accm = _mm256_setzero_ps();
 
 	for (size_t i = 0; i < n / QK_K; i++) {
-		const __m128 dd = k4_d_dmin(&b[i], a[i].d);
-		__m256i msum, sumi;
-		const __m256i sc = k4_setup(b[i].scales, a[i].bsums, &msum);
-
+		const __m128i sm = k4_scales_mins(b[i].scales);
+		const __m256i sc = k4_scales(sm);
 		/* written out: the scale shuffles need constant controls */
-		sumi = _mm256_add_epi32(_mm256_add_epi32(q4_K_pair(b[i].qs, a[i].qs, sc, 0),
-							 q4_K_pair(b[i].qs, a[i].qs, sc, 1)),
-					_mm256_add_epi32(q4_K_pair(b[i].qs, a[i].qs, sc, 2),
-							 q4_K_pair(b[i].qs, a[i].qs, sc, 3)));
-		acc = _mm256_fmadd_ps(_mm256_broadcastss_ps(dd), _mm256_cvtepi32_ps(sumi), acc);
-		accm = _mm256_fmadd_ps(_mm256_permutevar8x32_ps(_mm256_castps128_ps256(dd), _mm256_set1_epi32(1)),
-				       _mm256_cvtepi32_ps(msum), accm);
+		const __m256i sumi = _mm256_add_epi32(_mm256_add_epi32(q4_K_pair(b[i].qs, a[i].qs, sc, 0),
+								       q4_K_pair(b[i].qs, a[i].qs, sc, 1)),
+						      _mm256_add_epi32(q4_K_pair(b[i].qs, a[i].qs, sc, 2),
+								       q4_K_pair(b[i].qs, a[i].qs, sc, 3)));
+
+		k4_accumulate(&b[i], a[i].d, sumi, k4_msum(sm, a[i].bsums), &acc, &accm);
 	}
 	return hsum256(_mm256_add_ps(acc, accm));
 }
@@ -613,18 +628,15 @@ static float vec_dot_q5_K_q8_K_avx2(size_t n, const void *w, const void *x)
 	__m256 acc = _mm256_setzero_ps(), accm = _mm256_setzero_ps();
 
 	for (size_t i = 0; i < n / QK_K; i++) {
-		const __m128 dd = k4_d_dmin(&b[i], a[i].d);
+		const __m128i sm = k4_scales_mins(b[i].scales);
+		const __m256i sc = k4_scales(sm);
 		const __m256i hb = load256(b[i].qh);
-		__m256i msum, sumi;
-		const __m256i sc = k4_setup(b[i].scales, a[i].bsums, &msum);
+		const __m256i sumi = _mm256_add_epi32(_mm256_add_epi32(q5_K_pair(b[i].qs, hb, a[i].qs, sc, 0),
+								       q5_K_pair(b[i].qs, hb, a[i].qs, sc, 1)),
+						      _mm256_add_epi32(q5_K_pair(b[i].qs, hb, a[i].qs, sc, 2),
+								       q5_K_pair(b[i].qs, hb, a[i].qs, sc, 3)));
 
-		sumi = _mm256_add_epi32(_mm256_add_epi32(q5_K_pair(b[i].qs, hb, a[i].qs, sc, 0),
-							 q5_K_pair(b[i].qs, hb, a[i].qs, sc, 1)),
-					_mm256_add_epi32(q5_K_pair(b[i].qs, hb, a[i].qs, sc, 2),
-							 q5_K_pair(b[i].qs, hb, a[i].qs, sc, 3)));
-		acc = _mm256_fmadd_ps(_mm256_broadcastss_ps(dd), _mm256_cvtepi32_ps(sumi), acc);
-		accm = _mm256_fmadd_ps(_mm256_permutevar8x32_ps(_mm256_castps128_ps256(dd), _mm256_set1_epi32(1)),
-				       _mm256_cvtepi32_ps(msum), accm);
+		k4_accumulate(&b[i], a[i].d, sumi, k4_msum(sm, a[i].bsums), &acc, &accm);
 	}
 	return hsum256(_mm256_add_ps(acc, accm));
 }
@@ -753,7 +765,7 @@ static void vec_dot_q4_K_q8_K_x4_avx2(size_t n, const void *w, const void *x, si
 	}
 	for (size_t i = 0; i < n / QK_K; i++) {
 		const __m128i sm = k4_scales_mins(b[i].scales);
-		const __m256i sc = _mm256_cvtepu8_epi16(_mm_unpacklo_epi64(sm, sm));
+		const __m256i sc = k4_scales(sm);
 		__m256i sumi[MS_DOT_TOKS];
 
 		for (int t = 0; t < MS_DOT_TOKS; t++)
@@ -763,15 +775,8 @@ static void vec_dot_q4_K_q8_K_x4_avx2(size_t n, const void *w, const void *x, si
 		q4_K_step_x4(b[i].qs, a, i, sc, 1, sumi);
 		q4_K_step_x4(b[i].qs, a, i, sc, 2, sumi);
 		q4_K_step_x4(b[i].qs, a, i, sc, 3, sumi);
-		for (int t = 0; t < MS_DOT_TOKS; t++) {
-			const __m128 dd = k4_d_dmin(&b[i], a[t][i].d);
-			__m256i msum;
-
-			(void)k4_setup(b[i].scales, a[t][i].bsums, &msum);
-			acc[t] = _mm256_fmadd_ps(_mm256_broadcastss_ps(dd), _mm256_cvtepi32_ps(sumi[t]), acc[t]);
-			accm[t] = _mm256_fmadd_ps(_mm256_permutevar8x32_ps(_mm256_castps128_ps256(dd), _mm256_set1_epi32(1)),
-						  _mm256_cvtepi32_ps(msum), accm[t]);
-		}
+		for (int t = 0; t < MS_DOT_TOKS; t++)
+			k4_accumulate(&b[i], a[t][i].d, sumi[t], k4_msum(sm, a[t][i].bsums), &acc[t], &accm[t]);
 	}
 	for (int t = 0; t < MS_DOT_TOKS; t++)
 		out[t * os] = hsum256(_mm256_add_ps(acc[t], accm[t]));
@@ -789,7 +794,7 @@ static void vec_dot_q5_K_q8_K_x4_avx2(size_t n, const void *w, const void *x, si
 	}
 	for (size_t i = 0; i < n / QK_K; i++) {
 		const __m128i sm = k4_scales_mins(b[i].scales);
-		const __m256i sc = _mm256_cvtepu8_epi16(_mm_unpacklo_epi64(sm, sm));
+		const __m256i sc = k4_scales(sm);
 		const __m256i hb = load256(b[i].qh);
 		__m256i sumi[MS_DOT_TOKS];
 
@@ -799,15 +804,8 @@ static void vec_dot_q5_K_q8_K_x4_avx2(size_t n, const void *w, const void *x, si
 		q5_K_step_x4(b[i].qs, hb, a, i, sc, 1, sumi);
 		q5_K_step_x4(b[i].qs, hb, a, i, sc, 2, sumi);
 		q5_K_step_x4(b[i].qs, hb, a, i, sc, 3, sumi);
-		for (int t = 0; t < MS_DOT_TOKS; t++) {
-			const __m128 dd = k4_d_dmin(&b[i], a[t][i].d);
-			__m256i msum;
-
-			(void)k4_setup(b[i].scales, a[t][i].bsums, &msum);
-			acc[t] = _mm256_fmadd_ps(_mm256_broadcastss_ps(dd), _mm256_cvtepi32_ps(sumi[t]), acc[t]);
-			accm[t] = _mm256_fmadd_ps(_mm256_permutevar8x32_ps(_mm256_castps128_ps256(dd), _mm256_set1_epi32(1)),
-						  _mm256_cvtepi32_ps(msum), accm[t]);
-		}
+		for (int t = 0; t < MS_DOT_TOKS; t++)
+			k4_accumulate(&b[i], a[t][i].d, sumi[t], k4_msum(sm, a[t][i].bsums), &acc[t], &accm[t]);
 	}
 	for (int t = 0; t < MS_DOT_TOKS; t++)
 		out[t * os] = hsum256(_mm256_add_ps(acc[t], accm[t]));
