@@ -314,53 +314,32 @@ static inline const uint8_t *x8_code(const uint8_t *qs, int r, int j)
 	return qs + 32 * (j / 4) + 4 * r + j % 4;
 }
 
-static void gemm_q4_0x8_generic(size_t n, const void *w, const void *x, size_t xs, size_t n_tok,
-				float *out, size_t os)
+/* One block of row r of a group against its activation block: the updated accumulator. */
+typedef float (*x8_step_fn)(const void *blk, int r, const void *act, float acc);
+
+static float q4_0x8_step(const void *blk, int r, const void *act, float acc)
 {
-	const struct block_q4_0x8 *b = w;
+	const struct block_q4_0x8 *b = blk;
+	const struct ms_block_q8s *a = act;
+	int32_t s = 0;
 
-	for (size_t t = 0; t < n_tok; t++) {
-		const struct ms_block_q8s *a = (const void *)((const char *)x + t * xs);
+	for (int j = 0; j < QK4_0 / 2; j++) {
+		const uint8_t q = *x8_code(b->qs, r, j);
 
-		for (int r = 0; r < MS_X8; r++) {
-			float acc = 0.0f;
-
-			for (size_t i = 0; i < n / QK4_0; i++) {
-				int32_t s = 0;
-
-				for (int j = 0; j < QK4_0 / 2; j++) {
-					const uint8_t q = *x8_code(b[i].qs, r, j);
-
-					s += ((q & 15) - 8) * a[i].qs[j] + ((q >> 4) - 8) * a[i].qs[j + QK4_0 / 2];
-				}
-				acc = fmaf(ms_f16_to_f32(b[i].d[r]) * a[i].d, (float)s, acc);
-			}
-			out[t * os + r] = acc;
-		}
+		s += ((q & 15) - 8) * a->qs[j] + ((q >> 4) - 8) * a->qs[j + QK4_0 / 2];
 	}
+	return fmaf(ms_f16_to_f32(b->d[r]) * a->d, (float)s, acc);
 }
 
-static void gemm_q8_0x8_generic(size_t n, const void *w, const void *x, size_t xs, size_t n_tok,
-				float *out, size_t os)
+static float q8_0x8_step(const void *blk, int r, const void *act, float acc)
 {
-	const struct block_q8_0x8 *b = w;
+	const struct block_q8_0x8 *b = blk;
+	const struct ms_block_q8s *a = act;
+	int32_t s = 0;
 
-	for (size_t t = 0; t < n_tok; t++) {
-		const struct ms_block_q8s *a = (const void *)((const char *)x + t * xs);
-
-		for (int r = 0; r < MS_X8; r++) {
-			float acc = 0.0f;
-
-			for (size_t i = 0; i < n / QK8_0; i++) {
-				int32_t s = 0;
-
-				for (int j = 0; j < QK8_0; j++)
-					s += (int8_t)*x8_code((const uint8_t *)b[i].qs, r, j) * a[i].qs[j];
-				acc = fmaf(ms_f16_to_f32(b[i].d[r]) * a[i].d, (float)s, acc);
-			}
-			out[t * os + r] = acc;
-		}
-	}
+	for (int j = 0; j < QK8_0; j++)
+		s += (int8_t)*x8_code((const uint8_t *)b->qs, r, j) * a->qs[j];
+	return fmaf(ms_f16_to_f32(b->d[r]) * a->d, (float)s, acc);
 }
 
 /*
@@ -369,40 +348,28 @@ static void gemm_q8_0x8_generic(size_t n, const void *w, const void *x, size_t x
  * row holds element 64g + l (low nibble, sub-block 2g) and 64g + 32 + l
  * (high nibble, sub-block 2g + 1).
  */
-static void gemm_q4_Kx8_generic(size_t n, const void *w, const void *x, size_t xs, size_t n_tok,
-				float *out, size_t os)
+static float q4_Kx8_step(const void *blk, int r, const void *act, float acc)
 {
-	const struct block_q4_Kx8 *b = w;
+	const struct block_q4_Kx8 *b = blk;
+	const struct block_q8_K *a = act;
+	uint8_t sc12[K_SCALE_SIZE];
+	int32_t isum = 0, msum = 0;
 
-	for (size_t t = 0; t < n_tok; t++) {
-		const struct block_q8_K *a = (const void *)((const char *)x + t * xs);
+	for (int k = 0; k < K_SCALE_SIZE; k++)
+		sc12[k] = *x8_code(b->scales, r, k);
+	for (int j = 0; j < QK_K / 32; j++) {
+		const int shift = 4 * (j & 1);
+		int32_t s = 0;
+		int sc, m;
 
-		for (int r = 0; r < MS_X8; r++) {
-			float acc = 0.0f;
-
-			for (size_t i = 0; i < n / QK_K; i++) {
-				uint8_t sc12[K_SCALE_SIZE];
-				int32_t isum = 0, msum = 0;
-
-				for (int k = 0; k < K_SCALE_SIZE; k++)
-					sc12[k] = *x8_code(b[i].scales, r, k);
-				for (int j = 0; j < QK_K / 32; j++) {
-					const int shift = 4 * (j & 1);
-					int32_t s = 0;
-					int sc, m;
-
-					scale_min_k4(j, sc12, &sc, &m);
-					for (int l = 0; l < 32; l++)
-						s += ((*x8_code(b[i].qs, r, 32 * (j / 2) + l) >> shift) & 15) * a[i].qs[32 * j + l];
-					isum += sc * s;
-					msum += m * (a[i].bsums[2 * j] + a[i].bsums[2 * j + 1]);
-				}
-				acc = fmaf(ms_f16_to_f32(b[i].d[r]) * a[i].d, (float)isum, acc);
-				acc = fmaf(-(ms_f16_to_f32(b[i].dmin[r]) * a[i].d), (float)msum, acc);
-			}
-			out[t * os + r] = acc;
-		}
+		scale_min_k4(j, sc12, &sc, &m);
+		for (int l = 0; l < 32; l++)
+			s += ((*x8_code(b->qs, r, 32 * (j / 2) + l) >> shift) & 15) * a->qs[32 * j + l];
+		isum += sc * s;
+		msum += m * (a->bsums[2 * j] + a->bsums[2 * j + 1]);
 	}
+	acc = fmaf(ms_f16_to_f32(b->d[r]) * a->d, (float)isum, acc);
+	return fmaf(-(ms_f16_to_f32(b->dmin[r]) * a->d), (float)msum, acc);
 }
 
 /*
@@ -410,39 +377,56 @@ static void gemm_q4_Kx8_generic(size_t n, const void *w, const void *x, size_t x
  * low nibble for k < 2, high for k >= 2, with bits 2k..2k+1 of qh byte
  * 32h + l on top; minus 32; scale per 16 elements.
  */
-static void gemm_q6_Kx8_generic(size_t n, const void *w, const void *x, size_t xs, size_t n_tok,
-				float *out, size_t os)
+static float q6_Kx8_step(const void *blk, int r, const void *act, float acc)
 {
-	const struct block_q6_Kx8 *b = w;
+	const struct block_q6_Kx8 *b = blk;
+	const struct block_q8_K *a = act;
+	int32_t isum = 0;
 
+	for (int j = 0; j < QK_K / 16; j++) {
+		int32_t s = 0;
+
+		for (int e = 16 * j; e < 16 * j + 16; e++) {
+			const int h = e / 128, k = e % 128 / 32, l = e % 32;
+			const uint8_t lq = *x8_code(b->ql, r, 64 * h + l + 32 * (k & 1));
+			const uint8_t hq = *x8_code(b->qh, r, 32 * h + l);
+			const int q = ((k < 2 ? lq : lq >> 4) & 15) | (((hq >> (2 * k)) & 3) << 4);
+
+			s += (q - 32) * a->qs[e];
+		}
+		isum += (int8_t)*x8_code((const uint8_t *)b->scales, r, j) * s;
+	}
+	return fmaf(ms_f16_to_f32(b->d[r]) * a->d, (float)isum, acc);
+}
+
+/* The loops every interleaved twin shares: tokens, the group's 8 rows, its blocks in order. */
+static void x8_generic(x8_step_fn step, size_t nb, size_t bbytes, size_t abytes, const void *w,
+		       const void *x, size_t xs, size_t n_tok, float *out, size_t os)
+{
 	for (size_t t = 0; t < n_tok; t++) {
-		const struct block_q8_K *a = (const void *)((const char *)x + t * xs);
+		const char *xr = (const char *)x + t * xs;
 
 		for (int r = 0; r < MS_X8; r++) {
 			float acc = 0.0f;
 
-			for (size_t i = 0; i < n / QK_K; i++) {
-				int32_t isum = 0;
-
-				for (int j = 0; j < QK_K / 16; j++) {
-					int32_t s = 0;
-
-					for (int e = 16 * j; e < 16 * j + 16; e++) {
-						const int h = e / 128, k = e % 128 / 32, l = e % 32;
-						const uint8_t lq = *x8_code(b[i].ql, r, 64 * h + l + 32 * (k & 1));
-						const uint8_t hq = *x8_code(b[i].qh, r, 32 * h + l);
-						const int q = ((k < 2 ? lq : lq >> 4) & 15) | (((hq >> (2 * k)) & 3) << 4);
-
-						s += (q - 32) * a[i].qs[e];
-					}
-					isum += (int8_t)*x8_code((const uint8_t *)b[i].scales, r, j) * s;
-				}
-				acc = fmaf(ms_f16_to_f32(b[i].d[r]) * a[i].d, (float)isum, acc);
-			}
+			for (size_t i = 0; i < nb; i++)
+				acc = step((const char *)w + i * bbytes, r, xr + i * abytes, acc);
 			out[t * os + r] = acc;
 		}
 	}
 }
+
+#define GEMM_X8_GENERIC(name, step, btype, atype, blck)						\
+static void name(size_t n, const void *w, const void *x, size_t xs, size_t n_tok, float *out, size_t os) \
+{												\
+	x8_generic(step, n / (blck), sizeof(btype), sizeof(atype), w, x, xs, n_tok, out, os);	\
+}
+
+GEMM_X8_GENERIC(gemm_q4_0x8_generic, q4_0x8_step, struct block_q4_0x8, struct ms_block_q8s, QK4_0)
+GEMM_X8_GENERIC(gemm_q8_0x8_generic, q8_0x8_step, struct block_q8_0x8, struct ms_block_q8s, QK8_0)
+GEMM_X8_GENERIC(gemm_q4_Kx8_generic, q4_Kx8_step, struct block_q4_Kx8, struct block_q8_K, QK_K)
+GEMM_X8_GENERIC(gemm_q6_Kx8_generic, q6_Kx8_step, struct block_q6_Kx8, struct block_q8_K, QK_K)
+#undef GEMM_X8_GENERIC
 
 static void axpy_f32_generic(size_t n, float a, const float *x, float *y)
 {
