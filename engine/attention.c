@@ -12,12 +12,6 @@ static void f32_to_f16_generic(size_t n, const float *x, uint16_t *y)
 		y[i] = ms_f32_to_f16(x[i]);
 }
 
-static void f16_to_f32_generic(size_t n, const uint16_t *x, float *y)
-{
-	for (size_t i = 0; i < n; i++)
-		y[i] = ms_f16_to_f32(x[i]);
-}
-
 static inline float kv_elt(const void *row, uint32_t type, size_t i)
 {
 	if (type == GGML_TYPE_F16)
@@ -77,7 +71,6 @@ static void accum_generic(size_t hd, size_t G, const float *p, size_t p_stride, 
 const struct ms_attn_kernels ms_attn_generic = {
 	.name = "generic",
 	.f32_to_f16 = f32_to_f16_generic,
-	.f16_to_f32 = f16_to_f32_generic,
 	.scores = scores_generic,
 	.exp_sum = exp_sum_generic,
 	.accum = accum_generic,

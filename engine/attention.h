@@ -10,14 +10,12 @@
 /*
  * The KV cache stores keys and values as F16 (half the bytes of F32, so
  * twice the context per GiB and half the read traffic per decode step) or
- * F32 (bit-exact with the float reference, for tests). Attention converts
- * each row it reads back to floats once and reuses it for every query head
- * of its group.
+ * F32 (exact). Rows are converted to F16 once when written; the attention
+ * kernels below read either type in place.
  */
 struct ms_attn_kernels {
 	const char *name;
 	void (*f32_to_f16)(size_t n, const float *x, uint16_t *y);   /* round to nearest even */
-	void (*f16_to_f32)(size_t n, const uint16_t *x, float *y);
 	/*
 	 * The three steps of attention over a block of nk cached positions for
 	 * the G query heads that share one KV head (head dimension hd); keys

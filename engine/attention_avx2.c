@@ -20,16 +20,6 @@ static void f32_to_f16_avx2(size_t n, const float *x, uint16_t *y)
 		y[i] = ms_f32_to_f16(x[i]);
 }
 
-static void f16_to_f32_avx2(size_t n, const uint16_t *x, float *y)
-{
-	size_t i = 0;
-
-	for (; i + 8 <= n; i += 8)
-		_mm256_storeu_ps(y + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(x + i))));
-	for (; i < n; i++)
-		y[i] = ms_f16_to_f32(x[i]);
-}
-
 /* Eight elements of a cached row as floats. */
 static inline __m256 kv8(const void *row, uint32_t type, size_t i)
 {
@@ -260,7 +250,6 @@ static void accum_avx2(size_t hd, size_t G, const float *p, size_t p_stride, con
 const struct ms_attn_kernels ms_attn_avx2 = {
 	.name = "avx2",
 	.f32_to_f16 = f32_to_f16_avx2,
-	.f16_to_f32 = f16_to_f32_avx2,
 	.scores = scores_avx2,
 	.exp_sum = exp_sum_avx2,
 	.accum = accum_avx2,

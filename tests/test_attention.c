@@ -1,4 +1,4 @@
-/* Attention-side kernels: every ISA's KV row conversions against the generic twin and exact expectations. */
+/* Attention-side kernels: every ISA's KV row conversion, scores, exp and value sums against the generic twin and exact or double-precision expectations. */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -35,14 +35,13 @@ static void test_isa(const struct ms_attn_kernels *k)
 
 	for (size_t si = 0; si < sizeof(sizes) / sizeof(sizes[0]); si++) {
 		size_t n = sizes[si];
-		float *x = malloc((n + 1) * sizeof(float)), *y = malloc((n + 1) * sizeof(float));
+		float *x = malloc((n + 1) * sizeof(float));
 		uint16_t *h = malloc((n + 1) * sizeof(uint16_t)), *hg = malloc((n + 1) * sizeof(uint16_t));
-		int same_h = 1, same_f = 1, exact = 1;
+		int same_h = 1, exact = 1;
 
 		for (size_t i = 0; i < n; i++)
 			x[i] = random_float(i);
 		h[n] = hg[n] = 0xBEEF;   /* guards: nothing written past n */
-		y[n] = 1234.5f;
 		k->f32_to_f16(n, x, h);
 		ms_attn_generic.f32_to_f16(n, x, hg);
 		for (size_t i = 0; i < n; i++) {
@@ -51,17 +50,12 @@ static void test_isa(const struct ms_attn_kernels *k)
 		}
 		ok(same_h && exact && h[n] == 0xBEEF,
 		   "[%s] f32_to_f16, n = %zu: equals the generic twin and the scalar rounding, no overrun", k->name, n);
-		k->f16_to_f32(n, h, y);
-		for (size_t i = 0; i < n; i++)
-			same_f &= memcmp(&y[i], &(float){ ms_f16_to_f32(h[i]) }, sizeof(float)) == 0;
-		ok(same_f && y[n] == 1234.5f, "[%s] f16_to_f32, n = %zu: bit-exact, no overrun", k->name, n);
 		free(x);
-		free(y);
 		free(h);
 		free(hg);
 	}
 	{
-		/* Every half value, both ways. */
+		/* Every half value back from its exact float. */
 		uint16_t *all = malloc(65536 * sizeof(uint16_t)), *back = malloc(65536 * sizeof(uint16_t));
 		float *f = malloc(65536 * sizeof(float));
 		int good = all && back && f;
@@ -69,7 +63,8 @@ static void test_isa(const struct ms_attn_kernels *k)
 		for (uint32_t i = 0; good && i < 65536; i++)
 			all[i] = (uint16_t)i;
 		if (good) {
-			k->f16_to_f32(65536, all, f);
+			for (uint32_t i = 0; i < 65536; i++)
+				f[i] = ms_f16_to_f32(all[i]);
 			k->f32_to_f16(65536, f, back);
 		}
 		for (uint32_t i = 0; good && i < 65536; i++) {
