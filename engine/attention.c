@@ -1,4 +1,4 @@
-/* Attention-side kernels (KV cache row conversion) behind their own small run-time dispatch. */
+/* Attention-side kernels, generic twins (the reference for every ISA), and the table lookup. */
 #include "config.h"
 
 #include <math.h>

@@ -1,4 +1,4 @@
-/* Attention-side kernels (KV cache row conversion) behind their own small run-time dispatch. */
+/* Attention-side kernels (KV row conversion, block scores, softmax numerators, value sums) behind their own small run-time dispatch. */
 #ifndef MS_ATTENTION_H
 #define MS_ATTENTION_H
 
