@@ -54,6 +54,10 @@ typedef void (*ms_vec_dot_x4_fn)(size_t n, const void *w, const void *x, size_t 
  * eight results come out of the vector as they are, with no horizontal
  * sums, and the activation bytes each chunk needs are one 4-byte
  * broadcast shared by the eight rows.
+ *
+ * F16 and BF16 fit the same description as one-element blocks that are
+ * all header: element k of rows 0..7 is 16 bytes, one widening load for
+ * eight rows, and each token's activation is a float broadcast.
  */
 #define MS_X8 8
 
@@ -103,17 +107,19 @@ struct ms_block_q8s {
 };
 
 /*
- * One group of 8 interleaved rows (n elements each, a multiple of the
- * block) against n_tok activation rows (struct ms_block_q8s for Q4_0 and
- * Q8_0, the Q8_K blocks of the plain kernels for Q4_K and Q6_K; x_stride bytes
- * apart): out[t * out_stride + r] = dot(row r, token t) for r < 8. Per
- * row and token the sum is sequential over blocks, acc = fma(dw * dx,
- * isum, acc) with isum the exact integer block dot product (Q4_K then
- * acc = fma(-(dmin * dx), msum, acc) with msum its exact min term), so
- * every ISA and every token count gives the same bits.
+ * Groups of 8 interleaved rows (rows a multiple of 8, the groups one after
+ * another, n elements a row, n a multiple of the block) against n_tok
+ * activation rows (struct ms_block_q8s for Q4_0 and Q8_0, the Q8_K blocks
+ * of the plain kernels for Q4_K and Q6_K, floats for F16 and BF16;
+ * x_stride bytes apart): out[t * out_stride + r] = dot(row r, token t)
+ * for r < rows. Per row and token the sum is sequential over blocks,
+ * acc = fma(dw * dx, isum, acc) with isum the exact integer block dot
+ * product (Q4_K then acc = fma(-(dmin * dx), msum, acc) with msum its
+ * exact min term; F16 and BF16 acc = fma(w, x, acc) element by element),
+ * so every ISA, every token count and every row count gives the same bits.
  */
-typedef void (*ms_gemm_x8_fn)(size_t n, const void *w, const void *x, size_t x_stride, size_t n_tok,
-			      float *out, size_t out_stride);
+typedef void (*ms_gemm_x8_fn)(size_t n, const void *w, size_t rows, const void *x, size_t x_stride,
+			      size_t n_tok, float *out, size_t out_stride);
 
 struct ms_type_kernels {
 	uint32_t act_type;           /* format activations are converted to once per matmul:

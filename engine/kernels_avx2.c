@@ -1218,27 +1218,33 @@ static inline __attribute__((always_inline)) void q6_Kx8_tile(size_t nb, const s
 	x8_tile_store(acc, nt, out, os);
 }
 
-/* Full tiles, then the 1-3 token tail with its own constant-size tile. */
+/* Group by group: full tiles, then the 1-3 token tail with its own constant-size tile. */
 #define GEMM_X8(name, tile, btype, blck, ntile)							\
-static void name(size_t n, const void *w, const void *x, size_t xs, size_t n_tok, float *out, size_t os) \
+static void name(size_t n, const void *w, size_t rows, const void *x, size_t xs, size_t n_tok,	\
+		 float *out, size_t os)								\
 {												\
-	const btype *b = w;									\
-	size_t nb = n / (blck), t = 0;								\
+	size_t nb = n / (blck);									\
 												\
-	for (; t + (ntile) <= n_tok; t += (ntile))						\
-		tile(nb, b, (const char *)x + t * xs, xs, ntile, out + t * os, os);		\
-	switch (n_tok - t) {									\
-	case 3:											\
-		tile(nb, b, (const char *)x + t * xs, xs, 3, out + t * os, os);			\
-		break;										\
-	case 2:											\
-		tile(nb, b, (const char *)x + t * xs, xs, 2, out + t * os, os);			\
-		break;										\
-	case 1:											\
-		tile(nb, b, (const char *)x + t * xs, xs, 1, out + t * os, os);			\
-		break;										\
-	default:										\
-		break;										\
+	for (size_t g = 0; g < rows / MS_X8; g++) {						\
+		const btype *b = (const btype *)w + g * nb;					\
+		float *o = out + g * MS_X8;							\
+		size_t t = 0;									\
+												\
+		for (; t + (ntile) <= n_tok; t += (ntile))					\
+			tile(nb, b, (const char *)x + t * xs, xs, ntile, o + t * os, os);	\
+		switch (n_tok - t) {								\
+		case 3:										\
+			tile(nb, b, (const char *)x + t * xs, xs, 3, o + t * os, os);		\
+			break;									\
+		case 2:										\
+			tile(nb, b, (const char *)x + t * xs, xs, 2, o + t * os, os);		\
+			break;									\
+		case 1:										\
+			tile(nb, b, (const char *)x + t * xs, xs, 1, o + t * os, os);		\
+			break;									\
+		default:									\
+			break;									\
+		}										\
 	}											\
 }
 
@@ -1247,6 +1253,136 @@ GEMM_X8(gemm_q8_0x8_avx2, q8_0x8_tile, struct block_q8_0x8, QK8_0, X8_NT)
 GEMM_X8(gemm_q4_Kx8_avx2, q4_Kx8_tile, struct block_q4_Kx8, QK_K, K_NT)
 GEMM_X8(gemm_q6_Kx8_avx2, q6_Kx8_tile, struct block_q6_Kx8, QK_K, K6_NT)
 #undef GEMM_X8
+
+/* ------------------------------------------------------------------------ */
+/* Interleaved F16 / BF16: a float GEMM                                      */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * Register tile of ng groups x nt tokens, one accumulator each (the lanes
+ * are the group's 8 rows): per element, one widening load per group, one
+ * broadcast per token and ng * nt FMAs. Prefill uses 2 x 6: 12
+ * accumulators, 2 weights and a broadcast in the 16 registers, 12 FMAs
+ * for 8 loads, so the FMA units, not the load ports, set the pace. Decode
+ * uses 4 x 1: four independent chains cover most of the FMA latency and
+ * 64 bytes of weights per element are far more than DRAM delivers.
+ */
+#define WIDE_NG 4
+#define WIDE_NT 6
+
+static inline __attribute__((always_inline)) __m256 wide_load(const uint16_t *p, int bf16)
+{
+	return bf16 ? bf16x8(p) : _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)p));
+}
+
+static inline __attribute__((always_inline)) void wide_tile(size_t n, const uint16_t *w, const float *x,
+							    size_t xs, const int ng, const int nt, const int bf16,
+							    float *out, size_t os)
+{
+	const float *a[WIDE_NT];
+	__m256 acc[WIDE_NG][WIDE_NT];
+
+	_Pragma("GCC unroll 8")
+	for (int t = 0; t < nt; t++)
+		a[t] = (const float *)(const void *)((const char *)x + (size_t)t * xs);
+	_Pragma("GCC unroll 8")
+	for (int g = 0; g < ng; g++)
+		_Pragma("GCC unroll 8")
+		for (int t = 0; t < nt; t++)
+			acc[g][t] = _mm256_setzero_ps();
+	for (size_t k = 0; k < n; k++) {
+		__m256 v[WIDE_NG];
+
+		/* one 64-byte line of each group per 4 elements */
+		if (k % 4 == 0)
+			_Pragma("GCC unroll 8")
+			for (int g = 0; g < ng; g++)
+				_mm_prefetch((const char *)((uintptr_t)(w + (size_t)g * MS_X8 * n + MS_X8 * k) +
+							    PF_BYTES), _MM_HINT_T0);
+		_Pragma("GCC unroll 8")
+		for (int g = 0; g < ng; g++)
+			v[g] = wide_load(w + (size_t)g * MS_X8 * n + MS_X8 * k, bf16);
+		_Pragma("GCC unroll 8")
+		for (int t = 0; t < nt; t++) {
+			const __m256 xb = _mm256_broadcast_ss(a[t] + k);
+
+			_Pragma("GCC unroll 8")
+			for (int g = 0; g < ng; g++)
+				acc[g][t] = _mm256_fmadd_ps(v[g], xb, acc[g][t]);
+		}
+	}
+	_Pragma("GCC unroll 8")
+	for (int g = 0; g < ng; g++)
+		_Pragma("GCC unroll 8")
+		for (int t = 0; t < nt; t++)
+			_mm256_storeu_ps(out + (size_t)t * os + MS_X8 * g, acc[g][t]);
+}
+
+/* Tokens of a run of ng groups: full tiles of WIDE_NT, then a constant-size tail tile. */
+static inline __attribute__((always_inline)) void wide_tokens(size_t n, const uint16_t *w, const float *x,
+							      size_t xs, size_t n_tok, const int ng, const int bf16,
+							      float *out, size_t os)
+{
+	size_t t = 0;
+
+#define WIDE_AT(nt) wide_tile(n, w, (const float *)(const void *)((const char *)x + t * xs), xs, ng, nt, bf16, \
+			      out + t * os, os)
+	for (; t + WIDE_NT <= n_tok; t += WIDE_NT)
+		WIDE_AT(WIDE_NT);
+	switch (n_tok - t) {
+	case 5:
+		WIDE_AT(5);
+		break;
+	case 4:
+		WIDE_AT(4);
+		break;
+	case 3:
+		WIDE_AT(3);
+		break;
+	case 2:
+		WIDE_AT(2);
+		break;
+	case 1:
+		WIDE_AT(1);
+		break;
+	default:
+		break;
+	}
+#undef WIDE_AT
+}
+
+static inline __attribute__((always_inline)) void wide_gemm(size_t n, const void *w, size_t rows, const void *x,
+							    size_t xs, size_t n_tok, const int bf16, float *out,
+							    size_t os)
+{
+	const uint16_t *h = w;
+	const size_t ng = rows / MS_X8, gs = MS_X8 * n;
+	size_t g = 0;
+
+	if (n_tok == 1) {
+		for (; g + WIDE_NG <= ng; g += WIDE_NG)
+			wide_tile(n, h + g * gs, x, xs, WIDE_NG, 1, bf16, out + MS_X8 * g, os);
+		for (; g < ng; g++)
+			wide_tile(n, h + g * gs, x, xs, 1, 1, bf16, out + MS_X8 * g, os);
+		return;
+	}
+	for (; g + 2 <= ng; g += 2)
+		wide_tokens(n, h + g * gs, x, xs, n_tok, 2, bf16, out + MS_X8 * g, os);
+	if (g < ng)
+		wide_tokens(n, h + g * gs, x, xs, n_tok, 1, bf16, out + MS_X8 * g, os);
+}
+
+static void gemm_f16x8_avx2(size_t n, const void *w, size_t rows, const void *x, size_t xs, size_t n_tok,
+			    float *out, size_t os)
+{
+	wide_gemm(n, w, rows, x, xs, n_tok, 0, out, os);
+}
+
+static void gemm_bf16x8_avx2(size_t n, const void *w, size_t rows, const void *x, size_t xs, size_t n_tok,
+			     float *out, size_t os)
+{
+	wide_gemm(n, w, rows, x, xs, n_tok, 1, out, os);
+}
 
 static void axpy_f32_avx2(size_t n, float a, const float *x, float *y)
 {
@@ -1269,8 +1405,8 @@ const struct ms_kernels ms_kernels_avx2 = {
 	.name = "avx2",
 	.type = {
 		[GGML_TYPE_F32] = { GGML_TYPE_F32, NULL, vec_dot_f32_avx2 },
-		[GGML_TYPE_F16] = { GGML_TYPE_F32, NULL, vec_dot_f16_avx2 },
-		[GGML_TYPE_BF16] = { GGML_TYPE_F32, NULL, vec_dot_bf16_avx2 },
+		[GGML_TYPE_F16] = { GGML_TYPE_F32, NULL, vec_dot_f16_avx2, NULL, gemm_f16x8_avx2 },
+		[GGML_TYPE_BF16] = { GGML_TYPE_F32, NULL, vec_dot_bf16_avx2, NULL, gemm_bf16x8_avx2 },
 		[GGML_TYPE_Q8_0] = { GGML_TYPE_Q8_0, act_q8_0_avx2, vec_dot_q8_0_q8_0_avx2, vec_dot_q8_0_q8_0_x4_avx2,
 				     gemm_q8_0x8_avx2 },
 		[GGML_TYPE_Q4_0] = { GGML_TYPE_Q8_0, act_q8_0_avx2, vec_dot_q4_0_q8_0_avx2, vec_dot_q4_0_q8_0_x4_avx2,

@@ -399,33 +399,51 @@ static float q6_Kx8_step(const void *blk, int r, const void *act, float acc)
 	return fmaf(ms_f16_to_f32(b->d[r]) * a->d, (float)isum, acc);
 }
 
-/* The loops every interleaved twin shares: tokens, the group's 8 rows, its blocks in order. */
-static void x8_generic(x8_step_fn step, size_t nb, size_t bbytes, size_t abytes, const void *w,
+/* F16 and BF16: one element of the 8 rows per 16-byte block, a float activation. */
+static float f16x8_step(const void *blk, int r, const void *act, float acc)
+{
+	return fmaf(ms_f16_to_f32(((const uint16_t *)blk)[r]), *(const float *)act, acc);
+}
+
+static float bf16x8_step(const void *blk, int r, const void *act, float acc)
+{
+	return fmaf(ms_bf16_to_f32(((const uint16_t *)blk)[r]), *(const float *)act, acc);
+}
+
+/* The loops every interleaved twin shares: groups, tokens, the group's 8 rows, its blocks in order. */
+static void x8_generic(x8_step_fn step, size_t nb, size_t bbytes, size_t abytes, const void *w, size_t rows,
 		       const void *x, size_t xs, size_t n_tok, float *out, size_t os)
 {
-	for (size_t t = 0; t < n_tok; t++) {
-		const char *xr = (const char *)x + t * xs;
+	for (size_t g = 0; g < rows / MS_X8; g++) {
+		const char *wg = (const char *)w + g * nb * bbytes;
 
-		for (int r = 0; r < MS_X8; r++) {
-			float acc = 0.0f;
+		for (size_t t = 0; t < n_tok; t++) {
+			const char *xr = (const char *)x + t * xs;
 
-			for (size_t i = 0; i < nb; i++)
-				acc = step((const char *)w + i * bbytes, r, xr + i * abytes, acc);
-			out[t * os + r] = acc;
+			for (int r = 0; r < MS_X8; r++) {
+				float acc = 0.0f;
+
+				for (size_t i = 0; i < nb; i++)
+					acc = step(wg + i * bbytes, r, xr + i * abytes, acc);
+				out[t * os + g * MS_X8 + r] = acc;
+			}
 		}
 	}
 }
 
 #define GEMM_X8_GENERIC(name, step, btype, atype, blck)						\
-static void name(size_t n, const void *w, const void *x, size_t xs, size_t n_tok, float *out, size_t os) \
+static void name(size_t n, const void *w, size_t rows, const void *x, size_t xs, size_t n_tok,	\
+		 float *out, size_t os)								\
 {												\
-	x8_generic(step, n / (blck), sizeof(btype), sizeof(atype), w, x, xs, n_tok, out, os);	\
+	x8_generic(step, n / (blck), sizeof(btype), sizeof(atype), w, rows, x, xs, n_tok, out, os); \
 }
 
 GEMM_X8_GENERIC(gemm_q4_0x8_generic, q4_0x8_step, struct block_q4_0x8, struct ms_block_q8s, QK4_0)
 GEMM_X8_GENERIC(gemm_q8_0x8_generic, q8_0x8_step, struct block_q8_0x8, struct ms_block_q8s, QK8_0)
 GEMM_X8_GENERIC(gemm_q4_Kx8_generic, q4_Kx8_step, struct block_q4_Kx8, struct block_q8_K, QK_K)
 GEMM_X8_GENERIC(gemm_q6_Kx8_generic, q6_Kx8_step, struct block_q6_Kx8, struct block_q8_K, QK_K)
+GEMM_X8_GENERIC(gemm_f16x8_generic, f16x8_step, uint16_t[MS_X8], float, 1)
+GEMM_X8_GENERIC(gemm_bf16x8_generic, bf16x8_step, uint16_t[MS_X8], float, 1)
 #undef GEMM_X8_GENERIC
 
 static void axpy_f32_generic(size_t n, float a, const float *x, float *y)
@@ -439,8 +457,8 @@ const struct ms_kernels ms_kernels_generic = {
 	.name = "generic",
 	.type = {
 		[GGML_TYPE_F32] = { GGML_TYPE_F32, NULL, vec_dot_f32_generic },
-		[GGML_TYPE_F16] = { GGML_TYPE_F32, NULL, vec_dot_f16_generic },
-		[GGML_TYPE_BF16] = { GGML_TYPE_F32, NULL, vec_dot_bf16_generic },
+		[GGML_TYPE_F16] = { GGML_TYPE_F32, NULL, vec_dot_f16_generic, NULL, gemm_f16x8_generic },
+		[GGML_TYPE_BF16] = { GGML_TYPE_F32, NULL, vec_dot_bf16_generic, NULL, gemm_bf16x8_generic },
 		[GGML_TYPE_Q8_0] = { GGML_TYPE_Q8_0, act_q8_0_generic, vec_dot_q8_0_q8_0_generic, NULL,
 				     gemm_q8_0x8_generic },
 		[GGML_TYPE_Q4_0] = { GGML_TYPE_Q8_0, act_q8_0_generic, vec_dot_q4_0_q8_0_generic, NULL,

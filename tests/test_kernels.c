@@ -572,15 +572,31 @@ static void make_q8k(size_t n, struct block_q8_K *a)
 	}
 }
 
-/* The x8 kernels' activations: ms_block_q8s rows for Q4_0/Q8_0, Q8_K rows for the K-quants. */
+/* F16 and BF16 weights: float activations and one fma per element. */
+static int is_wide_type(uint32_t t)
+{
+	return t == GGML_TYPE_F16 || t == GGML_TYPE_BF16;
+}
+
+/* Rounded terms each x8 sum adds in sequence: one per block, one per element for F16/BF16. */
+static size_t x8_terms(uint32_t t, size_t n)
+{
+	return is_wide_type(t) ? n : n / 32;
+}
+
+/* The x8 kernels' activations: ms_block_q8s rows for Q4_0/Q8_0, Q8_K rows for the K-quants, floats. */
 static size_t x8_act_bytes(uint32_t t, size_t n)
 {
+	if (is_wide_type(t))
+		return n * sizeof(float);
 	return is_k_type(t) ? row_bytes(GGML_TYPE_Q8_K, n) : n / QK8_0 * sizeof(struct ms_block_q8s);
 }
 
 static void x8_make_act(uint32_t t, size_t n, void *a)
 {
-	if (is_k_type(t))
+	if (is_wide_type(t))
+		fill_f(a, n, 1.0f);
+	else if (is_k_type(t))
 		make_q8k(n, a);
 	else
 		make_q8s(n, a);
@@ -589,7 +605,9 @@ static void x8_make_act(uint32_t t, size_t n, void *a)
 /* Activation value i (scale times code) of a row in x8_make_act's format. */
 static double x8_act_value(uint32_t t, const void *a, size_t i)
 {
-	if (is_k_type(t)) {
+	if (is_wide_type(t)) {
+		return ((const float *)a)[i];
+	} else if (is_k_type(t)) {
 		const struct block_q8_K *b = a;
 
 		return (double)b[i / QK_K].d * b[i / QK_K].qs[i % QK_K];
@@ -603,7 +621,9 @@ static double x8_act_value(uint32_t t, const void *a, size_t i)
 /* What ms_matmul feeds the x8 kernel of t, from floats, with table k's conversion. */
 static void x8_act_from_f32(const struct ms_kernels *k, uint32_t t, size_t n, const float *x, void *a)
 {
-	if (is_k_type(t))
+	if (is_wide_type(t))
+		memcpy(a, x, n * sizeof(float));
+	else if (is_k_type(t))
 		k->type[t].act_conv(n, x, a);
 	else
 		q8s_from_f32(k, n, x, a);
@@ -620,7 +640,8 @@ static void test_x8(const struct ms_kernels *k, const struct ms_kernels *gen, ui
 {
 	static const size_t sizes_0[] = { 32, 96, 160, 4096 + 32 };
 	static const size_t sizes_x8k[] = { 256, 768, 4096 + 256 };
-	const size_t *sizes = is_k_type(t) ? sizes_x8k : sizes_0;
+	static const size_t sizes_wide[] = { 1, 7, 33, 4096 + 3 };
+	const size_t *sizes = is_wide_type(t) ? sizes_wide : is_k_type(t) ? sizes_x8k : sizes_0;
 	const size_t n_sizes = is_k_type(t) ? 3 : 4;
 	enum { NT = 9, OS = 11 };
 	const char *tn = ggml_type_name(t);
@@ -651,10 +672,10 @@ static void test_x8(const struct ms_kernels *k, const struct ms_kernels *gen, ui
 			ok(ms_repack_x8(t, w, rb, n, 1, wx) == 0, "%s: %s repack n=%zu", k->name, tn, n);
 			for (int i = 0; i < NT * OS; i++)
 				o_k[i] = o_g[i] = o_1[i] = -12345.0f;
-			k->type[t].gemm_x8(n, wx, a, ab, NT, o_k, OS);
-			gen->type[t].gemm_x8(n, wx, a, ab, NT, o_g, OS);
+			k->type[t].gemm_x8(n, wx, 8, a, ab, NT, o_k, OS);
+			gen->type[t].gemm_x8(n, wx, 8, a, ab, NT, o_g, OS);
 			for (int tok = 0; tok < NT; tok++)
-				k->type[t].gemm_x8(n, wx, a + tok * ab, ab, 1, o_1 + tok * OS, OS);
+				k->type[t].gemm_x8(n, wx, 8, a + tok * ab, ab, 1, o_1 + tok * OS, OS);
 			for (int tok = 0; tok < NT; tok++) {
 				for (int r = 0; r < 8; r++) {
 					const double got = (double)o_k[tok * OS + r];
@@ -667,7 +688,8 @@ static void test_x8(const struct ms_kernels *k, const struct ms_kernels *gen, ui
 						mag += fabs(p);
 					}
 					/* K-quant mins make |terms| much larger than sum|w*x|: bound by blocks */
-					if (fabs(got - ref) > 2e-6 * (double)(n / 32) * mag + 1e-30)
+					if (fabs(got - ref) > (is_wide_type(t) ? 1.2e-7 * (double)(n + 2) :
+							       2e-6 * (double)(n / 32)) * mag + 1e-30)
 						good = 0;
 					if (mag > 0 && fabs(got - ref) / mag > worst)
 						worst = fabs(got - ref) / mag;
@@ -701,18 +723,18 @@ next:
 static void test_matmul_x8(const struct ms_kernels *k, uint32_t t)
 {
 	static const size_t rows_list[] = { 8, 40, 152 };
-	static const size_t cols_list[] = { 32, 2304 };   /* 32: no K-quant row, skipped */
+	static const size_t cols_list[] = { 32, 2304, 33 };   /* 32: no K-quant row, 33: F16/BF16 only */
 	static const size_t ntok_list[] = { 1, 3, 70 };
 	const char *tn = ggml_type_name(t);
 
 	if (!ms_x8_type(t))
 		return;
-	for (size_t ci = 0; ci < 2; ci++) {
+	for (size_t ci = 0; ci < 3; ci++) {
 		if (!row_bytes(t, cols_list[ci]))
 			continue;
 		for (size_t ri = 0; ri < 3; ri++) {
 			size_t cols = cols_list[ci], rows = rows_list[ri], rb = row_bytes(t, cols);
-			size_t ab = x8_act_bytes(t, cols), nb = cols / 32;
+			size_t ab = x8_act_bytes(t, cols), nb = x8_terms(t, cols);
 			unsigned char *w = malloc(rows * rb + 1), *wx = malloc(rows * rb + 1);
 			float *x = malloc(70 * cols * sizeof(float));
 			unsigned char *a = malloc(70 * ab + 1);
@@ -736,15 +758,15 @@ static void test_matmul_x8(const struct ms_kernels *k, uint32_t t)
 				size_t nt = ntok_list[ti];
 				size_t sb = ms_matmul_scratch_bytes(k, t, MS_LAYOUT_X8, cols, nt);
 				size_t sp = ms_matmul_scratch_bytes(k, t, MS_LAYOUT_ROWS, cols, nt);
-				void *scratch = malloc(sb > sp ? sb : sp);
+				void *scratch = malloc(sb > sp ? sb : sp + 1);
 				double worst = 0;
 				int r1, r2, r3, close = 1;
 
-				ok(sb == nt * ab, "%s: %s x8 scratch for cols=%zu n_tok=%zu",
+				ok(sb == (is_wide_type(t) ? 0 : nt * ab), "%s: %s x8 scratch for cols=%zu n_tok=%zu",
 				   k->name, tn, cols, nt);
 				for (size_t tok = 0; tok < nt; tok++)
 					for (size_t g = 0; g < rows / 8; g++)
-						k->type[t].gemm_x8(cols, wx + g * 8 * rb, a + tok * ab, ab, 1,
+						k->type[t].gemm_x8(cols, wx + g * 8 * rb, 8, a + tok * ab, ab, 1,
 								   ref + tok * rows + g * 8, rows);
 				memset(y1, 0xff, nt * rows * sizeof(float));
 				memset(y2, 0xff, nt * rows * sizeof(float));
@@ -845,8 +867,11 @@ static void test_api(void)
 	ok(ms_matmul_scratch_bytes(g, GGML_TYPE_Q6_K, MS_LAYOUT_ROWS, 4096, 8) == 8 * 16 * 292,
 	   "Q6_K scratch: 8 rows of Q8_K");
 	ok(ms_x8_type(GGML_TYPE_Q4_0) && ms_x8_type(GGML_TYPE_Q8_0) && ms_x8_type(GGML_TYPE_Q4_K) &&
-	   ms_x8_type(GGML_TYPE_Q6_K) && !ms_x8_type(GGML_TYPE_Q5_K) && !ms_x8_type(GGML_TYPE_F16),
-	   "x8 layout exists for Q4_0, Q8_0, Q4_K and Q6_K");
+	   ms_x8_type(GGML_TYPE_Q6_K) && ms_x8_type(GGML_TYPE_F16) && ms_x8_type(GGML_TYPE_BF16) &&
+	   !ms_x8_type(GGML_TYPE_Q5_K) && !ms_x8_type(GGML_TYPE_F32),
+	   "x8 layout exists for Q4_0, Q8_0, Q4_K, Q6_K, F16 and BF16");
+	ok(ms_matmul_scratch_bytes(g, GGML_TYPE_F16, MS_LAYOUT_X8, 4096, 8) == 0,
+	   "F16 x8 scratch: none (the floats are read as they are)");
 	ok(ms_repack_x8(GGML_TYPE_Q5_K, w, 176, 256, 1, x) == -EINVAL &&
 	   ms_repack_x8(GGML_TYPE_Q8_0, w, 34, 48, 1, x) == -EINVAL,
 	   "repack rejects a type without the layout and a partial block");

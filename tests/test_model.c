@@ -339,7 +339,8 @@ static bool tensor_ok(const struct ms_model *m, const char *name, const void *p,
 		return false;
 	}
 	if (x8 && (!ti || mat->rows % 8 || mat == &m->tok_embd ||
-		   (mat->type != GGML_TYPE_Q8_0 && mat->type != GGML_TYPE_Q4_0))) {
+		   (mat->type != GGML_TYPE_Q8_0 && mat->type != GGML_TYPE_Q4_0 && mat->type != GGML_TYPE_F16 &&
+		    mat->type != GGML_TYPE_BF16))) {
 		diag("%s: interleaved, but type %u rows %llu", name, mat->type, (unsigned long long)mat->rows);
 		return false;
 	}
@@ -494,6 +495,24 @@ static void test_valid(void)
 	   "plain_rows: every matrix stays in file order, byte for byte (%d)", r);
 	ms_model_free(m);
 	unlink(path);
+
+	/* F16 and BF16 matrices are interleaved too: one-element blocks (kernels.h). */
+	for (int bf = 0; bf < 2; bf++) {
+		s = spec_default();
+		s.mat_type = bf ? GGML_TYPE_BF16 : GGML_TYPE_F16;
+		m = NULL;
+		if (!write_model(&s, bf ? "bf16.gguf" : "f16.gguf", path, sizeof(path))) {
+			ok(0, "%s model written", bf ? "BF16" : "F16");
+			continue;
+		}
+		r = ms_model_load(path, &o, NULL, NULL, &m, &err);
+		ok(r == 0 && m && m->layers[0].wq.layout == MS_LAYOUT_X8 &&
+		   m->layers[NL - 1].w_down.layout == MS_LAYOUT_X8 && all_tensors_ok(m, &s),
+		   "%s matrices are interleaved at load, the file's bytes in the documented order (%d: %s)",
+		   bf ? "BF16" : "F16", r, err.msg);
+		ms_model_free(m);
+		unlink(path);
+	}
 
 	/* A long general.name is truncated, NUL-terminated; NULL opts and progress work. */
 	s = spec_default();
