@@ -4,7 +4,6 @@
 #include <limits.h>
 #include <omp.h>
 #include <spawn.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -12,11 +11,11 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "config.h"
 #include "arena.h"
+#include "cli.h"
 #include "forward.h"
 #include "kernels.h"
 #include "model.h"
@@ -143,46 +142,21 @@ static void usage(FILE *f)
 "Exit status: 0 measured, 1 failure, 2 bad usage.\n");
 }
 
-__attribute__((format(printf, 1, 2), noreturn))
-static void die_usage(const char *fmt, ...)
-{
-	va_list ap;
-
-	fprintf(stderr, PROG ": ");
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fprintf(stderr, "\nTry '" PROG " --help'.\n");
-	exit(2);
-}
-
-static long arg_long(const char *opt, const char *s, long lo, long hi)
-{
-	char *end;
-	long v;
-
-	errno = 0;
-	v = strtol(s, &end, 10);
-	if (errno || end == s || *end || v < lo || v > hi)
-		die_usage("bad %s '%s' (an integer from %ld to %ld)", opt, s, lo, hi);
-	return v;
-}
-
 static void parse_prompts(const char *s, struct opts *o)
 {
 	char buf[256], *save = NULL, *tok;
 
 	if (strlen(s) >= sizeof(buf))
-		die_usage("--prompt list too long");
+		cli_die_usage("--prompt list too long");
 	strcpy(buf, s);
 	o->n_prompts = 0;
 	for (tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
 		if (o->n_prompts == MAX_PROMPTS)
-			die_usage("at most %d --prompt sizes", MAX_PROMPTS);
-		o->prompts[o->n_prompts++] = arg_long("--prompt size", tok, 1, 65536);
+			cli_die_usage("at most %d --prompt sizes", MAX_PROMPTS);
+		o->prompts[o->n_prompts++] = cli_long("--prompt size", tok, 1, 65536);
 	}
 	if (!o->n_prompts)
-		die_usage("empty --prompt list");
+		cli_die_usage("empty --prompt list");
 }
 
 static void parse_variants(const char *s, struct opts *o)
@@ -190,7 +164,7 @@ static void parse_variants(const char *s, struct opts *o)
 	char buf[64], *save = NULL, *tok;
 
 	if (strlen(s) >= sizeof(buf))
-		die_usage("bad --attention '%s' (mha, gqa, mqa or all, comma-separated)", s);
+		cli_die_usage("bad --attention '%s' (mha, gqa, mqa or all, comma-separated)", s);
 	strcpy(buf, s);
 	for (tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
 		bool found = false;
@@ -207,7 +181,7 @@ static void parse_variants(const char *s, struct opts *o)
 			}
 		}
 		if (!found)
-			die_usage("bad --attention '%s' (mha, gqa, mqa or all, comma-separated)", s);
+			cli_die_usage("bad --attention '%s' (mha, gqa, mqa or all, comma-separated)", s);
 	}
 	o->attention = true;
 }
@@ -261,40 +235,40 @@ static void parse_args(int argc, char **argv, struct opts *o)
 	while ((c = getopt_long(argc, argv, ":m:t:hV", lo, NULL)) != -1) {
 		switch (c) {
 		case 'm': o->model = optarg; break;
-		case 't': o->threads = arg_long("--threads", optarg, 1, 1024); break;
+		case 't': o->threads = cli_long("--threads", optarg, 1, 1024); break;
 		case 'h': usage(stdout); exit(0);
 		case 'V': printf(PROG " (%s) %s\n", PACKAGE_NAME, PACKAGE_VERSION); exit(0);
 		case O_ISA: o->isa = optarg; break;
 		case O_PAGES:
 			if (ms_page_policy_parse(optarg, &o->pages) < 0)
-				die_usage("bad --pages '%s' (hugetlb, thp or none)", optarg);
+				cli_die_usage("bad --pages '%s' (hugetlb, thp or none)", optarg);
 			break;
 		case O_MLOCK: o->mlock = true; break;
 		case O_JSON: o->json = true; break;
 		case O_ATTENTION: parse_variants(optarg, o); break;
 		case O_PROMPT: parse_prompts(optarg, o); break;
-		case O_GEN: o->gen = arg_long("--gen", optarg, 1, 4096); o->gen_set = true; break;
-		case O_CTX: o->long_ctx = arg_long("--ctx", optarg, 1, 1L << 20); break;
+		case O_GEN: o->gen = cli_long("--gen", optarg, 1, 4096); o->gen_set = true; break;
+		case O_CTX: o->long_ctx = cli_long("--ctx", optarg, 1, 1L << 20); break;
 		case O_REPEAT:
-			o->repeat = arg_long("--repeat", optarg, 1, MAX_REPEAT);
+			o->repeat = cli_long("--repeat", optarg, 1, MAX_REPEAT);
 			o->repeat_set = true;
 			break;
 		case O_QUICK: o->quick = true; break;
-		case O_BATCH: o->batch = arg_long("--batch", optarg, 1, 65536); break;
-		case O_BW: o->bw_mib = arg_long("--bw-mib", optarg, 256, 1L << 20); bw_set = true; break;
+		case O_BATCH: o->batch = cli_long("--batch", optarg, 1, 65536); break;
+		case O_BW: o->bw_mib = cli_long("--bw-mib", optarg, 256, 1L << 20); bw_set = true; break;
 		case O_KV:
 			if (!strcasecmp(optarg, "f16"))
 				o->kv_type = GGML_TYPE_F16;
 			else if (!strcasecmp(optarg, "f32"))
 				o->kv_type = GGML_TYPE_F32;
 			else
-				die_usage("bad --kv-type '%s' (f16 or f32)", optarg);
+				cli_die_usage("bad --kv-type '%s' (f16 or f32)", optarg);
 			break;
 		case O_VOCAB: o->vocab_from = optarg; break;
-		case O_DIM: o->dim = arg_long("--dim", optarg, 2, 1L << 16); break;
-		case O_LAYERS: o->layers = arg_long("--layers", optarg, 1, 4096); break;
-		case O_HEADS: o->heads = arg_long("--heads", optarg, 1, 4096); break;
-		case O_FFN: o->ffn = arg_long("--ffn", optarg, 1, 1L << 20); break;
+		case O_DIM: o->dim = cli_long("--dim", optarg, 2, 1L << 16); break;
+		case O_LAYERS: o->layers = cli_long("--layers", optarg, 1, 4096); break;
+		case O_HEADS: o->heads = cli_long("--heads", optarg, 1, 4096); break;
+		case O_FFN: o->ffn = cli_long("--ffn", optarg, 1, 1L << 20); break;
 		case O_TYPE: o->type = optarg; break;
 		case O_KEEP: o->keep = true; break;
 		case O_LAYOUT:
@@ -303,21 +277,21 @@ static void parse_args(int argc, char **argv, struct opts *o)
 			else if (!strcmp(optarg, "rows"))
 				o->plain_rows = true;
 			else
-				die_usage("bad --layout '%s' (x8 or rows)", optarg);
+				cli_die_usage("bad --layout '%s' (x8 or rows)", optarg);
 			break;
-		case ':': die_usage("option '%s' needs an argument", argv[optind - 1]);
-		default: die_usage("unknown option '%s'", argv[optind - 1]);
+		case ':': cli_die_usage("option '%s' needs an argument", argv[optind - 1]);
+		default: cli_die_usage("unknown option '%s'", argv[optind - 1]);
 		}
 	}
 	if (optind < argc)
-		die_usage("unexpected argument '%s'", argv[optind]);
+		cli_die_usage("unexpected argument '%s'", argv[optind]);
 	if (o->attention == !!o->model)
-		die_usage("give exactly one of -m MODEL and --attention LIST");
+		cli_die_usage("give exactly one of -m MODEL and --attention LIST");
 	if (o->attention && !o->vocab_from)
-		die_usage("--attention needs --vocab-from GGUF (any GGUF with a tokenizer)");
+		cli_die_usage("--attention needs --vocab-from GGUF (any GGUF with a tokenizer)");
 	if (o->attention && (o->dim % o->heads || o->heads % 4 || (o->dim / o->heads) % 2))
-		die_usage("--heads %ld must be a multiple of 4 dividing --dim %ld into an even head size",
-			  o->heads, o->dim);
+		cli_die_usage("--heads %ld must be a multiple of 4 dividing --dim %ld into an even head size",
+			      o->heads, o->dim);
 	if (o->quick) {
 		if (!o->repeat_set)
 			o->repeat = 1;
@@ -331,14 +305,6 @@ static void parse_args(int argc, char **argv, struct opts *o)
 
 		o->threads = n > 0 ? n : 1;
 	}
-}
-
-static double now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
 static int cmp_double(const void *a, const void *b)
@@ -372,20 +338,6 @@ static void random_tokens(int32_t *t, size_t n, uint32_t vocab, uint64_t *s)
 {
 	for (size_t i = 0; i < n; i++)
 		t[i] = (int32_t)(rng_next(s) % vocab);
-}
-
-static const struct ms_kernels *pick_kernels(const char *name)
-{
-	enum ms_isa want = ms_cpu_best_isa(), best = want;
-
-	if (name && strcmp(name, "auto") && ms_isa_parse(name, &want) < 0)
-		die_usage("unknown --isa '%s'", name);
-	if (want > best) {
-		fprintf(stderr, PROG ": this CPU cannot run %s kernels; using %s\n",
-			ms_isa_name(want), ms_isa_name(best));
-		want = best;
-	}
-	return ms_kernels_get(want);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -479,7 +431,7 @@ static double bw_measure(const struct bw *bw)
 
 	for (int pass = 0; pass < bw->passes; pass++) {
 		float sum = 0;
-		double t0 = now_s(), dt;
+		double t0 = cli_now(), dt;
 
 #pragma omp parallel num_threads((int)bw->threads) reduction(+:sum)
 		{
@@ -490,7 +442,7 @@ static double bw_measure(const struct bw *bw)
 
 			sum += bw->k->dot_f32(len, p, p);
 		}
-		dt = now_s() - t0;
+		dt = cli_now() - t0;
 		sink += sum;
 		if (dt > 0 && (double)(bw->n * sizeof(float)) / dt / 1e9 > best)
 			best = (double)(bw->n * sizeof(float)) / dt / 1e9;
@@ -559,7 +511,7 @@ static void weight_stats(const struct ms_model *m, struct result *res)
 static int time_decode(struct ms_ctx *ctx, struct ms_kv *kv, long gen, uint32_t vocab,
 		       float *logits, uint64_t *rng, double *tps, ms_err *err)
 {
-	double t0 = now_s();
+	double t0 = cli_now();
 	int r;
 
 	for (long i = 0; i < gen; i++) {
@@ -568,7 +520,7 @@ static int time_decode(struct ms_ctx *ctx, struct ms_kv *kv, long gen, uint32_t 
 		if ((r = ms_eval(ctx, kv, &tok, 1, logits, false, err)) < 0)
 			return r;
 	}
-	*tps = (double)gen / (now_s() - t0);
+	*tps = (double)gen / (cli_now() - t0);
 	return 0;
 }
 
@@ -579,7 +531,7 @@ static int time_decode(struct ms_ctx *ctx, struct ms_kv *kv, long gen, uint32_t 
  */
 static int bench_model(const char *path, const struct opts *o, bool pp, struct result *res)
 {
-	const struct ms_kernels *k = pick_kernels(o->isa);
+	const struct ms_kernels *k = cli_pick_kernels(o->isa);
 	struct ms_load_opts lo = {
 		.arena = { .policy = o->pages, .mlock = o->mlock },
 		.window = MS_WINDOW_AUTO,
@@ -600,12 +552,12 @@ static int bench_model(const char *path, const struct opts *o, bool pp, struct r
 
 	memset(res, 0, sizeof(*res));
 	snprintf(res->path, sizeof(res->path), "%s", path);
-	t0 = now_s();
+	t0 = cli_now();
 	if ((r = ms_model_load(path, &lo, NULL, NULL, &m, &err)) < 0) {
 		fprintf(stderr, PROG ": %s: %s\n", path, err.msg);
 		return r;
 	}
-	res->load_s = now_s() - t0;
+	res->load_s = cli_now() - t0;
 	snprintf(res->name, sizeof(res->name), "%s", m->name);
 	res->hp = m->hp;
 	res->window = m->window;
@@ -661,10 +613,10 @@ static int bench_model(const char *path, const struct opts *o, bool pp, struct r
 				continue;
 			ms_kv_reset(kv);
 			random_tokens(toks, n, m->hp.vocab, &rng);
-			t = now_s();
+			t = cli_now();
 			if ((r = ms_eval(ctx, kv, toks, n, logits, false, &err)) < 0)
 				goto eval_fail;
-			res->pp_runs[i][rep] = (double)n / (now_s() - t);
+			res->pp_runs[i][rep] = (double)n / (cli_now() - t);
 			res->pp_done[i] = true;
 		}
 
@@ -1031,7 +983,7 @@ static int attention_mode(const struct opts *o)
 		       o->layers, o->dim, o->heads, o->ffn, o->type);
 		printf("%ld positions cached for the long figure (random keys and values, not prefilled); "
 		       "%s, %ld threads, medians of %ld runs\n\n",
-		       o->long_ctx, pick_kernels(o->isa)->name, o->threads, o->repeat);
+		       o->long_ctx, cli_pick_kernels(o->isa)->name, o->threads, o->repeat);
 		printf("%-8s %8s %12s %14s %14s %10s %12s %12s %8s\n", "variant", "kv heads",
 		       "KV/token", "KV/sequence", "weights/token", "tg tok/s", "tg@ctx tok/s",
 		       "tg@ctx GB/s", "bw GB/s");
@@ -1067,6 +1019,7 @@ int main(int argc, char **argv)
 	static struct result res;
 	struct opts o;
 
+	cli_prog = PROG;
 	parse_args(argc, argv, &o);
 	if (o.attention)
 		return attention_mode(&o);

@@ -12,10 +12,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "config.h"
+#include "cli.h"
 #include "gguf.h"
 #include "gguf_writer.h"
 #include "quant.h"
@@ -121,63 +121,12 @@ static void usage(FILE *f)
 "Exit status: 0 written, 1 failure (nothing left behind), 2 bad usage.\n");
 }
 
-__attribute__((noreturn, format(printf, 1, 2)))
-static void die_usage(const char *fmt, ...)
-{
-	va_list ap;
-
-	fprintf(stderr, PROG ": ");
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fprintf(stderr, "\nTry '" PROG " --help'.\n");
-	exit(2);
-}
-
-static bool parse_u64(const char *s, uint64_t *out)
-{
-	char *end;
-	unsigned long long v;
-
-	/* strtoull accepts "-1" as 2^64-1; a count never starts with a sign */
-	if (*s < '0' || *s > '9')
-		return false;
-	errno = 0;
-	v = strtoull(s, &end, 0);
-	if (errno || *end)
-		return false;
-	*out = v;
-	return true;
-}
-
-static uint32_t arg_u32(const char *opt, const char *s, uint32_t min, uint32_t max)
-{
-	uint64_t v;
-
-	if (!parse_u64(s, &v) || v < min || v > max)
-		die_usage("bad %s '%s' (an integer from %" PRIu32 " to %" PRIu32 ")",
-			  opt, s, min, max);
-	return (uint32_t)v;
-}
-
-static float arg_pos_float(const char *opt, const char *s)
-{
-	char *end;
-	float v;
-
-	errno = 0;
-	v = strtof(s, &end);
-	if (errno || *end || end == s || !isfinite(v) || !(v > 0.0f))
-		die_usage("bad %s '%s' (a positive finite number)", opt, s);
-	return v;
-}
-
 static const struct ftype *arg_type(const char *s)
 {
 	for (size_t i = 0; i < sizeof(ftypes) / sizeof(ftypes[0]); i++)
 		if (!strcasecmp(s, ftypes[i].name))
 			return &ftypes[i];
-	die_usage("bad --type '%s' (" TYPE_LIST ")", s);
+	cli_die_usage("bad --type '%s' (" TYPE_LIST ")", s);
 }
 
 static void parse_args(int argc, char **argv, struct opts *o)
@@ -222,60 +171,57 @@ static void parse_args(int argc, char **argv, struct opts *o)
 		case 't': o->type = arg_type(optarg); break;
 		case O_VOCAB: o->vocab = optarg; break;
 		case O_DIM:
-			o->dim = arg_u32("--dim", optarg, 1, 1u << 20);
+			o->dim = cli_u32("--dim", optarg, 1, 1u << 20);
 			o->set |= SET_DIM;
 			break;
 		case O_LAYERS:
-			o->layers = arg_u32("--layers", optarg, 1, 4096);
+			o->layers = cli_u32("--layers", optarg, 1, 4096);
 			o->set |= SET_LAYERS;
 			break;
 		case O_HEADS:
-			o->heads = arg_u32("--heads", optarg, 1, 1u << 20);
+			o->heads = cli_u32("--heads", optarg, 1, 1u << 20);
 			o->set |= SET_HEADS;
 			break;
 		case O_KV_HEADS:
-			o->kv_heads = arg_u32("--kv-heads", optarg, 1, 1u << 20);
+			o->kv_heads = cli_u32("--kv-heads", optarg, 1, 1u << 20);
 			o->set |= SET_KV_HEADS;
 			break;
 		case O_FFN:
-			o->ffn = arg_u32("--ffn", optarg, 1, 1u << 22);
+			o->ffn = cli_u32("--ffn", optarg, 1, 1u << 22);
 			o->set |= SET_FFN;
 			break;
 		case O_CONTEXT:
-			o->context = arg_u32("--context", optarg, 1, UINT32_MAX);
+			o->context = cli_u32("--context", optarg, 1, UINT32_MAX);
 			o->set |= SET_CONTEXT;
 			break;
 		case O_WINDOW:
-			o->window = arg_u32("--window", optarg, 0, UINT32_MAX);
+			o->window = cli_u32("--window", optarg, 0, UINT32_MAX);
 			break;
 		case O_ROPE:
-			o->rope_base = arg_pos_float("--rope-base", optarg);
+			o->rope_base = cli_pos_float("--rope-base", optarg);
 			o->set |= SET_ROPE;
 			break;
 		case O_EPS:
-			o->eps = arg_pos_float("--eps", optarg);
+			o->eps = cli_pos_float("--eps", optarg);
 			o->set |= SET_EPS;
 			break;
-		case O_SEED:
-			if (!parse_u64(optarg, &o->seed))
-				die_usage("bad --seed '%s' (an integer from 0 to 2^64-1)", optarg);
-			break;
+		case O_SEED: o->seed = cli_u64("--seed", optarg); break;
 		case O_NAME: o->name = optarg; break;
 		case O_PRESET:
 			if (strcmp(optarg, "mistral-7b"))
-				die_usage("unknown --preset '%s' (mistral-7b)", optarg);
+				cli_die_usage("unknown --preset '%s' (mistral-7b)", optarg);
 			preset_7b = true;
 			break;
 		case O_NO_OUTPUT: o->no_output = true; break;
 		case 'v': o->verbose = true; break;
 		case 'h': usage(stdout); exit(0);
 		case O_VERSION: printf(PROG " (%s) %s\n", PACKAGE_NAME, PACKAGE_VERSION); exit(0);
-		case ':': die_usage("option '%s' needs an argument", argv[optind - 1]);
-		default: die_usage("unknown option '%s'", argv[optind - 1]);
+		case ':': cli_die_usage("option '%s' needs an argument", argv[optind - 1]);
+		default: cli_die_usage("unknown option '%s'", argv[optind - 1]);
 		}
 	}
 	if (optind < argc)
-		die_usage("unexpected argument '%s'", argv[optind]);
+		cli_die_usage("unexpected argument '%s'", argv[optind]);
 	/* explicit shape options win wherever they stand relative to --preset */
 	if (preset_7b) {
 		if (!(o->set & SET_DIM)) o->dim = 4096;
@@ -288,29 +234,29 @@ static void parse_args(int argc, char **argv, struct opts *o)
 		if (!(o->set & SET_EPS)) o->eps = 1e-5f;
 	}
 	if (!o->out)
-		die_usage("no output file given (--out FILE)");
+		cli_die_usage("no output file given (--out FILE)");
 	if (!o->type)
-		die_usage("no tensor type given (--type " TYPE_LIST ")");
+		cli_die_usage("no tensor type given (--type " TYPE_LIST ")");
 	if (!o->vocab)
-		die_usage("no vocabulary given (--vocab-from GGUF)");
+		cli_die_usage("no vocabulary given (--vocab-from GGUF)");
 	if (o->heads > o->dim || o->dim % o->heads)
-		die_usage("--heads %" PRIu32 " does not divide --dim %" PRIu32, o->heads, o->dim);
+		cli_die_usage("--heads %" PRIu32 " does not divide --dim %" PRIu32, o->heads, o->dim);
 	if (o->kv_heads > o->heads || o->heads % o->kv_heads)
-		die_usage("--kv-heads %" PRIu32 " does not divide --heads %" PRIu32,
-			  o->kv_heads, o->heads);
+		cli_die_usage("--kv-heads %" PRIu32 " does not divide --heads %" PRIu32,
+			      o->kv_heads, o->heads);
 	if ((o->dim / o->heads) % 2)
-		die_usage("head size --dim/--heads = %" PRIu32 " is odd (RoPE rotates pairs)",
-			  o->dim / o->heads);
+		cli_die_usage("head size --dim/--heads = %" PRIu32 " is odd (RoPE rotates pairs)",
+			      o->dim / o->heads);
 	/* every matrix row is dim or ffn long; a mix's types share one block size */
 	if (ggml_type_get(o->type->base)->blck > 1) {
 		uint32_t b = ggml_type_get(o->type->base)->blck;
 
 		if (o->dim % b)
-			die_usage("--dim %" PRIu32 " is not a multiple of the %s block size %" PRIu32,
-				  o->dim, o->type->name, b);
+			cli_die_usage("--dim %" PRIu32 " is not a multiple of the %s block size %" PRIu32,
+				      o->dim, o->type->name, b);
 		if (o->ffn % b)
-			die_usage("--ffn %" PRIu32 " is not a multiple of the %s block size %" PRIu32,
-				  o->ffn, o->type->name, b);
+			cli_die_usage("--ffn %" PRIu32 " is not a multiple of the %s block size %" PRIu32,
+				      o->ffn, o->type->name, b);
 	}
 }
 
@@ -533,14 +479,6 @@ static int add_metadata(struct gguf_writer *w, const struct opts *o,
 	return 0;
 }
 
-static double now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 /* ------------------------------------------------------------------------ */
 /* Pipeline: the OpenMP team fills one chunk while a thread writes the other  */
 /* ------------------------------------------------------------------------ */
@@ -670,7 +608,7 @@ static int write_model(const struct opts *o, const char *tmp, int fd)
 	ms_err err = { 0 };
 	size_t n_tensors, max_row = 0, max_ne0 = 0;
 	uint64_t total, done = 0;
-	double t0 = now();
+	double t0 = cli_now();
 	int rc, nthreads = omp_get_max_threads();
 
 	rc = gguf_open(o->vocab, &voc, &err);
@@ -745,7 +683,7 @@ static int write_model(const struct opts *o, const char *tmp, int fd)
 		/* one line per layer: a 7B model gives 32, a tiny one 2 */
 		if (o->verbose && !rc && (i + 1 == n_tensors ||
 					  strstr(plan[i].name, "ffn_down"))) {
-			double dt = now() - t0;
+			double dt = cli_now() - t0;
 
 			fprintf(stderr, PROG ": %5.1f%%  %8.1f MiB  %6.1f s  %6.1f MiB/s  %s\n",
 				100.0 * (double)done / (double)total, (double)done / 1048576.0,
@@ -774,7 +712,7 @@ static int write_model(const struct opts *o, const char *tmp, int fd)
 	}
 	if (o->verbose)
 		fprintf(stderr, PROG ": wrote %.1f MiB in %.1f s\n",
-			(double)total / 1048576.0, now() - t0);
+			(double)total / 1048576.0, cli_now() - t0);
 out:
 	free(scratch);
 	free(pipe.buf[0]);
@@ -791,6 +729,7 @@ int main(int argc, char **argv)
 	char *tmp;
 	int fd, rc;
 
+	cli_prog = PROG;
 	parse_args(argc, argv, &o);
 	if (asprintf(&tmp, "%s.tmp", o.out) < 0) {
 		fprintf(stderr, PROG ": out of memory\n");

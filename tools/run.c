@@ -3,14 +3,13 @@
 #include <getopt.h>
 #include <limits.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "config.h"
+#include "cli.h"
 #include "forward.h"
 #include "kernels.h"
 #include "model.h"
@@ -80,45 +79,6 @@ static void usage(FILE *f)
 "  -V, --version             version\n");
 }
 
-static int parse_long(const char *s, long lo, long hi, long *out)
-{
-	char *end;
-	long v;
-
-	errno = 0;
-	v = strtol(s, &end, 10);
-	if (errno || end == s || *end || v < lo || v > hi)
-		return -1;
-	*out = v;
-	return 0;
-}
-
-static int parse_float(const char *s, float *out)
-{
-	char *end;
-	double v;
-
-	errno = 0;
-	v = strtod(s, &end);
-	if (errno || end == s || *end)
-		return -1;
-	*out = (float)v;
-	return 0;
-}
-
-__attribute__((format(printf, 1, 2), noreturn))
-static void die_usage(const char *fmt, ...)
-{
-	va_list ap;
-
-	fprintf(stderr, "mistral-run: ");
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fprintf(stderr, "\nTry 'mistral-run --help'.\n");
-	exit(2);
-}
-
 enum {
 	O_RAW = 256, O_SYSTEM, O_PTOK, O_TEMP, O_TOPK, O_TOPP, O_MINP, O_REP, O_FREQ, O_PRES,
 	O_SEED, O_STOP, O_PRINT, O_LOGITS, O_WINDOW, O_BATCH, O_ISA, O_PAGES, O_MLOCK, O_KV,
@@ -170,64 +130,28 @@ static void parse_args(int argc, char **argv, struct opts *o)
 		switch (c) {
 		case 'm': o->model = optarg; break;
 		case 'p': o->prompt = optarg; break;
-		case 'n':
-			if (parse_long(optarg, 0, INT32_MAX, &o->n_predict))
-				die_usage("bad token count '%s'", optarg);
-			break;
-		case 'c':
-			if (parse_long(optarg, 1, 1L << 24, &o->n_ctx))
-				die_usage("bad context length '%s'", optarg);
-			break;
-		case 't':
-			if (parse_long(optarg, 1, 1024, &o->threads))
-				die_usage("bad thread count '%s'", optarg);
-			break;
+		case 'n': o->n_predict = cli_long("--n-predict", optarg, 0, INT32_MAX); break;
+		case 'c': o->n_ctx = cli_long("--ctx", optarg, 1, 1L << 24); break;
+		case 't': o->threads = cli_long("--threads", optarg, 1, 1024); break;
 		case 'h': usage(stdout); exit(0);
 		case 'V': printf("mistral-run (%s) %s\n", PACKAGE_NAME, PACKAGE_VERSION); exit(0);
 		case O_RAW: o->raw = true; break;
 		case O_SYSTEM: o->system = optarg; break;
 		case O_PTOK: o->prompt_tokens = optarg; break;
-		case O_TEMP:
-			if (parse_float(optarg, &o->sp.temperature))
-				die_usage("bad temperature '%s'", optarg);
-			break;
+		/* the sampler's own check, after parsing, judges the ranges */
+		case O_TEMP: o->sp.temperature = cli_float("--temperature", optarg); break;
 		case O_TOPK:
-			if (parse_long(optarg, INT32_MIN, INT32_MAX, &v))
-				die_usage("bad top-k '%s'", optarg);
-			o->sp.top_k = (int32_t)v;
+			o->sp.top_k = (int32_t)cli_long("--top-k", optarg, INT32_MIN, INT32_MAX);
 			break;
-		case O_TOPP:
-			if (parse_float(optarg, &o->sp.top_p))
-				die_usage("bad top-p '%s'", optarg);
-			break;
-		case O_MINP:
-			if (parse_float(optarg, &o->sp.min_p))
-				die_usage("bad min-p '%s'", optarg);
-			break;
-		case O_REP:
-			if (parse_float(optarg, &o->sp.repetition_penalty))
-				die_usage("bad repetition penalty '%s'", optarg);
-			break;
-		case O_FREQ:
-			if (parse_float(optarg, &o->sp.frequency_penalty))
-				die_usage("bad frequency penalty '%s'", optarg);
-			break;
-		case O_PRES:
-			if (parse_float(optarg, &o->sp.presence_penalty))
-				die_usage("bad presence penalty '%s'", optarg);
-			break;
-		case O_SEED: {
-			char *end;
-
-			errno = 0;
-			o->sp.seed = strtoull(optarg, &end, 0);
-			if (errno || end == optarg || *end || optarg[0] == '-')
-				die_usage("bad seed '%s'", optarg);
-			break;
-		}
+		case O_TOPP: o->sp.top_p = cli_float("--top-p", optarg); break;
+		case O_MINP: o->sp.min_p = cli_float("--min-p", optarg); break;
+		case O_REP: o->sp.repetition_penalty = cli_float("--repetition-penalty", optarg); break;
+		case O_FREQ: o->sp.frequency_penalty = cli_float("--frequency-penalty", optarg); break;
+		case O_PRES: o->sp.presence_penalty = cli_float("--presence-penalty", optarg); break;
+		case O_SEED: o->sp.seed = cli_u64("--seed", optarg); break;
 		case O_STOP:
 			if (o->n_stops == MAX_STOPS)
-				die_usage("too many --stop strings (at most 16): '%s'", optarg);
+				cli_die_usage("too many --stop strings (at most 16): '%s'", optarg);
 			o->stop_lens[o->n_stops] = strlen(optarg);
 			o->stops[o->n_stops++] = optarg;
 			break;
@@ -238,19 +162,16 @@ static void parse_args(int argc, char **argv, struct opts *o)
 				o->window = MS_WINDOW_OFF;
 			else if (!strcmp(optarg, "auto"))
 				o->window = MS_WINDOW_AUTO;
-			else if (parse_long(optarg, 1, 1L << 24, &v) == 0)
+			else if (cli_parse_long(optarg, 1, 1L << 24, &v))
 				o->window = (int32_t)v;
 			else
-				die_usage("bad sliding window '%s' (a number, off or auto)", optarg);
+				cli_die_usage("bad --sliding-window '%s' (a number, off or auto)", optarg);
 			break;
-		case O_BATCH:
-			if (parse_long(optarg, 1, 65536, &o->batch))
-				die_usage("bad batch size '%s'", optarg);
-			break;
+		case O_BATCH: o->batch = cli_long("--batch", optarg, 1, 65536); break;
 		case O_ISA: o->isa = optarg; break;
 		case O_PAGES:
 			if (ms_page_policy_parse(optarg, &o->pages) < 0)
-				die_usage("bad page policy '%s' (hugetlb, thp or none)", optarg);
+				cli_die_usage("bad --pages '%s' (hugetlb, thp or none)", optarg);
 			break;
 		case O_MLOCK: o->mlock = true; break;
 		case O_KV:
@@ -259,17 +180,17 @@ static void parse_args(int argc, char **argv, struct opts *o)
 			else if (!strcmp(optarg, "f32"))
 				o->kv_type = GGML_TYPE_F32;
 			else
-				die_usage("bad KV cache type '%s' (f16 or f32)", optarg);
+				cli_die_usage("bad --kv-type '%s' (f16 or f32)", optarg);
 			break;
 		default: usage(stderr); exit(2);
 		}
 	}
 	if (optind < argc)
-		die_usage("unexpected argument '%s'", argv[optind]);
+		cli_die_usage("unexpected argument '%s'", argv[optind]);
 	if (!o->model)
-		die_usage("%s", "no model given (-m FILE)");
+		cli_die_usage("%s", "no model given (-m FILE)");
 	if (!o->prompt == !o->prompt_tokens)
-		die_usage("%s", "give exactly one of -p PROMPT and --prompt-tokens IDS");
+		cli_die_usage("%s", "give exactly one of -p PROMPT and --prompt-tokens IDS");
 	if (!o->threads) {
 		long n = sysconf(_SC_NPROCESSORS_ONLN);
 
@@ -318,30 +239,6 @@ static int parse_ids(const char *s, uint32_t vocab, int32_t **ids, size_t *n)
 	return 0;
 }
 
-static double now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static const struct ms_kernels *pick_kernels(const char *name)
-{
-	enum ms_isa want = ms_cpu_best_isa(), best = want;
-
-	if (name && ms_isa_parse(name, &want) < 0) {
-		fprintf(stderr, "mistral-run: unknown ISA '%s' (generic, avx2 or auto)\n", name);
-		exit(2);
-	}
-	if (want > best) {
-		fprintf(stderr, "mistral-run: this CPU cannot run %s kernels; using %s\n",
-			ms_isa_name(want), ms_isa_name(best));
-		want = best;
-	}
-	return ms_kernels_get(want);
-}
-
 static int write_logits(FILE *f, const float *l, size_t n)
 {
 	return fwrite(l, sizeof(float), n, f) == n ? 0 : -EIO;
@@ -377,22 +274,23 @@ int main(int argc, char **argv)
 	uint32_t n_ctx;
 	int r, status = 1;
 
+	cli_prog = "mistral-run";
 	parse_args(argc, argv, &o);
 	if ((r = ms_sampler_params_check(&o.sp, &err)) < 0) {
 		fprintf(stderr, "mistral-run: %s\n", err.msg);
 		return 2;
 	}
-	k = pick_kernels(o.isa);
+	k = cli_pick_kernels(o.isa);
 	lo = (struct ms_load_opts){
 		.arena = { .policy = o.pages, .mlock = o.mlock },
 		.window = o.window,
 	};
-	t0 = now_s();
+	t0 = cli_now();
 	if ((r = ms_model_load(o.model, &lo, NULL, NULL, &m, &err)) < 0) {
 		fprintf(stderr, "mistral-run: %s: %s\n", o.model, err.msg);
 		return 1;
 	}
-	t1 = now_s();
+	t1 = cli_now();
 	vocab = m->hp.vocab;
 	n_ctx = (uint32_t)(o.n_ctx ? o.n_ctx : (m->hp.ctx_train < 8192 ? m->hp.ctx_train : 8192));
 	fprintf(stderr, "mistral-run: %s: %u layers, dim %u, heads %u/%u, vocab %zu, window %u (%s), "
@@ -454,7 +352,7 @@ int main(int argc, char **argv)
 		goto out;
 	}
 
-	t1 = now_s();
+	t1 = cli_now();
 	if ((r = ms_eval(ctx, kv, prompt, n_prompt, logits, lf != NULL, &err)) < 0) {
 		fprintf(stderr, "mistral-run: %s\n", err.msg);
 		goto out;
@@ -465,7 +363,7 @@ int main(int argc, char **argv)
 		memmove(logits, logits + (n_prompt - 1) * vocab, vocab * sizeof(float));
 	for (size_t i = 0; i < n_prompt; i++)
 		ms_sampler_accept(smp, prompt[i]);
-	t2 = now_s();
+	t2 = cli_now();
 
 	ms_detok_init(&dt, m->tok, !o.raw && !o.prompt_tokens);
 	{
@@ -531,7 +429,7 @@ int main(int argc, char **argv)
 			printf("\n");
 	}
 	{
-		double t3 = now_s();
+		double t3 = cli_now();
 
 		fprintf(stderr, "\nmistral-run: prompt %zu tokens in %.3f s (%.2f tok/s), generated %zu tokens in %.3f s (%.2f tok/s)\n",
 			n_prompt, t2 - t1, (double)n_prompt / (t2 - t1), n_gen, t3 - t2,
