@@ -38,11 +38,12 @@ static inline float hsum8(__m256 v)
 }
 
 /*
- * The cache holds a position's keys for every KV head in one row, so a
- * task walks one head's slice of each row: 256 bytes (F16, head size 128)
- * every kv_dim * 2 bytes. The hardware prefetchers do not run far enough
- * ahead on that stride; rows this far ahead are requested explicitly,
- * past the block's end too (the next block continues the same stride).
+ * Rows this far ahead are requested explicitly, past the block's end too
+ * (the next block continues the same stride). The cache keeps a KV head's
+ * rows back to back (forward.h), yet the hardware prefetchers alone leave
+ * the kernels about 20% slower at 4096 positions (9.6 against 8.0 ms for
+ * 8 layers of a 7B, two threads): a block's rows are walked once per
+ * 16-element piece in accum, which does not look like one stream.
  */
 #define ATT_PF_ROWS 16
 

@@ -420,20 +420,22 @@ static size_t key_runs(const struct ms_ctx *c, size_t r, uint32_t l, size_t g, s
 {
 	const struct segment *sg = &c->segs[c->row_seg[r]];
 	const struct ms_kv *kv = sg->kv;
-	const size_t hd = c->m->hp.head_dim, row = kv->kv_dim * kv->elt, head = g * hd * kv->elt;
+	const size_t hd = c->m->hp.head_dim, hrow = hd * kv->elt, head = g * hd * kv->elt;
 	const uint32_t p0 = sg->p0, p = c->row_pos[r];
 	const uint32_t lo = (kv->window && p + 1 > kv->window) ? p + 1 - kv->window : 0;
-	const uint8_t *kr = (const uint8_t *)kv->k + (size_t)l * kv->n_slots * row + head;
-	const uint8_t *vr = (const uint8_t *)kv->v + (size_t)l * kv->n_slots * row + head;
+	/* this layer's slots of KV head g: one contiguous run of rows (forward.h) */
+	const size_t at = ((size_t)l * c->m->hp.n_kv_heads + g) * kv->n_slots * hrow;
+	const uint8_t *kr = (const uint8_t *)kv->k + at;
+	const uint8_t *vr = (const uint8_t *)kv->v + at;
 	size_t n = 0;
 
 	if (lo < p0) {
 		size_t s0 = lo % kv->n_slots, cnt = p0 - lo;
 		size_t first = cnt < kv->n_slots - s0 ? cnt : kv->n_slots - s0;
 
-		runs[n++] = (struct key_run){ kr + s0 * row, vr + s0 * row, first, row };
+		runs[n++] = (struct key_run){ kr + s0 * hrow, vr + s0 * hrow, first, hrow };
 		if (cnt > first)
-			runs[n++] = (struct key_run){ kr, vr, cnt - first, row };
+			runs[n++] = (struct key_run){ kr, vr, cnt - first, hrow };
 	}
 	{
 		uint32_t j = lo > p0 ? lo : p0;
@@ -613,20 +615,27 @@ static void chunk_to_cache_type(struct ms_ctx *c)
 	}
 }
 
-/* Writes each segment's keys and values into its ring slots. */
+/* Writes each segment's keys and values into its ring slots, head by head. */
 static void kv_store(struct ms_ctx *c, uint32_t l)
 {
+	const size_t nkv = c->m->hp.n_kv_heads;
+
 	for (size_t si = 0; si < c->n_segs; si++) {
 		const struct segment *sg = &c->segs[si];
 		struct ms_kv *kv = sg->kv;
-		const size_t row = kv->kv_dim * kv->elt;
+		const size_t hrow = c->m->hp.head_dim * kv->elt;
 
 		for (size_t i = 0; i < sg->b; i++) {
-			size_t slot = (sg->p0 + i) % kv->n_slots;
-			size_t off = ((size_t)l * kv->n_slots + slot) * row;
+			const size_t slot = (sg->p0 + i) % kv->n_slots;
+			const uint8_t *ks = (const uint8_t *)c->kct + (sg->row0 + i) * chunk_row_bytes(c);
+			const uint8_t *vs = (const uint8_t *)c->vct + (sg->row0 + i) * chunk_row_bytes(c);
 
-			memcpy((uint8_t *)kv->k + off, (const uint8_t *)c->kct + (sg->row0 + i) * chunk_row_bytes(c), row);
-			memcpy((uint8_t *)kv->v + off, (const uint8_t *)c->vct + (sg->row0 + i) * chunk_row_bytes(c), row);
+			for (size_t g = 0; g < nkv; g++) {
+				const size_t off = (((size_t)l * nkv + g) * kv->n_slots + slot) * hrow;
+
+				memcpy((uint8_t *)kv->k + off, ks + g * hrow, hrow);
+				memcpy((uint8_t *)kv->v + off, vs + g * hrow, hrow);
+			}
 		}
 	}
 }

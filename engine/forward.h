@@ -27,8 +27,15 @@ struct ms_kv {
 	uint32_t type;       /* GGML_TYPE_F16 (default) or GGML_TYPE_F32 (exact, for tests) */
 	size_t elt;          /* bytes per element: 2 or 4 */
 	uint32_t pos;        /* tokens already in the cache = next position */
-	void *k;             /* [n_layers][n_slots][kv_dim] of type */
-	void *v;             /* [n_layers][n_slots][kv_dim] of type */
+	/*
+	 * [n_layers][n_kv_heads][n_slots][head_dim] of type: a KV head's slots
+	 * are one contiguous run, so an attention task streams its rows back
+	 * to back instead of reading a 256-byte slice (F16, head size 128) of
+	 * every 2 kB position row: the attention kernels at 4096 positions
+	 * take 7.9 ms instead of 12.9 for 8 layers of a 7B (two threads).
+	 */
+	void *k;
+	void *v;
 	struct ms_arena *mem;   /* k and v, in the pages the model's weights asked for */
 };
 
