@@ -123,7 +123,7 @@ static int x8_wide(uint32_t wtype)
 int ms_x8_type(uint32_t wtype)
 {
 	return wtype == GGML_TYPE_Q4_0 || wtype == GGML_TYPE_Q8_0 || wtype == GGML_TYPE_Q4_K ||
-	       wtype == GGML_TYPE_Q6_K || x8_wide(wtype);
+	       wtype == GGML_TYPE_Q5_K || wtype == GGML_TYPE_Q6_K || x8_wide(wtype);
 }
 
 /* Q4_0 and Q8_0 groups take the Q8_0 codes with their sum; the K-quants keep their Q8_K activations. */
@@ -141,7 +141,7 @@ static int x8_uses_q8s(uint32_t wtype)
 int ms_repack_x8(uint32_t wtype, const void *src, size_t row_bytes, size_t cols, size_t n_groups, void *dst)
 {
 	const struct ggml_type_info *ti = ggml_type_get(wtype);
-	const size_t nf = wtype == GGML_TYPE_Q4_K ? 2 : 1;
+	const size_t nf = wtype == GGML_TYPE_Q4_K || wtype == GGML_TYPE_Q5_K ? 2 : 1;
 	const int fields_last = wtype == GGML_TYPE_Q6_K;
 	size_t body, body_off, nb;
 	uint8_t *o = dst;

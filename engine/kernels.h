@@ -44,11 +44,12 @@ typedef void (*ms_vec_dot_x4_fn)(size_t n, const void *w, const void *x, size_t 
  * Interleaved weight layout (MS_LAYOUT_X8), made at load time for the
  * matrices of the types below whose row count is a multiple of 8: rows are
  * taken eight at a time, and for each block index the eight rows' blocks
- * are stored together: each f16 field (d, and dmin for Q4_K) of rows 0..7
+ * are stored together: each f16 field (d, and dmin for Q4_K and Q5_K) of rows 0..7
  * in turn, and the rest of the block (the codes, and the scales of the
  * K-quants) interleaved four bytes at a time: 32-byte chunk c holds bytes
  * 4c..4c+3 of that rest for rows 0..7 in turn. The parts keep the plain
- * block's order (Q6_K: codes and scales first, d last). The bytes are those of the
+ * block's order (Q5_K: scales, qh, qs; Q6_K: codes and scales first, d
+ * last). The bytes are those of the
  * plain blocks, reordered: a group is exactly 8 blocks long. One 32-byte
  * load then feeds eight rows' dot products at once, lane r for row r: the
  * eight results come out of the vector as they are, with no horizontal
@@ -86,6 +87,15 @@ struct block_q4_Kx8 {
 };
 _Static_assert(sizeof(struct block_q4_Kx8) == 8 * sizeof(struct block_q4_K), "q4_Kx8 is 8 blocks");
 
+struct block_q5_Kx8 {
+	uint16_t d[MS_X8];
+	uint16_t dmin[MS_X8];
+	uint8_t scales[MS_X8 * K_SCALE_SIZE];
+	uint8_t qh[MS_X8 * QK_K / 8];
+	uint8_t qs[MS_X8 * QK_K / 2];
+};
+_Static_assert(sizeof(struct block_q5_Kx8) == 8 * sizeof(struct block_q5_K), "q5_Kx8 is 8 blocks");
+
 struct block_q6_Kx8 {
 	uint8_t ql[MS_X8 * QK_K / 2];
 	uint8_t qh[MS_X8 * QK_K / 4];
@@ -110,12 +120,12 @@ struct ms_block_q8s {
  * Groups of 8 interleaved rows (rows a multiple of 8, the groups one after
  * another, n elements a row, n a multiple of the block) against n_tok
  * activation rows (struct ms_block_q8s for Q4_0 and Q8_0, the Q8_K blocks
- * of the plain kernels for Q4_K and Q6_K, floats for F16 and BF16;
+ * of the plain kernels for the K-quants, floats for F16 and BF16;
  * x_stride bytes apart): out[t * out_stride + r] = dot(row r, token t)
  * for r < rows. Per row and token the sum is sequential over blocks,
  * acc = fma(dw * dx, isum, acc) with isum the exact integer block dot
  * product (Q4_K then acc = fma(-(dmin * dx), msum, acc) with msum its
- * exact min term; F16 and BF16 acc = fma(w, x, acc) element by element),
+ * exact min term, Q5_K likewise; F16 and BF16 acc = fma(w, x, acc) element by element),
  * so every ISA, every token count and every row count gives the same bits.
  */
 typedef void (*ms_gemm_x8_fn)(size_t n, const void *w, size_t rows, const void *x, size_t x_stride,

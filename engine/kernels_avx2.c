@@ -1017,18 +1017,50 @@ static inline __m256i dword_pick(int b0, int b1)
 				_mm256_setr_epi32(0, 0x40004, 0x80008, 0xc000c, 0, 0x40004, 0x80008, 0xc000c));
 }
 
-static inline __attribute__((always_inline)) void q4_Kx8_tile(size_t nb, const struct block_q4_Kx8 *b,
-							      const void *x, size_t xs, const int nt,
-							      float *out, size_t os)
+/*
+ * Bit s of each byte of v moved to bit 4, the rest cleared: one 16-bit
+ * shift serves both bytes of a lane since the wanted bit never crosses
+ * into the other byte.
+ */
+static inline __attribute__((always_inline)) __m256i bit_to_4(__m256i v, const int s)
+{
+	const __m256i k10 = _mm256_set1_epi8(0x10);
+
+	if (s < 4)
+		return _mm256_and_si256(_mm256_slli_epi16(v, 4 - s), k10);
+	if (s > 4)
+		return _mm256_and_si256(_mm256_srli_epi16(v, s - 4), k10);
+	return _mm256_and_si256(v, k10);
+}
+
+/*
+ * Q4_K and Q5_K (q5: Q4_K's fields and codes, with a fifth code bit per
+ * element from qh between the scales and the codes). Q5_K codes reach 31,
+ * so maddubs pairs reach 7874 and only four chunks add up in int16 before
+ * the madd with the scale (Q4_K: all eight).
+ */
+_Static_assert(offsetof(struct block_q4_Kx8, scales) == 4 * MS_X8 && offsetof(struct block_q4_Kx8, qs) ==
+	       4 * MS_X8 + MS_X8 * K_SCALE_SIZE, "k45x8_tile's Q4_K offsets");
+_Static_assert(offsetof(struct block_q5_Kx8, qh) == 4 * MS_X8 + MS_X8 * K_SCALE_SIZE &&
+	       offsetof(struct block_q5_Kx8, qs) == 4 * MS_X8 + MS_X8 * K_SCALE_SIZE + MS_X8 * QK_K / 8,
+	       "k45x8_tile's Q5_K offsets");
+
+static inline __attribute__((always_inline)) void k45x8_tile(size_t nb, const uint8_t *b, const size_t bb,
+							     const int q5, const void *x, size_t xs, const int nt,
+							     float *out, size_t os)
 {
 	const __m256i m4 = _mm256_set1_epi8(15), k3f = _mm256_set1_epi8(0x3f), k03 = _mm256_set1_epi8(3);
 	const __m256i ones = _mm256_set1_epi16(1);
+	/* field offsets, as in struct block_q4_Kx8 / block_q5_Kx8 */
+	const size_t o_dmin = 2 * MS_X8, o_sc = 4 * MS_X8, o_qh = o_sc + MS_X8 * K_SCALE_SIZE;
+	const size_t o_qs = o_qh + (q5 ? MS_X8 * QK_K / 8 : 0);
+	const int flush = q5 ? 4 : 8;
 	X8_TILE_BEGIN(struct block_q8_K)
 	for (size_t i = 0; i < nb; i++) {
-		const struct block_q4_Kx8 *g = b + i;
+		const uint8_t *g = b + i * bb;
 
-		prefetch_block(b, i, sizeof(*b));
-		const __m256i w0 = load256(g->scales), w1 = load256(g->scales + 32), w2 = load256(g->scales + 64);
+		prefetch_block(b, i, bb);
+		const __m256i w0 = load256(g + o_sc), w1 = load256(g + o_sc + 32), w2 = load256(g + o_sc + 64);
 		/* dword r: sc0..3 / m0..3 / sc4..7 / m4..7 of row r, one byte each */
 		const __m256i sclo = _mm256_and_si256(w0, k3f), mlo = _mm256_and_si256(w1, k3f);
 		const __m256i schi = _mm256_or_si256(_mm256_and_si256(w2, m4),
@@ -1053,9 +1085,17 @@ static inline __attribute__((always_inline)) void q4_Kx8_tile(size_t nb, const s
 				plo[t] = phi[t] = _mm256_setzero_si256();
 			_Pragma("GCC unroll 8")
 			for (int c = 0; c < 8; c++) {
-				const __m256i v = load256(g->qs + 32 * (8 * h + c));
-				const __m256i lo = _mm256_and_si256(v, m4);
-				const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+				const __m256i v = load256(g + o_qs + 32 * (8 * h + c));
+				__m256i lo = _mm256_and_si256(v, m4);
+				__m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+
+				if (q5) {
+					/* qh byte l holds bit j of element 32j + l: bits 2h, 2h + 1 here */
+					const __m256i qh = load256(g + o_qh + 32 * c);
+
+					lo = _mm256_or_si256(lo, bit_to_4(qh, 2 * h));
+					hi = _mm256_or_si256(hi, bit_to_4(qh, 2 * h + 1));
+				}
 
 				_Pragma("GCC unroll 8")
 				for (int t = 0; t < nt; t++) {
@@ -1066,15 +1106,20 @@ static inline __attribute__((always_inline)) void q4_Kx8_tile(size_t nb, const s
 					phi[t] = _mm256_add_epi16(phi[t], _mm256_maddubs_epi16(hi, bcast4(y + 32)));
 					PIN(phi[t]);
 				}
+				if ((c + 1) % flush == 0) {
+					_Pragma("GCC unroll 8")
+					for (int t = 0; t < nt; t++) {
+						isum[t] = _mm256_add_epi32(isum[t],
+									   _mm256_add_epi32(_mm256_madd_epi16(plo[t], sc0),
+											    _mm256_madd_epi16(phi[t], sc1)));
+						plo[t] = phi[t] = _mm256_setzero_si256();
+					}
+				}
 			}
-			_Pragma("GCC unroll 8")
-			for (int t = 0; t < nt; t++)
-				isum[t] = _mm256_add_epi32(isum[t], _mm256_add_epi32(_mm256_madd_epi16(plo[t], sc0),
-										     _mm256_madd_epi16(phi[t], sc1)));
 		}
 		{
-			const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)g->d));
-			const __m256 dm = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)g->dmin));
+			const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)g));
+			const __m256 dm = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(g + o_dmin)));
 			/* dword r: (m_2k, m_2k+1) of row r, as int16 */
 			const __m256i mp0 = _mm256_shuffle_epi8(mlo, dword_pick(0, 1));
 			const __m256i mp1 = _mm256_shuffle_epi8(mlo, dword_pick(2, 3));
@@ -1100,6 +1145,20 @@ static inline __attribute__((always_inline)) void q4_Kx8_tile(size_t nb, const s
 		}
 	}
 	x8_tile_store(acc, nt, out, os);
+}
+
+static inline __attribute__((always_inline)) void q4_Kx8_tile(size_t nb, const struct block_q4_Kx8 *b,
+							      const void *x, size_t xs, const int nt,
+							      float *out, size_t os)
+{
+	k45x8_tile(nb, (const uint8_t *)b, sizeof(*b), 0, x, xs, nt, out, os);
+}
+
+static inline __attribute__((always_inline)) void q5_Kx8_tile(size_t nb, const struct block_q5_Kx8 *b,
+							      const void *x, size_t xs, const int nt,
+							      float *out, size_t os)
+{
+	k45x8_tile(nb, (const uint8_t *)b, sizeof(*b), 1, x, xs, nt, out, os);
 }
 
 /*
@@ -1251,6 +1310,7 @@ static void name(size_t n, const void *w, size_t rows, const void *x, size_t xs,
 GEMM_X8(gemm_q4_0x8_avx2, q4_0x8_tile, struct block_q4_0x8, QK4_0, X8_NT)
 GEMM_X8(gemm_q8_0x8_avx2, q8_0x8_tile, struct block_q8_0x8, QK8_0, X8_NT)
 GEMM_X8(gemm_q4_Kx8_avx2, q4_Kx8_tile, struct block_q4_Kx8, QK_K, K_NT)
+GEMM_X8(gemm_q5_Kx8_avx2, q5_Kx8_tile, struct block_q5_Kx8, QK_K, K_NT)
 GEMM_X8(gemm_q6_Kx8_avx2, q6_Kx8_tile, struct block_q6_Kx8, QK_K, K6_NT)
 #undef GEMM_X8
 
@@ -1413,7 +1473,8 @@ const struct ms_kernels ms_kernels_avx2 = {
 				     gemm_q4_0x8_avx2 },
 		[GGML_TYPE_Q4_K] = { GGML_TYPE_Q8_K, act_q8_K_avx2, vec_dot_q4_K_q8_K_avx2, vec_dot_q4_K_q8_K_x4_avx2,
 				     gemm_q4_Kx8_avx2 },
-		[GGML_TYPE_Q5_K] = { GGML_TYPE_Q8_K, act_q8_K_avx2, vec_dot_q5_K_q8_K_avx2, vec_dot_q5_K_q8_K_x4_avx2 },
+		[GGML_TYPE_Q5_K] = { GGML_TYPE_Q8_K, act_q8_K_avx2, vec_dot_q5_K_q8_K_avx2, vec_dot_q5_K_q8_K_x4_avx2,
+				     gemm_q5_Kx8_avx2 },
 		[GGML_TYPE_Q6_K] = { GGML_TYPE_Q8_K, act_q8_K_avx2, vec_dot_q6_K_q8_K_avx2, vec_dot_q6_K_q8_K_x4_avx2,
 				     gemm_q6_Kx8_avx2 },
 	},

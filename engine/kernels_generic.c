@@ -372,6 +372,35 @@ static float q4_Kx8_step(const void *blk, int r, const void *act, float acc)
 	return fmaf(-(ms_f16_to_f32(b->dmin[r]) * a->d), (float)msum, acc);
 }
 
+/* Q5_K: Q4_K's codes with bit j of qh byte l on top (element 32j + l). */
+static float q5_Kx8_step(const void *blk, int r, const void *act, float acc)
+{
+	const struct block_q5_Kx8 *b = blk;
+	const struct block_q8_K *a = act;
+	uint8_t sc12[K_SCALE_SIZE];
+	int32_t isum = 0, msum = 0;
+
+	for (int k = 0; k < K_SCALE_SIZE; k++)
+		sc12[k] = *x8_code(b->scales, r, k);
+	for (int j = 0; j < QK_K / 32; j++) {
+		const int shift = 4 * (j & 1);
+		int32_t s = 0;
+		int sc, m;
+
+		scale_min_k4(j, sc12, &sc, &m);
+		for (int l = 0; l < 32; l++) {
+			const int q = ((*x8_code(b->qs, r, 32 * (j / 2) + l) >> shift) & 15) |
+				      (((*x8_code(b->qh, r, l) >> j) & 1) << 4);
+
+			s += q * a->qs[32 * j + l];
+		}
+		isum += sc * s;
+		msum += m * (a->bsums[2 * j] + a->bsums[2 * j + 1]);
+	}
+	acc = fmaf(ms_f16_to_f32(b->d[r]) * a->d, (float)isum, acc);
+	return fmaf(-(ms_f16_to_f32(b->dmin[r]) * a->d), (float)msum, acc);
+}
+
 /*
  * Q6_K: element 128h + 32k + l (l < 32) is ql byte 64h + l + 32 (k & 1),
  * low nibble for k < 2, high for k >= 2, with bits 2k..2k+1 of qh byte
@@ -441,6 +470,7 @@ static void name(size_t n, const void *w, size_t rows, const void *x, size_t xs,
 GEMM_X8_GENERIC(gemm_q4_0x8_generic, q4_0x8_step, struct block_q4_0x8, struct ms_block_q8s, QK4_0)
 GEMM_X8_GENERIC(gemm_q8_0x8_generic, q8_0x8_step, struct block_q8_0x8, struct ms_block_q8s, QK8_0)
 GEMM_X8_GENERIC(gemm_q4_Kx8_generic, q4_Kx8_step, struct block_q4_Kx8, struct block_q8_K, QK_K)
+GEMM_X8_GENERIC(gemm_q5_Kx8_generic, q5_Kx8_step, struct block_q5_Kx8, struct block_q8_K, QK_K)
 GEMM_X8_GENERIC(gemm_q6_Kx8_generic, q6_Kx8_step, struct block_q6_Kx8, struct block_q8_K, QK_K)
 GEMM_X8_GENERIC(gemm_f16x8_generic, f16x8_step, uint16_t[MS_X8], float, 1)
 GEMM_X8_GENERIC(gemm_bf16x8_generic, bf16x8_step, uint16_t[MS_X8], float, 1)
@@ -465,7 +495,8 @@ const struct ms_kernels ms_kernels_generic = {
 				     gemm_q4_0x8_generic },
 		[GGML_TYPE_Q4_K] = { GGML_TYPE_Q8_K, act_q8_K_generic, vec_dot_q4_K_q8_K_generic, NULL,
 				     gemm_q4_Kx8_generic },
-		[GGML_TYPE_Q5_K] = { GGML_TYPE_Q8_K, act_q8_K_generic, vec_dot_q5_K_q8_K_generic },
+		[GGML_TYPE_Q5_K] = { GGML_TYPE_Q8_K, act_q8_K_generic, vec_dot_q5_K_q8_K_generic, NULL,
+				     gemm_q5_Kx8_generic },
 		[GGML_TYPE_Q6_K] = { GGML_TYPE_Q8_K, act_q8_K_generic, vec_dot_q6_K_q8_K_generic, NULL,
 				     gemm_q6_Kx8_generic },
 	},

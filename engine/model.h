@@ -59,10 +59,10 @@ struct ms_load_opts {
 	struct ms_arena_opts arena;
 	int32_t window;       /* enum ms_window_mode or a window size > 0 */
 	/*
-	 * Keep every matrix in plain ggml rows. By default Q4_0, Q8_0, Q4_K and Q6_K
-	 * matrices (all but token_embd) are interleaved eight rows at a time
-	 * for the x8 kernels (kernels.h); this exists to measure and test
-	 * the difference.
+	 * Keep every matrix in plain ggml rows. By default every matrix
+	 * but token_embd whose type has an x8 layout (ms_x8_type: all weight
+	 * types but F32) is interleaved eight rows at a time for the x8
+	 * kernels (kernels.h); this exists to measure and test the difference.
 	 */
 	bool plain_rows;
 };

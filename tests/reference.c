@@ -19,7 +19,8 @@ static void x8_dequant_row(const struct ms_tensor *t, size_t r, float *out)
 {
 	const struct ggml_type_info *ti = ggml_type_get(t->type);
 	const uint8_t *grp = (const uint8_t *)t->data + (r / 8) * 8 * t->row_bytes;
-	const size_t nf = t->type == GGML_TYPE_Q4_K ? 2 : 1;   /* f16 fields: d (and dmin) */
+	/* f16 fields: d (and dmin) */
+	const size_t nf = t->type == GGML_TYPE_Q4_K || t->type == GGML_TYPE_Q5_K ? 2 : 1;
 	const size_t body = ti->bytes - 2 * nf;
 	/* Q6_K keeps d after its body, the others before */
 	const size_t fo = t->type == GGML_TYPE_Q6_K ? body : 0, bo = t->type == GGML_TYPE_Q6_K ? 0 : 2 * nf;

@@ -867,17 +867,17 @@ static void test_api(void)
 	ok(ms_matmul_scratch_bytes(g, GGML_TYPE_Q6_K, MS_LAYOUT_ROWS, 4096, 8) == 8 * 16 * 292,
 	   "Q6_K scratch: 8 rows of Q8_K");
 	ok(ms_x8_type(GGML_TYPE_Q4_0) && ms_x8_type(GGML_TYPE_Q8_0) && ms_x8_type(GGML_TYPE_Q4_K) &&
-	   ms_x8_type(GGML_TYPE_Q6_K) && ms_x8_type(GGML_TYPE_F16) && ms_x8_type(GGML_TYPE_BF16) &&
-	   !ms_x8_type(GGML_TYPE_Q5_K) && !ms_x8_type(GGML_TYPE_F32),
-	   "x8 layout exists for Q4_0, Q8_0, Q4_K, Q6_K, F16 and BF16");
+	   ms_x8_type(GGML_TYPE_Q5_K) && ms_x8_type(GGML_TYPE_Q6_K) && ms_x8_type(GGML_TYPE_F16) &&
+	   ms_x8_type(GGML_TYPE_BF16) && !ms_x8_type(GGML_TYPE_F32),
+	   "x8 layout exists for Q4_0, Q8_0, Q4_K, Q5_K, Q6_K, F16 and BF16");
 	ok(ms_matmul_scratch_bytes(g, GGML_TYPE_F16, MS_LAYOUT_X8, 4096, 8) == 0,
 	   "F16 x8 scratch: none (the floats are read as they are)");
-	ok(ms_repack_x8(GGML_TYPE_Q5_K, w, 176, 256, 1, x) == -EINVAL &&
+	ok(ms_repack_x8(GGML_TYPE_F32, w, 128, 32, 1, x) == -EINVAL &&
 	   ms_repack_x8(GGML_TYPE_Q8_0, w, 34, 48, 1, x) == -EINVAL,
 	   "repack rejects a type without the layout and a partial block");
 	ok(ms_matmul(g, GGML_TYPE_Q8_0, MS_LAYOUT_X8, w, 34, 12, 32, x, 1, y, w) == -EINVAL,
 	   "x8 matmul with rows not a multiple of 8: -EINVAL");
-	ok(ms_matmul(g, GGML_TYPE_Q5_K, MS_LAYOUT_X8, w, 176, 8, 256, x, 1, y, w) == -EINVAL,
+	ok(ms_matmul(g, GGML_TYPE_F32, MS_LAYOUT_X8, w, 128, 8, 32, x, 1, y, w) == -EINVAL,
 	   "x8 matmul of a type without the layout: -EINVAL");
 	ok(ms_matmul(g, GGML_TYPE_Q8_0, (enum ms_layout)7, w, 34, 8, 32, x, 1, y, w) == -EINVAL,
 	   "unknown layout: -EINVAL");
