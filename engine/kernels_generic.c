@@ -343,45 +343,20 @@ static float q8_0x8_step(const void *blk, int r, const void *act, float acc)
 }
 
 /*
- * Q4_K: the packed scale bytes are interleaved like the codes; row r's
- * 12 are gathered back and read by scale_min_k4. Code byte 32g + l of a
- * row holds element 64g + l (low nibble, sub-block 2g) and 64g + 32 + l
- * (high nibble, sub-block 2g + 1).
+ * Q4_K and Q5_K: the packed scale bytes are interleaved like the codes;
+ * row r's 12 are gathered back and read by scale_min_k4. Code byte 32g + l
+ * of a row holds element 64g + l (low nibble, sub-block 2g) and 64g + 32
+ * + l (high nibble, sub-block 2g + 1); Q5_K puts bit j of its qh byte l on
+ * top of element 32j + l's nibble (qh NULL: Q4_K).
  */
-static float q4_Kx8_step(const void *blk, int r, const void *act, float acc)
+static float k45x8_step(const uint8_t *scales, const uint8_t *qh, const uint8_t *qs, uint16_t d,
+			uint16_t dmin, int r, const struct block_q8_K *a, float acc)
 {
-	const struct block_q4_Kx8 *b = blk;
-	const struct block_q8_K *a = act;
 	uint8_t sc12[K_SCALE_SIZE];
 	int32_t isum = 0, msum = 0;
 
 	for (int k = 0; k < K_SCALE_SIZE; k++)
-		sc12[k] = *x8_code(b->scales, r, k);
-	for (int j = 0; j < QK_K / 32; j++) {
-		const int shift = 4 * (j & 1);
-		int32_t s = 0;
-		int sc, m;
-
-		scale_min_k4(j, sc12, &sc, &m);
-		for (int l = 0; l < 32; l++)
-			s += ((*x8_code(b->qs, r, 32 * (j / 2) + l) >> shift) & 15) * a->qs[32 * j + l];
-		isum += sc * s;
-		msum += m * (a->bsums[2 * j] + a->bsums[2 * j + 1]);
-	}
-	acc = fmaf(ms_f16_to_f32(b->d[r]) * a->d, (float)isum, acc);
-	return fmaf(-(ms_f16_to_f32(b->dmin[r]) * a->d), (float)msum, acc);
-}
-
-/* Q5_K: Q4_K's codes with bit j of qh byte l on top (element 32j + l). */
-static float q5_Kx8_step(const void *blk, int r, const void *act, float acc)
-{
-	const struct block_q5_Kx8 *b = blk;
-	const struct block_q8_K *a = act;
-	uint8_t sc12[K_SCALE_SIZE];
-	int32_t isum = 0, msum = 0;
-
-	for (int k = 0; k < K_SCALE_SIZE; k++)
-		sc12[k] = *x8_code(b->scales, r, k);
+		sc12[k] = *x8_code(scales, r, k);
 	for (int j = 0; j < QK_K / 32; j++) {
 		const int shift = 4 * (j & 1);
 		int32_t s = 0;
@@ -389,16 +364,31 @@ static float q5_Kx8_step(const void *blk, int r, const void *act, float acc)
 
 		scale_min_k4(j, sc12, &sc, &m);
 		for (int l = 0; l < 32; l++) {
-			const int q = ((*x8_code(b->qs, r, 32 * (j / 2) + l) >> shift) & 15) |
-				      (((*x8_code(b->qh, r, l) >> j) & 1) << 4);
+			int q = (*x8_code(qs, r, 32 * (j / 2) + l) >> shift) & 15;
 
+			if (qh)
+				q |= ((*x8_code(qh, r, l) >> j) & 1) << 4;
 			s += q * a->qs[32 * j + l];
 		}
 		isum += sc * s;
 		msum += m * (a->bsums[2 * j] + a->bsums[2 * j + 1]);
 	}
-	acc = fmaf(ms_f16_to_f32(b->d[r]) * a->d, (float)isum, acc);
-	return fmaf(-(ms_f16_to_f32(b->dmin[r]) * a->d), (float)msum, acc);
+	acc = fmaf(ms_f16_to_f32(d) * a->d, (float)isum, acc);
+	return fmaf(-(ms_f16_to_f32(dmin) * a->d), (float)msum, acc);
+}
+
+static float q4_Kx8_step(const void *blk, int r, const void *act, float acc)
+{
+	const struct block_q4_Kx8 *b = blk;
+
+	return k45x8_step(b->scales, NULL, b->qs, b->d[r], b->dmin[r], r, act, acc);
+}
+
+static float q5_Kx8_step(const void *blk, int r, const void *act, float acc)
+{
+	const struct block_q5_Kx8 *b = blk;
+
+	return k45x8_step(b->scales, b->qh, b->qs, b->d[r], b->dmin[r], r, act, acc);
 }
 
 /*
