@@ -716,7 +716,7 @@ next:
 /*
  * ms_matmul on interleaved weights against the kernel called group by
  * group on the table's own activation conversion: bit-identical, for 1 and
- * 2 threads; 70 tokens cross the driver's 64-token work items, 40 rows end
+ * 2 threads; 71 tokens cross the driver's 64-token work items, 40 rows end
  * in half a 16-row chunk. Then against the plain-row matmul of the same
  * weights (other summation order: close, not equal).
  */
@@ -724,7 +724,9 @@ static void test_matmul_x8(const struct ms_kernels *k, uint32_t t)
 {
 	static const size_t rows_list[] = { 8, 40, 152 };
 	static const size_t cols_list[] = { 32, 2304, 33 };   /* 32: no K-quant row, 33: F16/BF16 only */
-	static const size_t ntok_list[] = { 1, 3, 70 };
+	/* every tail of the 4- and 6-token tiles; 71 = a 64-token item (4 left) and 7 (6 + 1) */
+	static const size_t ntok_list[] = { 1, 2, 3, 5, 7, 71 };
+	enum { MAXT = 71 };
 	const char *tn = ggml_type_name(t);
 
 	if (!ms_x8_type(t))
@@ -736,10 +738,10 @@ static void test_matmul_x8(const struct ms_kernels *k, uint32_t t)
 			size_t cols = cols_list[ci], rows = rows_list[ri], rb = row_bytes(t, cols);
 			size_t ab = x8_act_bytes(t, cols), nb = x8_terms(t, cols);
 			unsigned char *w = malloc(rows * rb + 1), *wx = malloc(rows * rb + 1);
-			float *x = malloc(70 * cols * sizeof(float));
-			unsigned char *a = malloc(70 * ab + 1);
-			float *ref = malloc(70 * rows * sizeof(float)), *y1 = malloc(70 * rows * sizeof(float));
-			float *y2 = malloc(70 * rows * sizeof(float)), *yp = malloc(70 * rows * sizeof(float));
+			float *x = malloc(MAXT * cols * sizeof(float));
+			unsigned char *a = malloc(MAXT * ab + 1);
+			float *ref = malloc(MAXT * rows * sizeof(float)), *y1 = malloc(MAXT * rows * sizeof(float));
+			float *y2 = malloc(MAXT * rows * sizeof(float)), *yp = malloc(MAXT * rows * sizeof(float));
 			float *wf = malloc(rows * cols * sizeof(float));
 
 			if (!w || !wx || !x || !a || !ref || !y1 || !y2 || !yp || !wf) {
@@ -751,10 +753,10 @@ static void test_matmul_x8(const struct ms_kernels *k, uint32_t t)
 				dequantize_row(t, w + r * rb, wf + r * cols, cols);
 			}
 			ms_repack_x8(t, w, rb, cols, rows / 8, wx);
-			fill_f(x, 70 * cols, 1.0f);
-			for (size_t tok = 0; tok < 70; tok++)
+			fill_f(x, MAXT * cols, 1.0f);
+			for (size_t tok = 0; tok < MAXT; tok++)
 				x8_act_from_f32(k, t, cols, x + tok * cols, a + tok * ab);
-			for (size_t ti = 0; ti < 3; ti++) {
+			for (size_t ti = 0; ti < sizeof(ntok_list) / sizeof(ntok_list[0]); ti++) {
 				size_t nt = ntok_list[ti];
 				size_t sb = ms_matmul_scratch_bytes(k, t, MS_LAYOUT_X8, cols, nt);
 				size_t sp = ms_matmul_scratch_bytes(k, t, MS_LAYOUT_ROWS, cols, nt);
@@ -810,6 +812,58 @@ next:
 			free(y2);
 			free(yp);
 			free(wf);
+		}
+	}
+}
+
+/*
+ * Q4_K and Q5_K blocks at their extremes: every code at its maximum (15,
+ * 31), every sub-block scale 63, d = 1, dmin = 0, activations all +127 and
+ * then all -127. The int16 partial sums of the x8 tiles then sit closest
+ * to overflow (Q5_K: four chunks of pairs of 31 * 127 = 31496); random
+ * data stays far below it. Checked against the exact integer sum and the
+ * plain-row dot of the same blocks.
+ */
+static void test_k_saturated(const struct ms_kernels *k, const struct ms_kernels *gen)
+{
+	static const uint8_t sc12[K_SCALE_SIZE] = { 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0x0f, 0x0f, 0x0f, 0x0f };
+	enum { NB = 2, N = NB * QK_K };
+
+	for (int q5 = 0; q5 < 2; q5++) {
+		const uint32_t t = q5 ? GGML_TYPE_Q5_K : GGML_TYPE_Q4_K;
+		const size_t rb = row_bytes(t, N);
+		unsigned char w[8 * NB * 176], wx[8 * NB * 176];
+		struct block_q8_K a[NB];
+
+		for (size_t i = 0; i < 8 * NB; i++) {
+			unsigned char *blk = w + i * (rb / NB);
+
+			put_f16(blk, ms_f32_to_f16(1.0f));
+			put_f16(blk + 2, 0);
+			memcpy(blk + 4, sc12, K_SCALE_SIZE);
+			memset(blk + 4 + K_SCALE_SIZE, 0xff, rb / NB - 4 - K_SCALE_SIZE);   /* qh (Q5_K) and qs */
+		}
+		ms_repack_x8(t, w, rb, N, 1, wx);
+		for (int sign = 1; sign >= -1; sign -= 2) {
+			const double want = (double)(float)((double)NB * 8 * 63 * 32 * (q5 ? 31 : 15) * 127 * sign);
+			float o_k[8], o_g[8];
+			int good = 1;
+
+			for (int i = 0; i < NB; i++) {
+				a[i].d = 1.0f;
+				memset(a[i].qs, sign > 0 ? 127 : -127, QK_K);
+				for (int j = 0; j < QK_K / 16; j++)
+					a[i].bsums[j] = (int16_t)(16 * 127 * sign);
+			}
+			k->type[t].gemm_x8(N, wx, 8, a, sizeof(a), 1, o_k, 8);
+			gen->type[t].gemm_x8(N, wx, 8, a, sizeof(a), 1, o_g, 8);
+			for (int r = 0; r < 8; r++)
+				if ((double)o_k[r] != want || (double)o_g[r] != want ||
+				    (double)gen->type[t].dot(N, w + r * rb, a) != want)
+					good = 0;
+			ok(good, "%s: %s x8 with every code, scale and activation at its %s extreme: %.0f (exact; "
+			   "generic twin and plain dot agree)", k->name, ggml_type_name(t), sign > 0 ? "upper" : "lower",
+			   (double)o_k[0]);
 		}
 	}
 }
@@ -909,6 +963,7 @@ int main(void)
 				diag("%s: %s worst twin difference %.3g of sum|w*x|", k->name,
 				     ggml_type_name(types[ti]), worst_twin[types[ti]]);
 		test_act_edges(k, gen);
+		test_k_saturated(k, gen);
 		test_f32_helpers(k, gen);
 		for (size_t ti = 0; ti < N_TYPES; ti++) {
 			test_matmul(k, types[ti]);
