@@ -134,9 +134,10 @@ static int x8_uses_q8s(uint32_t wtype)
 
 /*
  * Each block is a run of f16 header fields and a body, in the plain
- * block's order: d first for Q4_0/Q8_0, d and dmin first for Q4_K, the
- * body first and d last for Q6_K. Fields are gathered row by row, the body
- * goes in 4-byte pieces (kernels.h).
+ * block's order: d first for Q4_0/Q8_0, d and dmin first for Q4_K and
+ * Q5_K, the body first and d last for Q6_K; an F16/BF16 element is one
+ * field and no body. Fields are gathered row by row, the body goes in
+ * 4-byte pieces (kernels.h).
  */
 int ms_repack_x8(uint32_t wtype, const void *src, size_t row_bytes, size_t cols, size_t n_groups, void *dst)
 {
@@ -239,8 +240,11 @@ size_t ms_matmul_scratch_bytes(const struct ms_kernels *k, uint32_t wtype, enum 
 /*
  * Tokens per work item of an interleaved matmul. The item's 16 weight rows
  * (18-64 kB in Q4_0) are read from memory once and then from L1/L2 for
- * each further 4 tokens, while the item's activations (64 x 4096 x 40 /
- * 32 = 320 kB) stay in L2 across the items a thread claims in a row.
+ * each further tile of 2-4 tokens, while the item's activations (64 x
+ * 4096 x 40 / 32 = 320 kB) stay in L2 across the items a thread claims in
+ * a row. F16/BF16 items (32 rows, 256-900 kB, 6-token tiles) mostly read
+ * both from L2 and L3: their tiles do 12 FMAs per 8 loads, so the FMA
+ * units still set the pace (89% of their peak).
  */
 #define X8_TOKS 64
 

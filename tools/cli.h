@@ -30,7 +30,10 @@ bool cli_parse_long(const char *s, long lo, long hi, long *out);
 uint32_t cli_u32(const char *opt, const char *s, uint32_t lo, uint32_t hi);
 /* Any unsigned 64-bit integer, written as for cli_u32: seeds. */
 uint64_t cli_u64(const char *opt, const char *s);
-/* Any number strtod reads, NaN and infinities included: the caller's own checks judge it. */
+/*
+ * A number strtod reads without a range error (NaN and "inf" included: the
+ * caller's own checks judge them; 1e400 or 1e-320 are refused here).
+ */
 float cli_float(const char *opt, const char *s);
 /* A finite number above zero. */
 float cli_pos_float(const char *opt, const char *s);
