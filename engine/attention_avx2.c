@@ -78,8 +78,14 @@ static inline __attribute__((always_inline)) void scores_2keys(size_t hd, size_t
 		_Pragma("GCC unroll 4")
 		for (size_t h = 0; h < SC_HEADS; h++) {
 			if (h < nh) {
-				const __m256 qv = _mm256_loadu_ps(q + h * hd + i);
+				__m256 qv = _mm256_loadu_ps(q + h * hd + i);
 
+				/*
+				 * One load for both keys: left to itself GCC folds the
+				 * load into each FMA, 10 loads per 8 FMAs, and the load
+				 * ports, not the FMA units, set the pace.
+				 */
+				__asm__("" : "+x"(qv));
 				a0[h] = _mm256_fmadd_ps(qv, x0, a0[h]);
 				a1[h] = _mm256_fmadd_ps(qv, x1, a1[h]);
 			}
