@@ -55,6 +55,12 @@ ok $? "mistral-run applies the instruct template without --raw"
 ok $([ $? -eq 2 ] && grep -qi temperature "$tmp/err"; echo $?) "mistral-run: NaN temperature is a usage error naming the field"
 "$MISTRAL_RUN" -p "x" >/dev/null 2>&1
 ok $([ $? -eq 2 ]; echo $?) "mistral-run without -m exits 2"
+"$MISTRAL_RUN" --bogus >/dev/null 2>"$tmp/err"
+ok $([ $? -eq 2 ] && grep -q "unknown option '--bogus'" "$tmp/err" && [ "$(wc -l <"$tmp/err")" -eq 2 ]; echo $?) \
+	"mistral-run: an unknown option is named in two lines, exit 2"
+"$MISTRAL_RUN" -m >/dev/null 2>"$tmp/err"
+ok $([ $? -eq 2 ] && grep -q "option '-m' needs an argument" "$tmp/err"; echo $?) \
+	"mistral-run: a missing option argument is named, exit 2"
 "$MISTRAL_RUN" -m "$tmp/missing.gguf" -p "x" >/dev/null 2>"$tmp/err"
 ok $([ $? -eq 1 ] && grep -q "missing.gguf" "$tmp/err"; echo $?) "mistral-run on a missing file exits 1 naming it"
 "$MISTRAL_RUN" -m "$model" --prompt-tokens 1,99999 >/dev/null 2>&1

@@ -126,7 +126,7 @@ static void parse_args(int argc, char **argv, struct opts *o)
 	o->pages = MS_POLICY_THP;
 	o->kv_type = GGML_TYPE_F16;
 	o->isa = getenv("MISTRAL_ISA");
-	while ((c = getopt_long(argc, argv, "m:p:n:c:t:hV", lo, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, ":m:p:n:c:t:hV", lo, NULL)) != -1) {
 		switch (c) {
 		case 'm': o->model = optarg; break;
 		case 'p': o->prompt = optarg; break;
@@ -182,7 +182,8 @@ static void parse_args(int argc, char **argv, struct opts *o)
 			else
 				cli_die_usage("bad --kv-type '%s' (f16 or f32)", optarg);
 			break;
-		default: usage(stderr); exit(2);
+		case ':': cli_die_usage("option '%s' needs an argument", argv[optind - 1]);
+		default: cli_die_usage("unknown option '%s'", argv[optind - 1]);
 		}
 	}
 	if (optind < argc)
