@@ -302,7 +302,7 @@ int ms_ctx_create(const struct ms_model *m, const struct ms_kernels *k,
 	c->ak = ms_attn_kernels_get(k->isa);
 	if (!c->ak)
 		c->ak = &ms_attn_generic;
-	/* Per thread: one K row, one V row and a block of scores for a whole group. */
+	/* Per thread: a block of scores for a whole group (the kernels read K and V in place). */
 	c->att_stride = (size_t)(hp->n_heads / hp->n_kv_heads) * ATT_BLOCK;
 	c->att_scratch = malloc((size_t)n_threads * c->att_stride * sizeof(float));
 	c->max_tasks = b * hp->n_kv_heads + 2 * (size_t)n_threads * ATT_MAX_SPLIT;

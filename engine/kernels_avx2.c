@@ -9,16 +9,7 @@
 
 #include "kernels.h"
 #include "quant.h"
-
-/* Sum of the 8 lanes. */
-static inline float hsum256(__m256 v)
-{
-	__m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-
-	s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-	s = _mm_add_ss(s, _mm_movehdup_ps(s));
-	return _mm_cvtss_f32(s);
-}
+#include "simd_avx2.h"
 
 /*
  * Weight formats that widen to f32 (F32, F16, BF16) share one loop: 32
@@ -63,19 +54,11 @@ static float vec_dot_f16_avx2(size_t n, const void *w, const void *xv)
 	const uint16_t *h = w;
 	const float *x = xv;
 
-#define LOAD8(k) _mm256_cvtph_ps(_mm_loadu_si128((const void *)(h + (k))))
+#define LOAD8(k) f16x8(h + (k))
 #define LOAD1(k) _cvtsh_ss(h[k])
 	DOT_WIDE_BODY(LOAD8, LOAD1)
 #undef LOAD8
 #undef LOAD1
-}
-
-/* bf16 is the high half of an f32: zero-extend to 32 bits and shift left 16. */
-static inline __m256 bf16x8(const uint16_t *p)
-{
-	__m256i v = _mm256_cvtepu16_epi32(_mm_loadu_si128((const void *)p));
-
-	return _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
 }
 
 static inline float bf16x1(uint16_t h)
@@ -925,7 +908,7 @@ static inline __attribute__((always_inline)) void q4_0x8_tile(size_t nb, const s
 	const __m256i m4 = _mm256_set1_epi8(15), ones = _mm256_set1_epi16(1);
 	X8_TILE_BEGIN(struct ms_block_q8s)
 	for (size_t i = 0; i < nb; i++) {
-		const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)b[i].d));
+		const __m256 dw = f16x8(b[i].d);
 		__m256i p[X8_NT];
 
 		prefetch_block(b, i, sizeof(*b));
@@ -970,7 +953,7 @@ static inline __attribute__((always_inline)) void q8_0x8_tile(size_t nb, const s
 	const __m256i ones = _mm256_set1_epi16(1);
 	X8_TILE_BEGIN(struct ms_block_q8s)
 	for (size_t i = 0; i < nb; i++) {
-		const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)b[i].d));
+		const __m256 dw = f16x8(b[i].d);
 		__m256i s[X8_NT];
 
 		prefetch_block(b, i, sizeof(*b));
@@ -1118,8 +1101,8 @@ static inline __attribute__((always_inline)) void k45x8_tile(size_t nb, const ui
 			}
 		}
 		{
-			const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)g));
-			const __m256 dm = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(g + o_dmin)));
+			const __m256 dw = f16x8(g);
+			const __m256 dm = f16x8(g + o_dmin);
 			/* dword r: (m_2k, m_2k+1) of row r, as int16 */
 			const __m256i mp0 = _mm256_shuffle_epi8(mlo, dword_pick(0, 1));
 			const __m256i mp1 = _mm256_shuffle_epi8(mlo, dword_pick(2, 3));
@@ -1252,7 +1235,7 @@ static inline __attribute__((always_inline)) void q6_Kx8_tile(size_t nb, const s
 			}
 		}
 		{
-			const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)g->d));
+			const __m256 dw = f16x8(g->d);
 
 			_Pragma("GCC unroll 8")
 			for (int t = 0; t < nt; t++) {
@@ -1332,7 +1315,7 @@ GEMM_X8(gemm_q6_Kx8_avx2, q6_Kx8_tile, struct block_q6_Kx8, QK_K, K6_NT)
 
 static inline __attribute__((always_inline)) __m256 wide_load(const uint16_t *p, int bf16)
 {
-	return bf16 ? bf16x8(p) : _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)p));
+	return bf16 ? bf16x8(p) : f16x8(p);
 }
 
 static inline __attribute__((always_inline)) void wide_tile(size_t n, const uint16_t *w, const float *x,
