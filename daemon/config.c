@@ -45,7 +45,7 @@ enum key_type {
 	KT_MODE,        /* octal permission bits in [min, max] */
 	KT_THREADS,     /* auto | N in [min, max]; 0 also means auto */
 	KT_WINDOW,      /* auto | off | N in [min, max]; 0 also means off */
-	KT_KERNELS,     /* auto | generic | avx2 */
+	KT_KERNELS,     /* auto | generic | avx2 | avx512 */
 	KT_HUGEPAGES,   /* hugetlb | thp | none */
 	KT_KVCACHE,     /* f16 | f32 */
 	KT_MLOCK,       /* no | yes | required (and the other booleans) */
@@ -79,8 +79,8 @@ static const struct key keys[] = {
 	  "requests waiting for a slot before new ones get 'busy'" },
 	{ "batch", KT_U32, F(batch), 1, 4096, "N",
 	  "prompt tokens evaluated per round" },
-	{ "kernels", KT_KERNELS, F(kernels), 0, 0, "auto|generic|avx2",
-	  "maths kernels; auto: avx2 when the CPU has it" },
+	{ "kernels", KT_KERNELS, F(kernels), 0, 0, "auto|generic|avx2|avx512",
+	  "maths kernels; auto: the best the CPU has" },
 	{ "socket", KT_SOCKET, F(socket_path), 0, 0, "PATH",
 	  "socket to create unless socket-activated" },
 	{ "socket_mode", KT_MODE, F(socket_mode), 0, 0777, "MODE",
@@ -128,7 +128,7 @@ static const struct {
 	{ "debug", LOG_DEBUG },
 };
 
-static const char *const kernel_names[] = { "auto", "generic", "avx2" };
+static const char *const kernel_names[] = { "auto", "generic", "avx2", "avx512" };
 
 /* ---- small helpers ------------------------------------------------------ */
 
@@ -494,7 +494,7 @@ static int set_key(struct md_config *c, const struct key *k, const char *value,
 			if (strcasecmp(value, kernel_names[i]) == 0)
 				break;
 		if (i == sizeof(kernel_names) / sizeof(kernel_names[0]))
-			return fail(why, wlen, "'%s' is not one of auto, generic, avx2",
+			return fail(why, wlen, "'%s' is not one of auto, generic, avx2, avx512",
 				    shown(value, v, sizeof(v)));
 		s = strdup(kernel_names[i]);
 		if (!s)

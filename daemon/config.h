@@ -26,7 +26,7 @@ struct md_config {
 	uint32_t parallel;            /* parallel = N sequences generating at once (default 4) */
 	uint32_t queue_depth;         /* queue_depth = N requests waiting (default 16) */
 	uint32_t batch;               /* batch = N prompt tokens per evaluation round (default 256) */
-	char *kernels;                /* kernels = auto | generic | avx2 */
+	char *kernels;                /* kernels = auto | generic | avx2 | avx512 */
 	char *socket_path;            /* socket = PATH */
 	mode_t socket_mode;           /* socket_mode = octal (default 0660) */
 	char *socket_group;           /* socket_group = NAME (NULL: leave as created) */

@@ -2,6 +2,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -38,6 +39,14 @@ static enum ms_isa detect_isa(void)
 		return MS_ISA_GENERIC;
 	if (!__get_cpuid_count(7, 0, &a, &b, &c, &d) || !(b & (1u << 5)))
 		return MS_ISA_GENERIC;
+	/*
+	 * AVX-512 F (EBX 16), DQ (17), BW (30), VL (31), VNNI (ECX 11), and the
+	 * OS saving the opmask and upper ZMM state (XCR0 bits 5-7): a kernel
+	 * VM or an old kernel may show the flags without the state.
+	 */
+	if ((b & (1u << 16)) && (b & (1u << 17)) && (b & (1u << 30)) && (b & (1u << 31)) && (c & (1u << 11)) &&
+	    (read_xcr0() & 0xe0) == 0xe0)
+		return MS_ISA_AVX512;
 	return MS_ISA_AVX2;
 }
 #else
@@ -70,6 +79,8 @@ const char *ms_isa_name(enum ms_isa isa)
 		return "generic";
 	case MS_ISA_AVX2:
 		return "avx2";
+	case MS_ISA_AVX512:
+		return "avx512";
 	default:
 		return "unknown";
 	}
@@ -83,12 +94,56 @@ int ms_isa_parse(const char *s, enum ms_isa *out)
 		*out = MS_ISA_GENERIC;
 	else if (!strcmp(s, "avx2"))
 		*out = MS_ISA_AVX2;
+	else if (!strcmp(s, "avx512"))
+		*out = MS_ISA_AVX512;
 	else if (!strcmp(s, "auto"))
 		*out = ms_cpu_best_isa();
 	else
 		return -EINVAL;
 	return 0;
 }
+
+int ms_kernels_overlay(struct ms_kernels *out, const struct ms_kernels *base, const struct ms_kernels *over)
+{
+	if (!out || !base || !over)
+		return -EINVAL;
+	*out = *base;
+	out->isa = over->isa;
+	out->name = over->name;
+	for (size_t i = 0; i < MS_TYPE_SLOTS; i++) {
+		const struct ms_type_kernels *o = &over->type[i];
+		struct ms_type_kernels *t = &out->type[i];
+
+		if (o->act_conv) {
+			if (o->act_type != t->act_type && !o->dot)
+				return -EINVAL;
+			t->act_type = o->act_type;
+			t->act_conv = o->act_conv;
+		}
+		if (o->dot)
+			t->dot = o->dot;
+		if (o->dot_x4)
+			t->dot_x4 = o->dot_x4;
+		if (o->gemm_x8)
+			t->gemm_x8 = o->gemm_x8;
+	}
+	if (over->dot_f32)
+		out->dot_f32 = over->dot_f32;
+	if (over->axpy_f32)
+		out->axpy_f32 = over->axpy_f32;
+	return 0;
+}
+
+#ifdef HAVE_X86
+static struct ms_kernels avx512_table;
+static pthread_once_t avx512_once = PTHREAD_ONCE_INIT;
+
+static void avx512_build(void)
+{
+	/* both operands are this file's own constants: cannot fail */
+	(void)ms_kernels_overlay(&avx512_table, &ms_kernels_avx2, &ms_kernels_avx512_part);
+}
+#endif
 
 const struct ms_kernels *ms_kernels_get(enum ms_isa isa)
 {
@@ -99,6 +154,12 @@ const struct ms_kernels *ms_kernels_get(enum ms_isa isa)
 #ifdef HAVE_X86
 		if (ms_cpu_best_isa() >= MS_ISA_AVX2)
 			return &ms_kernels_avx2;
+#endif
+		return NULL;
+	case MS_ISA_AVX512:
+#ifdef HAVE_X86
+		if (ms_cpu_best_isa() >= MS_ISA_AVX512 && !pthread_once(&avx512_once, avx512_build))
+			return &avx512_table;
 #endif
 		return NULL;
 	default:

@@ -143,12 +143,13 @@ struct ms_type_kernels {
 enum ms_isa {
 	MS_ISA_GENERIC = 0,
 	MS_ISA_AVX2 = 1,   /* AVX2 + FMA + F16C */
+	MS_ISA_AVX512 = 2, /* AVX2's set + AVX-512 F, BW, VL, DQ and VNNI */
 	MS_ISA_COUNT
 };
 
 struct ms_kernels {
 	enum ms_isa isa;
-	const char *name;                          /* "generic", "avx2" */
+	const char *name;                          /* "generic", "avx2", "avx512" */
 	struct ms_type_kernels type[MS_TYPE_SLOTS];
 	/* sum_i a[i]*b[i] */
 	float (*dot_f32)(size_t n, const float *a, const float *b);
@@ -161,10 +162,28 @@ extern const struct ms_kernels ms_kernels_generic;
 /* Defined only in x86 builds (engine/kernels_avx2.c); reached through ms_kernels_get(). */
 extern const struct ms_kernels ms_kernels_avx2;
 
+/*
+ * Defined only in x86 builds (engine/kernels_avx512.c): the kernels the
+ * AVX-512 level replaces, every other entry NULL; ms_kernels_get() lays
+ * it over the AVX2 table. The _simde twin is the same source compiled
+ * against SIMDe's portable AVX-512 (linked into tests only), so it runs
+ * on any CPU with AVX2.
+ */
+extern const struct ms_kernels ms_kernels_avx512_part;
+extern const struct ms_kernels ms_kernels_avx512_simde_part;
+
+/*
+ * out = base with every non-NULL kernel of over in its place (per field:
+ * dot, dot_x4, gemm_x8, act_conv with its act_type, dot_f32, axpy_f32),
+ * and over's isa and name. -EINVAL when over replaces a conversion with
+ * one of another activation format while keeping base's dots.
+ */
+int ms_kernels_overlay(struct ms_kernels *out, const struct ms_kernels *base, const struct ms_kernels *over);
+
 /* Best ISA this CPU (and OS, for AVX state) supports, from cpuid; detected once. */
 enum ms_isa ms_cpu_best_isa(void);
 const char *ms_isa_name(enum ms_isa isa);
-/* Parses "generic" / "avx2" / "auto"(= best); -EINVAL otherwise. */
+/* Parses "generic" / "avx2" / "avx512" / "auto"(= best); -EINVAL otherwise. */
 int ms_isa_parse(const char *s, enum ms_isa *out);
 
 /*

@@ -205,6 +205,7 @@ static const struct {
 	{ "kernels", "generic", "generic" },
 	{ "kernels", "avx2", "avx2" },
 	{ "kernels", "AVX2", "avx2" },
+	{ "kernels", "avx512", "avx512" },
 	{ "kernels", "auto", "auto" },
 	{ "socket", "/tmp/x.sock", "/tmp/x.sock" },
 	{ "socket", "rel.sock", "rel.sock" },
@@ -423,7 +424,7 @@ static void test_invalid(void)
 		expect_invalid(enums[i], "99999999999999999999", NULL);
 		expect_invalid(enums[i], "yes ", NULL);
 	}
-	expect_invalid("kernels", "avx512", "not one of");
+	expect_invalid("kernels", "avx1024", "not one of");
 	expect_invalid("hugepages", "yes", "not one of");
 	expect_invalid("hugepages", "thpthpthpthpthpthp", "not one of");
 	expect_invalid("mlock", "maybe", "not one of");

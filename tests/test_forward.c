@@ -11,6 +11,7 @@
 #include "kernels.h"
 #include "model.h"
 #include "reference.h"
+#include "simde_part.h"
 #include "tap.h"
 #include "tokenizer.h"
 
@@ -475,8 +476,30 @@ static void test_errors(const struct ms_kernels *k)
 	ms_model_free(m);
 }
 
+static void test_table(const struct ms_kernels *k)
+{
+	test_stories(k);
+	test_layout(k, "mha", "F32", 4, 4, 64, 96);
+	test_layout(k, "gqa", "F32", 4, 2, 64, 96);
+	test_layout(k, "mqa", "F32", 4, 1, 64, 96);
+	/* Same maths on dequantized weights: only float rounding differs. */
+	test_layout(k, "gqa", "F16", 4, 2, 64, 96);
+	test_layout(k, "gqa", "BF16", 4, 2, 64, 96);
+	test_layout(k, "gqa", "Q8_0", 4, 2, 64, 96);
+	test_layout(k, "gqa", "Q4_0", 4, 2, 64, 96);
+	/* K-quants need rows that are multiples of 256. */
+	test_layout(k, "gqa", "Q4_K_M", 4, 2, 256, 512);
+	test_layout(k, "gqa", "Q5_K_M", 4, 2, 256, 512);
+	test_layout(k, "mqa", "Q6_K", 4, 1, 256, 512);
+	test_batch(k);
+	test_split(k);
+	test_errors(k);
+}
+
 int main(void)
 {
+	static struct ms_kernels simde;
+
 	for (int isa = 0; isa < MS_ISA_COUNT; isa++) {
 		const struct ms_kernels *k = (enum ms_isa)isa <= ms_cpu_best_isa() ?
 					     ms_kernels_get((enum ms_isa)isa) : NULL;
@@ -485,22 +508,16 @@ int main(void)
 			skip("%s kernels: not supported by this CPU or build", ms_isa_name((enum ms_isa)isa));
 			continue;
 		}
-		test_stories(k);
-		test_layout(k, "mha", "F32", 4, 4, 64, 96);
-		test_layout(k, "gqa", "F32", 4, 2, 64, 96);
-		test_layout(k, "mqa", "F32", 4, 1, 64, 96);
-		/* Same maths on dequantized weights: only float rounding differs. */
-		test_layout(k, "gqa", "F16", 4, 2, 64, 96);
-		test_layout(k, "gqa", "BF16", 4, 2, 64, 96);
-		test_layout(k, "gqa", "Q8_0", 4, 2, 64, 96);
-		test_layout(k, "gqa", "Q4_0", 4, 2, 64, 96);
-		/* K-quants need rows that are multiples of 256. */
-		test_layout(k, "gqa", "Q4_K_M", 4, 2, 256, 512);
-		test_layout(k, "gqa", "Q5_K_M", 4, 2, 256, 512);
-		test_layout(k, "mqa", "Q6_K", 4, 1, 256, 512);
-		test_batch(k);
-		test_split(k);
-		test_errors(k);
+		test_table(k);
 	}
+	/* the AVX-512 kernel source through SIMDe (on AVX2), whatever this CPU has */
+	if (!test_simde_part())
+		skip("avx512 kernels through SIMDe: this build has no SIMDe (libsimde-dev)");
+	else if (ms_cpu_best_isa() < MS_ISA_AVX2)
+		skip("avx512 kernels through SIMDe: SIMDe is built on AVX2 here, which this CPU lacks");
+	else if (ms_kernels_overlay(&simde, ms_kernels_get(MS_ISA_AVX2), test_simde_part()) == 0)
+		test_table(&simde);
+	else
+		ok(0, "avx512-simde table laid over avx2");
 	return done_testing();
 }

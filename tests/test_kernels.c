@@ -11,6 +11,7 @@
 #include "kernels.h"
 #include "quant.h"
 #include "../tests/tap.h"
+#include "simde_part.h"
 
 static const uint32_t types[] = {
 	GGML_TYPE_F32, GGML_TYPE_F16, GGML_TYPE_BF16, GGML_TYPE_Q8_0, GGML_TYPE_Q4_0,
@@ -897,6 +898,40 @@ static void test_api(void)
 	} else {
 		ok(ms_kernels_get(MS_ISA_AVX2) == NULL, "no avx2 table on this CPU/build");
 	}
+	ok(ms_isa_parse("avx512", &isa) == 0 && isa == MS_ISA_AVX512 && !strcmp(ms_isa_name(isa), "avx512"),
+	   "parse and name avx512");
+	if (ms_cpu_best_isa() >= MS_ISA_AVX512) {
+		const struct ms_kernels *a = ms_kernels_get(MS_ISA_AVX512), *b = ms_kernels_get(MS_ISA_AVX2);
+
+		ok(a != NULL && a == ms_kernels_get(MS_ISA_AVX512) && a->isa == MS_ISA_AVX512 &&
+		   !strcmp(a->name, "avx512"), "avx512 table present, one instance");
+		ok(a && b && a->type[GGML_TYPE_Q4_K].dot == b->type[GGML_TYPE_Q4_K].dot &&
+		   a->type[GGML_TYPE_Q4_0].act_conv == b->type[GGML_TYPE_Q4_0].act_conv &&
+		   a->type[GGML_TYPE_Q4_0].gemm_x8 != b->type[GGML_TYPE_Q4_0].gemm_x8 && a->dot_f32 == b->dot_f32,
+		   "avx512 table: its own x8 GEMMs, the avx2 table's other kernels");
+	} else {
+		ok(ms_kernels_get(MS_ISA_AVX512) == NULL, "no avx512 table on this CPU/build");
+	}
+	{
+		static struct ms_kernels out, over;
+		const struct ms_kernels *gk = ms_kernels_get(MS_ISA_GENERIC);
+
+		ok(ms_kernels_overlay(NULL, gk, gk) == -EINVAL && ms_kernels_overlay(&out, NULL, gk) == -EINVAL &&
+		   ms_kernels_overlay(&out, gk, NULL) == -EINVAL, "overlay rejects NULL tables");
+		memset(&over, 0, sizeof(over));
+		over.isa = MS_ISA_AVX512;
+		over.name = "over";
+		over.type[GGML_TYPE_Q4_0].gemm_x8 = gk->type[GGML_TYPE_Q8_0].gemm_x8;
+		ok(ms_kernels_overlay(&out, gk, &over) == 0 && !strcmp(out.name, "over") &&
+		   out.type[GGML_TYPE_Q4_0].gemm_x8 == gk->type[GGML_TYPE_Q8_0].gemm_x8 &&
+		   out.type[GGML_TYPE_Q4_0].dot == gk->type[GGML_TYPE_Q4_0].dot &&
+		   out.type[GGML_TYPE_Q8_0].gemm_x8 == gk->type[GGML_TYPE_Q8_0].gemm_x8 && out.axpy_f32 == gk->axpy_f32,
+		   "overlay replaces only the kernels it names");
+		over.type[GGML_TYPE_Q4_0].act_type = GGML_TYPE_Q8_K;
+		over.type[GGML_TYPE_Q4_0].act_conv = gk->type[GGML_TYPE_Q4_K].act_conv;
+		ok(ms_kernels_overlay(&out, gk, &over) == -EINVAL,
+		   "overlay refuses another activation format under the base's dots");
+	}
 	if (!g)
 		return;
 
@@ -939,6 +974,26 @@ static void test_api(void)
 	   "x8 matmul with padded rows (the groups are dense): -EINVAL");
 }
 
+/* Every check of one table against the generic twin. */
+static void test_table(const struct ms_kernels *k, const struct ms_kernels *gen)
+{
+	memset(worst_twin, 0, sizeof(worst_twin));
+	for (size_t ti = 0; ti < N_TYPES; ti++)
+		test_dot_type(k, gen, types[ti]);
+	if (k != gen)
+		for (size_t ti = 0; ti < N_TYPES; ti++)
+			diag("%s: %s worst twin difference %.3g of sum|w*x|", k->name,
+			     ggml_type_name(types[ti]), worst_twin[types[ti]]);
+	test_act_edges(k, gen);
+	test_k_saturated(k, gen);
+	test_f32_helpers(k, gen);
+	for (size_t ti = 0; ti < N_TYPES; ti++) {
+		test_matmul(k, types[ti]);
+		test_x8(k, gen, types[ti]);
+		test_matmul_x8(k, types[ti]);
+	}
+}
+
 int main(void)
 {
 	const struct ms_kernels *gen = ms_kernels_get(MS_ISA_GENERIC);
@@ -955,21 +1010,21 @@ int main(void)
 			skip("%s kernels: not supported by this CPU or build", ms_isa_name((enum ms_isa)i));
 			continue;
 		}
-		memset(worst_twin, 0, sizeof(worst_twin));
-		for (size_t ti = 0; ti < N_TYPES; ti++)
-			test_dot_type(k, gen, types[ti]);
-		if (k != gen)
-			for (size_t ti = 0; ti < N_TYPES; ti++)
-				diag("%s: %s worst twin difference %.3g of sum|w*x|", k->name,
-				     ggml_type_name(types[ti]), worst_twin[types[ti]]);
-		test_act_edges(k, gen);
-		test_k_saturated(k, gen);
-		test_f32_helpers(k, gen);
-		for (size_t ti = 0; ti < N_TYPES; ti++) {
-			test_matmul(k, types[ti]);
-			test_x8(k, gen, types[ti]);
-			test_matmul_x8(k, types[ti]);
-		}
+		diag("%s kernels: native", k->name);
+		test_table(k, gen);
+	}
+	/* the AVX-512 source once more, through SIMDe, whatever this CPU has */
+	if (!test_simde_part()) {
+		skip("avx512 kernels through SIMDe: this build has no SIMDe (libsimde-dev)");
+	} else if (ms_cpu_best_isa() < MS_ISA_AVX2) {
+		skip("avx512 kernels through SIMDe: SIMDe is built on AVX2 here, which this CPU lacks");
+	} else {
+		static struct ms_kernels simde;
+
+		ok(ms_kernels_overlay(&simde, ms_kernels_get(MS_ISA_AVX2), test_simde_part()) == 0,
+		   "avx512-simde table laid over avx2");
+		diag("%s kernels: portable AVX-512 (SIMDe) on %s", simde.name, ms_isa_name(ms_cpu_best_isa()));
+		test_table(&simde, gen);
 	}
 	return done_testing();
 }

@@ -31,7 +31,7 @@ check "mistral-run --prompt-tokens feeds ids as they are" [ "$(cat "$tmp/ids2")"
 size=$(wc -c <"$tmp/logits")
 check "mistral-run --logits writes (5 prompt + 7 generated) x 512 float32 ($size bytes)" [ "$size" -eq $(( (5 + 7) * 512 * 4 )) ]
 
-for isa in generic avx2; do
+for isa in generic avx2 avx512; do
 	MISTRAL_ISA=$isa "$MISTRAL_RUN" -m "$model" --raw -p "Once upon a time" -n 64 --temperature 0 \
 		--print-tokens >"$tmp/ids-$isa" 2>"$tmp/err-$isa"
 	check "MISTRAL_ISA=$isa gives the golden ids ($(grep -o 'kernels [a-z0-9]*' "$tmp/err-$isa"))" \

@@ -122,7 +122,7 @@ const struct ms_kernels *cli_pick_kernels(const char *name)
 	enum ms_isa want = ms_cpu_best_isa(), best = want;
 
 	if (name && ms_isa_parse(name, &want) < 0)
-		cli_die_usage("unknown kernel set '%s' from --isa or MISTRAL_ISA (generic, avx2 or auto)", name);
+		cli_die_usage("unknown kernel set '%s' from --isa or MISTRAL_ISA (generic, avx2, avx512 or auto)", name);
 	if (want > best) {
 		fprintf(stderr, "%s: this CPU cannot run %s kernels; using %s\n", cli_prog,
 			ms_isa_name(want), ms_isa_name(best));

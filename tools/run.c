@@ -71,7 +71,7 @@ static void usage(FILE *f)
 "  -c, --ctx N               context length (default: the model's, at most 8192)\n"
 "  -t, --threads N           OpenMP threads (default: online CPUs)\n"
 "      --batch N             prompt tokens evaluated per chunk (default 256)\n"
-"      --isa generic|avx2|auto  kernel set (default auto or $MISTRAL_ISA)\n"
+"      --isa generic|avx2|avx512|auto  kernel set (default auto or $MISTRAL_ISA)\n"
 "      --pages hugetlb|thp|none  weight memory (default thp)\n"
 "      --mlock               lock the weights in memory\n"
 "      --kv-type f16|f32     KV cache element type (default f16; f32 is exact)\n"

@@ -1,0 +1,337 @@
+/*
+ * AVX-512 kernels (F+BW+VL+DQ+VNNI): the interleaved (x8) GEMMs with
+ * 512-bit vectors and vpdpbusd. Built twice: natively with the AVX-512
+ * flags (the program's table), and with MS_SIMDE against SIMDe's portable
+ * AVX-512 (tests only), so the same source is checked against the generic
+ * twins on a machine without AVX-512. Reached only through run-time
+ * dispatch; entries left NULL here are the AVX2 table's (ms_kernels_get).
+ */
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#ifdef MS_SIMDE
+#define SIMDE_ENABLE_NATIVE_ALIASES
+#include <simde/x86/avx512.h>
+#define MS_AVX512_PART ms_kernels_avx512_simde_part
+#define MS_AVX512_NAME "avx512-simde"
+#else
+#include <immintrin.h>
+#define MS_AVX512_PART ms_kernels_avx512_part
+#define MS_AVX512_NAME "avx512"
+#endif
+
+#include "kernels.h"
+#include "quant.h"
+#include "simd_avx2.h"
+
+/*
+ * The integer tiles below read the x8 layout 64 bytes (two 32-byte
+ * chunks: rows 0..7's 4-byte pieces c, then c + 1) at a time and turn it,
+ * with one permute shared by every token of the tile, into row order:
+ * dword lanes 2r and 2r + 1 hold row r's pieces c and c + 1. The eight
+ * activation bytes those two pieces meet are then one 64-bit broadcast
+ * straight from memory (lane 2r gets bytes 0..3, lane 2r + 1 bytes 4..7),
+ * no shuffle per token, and a vpdpbusd does 64 multiply-adds. A block's
+ * two lanes per row are added once at its end (srli, add, vpmovqd), which
+ * leaves the eight exact integer block sums in the order the AVX2 and
+ * generic float steps use, so every result is bit-identical to theirs.
+ */
+static inline __m512i pair_rows(const void *p)
+{
+	const __m512i idx = _mm512_setr_epi32(0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15);
+
+	return _mm512_permutexvar_epi32(idx, _mm512_loadu_si512(p));
+}
+
+static inline __m512i bcast8(const int8_t *p)
+{
+	int64_t v;
+
+	memcpy(&v, p, sizeof(v));
+	return _mm512_set1_epi64(v);
+}
+
+/* Row r's two lanes added: the eight block sums, row order. */
+static inline __m256i pair_sum(__m512i v)
+{
+	return _mm512_cvtepi64_epi32(_mm512_add_epi32(v, _mm512_srli_epi64(v, 32)));
+}
+
+/*
+ * Tokens per integer tile: each holds one zmm block sum and one ymm float
+ * accumulator beside the four decoded weight vectors, so 8 tokens use 20
+ * of the 32 registers and the weight decoding (two loads, two permutes,
+ * four logic ops per Q4_0 block) is paid once per 8 tokens.
+ */
+#define X8_NT 8
+
+/* See kernels_avx2.c: the same distance measured best there for DRAM streams. */
+#define PF_BYTES 7000
+
+static inline void prefetch_block(const void *blocks, size_t i, size_t bytes)
+{
+	const uintptr_t at = (uintptr_t)blocks + (i + PF_BYTES / bytes + 1) * bytes;
+
+	for (size_t off = 0; off < bytes; off += 64)
+		_mm_prefetch((const char *)(at + off), _MM_HINT_T0);
+}
+
+/*
+ * Q4_0 (u - 8 codes) and Q8_0 (signed codes; vpdpbusd wants the weight
+ * side unsigned, so w ^ 0x80 = w + 128 as u8) share one tile: both are
+ * sum (w' * y) - off * (sum of y), the offset (8 or 128) split over a
+ * row's two lanes as the sums' starting value. The activation carries
+ * sum y (struct ms_block_q8s), so that costs one broadcast per token.
+ */
+static inline __attribute__((always_inline)) void q0x8_tile(size_t nb, const void *w, const int q8, const void *x,
+							    size_t xs, const int nt, float *out, size_t os)
+{
+	const size_t bb = q8 ? sizeof(struct block_q8_0x8) : sizeof(struct block_q4_0x8);
+	const int half_off = q8 ? 64 : 4;
+	const __m512i m4 = _mm512_set1_epi8(15), k80 = _mm512_set1_epi8((char)0x80);
+	const struct ms_block_q8s *a[X8_NT];
+	__m256 acc[X8_NT];
+
+	_Pragma("GCC unroll 8")
+	for (int t = 0; t < nt; t++) {
+		a[t] = (const struct ms_block_q8s *)(const void *)((const char *)x + (size_t)t * xs);
+		acc[t] = _mm256_setzero_ps();
+	}
+	for (size_t i = 0; i < nb; i++) {
+		const uint8_t *g = (const uint8_t *)w + i * bb;
+		/* d of rows 0..7 first in both layouts, then the codes */
+		const __m256 dw = f16x8(g);
+		const uint8_t *qs = g + 2 * MS_X8;
+		__m512i v[4];
+
+		prefetch_block(w, i, bb);
+		if (q8) {
+			_Pragma("GCC unroll 4")
+			for (int p = 0; p < 4; p++)
+				v[p] = _mm512_xor_si512(pair_rows(qs + 64 * p), k80);
+		} else {
+			const __m512i c01 = pair_rows(qs), c23 = pair_rows(qs + 64);
+
+			/* elements 0..7, 8..15 (low nibbles), 16..23, 24..31 (high) */
+			v[0] = _mm512_and_si512(c01, m4);
+			v[1] = _mm512_and_si512(c23, m4);
+			v[2] = _mm512_and_si512(_mm512_srli_epi16(c01, 4), m4);
+			v[3] = _mm512_and_si512(_mm512_srli_epi16(c23, 4), m4);
+		}
+		_Pragma("GCC unroll 8")
+		for (int t = 0; t < nt; t++) {
+			const struct ms_block_q8s *y = &a[t][i];
+			__m512i s = _mm512_set1_epi32(-half_off * y->s);
+
+			_Pragma("GCC unroll 4")
+			for (int p = 0; p < 4; p++)
+				s = _mm512_dpbusd_epi32(s, v[p], bcast8(y->qs + 8 * p));
+			acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_set1_ps(y->d)),
+						 _mm256_cvtepi32_ps(pair_sum(s)), acc[t]);
+		}
+	}
+	_Pragma("GCC unroll 8")
+	for (int t = 0; t < nt; t++)
+		_mm256_storeu_ps(out + (size_t)t * os, acc[t]);
+}
+
+_Static_assert(offsetof(struct block_q4_0x8, qs) == 2 * MS_X8 && offsetof(struct block_q8_0x8, qs) == 2 * MS_X8,
+	       "q0x8_tile's offsets");
+
+/*
+ * The 0..7 tokens a run of full tiles leaves, in tiles of 4, 2 and 1:
+ * results do not depend on the grouping, so a tail needs no tile of its
+ * own size (each size is one more inlined copy of the tile).
+ */
+#define TAIL_TILES(TILE, t, n_tok)					\
+	do {								\
+		if ((n_tok) - (t) >= 4) {				\
+			TILE(t, 4);					\
+			(t) += 4;					\
+		}							\
+		if ((n_tok) - (t) >= 2) {				\
+			TILE(t, 2);					\
+			(t) += 2;					\
+		}							\
+		if ((n_tok) - (t) >= 1)					\
+			TILE(t, 1);					\
+	} while (0)
+
+static inline __attribute__((always_inline)) void gemm_q0x8(size_t n, const void *w, const int q8, size_t rows,
+							    const void *x, size_t xs, size_t n_tok, float *out,
+							    size_t os)
+{
+	const size_t nb = n / QK8_0;
+	const size_t gbytes = nb * (q8 ? sizeof(struct block_q8_0x8) : sizeof(struct block_q4_0x8));
+
+	for (size_t g = 0; g < rows / MS_X8; g++) {
+		const uint8_t *b = (const uint8_t *)w + g * gbytes;
+		float *o = out + g * MS_X8;
+
+		size_t t = 0;
+
+#define Q0_TILE(t, nt) q0x8_tile(nb, b, q8, (const char *)x + (t) * xs, xs, nt, o + (t) * os, os)
+		for (; t + X8_NT <= n_tok; t += X8_NT)
+			Q0_TILE(t, X8_NT);
+		TAIL_TILES(Q0_TILE, t, n_tok);
+#undef Q0_TILE
+	}
+}
+
+static void gemm_q4_0x8_avx512(size_t n, const void *w, size_t rows, const void *x, size_t xs, size_t n_tok,
+			       float *out, size_t os)
+{
+	gemm_q0x8(n, w, 0, rows, x, xs, n_tok, out, os);
+}
+
+static void gemm_q8_0x8_avx512(size_t n, const void *w, size_t rows, const void *x, size_t xs, size_t n_tok,
+			       float *out, size_t os)
+{
+	gemm_q0x8(n, w, 1, rows, x, xs, n_tok, out, os);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Interleaved F16 / BF16: a float GEMM, 16 rows to a register               */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * Lanes are rows, so each row's sum stays one fma chain in element order
+ * (the generic twin's bits): a zmm holds element k of two groups (16
+ * rows), made from two 16-byte loads. A lone last group is loaded twice
+ * and half stored. Prefill tiles are 2 x 12 (32 rows, 12 tokens): 24
+ * accumulators, 2 weights and a broadcast in the 32 registers, 24 FMAs
+ * per 2 weight conversions and 12 broadcasts, so the FMA units set the
+ * pace at twice the AVX2 tile's width. Decode runs the same 2 x 1: its 64
+ * bytes of weights per element are more than DRAM delivers per FMA pair.
+ */
+#define WIDE_ZG 2
+#define WIDE_NT 12
+
+static inline __attribute__((always_inline)) __m512 wide_load2(const uint16_t *p0, const uint16_t *p1, int bf16)
+{
+	return _mm512_insertf32x8(_mm512_castps256_ps512(bf16 ? bf16x8(p0) : f16x8(p0)), bf16 ? bf16x8(p1) : f16x8(p1),
+				  1);
+}
+
+/*
+ * zg units of 16 rows (the last may be a lone group: lone set) x nt tokens;
+ * w points at the first group, each group 8 * n elements.
+ */
+static inline __attribute__((always_inline)) void wide_tile(size_t n, const uint16_t *w, const float *x, size_t xs,
+							    const int zg, const int lone, const int nt, const int bf16,
+							    float *out, size_t os)
+{
+	const float *a[WIDE_NT];
+	__m512 acc[WIDE_ZG][WIDE_NT];
+	const size_t gs = (size_t)MS_X8 * n;
+
+	_Pragma("GCC unroll 12")
+	for (int t = 0; t < nt; t++)
+		a[t] = (const float *)(const void *)((const char *)x + (size_t)t * xs);
+	_Pragma("GCC unroll 2")
+	for (int z = 0; z < zg; z++)
+		_Pragma("GCC unroll 12")
+		for (int t = 0; t < nt; t++)
+			acc[z][t] = _mm512_setzero_ps();
+	for (size_t k = 0; k < n; k++) {
+		__m512 v[WIDE_ZG];
+
+		/* one 64-byte line of each group per 4 elements */
+		if (k % 4 == 0)
+			_Pragma("GCC unroll 4")
+			for (int g = 0; g < 2 * zg - lone; g++)
+				_mm_prefetch((const char *)((uintptr_t)(w + g * gs + MS_X8 * k) + PF_BYTES),
+					     _MM_HINT_T0);
+		_Pragma("GCC unroll 2")
+		for (int z = 0; z < zg; z++) {
+			const uint16_t *p0 = w + 2 * z * gs + MS_X8 * k;
+
+			v[z] = wide_load2(p0, lone && z == zg - 1 ? p0 : p0 + gs, bf16);
+		}
+		_Pragma("GCC unroll 12")
+		for (int t = 0; t < nt; t++) {
+			const __m512 xb = _mm512_set1_ps(a[t][k]);
+
+			_Pragma("GCC unroll 2")
+			for (int z = 0; z < zg; z++)
+				acc[z][t] = _mm512_fmadd_ps(v[z], xb, acc[z][t]);
+		}
+	}
+	_Pragma("GCC unroll 2")
+	for (int z = 0; z < zg; z++)
+		_Pragma("GCC unroll 12")
+		for (int t = 0; t < nt; t++) {
+			float *o = out + (size_t)t * os + 16 * z;
+
+			if (lone && z == zg - 1)
+				_mm256_storeu_ps(o, _mm512_castps512_ps256(acc[z][t]));
+			else
+				_mm512_storeu_ps(o, acc[z][t]);
+		}
+}
+
+static inline __attribute__((always_inline)) void wide_tokens(size_t n, const uint16_t *w, const float *x,
+							      size_t xs, size_t n_tok, const int zg, const int lone,
+							      const int bf16, float *out, size_t os)
+{
+#define WIDE_AT(t, nt) wide_tile(n, w, (const float *)(const void *)((const char *)x + (t) * xs), xs, zg, lone, \
+				 nt, bf16, out + (t) * os, os)
+	size_t t = 0;
+
+	for (; t + WIDE_NT <= n_tok; t += WIDE_NT)
+		WIDE_AT(t, WIDE_NT);
+	if (n_tok - t >= 8) {
+		WIDE_AT(t, 8);
+		t += 8;
+	}
+	TAIL_TILES(WIDE_AT, t, n_tok);
+#undef WIDE_AT
+}
+
+static inline __attribute__((always_inline)) void wide_gemm(size_t n, const void *w, size_t rows, const void *x,
+							    size_t xs, size_t n_tok, const int bf16, float *out,
+							    size_t os)
+{
+	const uint16_t *h = w;
+	const size_t ng = rows / MS_X8, gs = MS_X8 * n;
+	size_t g = 0;
+
+	for (; g + 2 * WIDE_ZG <= ng; g += 2 * WIDE_ZG)
+		wide_tokens(n, h + g * gs, x, xs, n_tok, WIDE_ZG, 0, bf16, out + MS_X8 * g, os);
+	/* 1..3 groups left: a pair and/or a lone one */
+	if (ng - g >= 2) {
+		wide_tokens(n, h + g * gs, x, xs, n_tok, 1, 0, bf16, out + MS_X8 * g, os);
+		g += 2;
+	}
+	if (g < ng)
+		wide_tokens(n, h + g * gs, x, xs, n_tok, 1, 1, bf16, out + MS_X8 * g, os);
+}
+
+static void gemm_f16x8_avx512(size_t n, const void *w, size_t rows, const void *x, size_t xs, size_t n_tok,
+			      float *out, size_t os)
+{
+	wide_gemm(n, w, rows, x, xs, n_tok, 0, out, os);
+}
+
+static void gemm_bf16x8_avx512(size_t n, const void *w, size_t rows, const void *x, size_t xs, size_t n_tok,
+			       float *out, size_t os)
+{
+	wide_gemm(n, w, rows, x, xs, n_tok, 1, out, os);
+}
+
+/*
+ * Only what this level does better; ms_kernels_get() fills every other
+ * entry (the plain-row dots, the activation conversions, the K-quant
+ * tiles so far) from the AVX2 table, which runs on every AVX-512 CPU.
+ */
+const struct ms_kernels MS_AVX512_PART = {
+	.isa = MS_ISA_AVX512,
+	.name = MS_AVX512_NAME,
+	.type = {
+		[GGML_TYPE_F16] = { .act_type = GGML_TYPE_F32, .gemm_x8 = gemm_f16x8_avx512 },
+		[GGML_TYPE_BF16] = { .act_type = GGML_TYPE_F32, .gemm_x8 = gemm_bf16x8_avx512 },
+		[GGML_TYPE_Q8_0] = { .act_type = GGML_TYPE_Q8_0, .gemm_x8 = gemm_q8_0x8_avx512 },
+		[GGML_TYPE_Q4_0] = { .act_type = GGML_TYPE_Q8_0, .gemm_x8 = gemm_q4_0x8_avx512 },
+	},
+};
