@@ -993,13 +993,6 @@ static inline __attribute__((always_inline)) void q8_0x8_tile(size_t nb, const s
 /* Tokens per tile: four codes sums and an accumulator per token; 3 would spill. */
 #define K_NT 2
 
-/* Byte shuffle: dword r of each 128-bit half gets bytes (4r + b0, 0, 4r + b1, 0). */
-static inline __m256i dword_pick(int b0, int b1)
-{
-	return _mm256_add_epi32(_mm256_set1_epi32((int)(0x80008000u | (uint32_t)b0 | (uint32_t)b1 << 16)),
-				_mm256_setr_epi32(0, 0x40004, 0x80008, 0xc000c, 0, 0x40004, 0x80008, 0xc000c));
-}
-
 /*
  * Bit s of each byte of v moved to bit 4, the rest cleared: one 16-bit
  * shift serves both bytes of a lane since the wanted bit never crosses
@@ -1032,8 +1025,7 @@ static inline __attribute__((always_inline)) void k45x8_tile(size_t nb, const ui
 							     const int q5, const void *x, size_t xs, const int nt,
 							     float *out, size_t os)
 {
-	const __m256i m4 = _mm256_set1_epi8(15), k3f = _mm256_set1_epi8(0x3f), k03 = _mm256_set1_epi8(3);
-	const __m256i ones = _mm256_set1_epi16(1);
+	const __m256i m4 = _mm256_set1_epi8(15);
 	/* field offsets, as in struct block_q4_Kx8 / block_q5_Kx8 */
 	const size_t o_dmin = 2 * MS_X8, o_sc = 4 * MS_X8, o_qh = o_sc + MS_X8 * K_SCALE_SIZE;
 	const size_t o_qs = o_qh + (q5 ? MS_X8 * QK_K / 8 : 0);
@@ -1043,13 +1035,8 @@ static inline __attribute__((always_inline)) void k45x8_tile(size_t nb, const ui
 		const uint8_t *g = b + i * bb;
 
 		prefetch_block(b, i, bb);
-		const __m256i w0 = load256(g + o_sc), w1 = load256(g + o_sc + 32), w2 = load256(g + o_sc + 64);
-		/* dword r: sc0..3 / m0..3 / sc4..7 / m4..7 of row r, one byte each */
-		const __m256i sclo = _mm256_and_si256(w0, k3f), mlo = _mm256_and_si256(w1, k3f);
-		const __m256i schi = _mm256_or_si256(_mm256_and_si256(w2, m4),
-						     _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(w0, 6), k03), 4));
-		const __m256i mhi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(w2, 4), m4),
-						    _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(w1, 6), k03), 4));
+		const struct k45x8_sm sm = k45x8_scales(g + o_sc);
+		const __m256i sclo = sm.sclo, schi = sm.schi;
 		__m256i isum[X8_NT];
 
 		_Pragma("GCC unroll 8")
@@ -1103,23 +1090,11 @@ static inline __attribute__((always_inline)) void k45x8_tile(size_t nb, const ui
 		{
 			const __m256 dw = f16x8(g);
 			const __m256 dm = f16x8(g + o_dmin);
-			/* dword r: (m_2k, m_2k+1) of row r, as int16 */
-			const __m256i mp0 = _mm256_shuffle_epi8(mlo, dword_pick(0, 1));
-			const __m256i mp1 = _mm256_shuffle_epi8(mlo, dword_pick(2, 3));
-			const __m256i mp2 = _mm256_shuffle_epi8(mhi, dword_pick(0, 1));
-			const __m256i mp3 = _mm256_shuffle_epi8(mhi, dword_pick(2, 3));
 
 			_Pragma("GCC unroll 8")
 			for (int t = 0; t < nt; t++) {
-				/* 32-sums of the activation, then (s_2k, s_2k+1) int16 pairs broadcast */
-				const __m256i s32 = _mm256_madd_epi16(
-					_mm256_loadu_si256((const __m256i *)(const void *)a[t][i].bsums), ones);
-				const __m256i s16 = _mm256_packs_epi32(s32, s32);
-				__m256i msum = _mm256_madd_epi16(mp0, _mm256_permutevar8x32_epi32(s16, _mm256_set1_epi32(0)));
+				const __m256i msum = k45x8_msum(&sm, a[t][i].bsums);
 
-				msum = _mm256_add_epi32(msum, _mm256_madd_epi16(mp1, _mm256_permutevar8x32_epi32(s16, _mm256_set1_epi32(1))));
-				msum = _mm256_add_epi32(msum, _mm256_madd_epi16(mp2, _mm256_permutevar8x32_epi32(s16, _mm256_set1_epi32(4))));
-				msum = _mm256_add_epi32(msum, _mm256_madd_epi16(mp3, _mm256_permutevar8x32_epi32(s16, _mm256_set1_epi32(5))));
 				acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_set1_ps(a[t][i].d)),
 							 _mm256_cvtepi32_ps(isum[t]), acc[t]);
 				acc[t] = _mm256_fnmadd_ps(_mm256_mul_ps(dm, _mm256_set1_ps(a[t][i].d)),

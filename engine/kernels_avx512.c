@@ -191,6 +191,168 @@ static void gemm_q8_0x8_avx512(size_t n, const void *w, size_t rows, const void 
 	gemm_q0x8(n, w, 1, rows, x, xs, n_tok, out, os);
 }
 
+/*
+ * Q4_K and Q5_K. Per 64-byte pair of code chunks, low nibbles are eight
+ * elements of sub-block 2h and high nibbles the same eight of 2h + 1
+ * (Q5_K: a fifth bit each from qh, whose pair of chunks covers the same
+ * elements for every h); their vpdpbusd sums per sub-block are scaled by
+ * a vpdpwssd with the row's 6-bit scale in the low word of both of its
+ * lanes. That needs the sums within int16: four pairs of Q4_K codes
+ * (4 * 4 * 15 * 127 = 30480), two of Q5_K's (2 * 4 * 31 * 127 = 31496).
+ * Scales, mins and the min term are the AVX2 tile's (simd_avx2.h), on
+ * the eight rows in ymm lanes, so every step matches it exactly.
+ */
+#define K_NT 4
+
+/* dword lanes 2r and 2r + 1 <- dword r of v */
+static inline __m512i rows_twice(__m256i v)
+{
+	const __m512i idx = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+
+	return _mm512_permutexvar_epi32(idx, _mm512_castsi256_si512(v));
+}
+
+/* Byte k of each dword, zero-extended: a scale in the low word, 0 in the high one. */
+static inline __m512i dword_byte(__m512i v, const int k)
+{
+	return _mm512_and_si512(_mm512_srli_epi32(v, 8 * k), _mm512_set1_epi32(0xff));
+}
+
+/* Bit s of each byte of v moved to bit 4, the rest cleared (kernels_avx2.c's bit_to_4, 512 bits). */
+static inline __attribute__((always_inline)) __m512i bit_to_4_512(__m512i v, const int s)
+{
+	const __m512i k10 = _mm512_set1_epi8(0x10);
+
+	if (s < 4)
+		return _mm512_and_si512(_mm512_slli_epi16(v, 4 - s), k10);
+	if (s > 4)
+		return _mm512_and_si512(_mm512_srli_epi16(v, s - 4), k10);
+	return _mm512_and_si512(v, k10);
+}
+
+static inline __attribute__((always_inline)) void k45x8_tile(size_t nb, const uint8_t *b, const size_t bb,
+							     const int q5, const void *x, size_t xs, const int nt,
+							     float *out, size_t os)
+{
+	const __m512i m4 = _mm512_set1_epi8(15);
+	/* field offsets, as in struct block_q4_Kx8 / block_q5_Kx8 */
+	const size_t o_dmin = 2 * MS_X8, o_sc = 4 * MS_X8, o_qh = o_sc + MS_X8 * K_SCALE_SIZE;
+	const size_t o_qs = o_qh + (q5 ? MS_X8 * QK_K / 8 : 0);
+	const int flush = q5 ? 2 : 4;
+	const struct block_q8_K *a[K_NT];
+	__m256 acc[K_NT];
+
+	_Pragma("GCC unroll 4")
+	for (int t = 0; t < nt; t++) {
+		a[t] = (const struct block_q8_K *)(const void *)((const char *)x + (size_t)t * xs);
+		acc[t] = _mm256_setzero_ps();
+	}
+	for (size_t i = 0; i < nb; i++) {
+		const uint8_t *g = b + i * bb;
+		const struct k45x8_sm sm = k45x8_scales(g + o_sc);
+		const __m512i sc03 = rows_twice(sm.sclo), sc47 = rows_twice(sm.schi);
+		__m512i isum[K_NT], qh[4];
+
+		prefetch_block(b, i, bb);
+		if (q5)
+			_Pragma("GCC unroll 4")
+			for (int p = 0; p < 4; p++)
+				qh[p] = pair_rows(g + o_qh + 64 * p);
+		_Pragma("GCC unroll 4")
+		for (int t = 0; t < nt; t++)
+			isum[t] = _mm512_setzero_si512();
+		_Pragma("GCC unroll 4")
+		for (int h = 0; h < 4; h++) {
+			const __m512i sc0 = dword_byte(h < 2 ? sc03 : sc47, 2 * h % 4);
+			const __m512i sc1 = dword_byte(h < 2 ? sc03 : sc47, 2 * h % 4 + 1);
+			__m512i plo[K_NT], phi[K_NT];
+
+			_Pragma("GCC unroll 4")
+			for (int p = 0; p < 4; p++) {
+				const __m512i v = pair_rows(g + o_qs + 64 * (4 * h + p));
+				__m512i lo = _mm512_and_si512(v, m4);
+				__m512i hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+
+				if (q5) {
+					lo = _mm512_or_si512(lo, bit_to_4_512(qh[p], 2 * h));
+					hi = _mm512_or_si512(hi, bit_to_4_512(qh[p], 2 * h + 1));
+				}
+				_Pragma("GCC unroll 4")
+				for (int t = 0; t < nt; t++) {
+					const int8_t *y = a[t][i].qs + 64 * h + 8 * p;
+
+					if (p % flush == 0) {
+						plo[t] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, bcast8(y));
+						phi[t] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), hi, bcast8(y + 32));
+					} else {
+						plo[t] = _mm512_dpbusd_epi32(plo[t], lo, bcast8(y));
+						phi[t] = _mm512_dpbusd_epi32(phi[t], hi, bcast8(y + 32));
+					}
+					if ((p + 1) % flush == 0) {
+						isum[t] = _mm512_dpwssd_epi32(isum[t], plo[t], sc0);
+						isum[t] = _mm512_dpwssd_epi32(isum[t], phi[t], sc1);
+					}
+				}
+			}
+		}
+		{
+			const __m256 dw = f16x8(g);
+			const __m256 dm = f16x8(g + o_dmin);
+
+			_Pragma("GCC unroll 4")
+			for (int t = 0; t < nt; t++) {
+				const __m256i msum = k45x8_msum(&sm, a[t][i].bsums);
+
+				acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_set1_ps(a[t][i].d)),
+							 _mm256_cvtepi32_ps(pair_sum(isum[t])), acc[t]);
+				acc[t] = _mm256_fnmadd_ps(_mm256_mul_ps(dm, _mm256_set1_ps(a[t][i].d)),
+							  _mm256_cvtepi32_ps(msum), acc[t]);
+			}
+		}
+	}
+	_Pragma("GCC unroll 4")
+	for (int t = 0; t < nt; t++)
+		_mm256_storeu_ps(out + (size_t)t * os, acc[t]);
+}
+
+_Static_assert(offsetof(struct block_q4_Kx8, scales) == 4 * MS_X8 && offsetof(struct block_q4_Kx8, qs) ==
+	       4 * MS_X8 + MS_X8 * K_SCALE_SIZE, "k45x8_tile's Q4_K offsets");
+_Static_assert(offsetof(struct block_q5_Kx8, qh) == 4 * MS_X8 + MS_X8 * K_SCALE_SIZE &&
+	       offsetof(struct block_q5_Kx8, qs) == 4 * MS_X8 + MS_X8 * K_SCALE_SIZE + MS_X8 * QK_K / 8,
+	       "k45x8_tile's Q5_K offsets");
+
+static inline __attribute__((always_inline)) void gemm_k45x8(size_t n, const void *w, const int q5, size_t rows,
+							     const void *x, size_t xs, size_t n_tok, float *out,
+							     size_t os)
+{
+	const size_t nb = n / QK_K;
+	const size_t bb = q5 ? sizeof(struct block_q5_Kx8) : sizeof(struct block_q4_Kx8);
+
+	for (size_t g = 0; g < rows / MS_X8; g++) {
+		const uint8_t *b = (const uint8_t *)w + g * nb * bb;
+		float *o = out + g * MS_X8;
+		size_t t = 0;
+
+#define K_TILE(t, nt) k45x8_tile(nb, b, bb, q5, (const char *)x + (t) * xs, xs, nt, o + (t) * os, os)
+		for (; t + K_NT <= n_tok; t += K_NT)
+			K_TILE(t, K_NT);
+		TAIL_TILES(K_TILE, t, n_tok);
+#undef K_TILE
+	}
+}
+
+static void gemm_q4_Kx8_avx512(size_t n, const void *w, size_t rows, const void *x, size_t xs, size_t n_tok,
+			       float *out, size_t os)
+{
+	gemm_k45x8(n, w, 0, rows, x, xs, n_tok, out, os);
+}
+
+static void gemm_q5_Kx8_avx512(size_t n, const void *w, size_t rows, const void *x, size_t xs, size_t n_tok,
+			       float *out, size_t os)
+{
+	gemm_k45x8(n, w, 1, rows, x, xs, n_tok, out, os);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Interleaved F16 / BF16: a float GEMM, 16 rows to a register               */
 /* ------------------------------------------------------------------------ */
@@ -322,8 +484,8 @@ static void gemm_bf16x8_avx512(size_t n, const void *w, size_t rows, const void 
 
 /*
  * Only what this level does better; ms_kernels_get() fills every other
- * entry (the plain-row dots, the activation conversions, the K-quant
- * tiles so far) from the AVX2 table, which runs on every AVX-512 CPU.
+ * entry (the plain-row dots, the activation conversions, the Q6_K tile
+ * so far) from the AVX2 table, which runs on every AVX-512 CPU.
  */
 const struct ms_kernels MS_AVX512_PART = {
 	.isa = MS_ISA_AVX512,
@@ -333,5 +495,7 @@ const struct ms_kernels MS_AVX512_PART = {
 		[GGML_TYPE_BF16] = { .act_type = GGML_TYPE_F32, .gemm_x8 = gemm_bf16x8_avx512 },
 		[GGML_TYPE_Q8_0] = { .act_type = GGML_TYPE_Q8_0, .gemm_x8 = gemm_q8_0x8_avx512 },
 		[GGML_TYPE_Q4_0] = { .act_type = GGML_TYPE_Q8_0, .gemm_x8 = gemm_q4_0x8_avx512 },
+		[GGML_TYPE_Q4_K] = { .act_type = GGML_TYPE_Q8_K, .gemm_x8 = gemm_q4_Kx8_avx512 },
+		[GGML_TYPE_Q5_K] = { .act_type = GGML_TYPE_Q8_K, .gemm_x8 = gemm_q5_Kx8_avx512 },
 	},
 };

@@ -30,4 +30,60 @@ static inline __m256 bf16x8(const uint16_t *p)
 	return _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
 }
 
+/* Byte shuffle: dword r of each 128-bit half gets bytes (4r + b0, 0, 4r + b1, 0). */
+static inline __m256i dword_pick(int b0, int b1)
+{
+	return _mm256_add_epi32(_mm256_set1_epi32((int)(0x80008000u | (uint32_t)b0 | (uint32_t)b1 << 16)),
+				_mm256_setr_epi32(0, 0x40004, 0x80008, 0xc000c, 0, 0x40004, 0x80008, 0xc000c));
+}
+
+/*
+ * The 6-bit scales and mins of an interleaved Q4_K/Q5_K block's eight
+ * rows (its 96 scale bytes at s): dword r of sclo / mlo / schi / mhi holds
+ * sc0..3 / m0..3 / sc4..7 / m4..7 of row r, one byte each, so the
+ * unpacking is done for the eight rows at once.
+ */
+struct k45x8_sm {
+	__m256i sclo, mlo, schi, mhi;
+};
+
+static inline __attribute__((always_inline)) struct k45x8_sm k45x8_scales(const uint8_t *s)
+{
+	const __m256i m4 = _mm256_set1_epi8(15), k3f = _mm256_set1_epi8(0x3f), k03 = _mm256_set1_epi8(3);
+	const __m256i w0 = _mm256_loadu_si256((const __m256i *)(const void *)s);
+	const __m256i w1 = _mm256_loadu_si256((const __m256i *)(const void *)(s + 32));
+	const __m256i w2 = _mm256_loadu_si256((const __m256i *)(const void *)(s + 64));
+	struct k45x8_sm r;
+
+	r.sclo = _mm256_and_si256(w0, k3f);
+	r.mlo = _mm256_and_si256(w1, k3f);
+	r.schi = _mm256_or_si256(_mm256_and_si256(w2, m4),
+				 _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(w0, 6), k03), 4));
+	r.mhi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(w2, 4), m4),
+				_mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(w1, 6), k03), 4));
+	return r;
+}
+
+/*
+ * One token's min term for the eight rows: sum_j m_j * (its 32-element
+ * activation sum), from the Q8_K block's 16-sums, as 8 int32 lanes: the
+ * (m_2k, m_2k+1) int16 pairs of each row against the broadcast pair of
+ * 32-sums, one madd per pair of sub-blocks.
+ */
+static inline __attribute__((always_inline)) __m256i k45x8_msum(const struct k45x8_sm *sm, const int16_t *bsums)
+{
+	const __m256i mp0 = _mm256_shuffle_epi8(sm->mlo, dword_pick(0, 1));
+	const __m256i mp1 = _mm256_shuffle_epi8(sm->mlo, dword_pick(2, 3));
+	const __m256i mp2 = _mm256_shuffle_epi8(sm->mhi, dword_pick(0, 1));
+	const __m256i mp3 = _mm256_shuffle_epi8(sm->mhi, dword_pick(2, 3));
+	const __m256i s32 = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(const void *)bsums),
+					      _mm256_set1_epi16(1));
+	const __m256i s16 = _mm256_packs_epi32(s32, s32);
+	__m256i msum = _mm256_madd_epi16(mp0, _mm256_permutevar8x32_epi32(s16, _mm256_set1_epi32(0)));
+
+	msum = _mm256_add_epi32(msum, _mm256_madd_epi16(mp1, _mm256_permutevar8x32_epi32(s16, _mm256_set1_epi32(1))));
+	msum = _mm256_add_epi32(msum, _mm256_madd_epi16(mp2, _mm256_permutevar8x32_epi32(s16, _mm256_set1_epi32(4))));
+	return _mm256_add_epi32(msum, _mm256_madd_epi16(mp3, _mm256_permutevar8x32_epi32(s16, _mm256_set1_epi32(5))));
+}
+
 #endif
