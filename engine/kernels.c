@@ -135,13 +135,47 @@ int ms_kernels_overlay(struct ms_kernels *out, const struct ms_kernels *base, co
 }
 
 #ifdef HAVE_X86
+int ms_cpu_full_zmm(void)
+{
+	unsigned int a, b, c, d, family;
+
+	if (!__get_cpuid(0, &a, &b, &c, &d))
+		return 0;
+	/* "AuthenticAMD": EBX "Auth", EDX "enti", ECX "cAMD" */
+	if (b != 0x68747541u || d != 0x69746e65u || c != 0x444d4163u)
+		return 1;
+	if (!__get_cpuid(1, &a, &b, &c, &d))
+		return 0;
+	family = (a >> 8) & 0xf;
+	if (family == 0xf)
+		family += (a >> 20) & 0xff;
+	return family != 0x19;
+}
+
+const struct ms_kernels *ms_kernels_avx512_wide(void)
+{
+	return &ms_kernels_avx512_wide_part;
+}
+
 static struct ms_kernels avx512_table;
 static pthread_once_t avx512_once = PTHREAD_ONCE_INIT;
 
 static void avx512_build(void)
 {
-	/* both operands are this file's own constants: cannot fail */
+	/* the operands are this program's own constant tables: cannot fail */
 	(void)ms_kernels_overlay(&avx512_table, &ms_kernels_avx2, &ms_kernels_avx512_part);
+	if (ms_cpu_full_zmm())
+		(void)ms_kernels_overlay(&avx512_table, &avx512_table, &ms_kernels_avx512_wide_part);
+}
+#else
+int ms_cpu_full_zmm(void)
+{
+	return 0;
+}
+
+const struct ms_kernels *ms_kernels_avx512_wide(void)
+{
+	return NULL;
 }
 #endif
 

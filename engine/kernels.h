@@ -171,6 +171,22 @@ extern const struct ms_kernels ms_kernels_avx2;
  */
 extern const struct ms_kernels ms_kernels_avx512_part;
 extern const struct ms_kernels ms_kernels_avx512_simde_part;
+/*
+ * The F16/BF16 tiles of that level, laid on top only where the CPU runs
+ * 512-bit FMAs at full width (ms_cpu_full_zmm()).
+ */
+extern const struct ms_kernels ms_kernels_avx512_wide_part;
+extern const struct ms_kernels ms_kernels_avx512_simde_wide_part;
+
+/*
+ * Whether this CPU executes a 512-bit FMA as one operation rather than two
+ * 256-bit halves. There is no cpuid bit for it: AMD family 19h (Zen 3
+ * without AVX-512, Zen 4 with it split in two) says no, every other
+ * AVX-512 CPU yes. Only a speed choice: both answers give the same bits.
+ */
+int ms_cpu_full_zmm(void);
+/* ms_kernels_avx512_wide_part where the build has it (x86), else NULL: for tests and tools. */
+const struct ms_kernels *ms_kernels_avx512_wide(void);
 
 /*
  * out = base with every non-NULL kernel of over in its place (per field:

@@ -9,3 +9,8 @@ const struct ms_kernels *test_simde_part(void)
 {
 	return NULL;
 }
+
+const struct ms_kernels *test_simde_wide_part(void)
+{
+	return NULL;
+}

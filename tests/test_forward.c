@@ -498,7 +498,9 @@ static void test_table(const struct ms_kernels *k)
 
 int main(void)
 {
-	static struct ms_kernels simde;
+	static struct ms_kernels extra[2];
+	const char *why_not[2];
+	int n_extra;
 
 	for (int isa = 0; isa < MS_ISA_COUNT; isa++) {
 		const struct ms_kernels *k = (enum ms_isa)isa <= ms_cpu_best_isa() ?
@@ -510,14 +512,15 @@ int main(void)
 		}
 		test_table(k);
 	}
-	/* the AVX-512 kernel source through SIMDe (on AVX2), whatever this CPU has */
-	if (!test_simde_part())
-		skip("avx512 kernels through SIMDe: this build has no SIMDe (libsimde-dev)");
-	else if (ms_cpu_best_isa() < MS_ISA_AVX2)
-		skip("avx512 kernels through SIMDe: SIMDe is built on AVX2 here, which this CPU lacks");
-	else if (ms_kernels_overlay(&simde, ms_kernels_get(MS_ISA_AVX2), test_simde_part()) == 0)
-		test_table(&simde);
-	else
-		ok(0, "avx512-simde table laid over avx2");
+	/* the AVX-512 source's other tables: F16/BF16 tiles this CPU would not pick, and SIMDe's build */
+	n_extra = test_extra_tables(extra, why_not);
+	for (int i = 0; i < 2; i++)
+		if (why_not[i])
+			skip("%s", why_not[i]);
+	for (int i = 0; i < n_extra; i++) {
+		diag("%s kernels: %s", extra[i].name,
+		     strstr(extra[i].name, "simde") ? "portable AVX-512 (SIMDe) on AVX2" : "native");
+		test_table(&extra[i]);
+	}
 	return done_testing();
 }

@@ -909,6 +909,9 @@ static void test_api(void)
 		   a->type[GGML_TYPE_Q4_0].act_conv == b->type[GGML_TYPE_Q4_0].act_conv &&
 		   a->type[GGML_TYPE_Q4_0].gemm_x8 != b->type[GGML_TYPE_Q4_0].gemm_x8 && a->dot_f32 == b->dot_f32,
 		   "avx512 table: its own x8 GEMMs, the avx2 table's other kernels");
+		ok(a && b && (a->type[GGML_TYPE_F16].gemm_x8 == b->type[GGML_TYPE_F16].gemm_x8) == !ms_cpu_full_zmm(),
+		   "avx512 table: F16 tiles of its own only with full-width 512-bit FMAs (here: %s)",
+		   ms_cpu_full_zmm() ? "yes" : "no, the avx2 tiles");
 	} else {
 		ok(ms_kernels_get(MS_ISA_AVX512) == NULL, "no avx512 table on this CPU/build");
 	}
@@ -997,6 +1000,9 @@ static void test_table(const struct ms_kernels *k, const struct ms_kernels *gen)
 int main(void)
 {
 	const struct ms_kernels *gen = ms_kernels_get(MS_ISA_GENERIC);
+	static struct ms_kernels extra[2];
+	const char *why_not[2];
+	int n_extra;
 
 	test_api();
 	if (!gen)
@@ -1013,18 +1019,15 @@ int main(void)
 		diag("%s kernels: native", k->name);
 		test_table(k, gen);
 	}
-	/* the AVX-512 source once more, through SIMDe, whatever this CPU has */
-	if (!test_simde_part()) {
-		skip("avx512 kernels through SIMDe: this build has no SIMDe (libsimde-dev)");
-	} else if (ms_cpu_best_isa() < MS_ISA_AVX2) {
-		skip("avx512 kernels through SIMDe: SIMDe is built on AVX2 here, which this CPU lacks");
-	} else {
-		static struct ms_kernels simde;
-
-		ok(ms_kernels_overlay(&simde, ms_kernels_get(MS_ISA_AVX2), test_simde_part()) == 0,
-		   "avx512-simde table laid over avx2");
-		diag("%s kernels: portable AVX-512 (SIMDe) on %s", simde.name, ms_isa_name(ms_cpu_best_isa()));
-		test_table(&simde, gen);
+	/* the AVX-512 source's other tables: F16/BF16 tiles this CPU would not pick, and SIMDe's build */
+	n_extra = test_extra_tables(extra, why_not);
+	for (int i = 0; i < 2; i++)
+		if (why_not[i])
+			skip("%s", why_not[i]);
+	for (int i = 0; i < n_extra; i++) {
+		diag("%s kernels: %s", extra[i].name,
+		     strstr(extra[i].name, "simde") ? "portable AVX-512 (SIMDe) on AVX2" : "native");
+		test_table(&extra[i], gen);
 	}
 	return done_testing();
 }
