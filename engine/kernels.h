@@ -155,7 +155,20 @@ struct ms_kernels {
 	float (*dot_f32)(size_t n, const float *a, const float *b);
 	/* y[i] += a * x[i] */
 	void (*axpy_f32)(size_t n, float a, const float *x, float *y);
+	/*
+	 * sum_i x[i], reading x as MS_SUM_STREAMS equal runs side by side (the
+	 * last one takes the remainder): mistral-bench's read-bandwidth probe,
+	 * so it is the fastest plain read this level has. The order of the
+	 * additions is the kernel's own: twins agree to rounding, not bits.
+	 */
+	float (*sum_f32)(size_t n, const float *x);
 };
+
+/*
+ * Concurrent read streams of sum_f32 per thread: several DRAM pages open
+ * at once and more lines in flight than one stream's prefetcher keeps.
+ */
+#define MS_SUM_STREAMS 4
 
 /* The generic table: always available, the reference every ISA table is tested against. */
 extern const struct ms_kernels ms_kernels_generic;
@@ -190,7 +203,8 @@ const struct ms_kernels *ms_kernels_avx512_wide(void);
 
 /*
  * out = base with every non-NULL kernel of over in its place (per field:
- * dot, dot_x4, gemm_x8, act_conv with its act_type, dot_f32, axpy_f32),
+ * dot, dot_x4, gemm_x8, act_conv with its act_type, dot_f32, axpy_f32,
+ * sum_f32),
  * and over's isa and name. -EINVAL when over replaces a conversion with
  * one of another activation format while keeping base's dots.
  */

@@ -491,6 +491,36 @@ static void gemm_bf16x8_avx512(size_t n, const void *w, size_t rows, const void 
 	wide_gemm(n, w, rows, x, xs, n_tok, 1, out, os);
 }
 
+/* sum_f32_avx2 with 64-byte loads: one line per stream per step. */
+static float sum_f32_avx512(size_t n, const float *x)
+{
+	const size_t len = n / MS_SUM_STREAMS;
+	const float *p[MS_SUM_STREAMS];
+	__m512 acc[2 * MS_SUM_STREAMS];
+	float total;
+	size_t i = 0;
+
+	for (int s = 0; s < MS_SUM_STREAMS; s++) {
+		p[s] = x + s * len;
+		acc[2 * s] = acc[2 * s + 1] = _mm512_setzero_ps();
+	}
+	for (; i + 32 <= len; i += 32)
+		for (int s = 0; s < MS_SUM_STREAMS; s++) {
+			acc[2 * s] = _mm512_add_ps(acc[2 * s], _mm512_loadu_ps(p[s] + i));
+			acc[2 * s + 1] = _mm512_add_ps(acc[2 * s + 1], _mm512_loadu_ps(p[s] + i + 16));
+		}
+	for (int s = 1; s < 2 * MS_SUM_STREAMS; s++)
+		acc[0] = _mm512_add_ps(acc[0], acc[s]);
+	total = hsum256(_mm256_add_ps(_mm512_castps512_ps256(acc[0]),
+				      _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc[0]), 1))));
+	for (; i < len; i++)
+		for (int s = 0; s < MS_SUM_STREAMS; s++)
+			total += p[s][i];
+	for (i = MS_SUM_STREAMS * len; i < n; i++)
+		total += x[i];
+	return total;
+}
+
 /*
  * Only what this level does better; ms_kernels_get() fills every other
  * entry (the plain-row dots, the activation conversions, the Q6_K tile
@@ -505,6 +535,7 @@ const struct ms_kernels MS_AVX512_PART = {
 		[GGML_TYPE_Q4_K] = { .act_type = GGML_TYPE_Q8_K, .gemm_x8 = gemm_q4_Kx8_avx512 },
 		[GGML_TYPE_Q5_K] = { .act_type = GGML_TYPE_Q8_K, .gemm_x8 = gemm_q5_Kx8_avx512 },
 	},
+	.sum_f32 = sum_f32_avx512,
 };
 
 /*

@@ -509,6 +509,22 @@ static void axpy_f32_generic(size_t n, float a, const float *x, float *y)
 		y[i] += a * x[i];
 }
 
+/* Element i of each stream in turn, one float accumulator per stream. */
+static float sum_f32_generic(size_t n, const float *x)
+{
+	const size_t len = n / MS_SUM_STREAMS;
+	float acc[MS_SUM_STREAMS] = { 0 }, total = 0;
+
+	for (size_t i = 0; i < len; i++)
+		for (size_t s = 0; s < MS_SUM_STREAMS; s++)
+			acc[s] += x[s * len + i];
+	for (size_t i = MS_SUM_STREAMS * len; i < n; i++)
+		acc[MS_SUM_STREAMS - 1] += x[i];
+	for (size_t s = 0; s < MS_SUM_STREAMS; s++)
+		total += acc[s];
+	return total;
+}
+
 const struct ms_kernels ms_kernels_generic = {
 	.isa = MS_ISA_GENERIC,
 	.name = "generic",
@@ -529,4 +545,5 @@ const struct ms_kernels ms_kernels_generic = {
 	},
 	.dot_f32 = dot_f32_generic,
 	.axpy_f32 = axpy_f32_generic,
+	.sum_f32 = sum_f32_generic,
 };

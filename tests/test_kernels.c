@@ -411,6 +411,21 @@ static void test_f32_helpers(const struct ms_kernels *k, const struct ms_kernels
 			ref += (double)a[i] * (double)b[i];
 			mag += fabs((double)a[i] * (double)b[i]);
 		}
+		{
+			double sref = 0.0, smag = 0.0;
+			float sgot;
+
+			for (size_t i = 0; i < n; i++) {
+				sref += (double)a[i];
+				smag += fabs((double)a[i]);
+			}
+			sgot = k->sum_f32(n, a);
+			ok(close_to((double)sgot, sref, smag, 1e-6), "%s: sum_f32 n=%zu (%.9g vs %.9g)", k->name, n,
+			   (double)sgot, sref);
+			if (k != gen)
+				ok(close_to((double)sgot, (double)gen->sum_f32(n, a), smag, 2e-6),
+				   "%s: sum_f32 n=%zu matches generic twin", k->name, n);
+		}
 		got = k->dot_f32(n, a, b);
 		ok(close_to((double)got, ref, mag, 1e-5), "%s: dot_f32 n=%zu (%.9g vs %.9g)",
 		   k->name, n, (double)got, ref);
