@@ -505,7 +505,7 @@ static int set_key(struct md_config *c, const struct key *k, const char *value,
 		enum ms_page_policy p;
 		char lower[16];
 
-		for (i = 0; value[i] && i < sizeof(lower) - 1; i++)
+		for (i = 0; i < sizeof(lower) - 1 && value[i]; i++)
 			lower[i] = (char)(value[i] >= 'A' && value[i] <= 'Z' ?
 					  value[i] - 'A' + 'a' : value[i]);
 		lower[i] = '\0';
@@ -1114,7 +1114,7 @@ void md_config_usage(FILE *f)
 		"later option an earlier one. --queue-depth 8 and --queue_depth=8 are the same.\n",
 		MD_DEFAULT_CONFIG);
 	for (i = 0; i < NKEYS; i++) {
-		for (j = 0; keys[i].name[j] && j < sizeof(opt) - 1; j++)
+		for (j = 0; j < sizeof(opt) - 1 && keys[i].name[j]; j++)
 			opt[j] = keys[i].name[j] == '_' ? '-' : keys[i].name[j];
 		opt[j] = '\0';
 		if (md_config_get(&d, keys[i].name, def, sizeof(def)) != 0 || !def[0])

@@ -10,7 +10,7 @@
 #include "forward.h"
 #include "kernels.h"
 #include "model.h"
-#include "sampler.h"
+#include "generate.h"
 #include "template.h"
 
 enum md_job_kind { JOB_GENERATE, JOB_CHAT, JOB_TOKENIZE, JOB_DETOKENIZE, JOB_INFO };

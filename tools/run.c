@@ -11,9 +11,9 @@
 #include "config.h"
 #include "cli.h"
 #include "forward.h"
+#include "generate.h"
 #include "kernels.h"
 #include "model.h"
-#include "sampler.h"
 #include "template.h"
 #include "tokenizer.h"
 
@@ -262,9 +262,8 @@ int main(int argc, char **argv)
 	struct ms_model *m = NULL;
 	struct ms_kv *kv = NULL;
 	struct ms_ctx *ctx = NULL;
-	struct ms_sampler *smp = NULL;
-	struct ms_stop *stop = NULL;
-	struct ms_detok dt;
+	struct ms_gen *gen = NULL;
+	struct ms_gen_params gp;
 	const struct ms_kernels *k;
 	FILE *lf = NULL;
 	int32_t *prompt = NULL;
@@ -336,10 +335,16 @@ int main(int argc, char **argv)
 			n_prompt, n_ctx);
 		goto out;
 	}
+	gp = (struct ms_gen_params){
+		.sp = o.sp, .max_tokens = (uint32_t)o.n_predict,
+		/* Ids are printed as they come: stop strings apply to text only. */
+		.stops = o.print_tokens ? NULL : o.stops, .stop_lens = o.stop_lens,
+		.n_stops = o.print_tokens ? 0 : o.n_stops,
+		.strip_leading_space = !o.raw && !o.prompt_tokens,
+	};
 	if ((r = ms_kv_create(m, n_ctx, m->window, o.kv_type, &kv, &err)) < 0 ||
 	    (r = ms_ctx_create(m, k, (uint32_t)o.batch, (uint32_t)o.threads, &ctx, &err)) < 0 ||
-	    (r = ms_sampler_create(&o.sp, (uint32_t)vocab, &smp, &err)) < 0 ||
-	    (o.n_stops && (r = ms_stop_create(o.stops, o.stop_lens, o.n_stops, &stop, &err)) < 0)) {
+	    (r = ms_gen_create(m->tok, &gp, &gen, &err)) < 0) {
 		fprintf(stderr, "mistral-run: %s\n", err.msg);
 		goto out;
 	}
@@ -362,69 +367,41 @@ int main(int argc, char **argv)
 		goto write_fail;
 	if (lf)
 		memmove(logits, logits + (n_prompt - 1) * vocab, vocab * sizeof(float));
-	for (size_t i = 0; i < n_prompt; i++)
-		ms_sampler_accept(smp, prompt[i]);
+	ms_gen_accept(gen, prompt, n_prompt);
 	t2 = cli_now();
 
-	ms_detok_init(&dt, m->tok, !o.raw && !o.prompt_tokens);
 	{
-		char piece[MS_DETOK_MAX_OUT], safe[MS_DETOK_MAX_OUT + MS_STOP_MAX_LEN];
-		size_t safe_len;
-		bool stopped = false;
+		struct ms_gen_out go;
+		enum ms_finish fin = MS_FINISH_NONE;
 
 		while ((long)n_gen < o.n_predict) {
-			int32_t tok = ms_sampler_sample(smp, logits, NULL);
-			int n;
-
+			fin = ms_gen_step(gen, logits, &go);
 			n_gen++;
-			ms_sampler_accept(smp, tok);
-			if (tok == ms_tok_eos(m->tok))
+			if (go.tok < 0)
 				break;
 			if (o.print_tokens) {
-				printf(n_gen > 1 ? " %d" : "%d", tok);
+				printf(n_gen > 1 ? " %d" : "%d", go.tok);
 				fflush(stdout);
 			} else {
-				n = ms_detok_push(&dt, tok, piece, sizeof(piece));
-				if (n < 0)
-					n = 0;
-				if (stop) {
-					stopped = ms_stop_feed(stop, piece, (size_t)n, safe, &safe_len) == 1;
-					emit(safe, safe_len);
-				} else {
-					emit(piece, (size_t)n);
-				}
-				if (stopped)
-					break;
+				emit(go.text, go.len);
 			}
-			if ((long)n_gen == o.n_predict)
+			if (fin != MS_FINISH_NONE)
 				break;
 			if (kv->pos >= kv->n_ctx) {
 				fprintf(stderr, "mistral-run: context full after %zu tokens\n", n_gen);
+				fin = MS_FINISH_LENGTH;
 				break;
 			}
-			if ((r = ms_eval(ctx, kv, &tok, 1, logits, lf != NULL, &err)) < 0) {
+			if ((r = ms_eval(ctx, kv, &go.tok, 1, logits, lf != NULL, &err)) < 0) {
 				fprintf(stderr, "mistral-run: %s\n", err.msg);
 				goto out;
 			}
 			if (lf && write_logits(lf, logits, vocab) < 0)
 				goto write_fail;
 		}
-		if (!o.print_tokens && !stopped) {
-			int n = ms_detok_flush(&dt, piece, sizeof(piece));
-
-			if (stop) {
-				if (n > 0)
-					stopped = ms_stop_feed(stop, piece, (size_t)n, safe, &safe_len) == 1;
-				else
-					safe_len = 0;
-				emit(safe, safe_len);
-				if (!stopped) {
-					ms_stop_flush(stop, safe, &safe_len);
-					emit(safe, safe_len);
-				}
-			} else if (n > 0) {
-				emit(piece, (size_t)n);
-			}
+		if (!o.print_tokens) {
+			ms_gen_end(gen, fin, &go);
+			emit(go.text, go.len);
 		}
 		if (o.print_tokens && n_gen)
 			printf("\n");
@@ -451,8 +428,7 @@ out:
 		fclose(lf);
 	free(logits);
 	free(prompt);
-	ms_stop_free(stop);
-	ms_sampler_free(smp);
+	ms_gen_free(gen);
 	ms_ctx_free(ctx);
 	ms_kv_free(kv);
 	ms_model_free(m);
