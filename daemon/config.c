@@ -73,7 +73,7 @@ static const struct key keys[] = {
 	  "tokens per sequence; 0: the model's own context length" },
 	{ "sliding_window", KT_WINDOW, F(sliding_window), 1, 1048576, "N|auto|off",
 	  "attention window in tokens; auto: the model's" },
-	{ "parallel", KT_U32, F(parallel), 1, 64, "N",
+	{ "parallel", KT_U32, F(parallel), 1, MD_MAX_PARALLEL, "N",
 	  "sequences generating at once (each holds a KV cache)" },
 	{ "queue_depth", KT_U32, F(queue_depth), 0, 4096, "N",
 	  "requests waiting for a slot before new ones get 'busy'" },

@@ -11,20 +11,11 @@
 #include <msgpack.h>
 
 #include "config.h"
+#include "counters.h"
 #include "log.h"
 #include "proto.h"
 #include "tokenizer.h"
 #include "worker.h"
-
-struct md_counters md_counters;
-
-double md_now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 /* ------------------------------------------------------------------------ */
 /* Jobs and bundles                                                          */
@@ -705,14 +696,14 @@ static void fail_active(struct md_worker *w, enum proto_err e, const char *why)
 static void step(struct md_worker *w)
 {
 	const struct md_bundle *b = w->cur;
-	struct ms_batch_item items[64];
-	struct seq *who[64];
-	uint32_t pos0[64];
+	struct ms_batch_item items[MD_MAX_PARALLEL];
+	struct seq *who[MD_MAX_PARALLEL];
+	uint32_t pos0[MD_MAX_PARALLEL];
 	size_t n = 0;
 	ms_err err = { 0 };
 	int r;
 
-	for (uint32_t i = 0; i < b->parallel && n < 64; i++) {
+	for (uint32_t i = 0; i < b->parallel && n < MD_MAX_PARALLEL; i++) {
 		struct seq *s = &w->seqs[i];
 
 		if (!s->job)
