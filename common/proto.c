@@ -57,7 +57,7 @@ static int mf_type(uint8_t b, unsigned *hdr, unsigned *lenb, uint64_t *payload,
 		*hdr = 1;
 		return 0;
 	}
-	if (b <= 0x8f || (b >= 0x90 && b <= 0x9f)) {
+	if (b <= 0x9f) {	/* fixmap 0x80-0x8f, fixarray 0x90-0x9f */
 		*hdr = 1;
 		*container = true;
 		*elem_mul = b <= 0x8f ? 2 : 1;

@@ -73,7 +73,7 @@ static const struct key keys[] = {
 	  "tokens per sequence; 0: the model's own context length" },
 	{ "sliding_window", KT_WINDOW, F(sliding_window), 1, 1048576, "N|auto|off",
 	  "attention window in tokens; auto: the model's" },
-	{ "parallel", KT_U32, F(parallel), 1, 64, "N",
+	{ "parallel", KT_U32, F(parallel), 1, MD_MAX_PARALLEL, "N",
 	  "sequences generating at once (each holds a KV cache)" },
 	{ "queue_depth", KT_U32, F(queue_depth), 0, 4096, "N",
 	  "requests waiting for a slot before new ones get 'busy'" },
@@ -505,7 +505,7 @@ static int set_key(struct md_config *c, const struct key *k, const char *value,
 		enum ms_page_policy p;
 		char lower[16];
 
-		for (i = 0; value[i] && i < sizeof(lower) - 1; i++)
+		for (i = 0; i < sizeof(lower) - 1 && value[i]; i++)
 			lower[i] = (char)(value[i] >= 'A' && value[i] <= 'Z' ?
 					  value[i] - 'A' + 'a' : value[i]);
 		lower[i] = '\0';
@@ -1114,7 +1114,7 @@ void md_config_usage(FILE *f)
 		"later option an earlier one. --queue-depth 8 and --queue_depth=8 are the same.\n",
 		MD_DEFAULT_CONFIG);
 	for (i = 0; i < NKEYS; i++) {
-		for (j = 0; keys[i].name[j] && j < sizeof(opt) - 1; j++)
+		for (j = 0; j < sizeof(opt) - 1 && keys[i].name[j]; j++)
 			opt[j] = keys[i].name[j] == '_' ? '-' : keys[i].name[j];
 		opt[j] = '\0';
 		if (md_config_get(&d, keys[i].name, def, sizeof(def)) != 0 || !def[0])

@@ -18,12 +18,15 @@
 #endif
 #define MD_DEFAULT_SOCKET "/run/mistrald/mistrald.sock"
 
+/* Sequences generating at once: the worker batches them all into one step's fixed arrays. */
+#define MD_MAX_PARALLEL 64
+
 struct md_config {
 	char *model;                  /* model = PATH (required) */
 	uint32_t threads;             /* threads = N | auto (0 = online CPUs) */
 	uint32_t context;             /* context = N tokens per sequence (default 4096; 0 = the model's) */
 	int32_t sliding_window;       /* sliding_window = N | off | auto (-1 auto, 0 off) */
-	uint32_t parallel;            /* parallel = N sequences generating at once (default 4) */
+	uint32_t parallel;            /* parallel = N sequences generating at once (default 4, at most MD_MAX_PARALLEL) */
 	uint32_t queue_depth;         /* queue_depth = N requests waiting (default 16) */
 	uint32_t batch;               /* batch = N prompt tokens per evaluation round (default 256) */
 	char *kernels;                /* kernels = auto | generic | avx2 | avx512 */

@@ -12,6 +12,7 @@
 #include <systemd/sd-daemon.h>
 
 #include "config.h"
+#include "counters.h"
 #include "gguf.h"
 #include "log.h"
 #include "methods.h"

@@ -4,6 +4,7 @@
 #include <string.h>
 #include <sys/random.h>
 
+#include "counters.h"
 #include "methods.h"
 
 #define MAX_LOGPROBS   20

@@ -15,6 +15,7 @@
 #include <event2/bufferevent.h>
 #include <event2/listener.h>
 
+#include "counters.h"
 #include "log.h"
 #include "server.h"
 

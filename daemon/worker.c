@@ -11,20 +11,11 @@
 #include <msgpack.h>
 
 #include "config.h"
+#include "counters.h"
 #include "log.h"
 #include "proto.h"
 #include "tokenizer.h"
 #include "worker.h"
-
-struct md_counters md_counters;
-
-double md_now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 /* ------------------------------------------------------------------------ */
 /* Jobs and bundles                                                          */
@@ -99,9 +90,8 @@ struct lp_alt {
 struct seq {
 	struct md_job *job;          /* NULL: slot free */
 	struct ms_kv *kv;            /* kept across jobs; reset per job */
-	struct ms_sampler *smp;
-	struct ms_stop *stop;
-	struct ms_detok dt;
+	struct ms_gen *g;            /* sampler, detokenizer and stop strings */
+	const struct ms_tokenizer *tok;
 	int32_t *prompt;
 	size_t n_prompt, n_fed;
 	int32_t *gen;                /* [limit] generated ids */
@@ -400,16 +390,14 @@ static int build_prompt(struct md_worker *w, struct seq *s, ms_err *err)
 
 static void seq_release(struct md_worker *w, struct seq *s)
 {
-	ms_sampler_free(s->smp);
-	ms_stop_free(s->stop);
+	ms_gen_free(s->g);
 	free(s->prompt);
 	free(s->gen);
 	free(s->text);
 	free(s->logits);
 	free(s->raw);
 	free(s->lps);
-	s->smp = NULL;
-	s->stop = NULL;
+	s->g = NULL;
 	s->prompt = s->gen = NULL;
 	s->text = NULL;
 	s->logits = s->raw = NULL;
@@ -427,6 +415,7 @@ static void seq_start(struct md_worker *w, struct seq *s, struct md_job *j)
 {
 	const struct md_bundle *b = w->cur;
 	const uint32_t vocab = b->model->hp.vocab;
+	struct ms_gen_params gp;
 	ms_err err = { 0 };
 	int r;
 
@@ -462,12 +451,18 @@ static void seq_start(struct md_worker *w, struct seq *s, struct md_job *j)
 	s->limit = j->max_tokens;
 	if (s->limit > b->n_ctx - s->n_prompt)
 		s->limit = b->n_ctx - (uint32_t)s->n_prompt;
-	if ((r = ms_sampler_create(&j->sp, vocab, &s->smp, &err)) < 0 ||
-	    (j->n_stops && (r = ms_stop_create((const char *const *)j->stops, j->stop_lens, j->n_stops,
-					       &s->stop, &err)) < 0)) {
+	gp = (struct ms_gen_params){
+		.sp = j->sp, .max_tokens = s->limit,
+		.stops = (const char *const *)j->stops, .stop_lens = j->stop_lens, .n_stops = j->n_stops,
+		/* A templated answer's first piece carries the space that separates
+		 * it from [/INST]; raw continuations keep every byte. */
+		.strip_leading_space = !(j->kind == JOB_GENERATE && (j->raw || j->tokens)),
+	};
+	if ((r = ms_gen_create(b->model->tok, &gp, &s->g, &err)) < 0) {
 		fail(w, j, r == -ENOMEM ? PE_INTERNAL : PE_INVALID_PARAMS, "%s", err.msg);
 		goto out;
 	}
+	s->tok = b->model->tok;
 	s->gen = malloc(s->limit * sizeof(int32_t));
 	s->logits = malloc(vocab * sizeof(float));
 	if (j->logprobs) {
@@ -478,11 +473,7 @@ static void seq_start(struct md_worker *w, struct seq *s, struct md_job *j)
 		fail(w, j, PE_INTERNAL, "out of memory for a %u-token generation", s->limit);
 		goto out;
 	}
-	for (size_t i = 0; i < s->n_prompt; i++)
-		ms_sampler_accept(s->smp, s->prompt[i]);
-	/* A templated answer's first piece carries the space that separates it
-	 * from [/INST]; raw continuations keep every byte. */
-	ms_detok_init(&s->dt, b->model->tok, !(j->kind == JOB_GENERATE && (j->raw || j->tokens)));
+	ms_gen_accept(s->g, s->prompt, s->n_prompt);
 	atomic_fetch_add(&md_counters.prompt_tokens_total, s->n_prompt);
 	return;
 out:
@@ -514,7 +505,7 @@ static void pack_logprobs(msgpack_packer *pk, const struct seq *s, size_t from, 
 		msgpack_pack_map(pk, 4);
 		proto_pack_kv_u64(pk, "token", (uint32_t)e[0].tok);
 		proto_pack_cstr(pk, "text");
-		pack_token_text(pk, s->dt.t, e[0].tok);
+		pack_token_text(pk, s->tok, e[0].tok);
 		proto_pack_kv_f64(pk, "logprob", (double)e[0].lp);
 		proto_pack_cstr(pk, "top");
 		msgpack_pack_array(pk, k);
@@ -522,7 +513,7 @@ static void pack_logprobs(msgpack_packer *pk, const struct seq *s, size_t from, 
 			msgpack_pack_map(pk, 3);
 			proto_pack_kv_u64(pk, "token", (uint32_t)e[a].tok);
 			proto_pack_cstr(pk, "text");
-			pack_token_text(pk, s->dt.t, e[a].tok);
+			pack_token_text(pk, s->tok, e[a].tok);
 			proto_pack_kv_f64(pk, "logprob", (double)e[a].lp);
 		}
 	}
@@ -538,6 +529,7 @@ static void record_logprobs(struct seq *s, int32_t tok, uint32_t vocab)
 
 	for (uint32_t i = 0; i < vocab; i++)
 		max = (double)s->raw[i] > max ? (double)s->raw[i] : max;
+	/* sum >= 1 (the max's own term is exp(0)) unless every logit is -inf, which gives NaN, never log(0). */
 	for (uint32_t i = 0; i < vocab; i++)
 		sum += exp((double)s->raw[i] - max);
 	lse = max + log(sum);
@@ -560,7 +552,7 @@ static void record_logprobs(struct seq *s, int32_t tok, uint32_t vocab)
 		e[a].lp = (float)((double)s->raw[e[a].tok] - lse);
 }
 
-static void pack_final(msgpack_packer *pk, const struct seq *s, const char *reason, double t_end)
+static void pack_final(msgpack_packer *pk, const struct seq *s, enum ms_finish reason, double t_end)
 {
 	const struct md_job *j = s->job;
 	double prompt_s = (s->prompt_done ? s->t_prompt : t_end) - s->t_start;
@@ -572,7 +564,7 @@ static void pack_final(msgpack_packer *pk, const struct seq *s, const char *reas
 	proto_pack_str(pk, s->text ? s->text : "", s->text_len);
 	proto_pack_cstr(pk, "tokens");
 	pack_ids(pk, s->gen, s->n_gen);
-	proto_pack_kv_str(pk, "done_reason", reason);
+	proto_pack_kv_str(pk, "done_reason", ms_finish_name(reason));
 	proto_pack_cstr(pk, "usage");
 	msgpack_pack_map(pk, 3);
 	proto_pack_kv_u64(pk, "prompt_tokens", s->n_prompt);
@@ -621,12 +613,14 @@ static void post_chunk(struct md_worker *w, struct seq *s, const char *text, siz
  * possible stop-string prefix) is released first, except after a stop
  * string, where everything from the match on is dropped.
  */
-static void seq_finish(struct md_worker *w, struct seq *s, const char *reason)
+static void seq_finish(struct md_worker *w, struct seq *s, enum ms_finish reason)
 {
 	struct md_job *j = s->job;
 	double t_end = md_now();
 	msgpack_sbuffer sb;
 	msgpack_packer pk;
+	struct ms_gen_out o;
+	size_t tail_start = s->text_len;
 
 	if (atomic_load(&j->gone)) {
 		atomic_fetch_add(&md_counters.requests_cancelled_total, 1);
@@ -634,30 +628,11 @@ static void seq_finish(struct md_worker *w, struct seq *s, const char *reason)
 		seq_release(w, s);
 		return;
 	}
-	if (strcmp(reason, "stop_sequence") != 0) {
-		char piece[MS_DETOK_MAX_OUT], safe[MS_DETOK_MAX_OUT + MS_STOP_MAX_LEN];
-		size_t safe_len = 0, tail_start = s->text_len;
-		int n = ms_detok_flush(&s->dt, piece, sizeof(piece));
-		bool matched = false;
-
-		if (n < 0)
-			n = 0;
-		if (s->stop) {
-			matched = n && ms_stop_feed(s->stop, piece, (size_t)n, safe, &safe_len) == 1;
-			append_text(s, safe, safe_len);
-			if (!matched) {
-				ms_stop_flush(s->stop, safe, &safe_len);
-				append_text(s, safe, safe_len);
-			} else {
-				reason = "stop_sequence";
-			}
-		} else {
-			append_text(s, piece, (size_t)n);
-		}
-		if (s->text_len > tail_start)
-			post_chunk(w, s, s->text + tail_start, s->text_len - tail_start, false);
-	}
-	if (!strcmp(reason, "cancelled"))
+	reason = ms_gen_end(s->g, reason, &o);
+	append_text(s, o.text, o.len);
+	if (s->text_len > tail_start)
+		post_chunk(w, s, s->text + tail_start, s->text_len - tail_start, false);
+	if (reason == MS_FINISH_CANCELLED)
 		atomic_fetch_add(&md_counters.requests_cancelled_total, 1);
 	if (s->prompt_done)
 		atomic_fetch_add(&md_counters.generate_us_total, (unsigned long long)((t_end - s->t_prompt) * 1e6));
@@ -673,48 +648,30 @@ static void seq_finish(struct md_worker *w, struct seq *s, const char *reason)
 /* Samples the next token from fresh logits and streams what it adds. */
 static void seq_produce(struct md_worker *w, struct seq *s)
 {
-	const struct md_bundle *b = w->cur;
-	const uint32_t vocab = b->model->hp.vocab;
-	char piece[MS_DETOK_MAX_OUT], safe[MS_DETOK_MAX_OUT + MS_STOP_MAX_LEN];
-	const char *out = piece;
-	size_t out_len;
-	bool stopped = false;
-	int32_t tok;
-	int n;
+	const uint32_t vocab = w->cur->model->hp.vocab;
+	struct ms_gen_out o;
+	enum ms_finish fin;
 
 	if (s->job->logprobs)
 		memcpy(s->raw, s->logits, vocab * sizeof(float));
-	tok = ms_sampler_sample(s->smp, s->logits, NULL);
-	if (tok < 0 || (uint32_t)tok >= vocab) {
-		seq_finish(w, s, "stop");
-		return;
-	}
-	ms_sampler_accept(s->smp, tok);
-	if (tok == ms_tok_eos(b->model->tok)) {
-		seq_finish(w, s, "stop");
+	fin = ms_gen_step(s->g, s->logits, &o);
+	if (o.tok < 0) {
+		seq_finish(w, s, fin);
 		return;
 	}
 	if (s->job->logprobs)
-		record_logprobs(s, tok, vocab);
-	s->gen[s->n_gen++] = tok;
+		record_logprobs(s, o.tok, vocab);
+	s->gen[s->n_gen++] = o.tok;
 	atomic_fetch_add(&md_counters.tokens_generated_total, 1);
-	n = ms_detok_push(&s->dt, tok, piece, sizeof(piece));
-	out_len = n < 0 ? 0 : (size_t)n;
-	if (s->stop) {
-		stopped = ms_stop_feed(s->stop, piece, out_len, safe, &out_len) == 1;
-		out = safe;
-	}
-	if (append_text(s, out, out_len) < 0) {
-		seq_finish(w, s, "length");
+	if (append_text(s, o.text, o.len) < 0) {
+		seq_finish(w, s, MS_FINISH_LENGTH);
 		return;
 	}
-	post_chunk(w, s, out, out_len, true);
-	if (stopped)
-		seq_finish(w, s, "stop_sequence");
-	else if (s->n_gen >= s->limit)
-		seq_finish(w, s, "length");
+	post_chunk(w, s, o.text, o.len, true);
+	if (fin != MS_FINISH_NONE)
+		seq_finish(w, s, fin);
 	else
-		s->pending = tok;
+		s->pending = o.tok;
 }
 
 /* Fails every running sequence (engine error or shutdown deadline). */
@@ -739,14 +696,14 @@ static void fail_active(struct md_worker *w, enum proto_err e, const char *why)
 static void step(struct md_worker *w)
 {
 	const struct md_bundle *b = w->cur;
-	struct ms_batch_item items[64];
-	struct seq *who[64];
-	uint32_t pos0[64];
+	struct ms_batch_item items[MD_MAX_PARALLEL];
+	struct seq *who[MD_MAX_PARALLEL];
+	uint32_t pos0[MD_MAX_PARALLEL];
 	size_t n = 0;
 	ms_err err = { 0 };
 	int r;
 
-	for (uint32_t i = 0; i < b->parallel && n < 64; i++) {
+	for (uint32_t i = 0; i < b->parallel && n < MD_MAX_PARALLEL; i++) {
 		struct seq *s = &w->seqs[i];
 
 		if (!s->job)
@@ -756,7 +713,7 @@ static void step(struct md_worker *w)
 				fail(w, s->job, PE_CANCELLED, "request cancelled");
 				seq_release(w, s);
 			} else {
-				seq_finish(w, s, "cancelled");
+				seq_finish(w, s, MS_FINISH_CANCELLED);
 			}
 			continue;
 		}

@@ -10,7 +10,7 @@
 #include "forward.h"
 #include "kernels.h"
 #include "model.h"
-#include "sampler.h"
+#include "generate.h"
 #include "template.h"
 
 enum md_job_kind { JOB_GENERATE, JOB_CHAT, JOB_TOKENIZE, JOB_DETOKENIZE, JOB_INFO };
@@ -128,16 +128,5 @@ struct md_worker_stats {
 	uint64_t heartbeat;          /* increments every loop iteration and step */
 };
 void md_worker_stats(struct md_worker *w, struct md_worker_stats *st);
-
-/* Global counters, updated by the worker and the loop, read for status/metrics. */
-struct md_counters {
-	atomic_ullong requests_total, requests_failed_total, requests_cancelled_total;
-	atomic_ullong busy_rejections_total, prompt_tokens_total, tokens_generated_total;
-	atomic_ullong connections_total, protocol_errors_total;
-	atomic_ullong prompt_us_total, generate_us_total;
-};
-extern struct md_counters md_counters;
-
-double md_now(void);   /* monotonic seconds */
 
 #endif

@@ -354,7 +354,7 @@ static bool looks_like_mistral_v01(const char *s)
 	char low[256];
 	size_t i;
 
-	for (i = 0; s[i] && i < sizeof(low) - 1; i++)
+	for (i = 0; i < sizeof(low) - 1 && s[i]; i++)
 		low[i] = (char)tolower((unsigned char)s[i]);
 	low[i] = '\0';
 	return contains_ci(low, "mistral") && contains_ci(low, "7b") && has_v01(low);

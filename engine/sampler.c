@@ -1,4 +1,4 @@
-/* Token sampler (penalties, temperature, top-k/top-p/min-p, seeded draw) and the streaming stop-string matcher. */
+/* Token sampler: penalties, temperature, top-k/top-p/min-p, seeded draw. */
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
@@ -370,17 +370,25 @@ static size_t cut_top_p(struct cand *c, size_t n, bool sorted, double target)
 
 int32_t ms_sampler_sample(struct ms_sampler *s, float *logits, float *logprob_out)
 {
-	const uint32_t nv = s->n_vocab;
-	const float temp = s->p.temperature;
-	struct cand *c = s->cand;
-	size_t n = nv, k;
+	uint32_t nv;
+	float temp;
+	struct cand *c;
+	size_t n, k;
 	bool sorted = false;
 	double sum = 0.0, lse = 0.0, u;
 	float max;
 	int32_t tok;
 
+	/*
+	 * Checked before anything reads *s: a dereference ahead of the test
+	 * would let the compiler assume s is not NULL and drop the test.
+	 */
 	if (!s || !logits)
 		return -EINVAL;   /* a caller bug; never a valid token id */
+	nv = s->n_vocab;
+	temp = s->p.temperature;
+	c = s->cand;
+	n = nv;
 	apply_penalties(s, logits);
 
 	/*
@@ -399,6 +407,7 @@ int32_t ms_sampler_sample(struct ms_sampler *s, float *logits, float *logprob_ou
 	if (logprob_out && isfinite(max)) {
 		double z = 0.0;
 
+		/* z >= 1 (the max's own term is exp(0)), so log(z) is finite. */
 		for (uint32_t i = 0; i < nv; i++)
 			z += exp((double)logits[i] - (double)max);
 		lse = (double)max + log(z);
@@ -467,108 +476,4 @@ out:
 		*logprob_out = isfinite(max) ? (float)((double)logits[tok] - lse)
 					     : (logits[tok] == max ? 0.0f : -INFINITY);
 	return tok;
-}
-
-/* ---- stop strings ---- */
-
-struct ms_stop {
-	size_t n;
-	size_t len[MS_STOP_MAX_COUNT];
-	char str[MS_STOP_MAX_COUNT][MS_STOP_MAX_LEN];
-	char held[MS_STOP_MAX_LEN];     /* a proper prefix of some stop: < MAX_LEN bytes */
-	size_t held_len;
-	bool stopped;
-};
-
-int ms_stop_create(const char *const *stops, const size_t *lens, size_t n,
-		   struct ms_stop **out, ms_err *err)
-{
-	struct ms_stop *s;
-
-	if (!out)
-		return ms_errf(err, -EINVAL, "stop: no output pointer");
-	*out = NULL;
-	if (n > MS_STOP_MAX_COUNT)
-		return ms_errf(err, -EINVAL, "stop: %zu stop strings, at most %d allowed",
-			       n, MS_STOP_MAX_COUNT);
-	if (n && (!stops || !lens))
-		return ms_errf(err, -EINVAL, "stop: no stop strings given");
-	for (size_t i = 0; i < n; i++) {
-		if (!stops[i] || lens[i] == 0)
-			return ms_errf(err, -EINVAL, "stop: stop string %zu is empty", i);
-		if (lens[i] > MS_STOP_MAX_LEN)
-			return ms_errf(err, -EINVAL, "stop: stop string %zu is %zu bytes, at most %d allowed",
-				       i, lens[i], MS_STOP_MAX_LEN);
-	}
-	s = calloc(1, sizeof(*s));
-	if (!s)
-		return ms_errf(err, -ENOMEM, "stop: out of memory");
-	s->n = n;
-	for (size_t i = 0; i < n; i++) {
-		s->len[i] = lens[i];
-		memcpy(s->str[i], stops[i], lens[i]);
-	}
-	*out = s;
-	return 0;
-}
-
-void ms_stop_free(struct ms_stop *s)
-{
-	free(s);
-}
-
-/*
- * Works on buf = held + text, assembled in out (which the caller sized for
- * it). A match is the one that ends first, as if the text came one byte at
- * a time; of two ending at the same byte the longer (earlier) one wins.
- * Without a match, the longest suffix that is a proper prefix of a stop
- * string is held back; nothing before it can start a match any more.
- * Cost O(len * n_stops * stop_len) worst case, tiny for a token's bytes.
- */
-int ms_stop_feed(struct ms_stop *s, const char *text, size_t n, char *out, size_t *out_len)
-{
-	size_t len, i, j;
-
-	*out_len = 0;
-	if (s->stopped)
-		return 1;   /* sticky: generation is over once a stop string matched */
-	memcpy(out, s->held, s->held_len);
-	if (n)
-		memcpy(out + s->held_len, text, n);
-	len = s->held_len + n;
-
-	/* Ends before held_len + 1 were checked by earlier feeds. */
-	for (size_t e = s->held_len + 1; e <= len; e++) {
-		size_t best = 0;
-
-		for (j = 0; j < s->n; j++)
-			if (s->len[j] <= e && s->len[j] > best &&
-			    memcmp(out + e - s->len[j], s->str[j], s->len[j]) == 0)
-				best = s->len[j];
-		if (best) {
-			*out_len = e - best;
-			s->held_len = 0;
-			s->stopped = true;
-			return 1;
-		}
-	}
-
-	for (i = len > MS_STOP_MAX_LEN ? len - MS_STOP_MAX_LEN : 0; i < len; i++) {
-		for (j = 0; j < s->n; j++)
-			if (len - i < s->len[j] && memcmp(out + i, s->str[j], len - i) == 0)
-				break;
-		if (j < s->n)
-			break;
-	}
-	s->held_len = len - i;
-	memcpy(s->held, out + i, s->held_len);
-	*out_len = i;
-	return 0;
-}
-
-void ms_stop_flush(struct ms_stop *s, char *out, size_t *out_len)
-{
-	memcpy(out, s->held, s->held_len);
-	*out_len = s->held_len;
-	s->held_len = 0;
 }

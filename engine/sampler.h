@@ -1,4 +1,4 @@
-/* Token sampling: greedy, temperature, top-k, top-p, min-p, penalties, seeded; and stop strings. */
+/* Token sampling: greedy, temperature, top-k, top-p, min-p, penalties, seeded. */
 #ifndef MS_SAMPLER_H
 #define MS_SAMPLER_H
 
@@ -40,31 +40,5 @@ void ms_sampler_accept(struct ms_sampler *s, int32_t tok);
  * after penalties (the model's own probability).
  */
 int32_t ms_sampler_sample(struct ms_sampler *s, float *logits, float *logprob_out);
-
-/*
- * Stop strings. Text is fed as it is generated; the matcher passes on only
- * text that cannot be the start of a stop string and holds back a possible
- * partial match until it is decided. Matching is on bytes; held text never
- * splits a UTF-8 character because the caller feeds whole characters.
- */
-#define MS_STOP_MAX_COUNT 16
-#define MS_STOP_MAX_LEN   256
-
-struct ms_stop;
-
-/* -EINVAL if more than MS_STOP_MAX_COUNT strings, one empty or longer than MS_STOP_MAX_LEN. */
-int ms_stop_create(const char *const *stops, const size_t *lens, size_t n,
-		   struct ms_stop **out, ms_err *err);
-void ms_stop_free(struct ms_stop *s);   /* accepts NULL */
-/*
- * Feeds text[0..n). Writes the text that is now safe to emit into
- * out (capacity at least n + MS_STOP_MAX_LEN) and sets *out_len. Returns 1
- * when a stop string completed (out holds the text before it; the stop
- * string and anything after it are dropped), else 0. After a match the
- * matcher stays stopped: later feeds return 1 and emit nothing.
- */
-int ms_stop_feed(struct ms_stop *s, const char *text, size_t n, char *out, size_t *out_len);
-/* End of generation without a match: releases the held-back text. */
-void ms_stop_flush(struct ms_stop *s, char *out, size_t *out_len);
 
 #endif

@@ -1,4 +1,4 @@
-/* Tests for the sampler (validation, filters, penalties, seeding, distribution) and the stop-string matcher. */
+/* Tests for the sampler: validation, filters, penalties, seeding, distribution. */
 #include <errno.h>
 #include <math.h>
 #include <stdbool.h>
@@ -753,6 +753,16 @@ static void test_robust(void)
 	}
 	ms_sampler_free(s);
 
+	/* NULL arguments are refused before anything is read through them. */
+	{
+		float one[1] = { 0.0f };
+
+		s = mk(&p, 1);
+		ok(ms_sampler_sample(NULL, one, &lp) == -EINVAL && ms_sampler_sample(s, NULL, &lp) == -EINVAL,
+		   "NULL sampler or logits: -EINVAL, never a token id");
+		ms_sampler_free(s);
+	}
+
 	/* Defaults over a Mistral-sized vocabulary with ascending logits (sorted input). */
 	{
 		static float big[32000], w[32000];
@@ -772,299 +782,6 @@ static void test_robust(void)
 	}
 }
 
-/* ---- stop strings ---- */
-
-struct stop_run {
-	char emitted[4096];
-	size_t emitted_len;
-	int matched;
-};
-
-/* Feeds text in chunks of the given sizes (cycled); flushes when nothing matched. */
-static void run_stop(struct ms_stop *st, const char *text, size_t len, const size_t *chunks,
-		     size_t nchunks, struct stop_run *r)
-{
-	char out[4096 + MS_STOP_MAX_LEN];
-	size_t pos = 0, ci = 0, ol;
-
-	r->emitted_len = 0;
-	r->matched = 0;
-	while (pos < len && !r->matched) {
-		size_t n = chunks[ci++ % nchunks];
-
-		if (n > len - pos)
-			n = len - pos;
-		r->matched = ms_stop_feed(st, text + pos, n, out, &ol);
-		memcpy(r->emitted + r->emitted_len, out, ol);
-		r->emitted_len += ol;
-		pos += n;
-	}
-	if (!r->matched) {
-		ms_stop_flush(st, out, &ol);
-		memcpy(r->emitted + r->emitted_len, out, ol);
-		r->emitted_len += ol;
-	}
-}
-
-static struct ms_stop *mkstop(const char *const *stops, size_t n)
-{
-	size_t lens[MS_STOP_MAX_COUNT];
-	struct ms_stop *st = NULL;
-	ms_err err = { 0 };
-
-	for (size_t i = 0; i < n; i++)
-		lens[i] = strlen(stops[i]);
-	if (ms_stop_create(stops, lens, n, &st, &err))
-		diag("ms_stop_create: %s", err.msg);
-	return st;
-}
-
-/* Text for a one-line TAP description: newlines shown as \\n. */
-static const char *esc(const char *t, size_t n, char *buf, size_t cap)
-{
-	size_t o = 0;
-
-	for (size_t i = 0; i < n && o + 3 < cap; i++) {
-		if (t[i] == '\n') {
-			buf[o++] = '\\';
-			buf[o++] = 'n';
-		} else {
-			buf[o++] = t[i];
-		}
-	}
-	buf[o] = '\0';
-	return buf;
-}
-
-/* One named case, fed whole, one byte at a time and in mixed chunks. */
-static void stop_case(const char *name, const char *const *stops, size_t n, const char *text,
-		      int want_match, const char *want_emitted)
-{
-	static const size_t whole[] = { 4096 }, bytes[] = { 1 }, mixed[] = { 2, 1, 3 };
-	const size_t *modes[] = { whole, bytes, mixed };
-	const size_t nmodes[] = { 1, 1, 3 };
-	const char *mname[] = { "whole", "bytes", "mixed" };
-
-	for (int m = 0; m < 3; m++) {
-		struct ms_stop *st = mkstop(stops, n);
-		struct stop_run r;
-		char e1[128], e2[128];
-
-		run_stop(st, text, strlen(text), modes[m], nmodes[m], &r);
-		ok(r.matched == want_match && r.emitted_len == strlen(want_emitted) &&
-		   memcmp(r.emitted, want_emitted, r.emitted_len) == 0,
-		   "stop %s (%s): %s -> \"%s\"%s", name, mname[m],
-		   esc(text, strlen(text), e1, sizeof(e1)),
-		   esc(r.emitted, r.emitted_len, e2, sizeof(e2)), r.matched ? " + stop" : "");
-		ms_stop_free(st);
-	}
-}
-
-/* Reference: the stop that ends first (longest on a tie) in the whole text. */
-static bool ref_stop(const char *const *stops, size_t n, const char *text, size_t len,
-		     size_t *cut)
-{
-	for (size_t e = 1; e <= len; e++) {
-		size_t best = 0;
-
-		for (size_t j = 0; j < n; j++) {
-			size_t sl = strlen(stops[j]);
-
-			if (sl <= e && sl > best && memcmp(text + e - sl, stops[j], sl) == 0)
-				best = sl;
-		}
-		if (best) {
-			*cut = e - best;
-			return true;
-		}
-	}
-	return false;
-}
-
-/* Longest suffix of text[0..len) that is a proper prefix of a stop: what must be held. */
-static size_t ref_hold(const char *const *stops, size_t n, const char *text, size_t len)
-{
-	for (size_t i = 0; i < len; i++)
-		for (size_t j = 0; j < n; j++)
-			if (len - i < strlen(stops[j]) && memcmp(text + i, stops[j], len - i) == 0)
-				return len - i;
-	return 0;
-}
-
-static uint64_t lcg(uint64_t *x)
-{
-	*x = *x * 6364136223846793005ULL + 1442695040888963407ULL;
-	return *x >> 33;
-}
-
-static void test_stop_random(void)
-{
-	uint64_t x = 7;
-	int fails = 0, eager_fails = 0, matches = 0;
-
-	for (int it = 0; it < 3000; it++) {
-		char sbuf[4][8], text[64];
-		const char *stops[4];
-		size_t ns = 1 + lcg(&x) % 4, len = lcg(&x) % 40, pos = 0, emitted = 0, cut = 0;
-		char out[64 + MS_STOP_MAX_LEN], got[128];
-		struct ms_stop *st;
-		int matched = 0;
-		bool want;
-
-		for (size_t j = 0; j < ns; j++) {
-			size_t sl = 1 + lcg(&x) % 4;
-
-			for (size_t i = 0; i < sl; i++)
-				sbuf[j][i] = (char)('a' + lcg(&x) % 3);
-			sbuf[j][sl] = '\0';
-			stops[j] = sbuf[j];
-		}
-		for (size_t i = 0; i < len; i++)
-			text[i] = (char)('a' + lcg(&x) % 3);
-		st = mkstop(stops, ns);
-		while (pos < len && !matched) {
-			size_t n = 1 + lcg(&x) % 5, ol;
-
-			if (n > len - pos)
-				n = len - pos;
-			matched = ms_stop_feed(st, text + pos, n, out, &ol);
-			memcpy(got + emitted, out, ol);
-			emitted += ol;
-			pos += n;
-			/* Released as soon as it cannot match: exactly the reference hold is kept. */
-			if (!matched && emitted != pos - ref_hold(stops, ns, text, pos))
-				eager_fails++;
-		}
-		if (!matched) {
-			size_t ol;
-
-			ms_stop_flush(st, out, &ol);
-			memcpy(got + emitted, out, ol);
-			emitted += ol;
-		}
-		want = ref_stop(stops, ns, text, len, &cut);
-		matches += want;
-		if (matched != want || (want ? emitted != cut : emitted != len) ||
-		    memcmp(got, text, emitted) != 0)
-			fails++;
-		ms_stop_free(st);
-	}
-	ok(fails == 0 && eager_fails == 0,
-	   "3000 random texts/stops in random chunks match the reference byte-exact "
-	   "(%d wrong, %d held too much or too little, %d with a match)",
-	   fails, eager_fails, matches);
-}
-
-static void test_stop(void)
-{
-	const char *abc_bcd[] = { "abc", "bcd" };
-	const char *aab[] = { "aab" };
-	const char *end[] = { "</end>", "\n\nUser:" };
-	const char *stop[] = { "STOP" };
-	const char *nested[] = { "abcdef", "cd" };
-	struct ms_stop *st = NULL;
-	ms_err err = { 0 };
-
-	stop_case("abc|bcd", abc_bcd, 2, "abcd", 1, "");
-	stop_case("abc|bcd", abc_bcd, 2, "xxbcdabc", 1, "xx");
-	stop_case("aab", aab, 1, "aaab", 1, "a");
-	stop_case("aab", aab, 1, "aaaaaab", 1, "aaaa");
-	stop_case("</end>", end, 2, "hello </en world </end> tail", 1, "hello </en world ");
-	stop_case("User:", end, 2, "Sure.\n\nUser:", 1, "Sure.");
-	stop_case("User: absent", end, 2, "Sure.\n\nUse", 0, "Sure.\n\nUse");
-	stop_case("STOP false starts", stop, 1, "STOSTSTOPx", 1, "STOST");
-	stop_case("STOP none", stop, 1, "STOSTSTO", 0, "STOSTSTO");
-	stop_case("first to end wins", nested, 2, "xabcdef", 1, "xab");
-
-	/* Held back across feeds, then released as soon as it cannot match. */
-	{
-		char out[64 + MS_STOP_MAX_LEN];
-		size_t ol = 99;
-		int m;
-
-		st = mkstop(end, 2);
-		m = ms_stop_feed(st, "ok </e", 6, out, &ol);
-		ok(m == 0 && ol == 3 && memcmp(out, "ok ", 3) == 0, "partial stop held back");
-		m = ms_stop_feed(st, "n", 1, out, &ol);
-		ok(m == 0 && ol == 0, "still held while it can match");
-		m = ms_stop_feed(st, "x", 1, out, &ol);
-		ok(m == 0 && ol == 5 && memcmp(out, "</enx", 5) == 0,
-		   "released at once when it cannot match (\"%.*s\")", (int)ol, out);
-		m = ms_stop_feed(st, "\n", 1, out, &ol);
-		ok(m == 0 && ol == 0, "a new partial match is held");
-		ms_stop_flush(st, out, &ol);
-		ok(ol == 1 && out[0] == '\n', "flush releases the held text");
-		ms_stop_flush(st, out, &ol);
-		ok(ol == 0, "second flush is empty");
-		m = ms_stop_feed(st, "a</end>b", 8, out, &ol);
-		ok(m == 1 && ol == 1 && out[0] == 'a', "match after a flush");
-		m = ms_stop_feed(st, "more", 4, out, &ol);
-		ok(m == 1 && ol == 0, "after a match nothing more is emitted");
-		ms_stop_free(st);
-	}
-	/* A stop spanning many feeds, of the maximum length. */
-	{
-		static char longstop[MS_STOP_MAX_LEN + 1], text[2000];
-		const char *ls[] = { longstop };
-		const size_t chunks[] = { 7, 1, 13 };
-		struct stop_run r;
-
-		for (int i = 0; i < MS_STOP_MAX_LEN; i++)
-			longstop[i] = (char)('A' + i % 26);
-		memset(text, '.', 1000);
-		memcpy(text + 1000, longstop, MS_STOP_MAX_LEN);
-		memcpy(text + 1000 + MS_STOP_MAX_LEN, "tail", 5);
-		st = mkstop(ls, 1);
-		run_stop(st, text, strlen(text), chunks, 3, &r);
-		ok(st && r.matched && r.emitted_len == 1000 && memcmp(r.emitted, text, 1000) == 0,
-		   "256-byte stop spanning many feeds (%zu emitted)", r.emitted_len);
-		ms_stop_free(st);
-	}
-	/* No stop strings: everything passes through at once. */
-	{
-		char out[16 + MS_STOP_MAX_LEN];
-		size_t ol;
-
-		st = NULL;
-		ok(ms_stop_create(NULL, NULL, 0, &st, &err) == 0 && st, "zero stop strings allowed");
-		ok(st && ms_stop_feed(st, "hello", 5, out, &ol) == 0 && ol == 5, "passes through");
-		ms_stop_free(st);
-	}
-	/* Limits. */
-	{
-		static char big[MS_STOP_MAX_LEN + 2];
-		const char *many[MS_STOP_MAX_COUNT + 1];
-		size_t lens[MS_STOP_MAX_COUNT + 1];
-		const char *one[1] = { big };
-		size_t l1[1];
-
-		for (int i = 0; i <= MS_STOP_MAX_COUNT; i++) {
-			many[i] = "x";
-			lens[i] = 1;
-		}
-		st = NULL;
-		ok(ms_stop_create(many, lens, MS_STOP_MAX_COUNT + 1, &st, &err) == -EINVAL && !st,
-		   "%d stop strings rejected: %s", MS_STOP_MAX_COUNT + 1, err.msg);
-		ok(ms_stop_create(many, lens, MS_STOP_MAX_COUNT, &st, &err) == 0 && st,
-		   "%d stop strings accepted", MS_STOP_MAX_COUNT);
-		ms_stop_free(st);
-		st = NULL;
-		lens[3] = 0;
-		ok(ms_stop_create(many, lens, 4, &st, &err) == -EINVAL && !st,
-		   "empty stop string rejected: %s", err.msg);
-		memset(big, 'z', MS_STOP_MAX_LEN + 1);
-		l1[0] = MS_STOP_MAX_LEN + 1;
-		ok(ms_stop_create(one, l1, 1, &st, &err) == -EINVAL && !st,
-		   "%d-byte stop string rejected: %s", MS_STOP_MAX_LEN + 1, err.msg);
-		l1[0] = MS_STOP_MAX_LEN;
-		ok(ms_stop_create(one, l1, 1, &st, &err) == 0 && st, "%d-byte stop string accepted",
-		   MS_STOP_MAX_LEN);
-		ms_stop_free(st);
-		ms_stop_free(NULL);
-	}
-	test_stop_random();
-}
-
 int main(void)
 {
 	test_params();
@@ -1076,6 +793,5 @@ int main(void)
 	test_penalties();
 	test_logprob();
 	test_robust();
-	test_stop();
 	return done_testing();
 }

@@ -11,9 +11,9 @@
 #include "config.h"
 #include "cli.h"
 #include "forward.h"
+#include "generate.h"
 #include "kernels.h"
 #include "model.h"
-#include "sampler.h"
 #include "template.h"
 #include "tokenizer.h"
 
@@ -240,9 +240,36 @@ static int parse_ids(const char *s, uint32_t vocab, int32_t **ids, size_t *n)
 	return 0;
 }
 
+/*
+ * Everything one run holds, from the options to the timings; each step
+ * below fills its part, and run_free releases what was made.
+ */
+struct run {
+	struct opts o;
+	const struct ms_kernels *k;
+	struct ms_model *m;
+	struct ms_kv *kv;
+	struct ms_ctx *ctx;
+	struct ms_gen *gen;
+	FILE *lf;                    /* --logits file, or NULL */
+	int32_t *prompt;
+	size_t n_prompt, vocab;
+	size_t n_gen;                /* tokens sampled, the end-of-sequence one included */
+	float *logits;               /* [n_prompt or 1][vocab] */
+	uint32_t n_ctx;
+	double t_eval, t_gen;        /* monotonic seconds: prompt evaluation starts, generation starts */
+};
+
 static int write_logits(FILE *f, const float *l, size_t n)
 {
 	return fwrite(l, sizeof(float), n, f) == n ? 0 : -EIO;
+}
+
+/* Writing the --logits file failed: the reason is in errno. */
+static int write_failed(const struct run *r)
+{
+	fprintf(stderr, "mistral-run: writing %s: %s\n", r->o.logits_path, strerror(errno));
+	return 1;
 }
 
 /* Stdout carries only the answer, so a pipe can take it as it is. */
@@ -255,206 +282,223 @@ static void emit(const char *s, size_t n)
 	fflush(stdout);
 }
 
-int main(int argc, char **argv)
-{
-	struct opts o = { 0 };
-	struct ms_load_opts lo;
-	struct ms_model *m = NULL;
-	struct ms_kv *kv = NULL;
-	struct ms_ctx *ctx = NULL;
-	struct ms_sampler *smp = NULL;
-	struct ms_stop *stop = NULL;
-	struct ms_detok dt;
-	const struct ms_kernels *k;
-	FILE *lf = NULL;
-	int32_t *prompt = NULL;
-	size_t n_prompt = 0, vocab, n_gen = 0;
-	float *logits = NULL;
-	ms_err err = { 0 };
-	double t0, t1, t2;
-	uint32_t n_ctx;
-	int r, status = 1;
+/*
+ * The steps of a run. Each returns 0 to go on, or the exit status after
+ * saying why on stderr: 2 for a request that can never work as given,
+ * 1 for a failure.
+ */
 
-	cli_prog = "mistral-run";
-	parse_args(argc, argv, &o);
-	if ((r = ms_sampler_params_check(&o.sp, &err)) < 0) {
+static int load(struct run *r)
+{
+	const struct opts *o = &r->o;
+	struct ms_load_opts lo;
+	ms_err err = { 0 };
+	struct ms_model *m;
+	double t0, t1;
+
+	if (ms_sampler_params_check(&o->sp, &err) < 0) {
 		fprintf(stderr, "mistral-run: %s\n", err.msg);
 		return 2;
 	}
-	k = cli_pick_kernels(o.isa);
+	r->k = cli_pick_kernels(o->isa);
 	lo = (struct ms_load_opts){
-		.arena = { .policy = o.pages, .mlock = o.mlock },
-		.window = o.window,
+		.arena = { .policy = o->pages, .mlock = o->mlock },
+		.window = o->window,
 	};
 	t0 = cli_now();
-	if ((r = ms_model_load(o.model, &lo, NULL, NULL, &m, &err)) < 0) {
-		fprintf(stderr, "mistral-run: %s: %s\n", o.model, err.msg);
+	if (ms_model_load(o->model, &lo, NULL, NULL, &r->m, &err) < 0) {
+		fprintf(stderr, "mistral-run: %s: %s\n", o->model, err.msg);
 		return 1;
 	}
 	t1 = cli_now();
-	vocab = m->hp.vocab;
-	n_ctx = (uint32_t)(o.n_ctx ? o.n_ctx : (m->hp.ctx_train < 8192 ? m->hp.ctx_train : 8192));
+	m = r->m;
+	r->vocab = m->hp.vocab;
+	r->n_ctx = (uint32_t)(o->n_ctx ? o->n_ctx : (m->hp.ctx_train < 8192 ? m->hp.ctx_train : 8192));
 	fprintf(stderr, "mistral-run: %s: %u layers, dim %u, heads %u/%u, vocab %zu, window %u (%s), "
 		"%s pages%s, kernels %s, %ld threads, loaded in %.2f s\n",
-		m->name, m->hp.n_layers, m->hp.dim, m->hp.n_heads, m->hp.n_kv_heads, vocab,
+		m->name, m->hp.n_layers, m->hp.dim, m->hp.n_heads, m->hp.n_kv_heads, r->vocab,
 		m->window, m->window_source, ms_page_kind_name(m->arena->kind),
-		m->arena->locked ? " (locked)" : "", k->name, o.threads, t1 - t0);
+		m->arena->locked ? " (locked)" : "", r->k->name, o->threads, t1 - t0);
 	if (m->arena->note[0])
 		fprintf(stderr, "mistral-run: note: %s\n", m->arena->note);
+	return 0;
+}
 
-	if (o.prompt_tokens) {
-		r = parse_ids(o.prompt_tokens, (uint32_t)vocab, &prompt, &n_prompt);
-		if (r < 0) {
+/* The prompt's ids: given ones, raw text, or the instruct template around the text. */
+static int build_prompt(struct run *r)
+{
+	const struct opts *o = &r->o;
+	ms_err err = { 0 };
+	int rc;
+
+	if (o->prompt_tokens) {
+		if (parse_ids(o->prompt_tokens, (uint32_t)r->vocab, &r->prompt, &r->n_prompt) < 0) {
 			fprintf(stderr, "mistral-run: --prompt-tokens: ids must be comma-separated integers below %zu\n",
-				vocab);
-			status = 2;
-			goto out;
+				r->vocab);
+			return 2;
 		}
-	} else if (o.raw) {
-		r = ms_tokenize(m->tok, o.prompt, strlen(o.prompt), ms_tok_add_bos(m->tok), false,
-				&prompt, &n_prompt, &err);
+		rc = 0;
+	} else if (o->raw) {
+		rc = ms_tokenize(r->m->tok, o->prompt, strlen(o->prompt), ms_tok_add_bos(r->m->tok), false,
+				 &r->prompt, &r->n_prompt, &err);
 	} else {
 		struct ms_chat_msg msgs[2];
 		size_t nm = 0;
 
-		if (o.system)
-			msgs[nm++] = (struct ms_chat_msg){ MS_ROLE_SYSTEM, o.system, strlen(o.system) };
-		msgs[nm++] = (struct ms_chat_msg){ MS_ROLE_USER, o.prompt, strlen(o.prompt) };
-		r = ms_template_apply(m->tok, ms_template_detect(m->tok), msgs, nm, &prompt, &n_prompt, &err);
+		if (o->system)
+			msgs[nm++] = (struct ms_chat_msg){ MS_ROLE_SYSTEM, o->system, strlen(o->system) };
+		msgs[nm++] = (struct ms_chat_msg){ MS_ROLE_USER, o->prompt, strlen(o->prompt) };
+		rc = ms_template_apply(r->m->tok, ms_template_detect(r->m->tok), msgs, nm,
+				       &r->prompt, &r->n_prompt, &err);
 	}
-	if (r < 0) {
+	if (rc < 0) {
 		fprintf(stderr, "mistral-run: prompt: %s\n", err.msg);
-		goto out;
+		return 1;
 	}
-	if (n_prompt == 0) {
+	if (r->n_prompt == 0) {
 		fprintf(stderr, "mistral-run: the prompt has no tokens\n");
-		status = 2;
-		goto out;
+		return 2;
 	}
-	if (n_prompt > n_ctx) {
+	if (r->n_prompt > r->n_ctx) {
 		fprintf(stderr, "mistral-run: the prompt has %zu tokens but the context holds %u\n",
-			n_prompt, n_ctx);
-		goto out;
+			r->n_prompt, r->n_ctx);
+		return 1;
 	}
-	if ((r = ms_kv_create(m, n_ctx, m->window, o.kv_type, &kv, &err)) < 0 ||
-	    (r = ms_ctx_create(m, k, (uint32_t)o.batch, (uint32_t)o.threads, &ctx, &err)) < 0 ||
-	    (r = ms_sampler_create(&o.sp, (uint32_t)vocab, &smp, &err)) < 0 ||
-	    (o.n_stops && (r = ms_stop_create(o.stops, o.stop_lens, o.n_stops, &stop, &err)) < 0)) {
+	return 0;
+}
+
+/* KV cache, evaluation context, the generation state and the logits buffer and file. */
+static int prepare(struct run *r)
+{
+	const struct opts *o = &r->o;
+	const struct ms_gen_params gp = {
+		.sp = o->sp, .max_tokens = (uint32_t)o->n_predict,
+		/* Ids are printed as they come: stop strings apply to text only. */
+		.stops = o->print_tokens ? NULL : o->stops, .stop_lens = o->stop_lens,
+		.n_stops = o->print_tokens ? 0 : o->n_stops,
+		.strip_leading_space = !o->raw && !o->prompt_tokens,
+	};
+	ms_err err = { 0 };
+
+	if (ms_kv_create(r->m, r->n_ctx, r->m->window, o->kv_type, &r->kv, &err) < 0 ||
+	    ms_ctx_create(r->m, r->k, (uint32_t)o->batch, (uint32_t)o->threads, &r->ctx, &err) < 0 ||
+	    ms_gen_create(r->m->tok, &gp, &r->gen, &err) < 0) {
 		fprintf(stderr, "mistral-run: %s\n", err.msg);
-		goto out;
+		return 1;
 	}
-	logits = malloc((o.logits_path ? n_prompt : 1) * vocab * sizeof(float));
-	if (!logits) {
+	r->logits = malloc((o->logits_path ? r->n_prompt : 1) * r->vocab * sizeof(float));
+	if (!r->logits) {
 		fprintf(stderr, "mistral-run: out of memory for logits\n");
-		goto out;
+		return 1;
 	}
-	if (o.logits_path && !(lf = fopen(o.logits_path, "wb"))) {
-		fprintf(stderr, "mistral-run: %s: %s\n", o.logits_path, strerror(errno));
-		goto out;
+	if (o->logits_path && !(r->lf = fopen(o->logits_path, "wb"))) {
+		fprintf(stderr, "mistral-run: %s: %s\n", o->logits_path, strerror(errno));
+		return 1;
 	}
+	return 0;
+}
 
-	t1 = cli_now();
-	if ((r = ms_eval(ctx, kv, prompt, n_prompt, logits, lf != NULL, &err)) < 0) {
+/* Evaluates the whole prompt; leaves the last position's logits first in the buffer. */
+static int eval_prompt(struct run *r)
+{
+	ms_err err = { 0 };
+
+	r->t_eval = cli_now();
+	if (ms_eval(r->ctx, r->kv, r->prompt, r->n_prompt, r->logits, r->lf != NULL, &err) < 0) {
 		fprintf(stderr, "mistral-run: %s\n", err.msg);
-		goto out;
+		return 1;
 	}
-	if (lf && write_logits(lf, logits, n_prompt * vocab) < 0)
-		goto write_fail;
-	if (lf)
-		memmove(logits, logits + (n_prompt - 1) * vocab, vocab * sizeof(float));
-	for (size_t i = 0; i < n_prompt; i++)
-		ms_sampler_accept(smp, prompt[i]);
-	t2 = cli_now();
+	if (r->lf && write_logits(r->lf, r->logits, r->n_prompt * r->vocab) < 0)
+		return write_failed(r);
+	if (r->lf)
+		memmove(r->logits, r->logits + (r->n_prompt - 1) * r->vocab, r->vocab * sizeof(float));
+	ms_gen_accept(r->gen, r->prompt, r->n_prompt);
+	r->t_gen = cli_now();
+	return 0;
+}
 
-	ms_detok_init(&dt, m->tok, !o.raw && !o.prompt_tokens);
-	{
-		char piece[MS_DETOK_MAX_OUT], safe[MS_DETOK_MAX_OUT + MS_STOP_MAX_LEN];
-		size_t safe_len;
-		bool stopped = false;
+/* Samples, prints and feeds back tokens until a finish reason or a full context. */
+static int generate(struct run *r)
+{
+	const struct opts *o = &r->o;
+	struct ms_gen_out go;
+	enum ms_finish fin = MS_FINISH_NONE;
+	ms_err err = { 0 };
 
-		while ((long)n_gen < o.n_predict) {
-			int32_t tok = ms_sampler_sample(smp, logits, NULL);
-			int n;
-
-			n_gen++;
-			ms_sampler_accept(smp, tok);
-			if (tok == ms_tok_eos(m->tok))
-				break;
-			if (o.print_tokens) {
-				printf(n_gen > 1 ? " %d" : "%d", tok);
-				fflush(stdout);
-			} else {
-				n = ms_detok_push(&dt, tok, piece, sizeof(piece));
-				if (n < 0)
-					n = 0;
-				if (stop) {
-					stopped = ms_stop_feed(stop, piece, (size_t)n, safe, &safe_len) == 1;
-					emit(safe, safe_len);
-				} else {
-					emit(piece, (size_t)n);
-				}
-				if (stopped)
-					break;
-			}
-			if ((long)n_gen == o.n_predict)
-				break;
-			if (kv->pos >= kv->n_ctx) {
-				fprintf(stderr, "mistral-run: context full after %zu tokens\n", n_gen);
-				break;
-			}
-			if ((r = ms_eval(ctx, kv, &tok, 1, logits, lf != NULL, &err)) < 0) {
-				fprintf(stderr, "mistral-run: %s\n", err.msg);
-				goto out;
-			}
-			if (lf && write_logits(lf, logits, vocab) < 0)
-				goto write_fail;
+	while ((long)r->n_gen < o->n_predict) {
+		fin = ms_gen_step(r->gen, r->logits, &go);
+		r->n_gen++;
+		if (go.tok < 0)
+			break;
+		if (o->print_tokens) {
+			printf(r->n_gen > 1 ? " %d" : "%d", go.tok);
+			fflush(stdout);
+		} else {
+			emit(go.text, go.len);
 		}
-		if (!o.print_tokens && !stopped) {
-			int n = ms_detok_flush(&dt, piece, sizeof(piece));
-
-			if (stop) {
-				if (n > 0)
-					stopped = ms_stop_feed(stop, piece, (size_t)n, safe, &safe_len) == 1;
-				else
-					safe_len = 0;
-				emit(safe, safe_len);
-				if (!stopped) {
-					ms_stop_flush(stop, safe, &safe_len);
-					emit(safe, safe_len);
-				}
-			} else if (n > 0) {
-				emit(piece, (size_t)n);
-			}
+		if (fin != MS_FINISH_NONE)
+			break;
+		if (r->kv->pos >= r->kv->n_ctx) {
+			fprintf(stderr, "mistral-run: context full after %zu tokens\n", r->n_gen);
+			fin = MS_FINISH_LENGTH;
+			break;
 		}
-		if (o.print_tokens && n_gen)
-			printf("\n");
+		if (ms_eval(r->ctx, r->kv, &go.tok, 1, r->logits, r->lf != NULL, &err) < 0) {
+			fprintf(stderr, "mistral-run: %s\n", err.msg);
+			return 1;
+		}
+		if (r->lf && write_logits(r->lf, r->logits, r->vocab) < 0)
+			return write_failed(r);
 	}
-	{
-		double t3 = cli_now();
+	if (!o->print_tokens) {
+		ms_gen_end(r->gen, fin, &go);
+		emit(go.text, go.len);
+	}
+	if (o->print_tokens && r->n_gen)
+		printf("\n");
+	return 0;
+}
 
-		fprintf(stderr, "\nmistral-run: prompt %zu tokens in %.3f s (%.2f tok/s), generated %zu tokens in %.3f s (%.2f tok/s)\n",
-			n_prompt, t2 - t1, (double)n_prompt / (t2 - t1), n_gen, t3 - t2,
-			n_gen ? (double)n_gen / (t3 - t2) : 0.0);
-	}
-	status = 0;
-	if (lf && fclose(lf) != 0) {
-		lf = NULL;
-		goto write_fail;
-	}
-	lf = NULL;
-	goto out;
-write_fail:
-	fprintf(stderr, "mistral-run: writing %s: %s\n", o.logits_path, strerror(errno));
-	status = 1;
-out:
-	if (lf)
-		fclose(lf);
-	free(logits);
-	free(prompt);
-	ms_stop_free(stop);
-	ms_sampler_free(smp);
-	ms_ctx_free(ctx);
-	ms_kv_free(kv);
-	ms_model_free(m);
+/* Speeds on stderr; then the --logits file is complete only if it closes cleanly. */
+static int report(struct run *r)
+{
+	double t3 = cli_now();
+	FILE *lf = r->lf;
+
+	fprintf(stderr, "\nmistral-run: prompt %zu tokens in %.3f s (%.2f tok/s), generated %zu tokens in %.3f s (%.2f tok/s)\n",
+		r->n_prompt, r->t_gen - r->t_eval, (double)r->n_prompt / (r->t_gen - r->t_eval), r->n_gen,
+		t3 - r->t_gen, r->n_gen ? (double)r->n_gen / (t3 - r->t_gen) : 0.0);
+	r->lf = NULL;
+	if (lf && fclose(lf) != 0)
+		return write_failed(r);
+	return 0;
+}
+
+static void run_free(struct run *r)
+{
+	if (r->lf)
+		fclose(r->lf);
+	free(r->logits);
+	free(r->prompt);
+	ms_gen_free(r->gen);
+	ms_ctx_free(r->ctx);
+	ms_kv_free(r->kv);
+	ms_model_free(r->m);
+}
+
+int main(int argc, char **argv)
+{
+	struct run r = { 0 };
+	int status;
+
+	cli_prog = "mistral-run";
+	parse_args(argc, argv, &r.o);
+	if ((status = load(&r)) == 0 &&
+	    (status = build_prompt(&r)) == 0 &&
+	    (status = prepare(&r)) == 0 &&
+	    (status = eval_prompt(&r)) == 0 &&
+	    (status = generate(&r)) == 0)
+		status = report(&r);
+	run_free(&r);
 	return status;
 }
