@@ -1131,13 +1131,6 @@ static inline __attribute__((always_inline)) void q5_Kx8_tile(size_t nb, const s
  */
 #define K6_NT 2
 
-/* Like dword_pick, bytes into the high halves: dword r gets (0, 4r + b0, 0, 4r + b1). */
-static inline __m256i dword_pick_hi(int b0, int b1)
-{
-	return _mm256_add_epi32(_mm256_set1_epi32((int)(0x00800080u | (uint32_t)b0 << 8 | (uint32_t)b1 << 24)),
-				_mm256_setr_epi32(0, 0x4000400, 0x8000800, 0xc000c00, 0, 0x4000400, 0x8000800, 0xc000c00));
-}
-
 static inline __attribute__((always_inline)) void q6_Kx8_tile(size_t nb, const struct block_q6_Kx8 *b,
 							      const void *x, size_t xs, const int nt,
 							      float *out, size_t os)
@@ -1214,19 +1207,7 @@ static inline __attribute__((always_inline)) void q6_Kx8_tile(size_t nb, const s
 
 			_Pragma("GCC unroll 8")
 			for (int t = 0; t < nt; t++) {
-				/* sum_j sc_j * bsums[j], sub-blocks in pairs: dword r (sc_2m, sc_2m+1) against (bs_2m, bs_2m+1) */
-				const __m256i bs = _mm256_loadu_si256((const __m256i *)(const void *)a[t][i].bsums);
-				__m256i off = _mm256_setzero_si256();
-
-				_Pragma("GCC unroll 8")
-				for (int m = 0; m < 8; m++) {
-					const __m256i scp = _mm256_srai_epi16(
-						_mm256_shuffle_epi8(load256(g->scales + 32 * (m / 2)),
-								    dword_pick_hi(2 * (m % 2), 2 * (m % 2) + 1)), 8);
-
-					off = _mm256_add_epi32(off, _mm256_madd_epi16(scp, _mm256_permutevar8x32_epi32(bs, _mm256_set1_epi32(m))));
-				}
-				isum[t] = _mm256_sub_epi32(isum[t], _mm256_slli_epi32(off, 5));
+				isum[t] = _mm256_sub_epi32(isum[t], q6x8_offset(g->scales, a[t][i].bsums));
 				acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_set1_ps(a[t][i].d)),
 							 _mm256_cvtepi32_ps(isum[t]), acc[t]);
 			}

@@ -362,6 +362,108 @@ static void gemm_q5_Kx8_avx512(size_t n, const void *w, size_t rows, const void 
 	gemm_k45x8(n, w, 1, rows, x, xs, n_tok, out, os);
 }
 
+/*
+ * Q6_K. A 64-byte pair of chunks of ql (elements l..l+7 and, in the high
+ * nibbles, l+64..), of ql at l + 32 and of qh gives the 6-bit codes of
+ * elements l..l+7 + 32q (q = 0..3) for the eight rows, as in the AVX2
+ * tile. Codes reach 63, so one pair's vpdpbusd sums (4 * 63 * 127 =
+ * 32004) just fit the int16 that vpdpwssd multiplies by the signed scale
+ * of their 16-element sub-block; the -32 offset is the AVX2 tile's
+ * (q6x8_offset), taken off the exact integer sum at the block's end.
+ */
+#define K6_NT 4
+
+static inline __attribute__((always_inline)) void q6_Kx8_tile(size_t nb, const struct block_q6_Kx8 *b,
+							      const void *x, size_t xs, const int nt,
+							      float *out, size_t os)
+{
+	const __m512i m4 = _mm512_set1_epi8(15), m30 = _mm512_set1_epi8(0x30), lo16 = _mm512_set1_epi32(0xffff);
+	const struct block_q8_K *a[K6_NT];
+	__m256 acc[K6_NT];
+
+	_Pragma("GCC unroll 4")
+	for (int t = 0; t < nt; t++) {
+		a[t] = (const struct block_q8_K *)(const void *)((const char *)x + (size_t)t * xs);
+		acc[t] = _mm256_setzero_ps();
+	}
+	for (size_t i = 0; i < nb; i++) {
+		const struct block_q6_Kx8 *g = b + i;
+		__m512i isum[K6_NT], sc4[4];
+
+		prefetch_block(b, i, sizeof(*b));
+		/* dword lanes 2r, 2r + 1: the signed scales 4m..4m+3 of row r */
+		_Pragma("GCC unroll 4")
+		for (int m = 0; m < 4; m++)
+			sc4[m] = rows_twice(_mm256_loadu_si256((const __m256i *)(const void *)(g->scales + 32 * m)));
+		_Pragma("GCC unroll 4")
+		for (int t = 0; t < nt; t++)
+			isum[t] = _mm512_setzero_si512();
+		_Pragma("GCC unroll 2")
+		for (int h = 0; h < 2; h++) {
+			_Pragma("GCC unroll 4")
+			for (int k = 0; k < 8; k += 2) {
+				const __m512i lq = pair_rows(g->ql + 32 * (16 * h + k));
+				const __m512i lq2 = pair_rows(g->ql + 32 * (16 * h + 8 + k));
+				const __m512i hq = pair_rows(g->qh + 32 * (8 * h + k));
+
+				_Pragma("GCC unroll 4")
+				for (int q = 0; q < 4; q++) {
+					const int j = 8 * h + 2 * q + k / 4;
+					/* scale j sign-extended into the low word, the high word 0 */
+					const __m512i sc = _mm512_and_si512(
+						_mm512_srai_epi32(_mm512_slli_epi32(sc4[j / 4], 24 - 8 * (j % 4)), 24), lo16);
+					const __m512i l = (q & 1) ? lq2 : lq;
+					const __m512i nib = q < 2 ? l : _mm512_srli_epi16(l, 4);
+					const __m512i top = q == 0 ? _mm512_slli_epi16(hq, 4) :
+							    q == 1 ? _mm512_slli_epi16(hq, 2) :
+							    q == 2 ? hq : _mm512_srli_epi16(hq, 2);
+					const __m512i e = _mm512_or_si512(_mm512_and_si512(nib, m4), _mm512_and_si512(top, m30));
+
+					_Pragma("GCC unroll 4")
+					for (int t = 0; t < nt; t++) {
+						const __m512i p = _mm512_dpbusd_epi32(
+							_mm512_setzero_si512(), e, bcast8(a[t][i].qs + 128 * h + 4 * k + 32 * q));
+
+						isum[t] = _mm512_dpwssd_epi32(isum[t], p, sc);
+					}
+				}
+			}
+		}
+		{
+			const __m256 dw = f16x8(g->d);
+
+			_Pragma("GCC unroll 4")
+			for (int t = 0; t < nt; t++) {
+				const __m256i s = _mm256_sub_epi32(pair_sum(isum[t]), q6x8_offset(g->scales, a[t][i].bsums));
+
+				acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_set1_ps(a[t][i].d)),
+							 _mm256_cvtepi32_ps(s), acc[t]);
+			}
+		}
+	}
+	_Pragma("GCC unroll 4")
+	for (int t = 0; t < nt; t++)
+		_mm256_storeu_ps(out + (size_t)t * os, acc[t]);
+}
+
+static void gemm_q6_Kx8_avx512(size_t n, const void *w, size_t rows, const void *x, size_t xs, size_t n_tok,
+			       float *out, size_t os)
+{
+	const size_t nb = n / QK_K;
+
+	for (size_t g = 0; g < rows / MS_X8; g++) {
+		const struct block_q6_Kx8 *b = (const struct block_q6_Kx8 *)w + g * nb;
+		float *o = out + g * MS_X8;
+		size_t t = 0;
+
+#define K6_TILE(t, nt) q6_Kx8_tile(nb, b, (const char *)x + (t) * xs, xs, nt, o + (t) * os, os)
+		for (; t + K6_NT <= n_tok; t += K6_NT)
+			K6_TILE(t, K6_NT);
+		TAIL_TILES(K6_TILE, t, n_tok);
+#undef K6_TILE
+	}
+}
+
 /* ------------------------------------------------------------------------ */
 /* Interleaved F16 / BF16: a float GEMM, 16 rows to a register               */
 /* ------------------------------------------------------------------------ */
@@ -523,8 +625,8 @@ static float sum_f32_avx512(size_t n, const float *x)
 
 /*
  * Only what this level does better; ms_kernels_get() fills every other
- * entry (the plain-row dots, the activation conversions, the Q6_K tile
- * so far) from the AVX2 table, which runs on every AVX-512 CPU.
+ * entry (the plain-row dots and the activation conversions) from the
+ * AVX2 table, which runs on every AVX-512 CPU.
  */
 const struct ms_kernels MS_AVX512_PART = {
 	.isa = MS_ISA_AVX512,
@@ -534,6 +636,7 @@ const struct ms_kernels MS_AVX512_PART = {
 		[GGML_TYPE_Q4_0] = { .act_type = GGML_TYPE_Q8_0, .gemm_x8 = gemm_q4_0x8_avx512 },
 		[GGML_TYPE_Q4_K] = { .act_type = GGML_TYPE_Q8_K, .gemm_x8 = gemm_q4_Kx8_avx512 },
 		[GGML_TYPE_Q5_K] = { .act_type = GGML_TYPE_Q8_K, .gemm_x8 = gemm_q5_Kx8_avx512 },
+		[GGML_TYPE_Q6_K] = { .act_type = GGML_TYPE_Q8_K, .gemm_x8 = gemm_q6_Kx8_avx512 },
 	},
 	.sum_f32 = sum_f32_avx512,
 };

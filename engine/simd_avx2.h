@@ -86,4 +86,33 @@ static inline __attribute__((always_inline)) __m256i k45x8_msum(const struct k45
 	return _mm256_add_epi32(msum, _mm256_madd_epi16(mp3, _mm256_permutevar8x32_epi32(s16, _mm256_set1_epi32(5))));
 }
 
+/* Like dword_pick, bytes into the high halves: dword r gets (0, 4r + b0, 0, 4r + b1). */
+static inline __m256i dword_pick_hi(int b0, int b1)
+{
+	return _mm256_add_epi32(_mm256_set1_epi32((int)(0x00800080u | (uint32_t)b0 << 8 | (uint32_t)b1 << 24)),
+				_mm256_setr_epi32(0, 0x4000400, 0x8000800, 0xc000c00, 0, 0x4000400, 0x8000800, 0xc000c00));
+}
+
+/*
+ * An interleaved Q6_K block's -32 code offset for one token and its eight
+ * rows: 32 * sum_j sc_j * bsums[j] (sc the signed scales at s, bsums the
+ * Q8_K block's 16-sums), sub-blocks in pairs: dword r (sc_2m, sc_2m+1)
+ * against (bs_2m, bs_2m+1), one madd each.
+ */
+static inline __attribute__((always_inline)) __m256i q6x8_offset(const int8_t *s, const int16_t *bsums)
+{
+	const __m256i bs = _mm256_loadu_si256((const __m256i *)(const void *)bsums);
+	__m256i off = _mm256_setzero_si256();
+
+	_Pragma("GCC unroll 8")
+	for (int m = 0; m < 8; m++) {
+		const __m256i scp = _mm256_srai_epi16(
+			_mm256_shuffle_epi8(_mm256_loadu_si256((const __m256i *)(const void *)(s + 32 * (m / 2))),
+					    dword_pick_hi(2 * (m % 2), 2 * (m % 2) + 1)), 8);
+
+		off = _mm256_add_epi32(off, _mm256_madd_epi16(scp, _mm256_permutevar8x32_epi32(bs, _mm256_set1_epi32(m))));
+	}
+	return _mm256_slli_epi32(off, 5);
+}
+
 #endif
