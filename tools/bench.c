@@ -24,6 +24,8 @@
 #define PROG "mistral-bench"
 
 #define MAX_PROMPTS 8
+#define MAX_STREAMS 8           /* --streams sizes */
+#define MAX_STREAMS_N 64        /* sequences in one --streams size */
 #define MAX_REPEAT 100
 #define SHORT_PROMPT 8          /* tokens evaluated before the short-context decode */
 #define CTX_SLACK 64            /* positions past long + gen, so the cache never runs full */
@@ -48,6 +50,8 @@ struct opts {
 	long bw_mib;
 	long prompts[MAX_PROMPTS];
 	size_t n_prompts;
+	long streams[MAX_STREAMS];   /* --streams: concurrent sequences per batched decode */
+	size_t n_streams;
 	uint32_t kv_type;
 	bool json, mlock, quick, repeat_set, gen_set, keep, plain_rows;
 	enum ms_page_policy pages;
@@ -88,6 +92,9 @@ struct result {
 	double tg_runs[MAX_REPEAT], tg_long_runs[MAX_REPEAT], bw_runs[MAX_REPEAT];
 	double bw_probe_runs[MAX_REPEAT], bw_plain_runs[MAX_REPEAT];
 	double ratio_runs[MAX_REPEAT];  /* each run's own achieved / measured */
+	/* --streams: aggregate decode tok/s of N sequences stepped together */
+	double streams_runs[MAX_STREAMS][MAX_REPEAT];
+	double streams_tps[MAX_STREAMS];
 	long n_runs;
 };
 
@@ -122,6 +129,9 @@ static void usage(FILE *f)
 "                           kernels (default: every type but F32), or not\n"
 "      --bw-mib N           read-bandwidth buffer in MiB (default 2048, less when\n"
 "                           memory is short)\n"
+"      --streams N[,N...]   also decode N sequences at once (one batched step\n"
+"                           each token, as the daemon does for concurrent\n"
+"                           requests) and report their aggregate tok/s\n"
 "      --quick              one run, 8 decode tokens, prompts above 64 skipped,\n"
 "                           a 256 MiB bandwidth buffer\n"
 "\n"
@@ -159,6 +169,23 @@ static void parse_prompts(const char *s, struct opts *o)
 		cli_die_usage("empty --prompt list");
 }
 
+static void parse_streams(const char *s, struct opts *o)
+{
+	char buf[256], *save = NULL, *tok;
+
+	if (strlen(s) >= sizeof(buf))
+		cli_die_usage("--streams list too long");
+	strcpy(buf, s);
+	o->n_streams = 0;
+	for (tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+		if (o->n_streams == MAX_STREAMS)
+			cli_die_usage("at most %d --streams sizes", MAX_STREAMS);
+		o->streams[o->n_streams++] = cli_long("--streams size", tok, 1, 64);
+	}
+	if (!o->n_streams)
+		cli_die_usage("empty --streams list");
+}
+
 static void parse_variants(const char *s, struct opts *o)
 {
 	char buf[64], *save = NULL, *tok;
@@ -189,6 +216,7 @@ static void parse_variants(const char *s, struct opts *o)
 enum {
 	O_ISA = 256, O_PAGES, O_MLOCK, O_JSON, O_ATTENTION, O_PROMPT, O_GEN, O_CTX, O_REPEAT,
 	O_QUICK, O_BATCH, O_BW, O_KV, O_VOCAB, O_DIM, O_LAYERS, O_HEADS, O_FFN, O_TYPE, O_KEEP, O_LAYOUT,
+	O_STREAMS,
 };
 
 static void parse_args(int argc, char **argv, struct opts *o)
@@ -219,6 +247,7 @@ static void parse_args(int argc, char **argv, struct opts *o)
 		{ "type", required_argument, NULL, O_TYPE },
 		{ "keep", no_argument, NULL, O_KEEP },
 		{ "layout", required_argument, NULL, O_LAYOUT },
+		{ "streams", required_argument, NULL, O_STREAMS },
 		{ NULL, 0, NULL, 0 },
 	};
 	bool bw_set = false;
@@ -247,6 +276,7 @@ static void parse_args(int argc, char **argv, struct opts *o)
 		case O_JSON: o->json = true; break;
 		case O_ATTENTION: parse_variants(optarg, o); break;
 		case O_PROMPT: parse_prompts(optarg, o); break;
+		case O_STREAMS: parse_streams(optarg, o); break;
 		case O_GEN: o->gen = cli_long("--gen", optarg, 1, 4096); o->gen_set = true; break;
 		case O_CTX: o->long_ctx = cli_long("--ctx", optarg, 1, 1L << 20); break;
 		case O_REPEAT:
@@ -548,6 +578,50 @@ static int time_decode(struct ms_ctx *ctx, struct ms_kv *kv, long gen, uint32_t 
 }
 
 /*
+ * n sequences, each after its own SHORT_PROMPT tokens, decoded together:
+ * gen batched steps of one token per sequence, with every sequence's
+ * logits. Aggregate tok/s into *tps.
+ */
+static int time_streams(const struct ms_model *m, struct ms_ctx *ctx, const struct opts *o, size_t n,
+			uint64_t *rng, double *tps, ms_err *err)
+{
+	struct ms_kv *kv[MAX_STREAMS_N] = { 0 };
+	struct ms_batch_item it[MAX_STREAMS_N] = { { 0 } };
+	int32_t toks[MAX_STREAMS_N][SHORT_PROMPT];
+	float *logits = calloc(n * m->hp.vocab, sizeof(float));
+	double t0;
+	int r = 0;
+
+	if (!logits)
+		return ms_errf(err, -ENOMEM, "no memory for %zu streams' logits", n);
+	for (size_t i = 0; i < n; i++) {
+		if ((r = ms_kv_create(m, SHORT_PROMPT + (uint32_t)o->gen + CTX_SLACK, m->window, o->kv_type, &kv[i],
+				      err)) < 0)
+			goto out;
+		random_tokens(toks[i], SHORT_PROMPT, m->hp.vocab, rng);
+		it[i] = (struct ms_batch_item){ .kv = kv[i], .toks = toks[i], .n = SHORT_PROMPT,
+						.logits = logits + i * m->hp.vocab };
+	}
+	if ((r = ms_eval_batch(ctx, it, n, err)) < 0)
+		goto out;
+	t0 = cli_now();
+	for (long g = 0; g < o->gen; g++) {
+		for (size_t i = 0; i < n; i++) {
+			toks[i][0] = (int32_t)(rng_next(rng) % m->hp.vocab);
+			it[i].n = 1;
+		}
+		if ((r = ms_eval_batch(ctx, it, n, err)) < 0)
+			goto out;
+	}
+	*tps = (double)n * (double)o->gen / (cli_now() - t0);
+out:
+	for (size_t i = 0; i < n; i++)
+		ms_kv_free(kv[i]);
+	free(logits);
+	return r;
+}
+
+/*
  * Loads path and measures it. pp: whether to run the prompt sizes (the
  * attention comparison only needs decode). Progress goes to stderr unless
  * quiet, so a long 7B run shows it is alive.
@@ -613,7 +687,8 @@ static int bench_model(const char *path, const struct opts *o, bool pp, struct r
 		goto out;
 	}
 	if ((r = ms_kv_create(m, n_ctx, m->window, o->kv_type, &kv, &err)) < 0 ||
-	    (r = ms_ctx_create(m, k, (uint32_t)o->batch, (uint32_t)o->threads, &ctx, &err)) < 0 ||
+	    (r = ms_ctx_create(m, k, (uint32_t)(o->batch > MAX_STREAMS_N ? o->batch : MAX_STREAMS_N),
+				 (uint32_t)o->threads, &ctx, &err)) < 0 ||
 	    (r = bw_create(&bw, (size_t)o->bw_mib << 20, o, &err)) < 0) {
 		fprintf(stderr, PROG ": %s: %s\n", path, err.msg);
 		goto out;
@@ -669,6 +744,10 @@ static int bench_model(const char *path, const struct opts *o, bool pp, struct r
 		if ((r = time_decode(ctx, kv, o->gen, m->hp.vocab, logits, &rng,
 				     &res->tg_long_runs[rep], &err)) < 0)
 			goto eval_fail;
+		for (size_t i = 0; i < o->n_streams; i++)
+			if ((r = time_streams(m, ctx, o, (size_t)o->streams[i], &rng, &res->streams_runs[i][rep],
+					      &err)) < 0)
+				goto eval_fail;
 	}
 	res->n_runs = o->repeat;
 	/* a busy neighbour slows a run's decode and its bandwidth passes alike */
@@ -680,6 +759,8 @@ static int bench_model(const char *path, const struct opts *o, bool pp, struct r
 			res->pp_tps[i] = median(res->pp_runs[i], o->repeat);
 	res->tg_tps = median(res->tg_runs, o->repeat);
 	res->tg_long_tps = median(res->tg_long_runs, o->repeat);
+	for (size_t i = 0; i < o->n_streams; i++)
+		res->streams_tps[i] = median(res->streams_runs[i], o->repeat);
 	res->measured_gbps = median(res->bw_runs, o->repeat);
 	res->achieved_gbps = (double)res->bytes_per_token * res->tg_tps / 1e9;
 	res->ratio = res->measured_gbps > 0 ? res->achieved_gbps / res->measured_gbps : 0;
@@ -809,6 +890,10 @@ static void json_body(const struct opts *o, const struct result *res)
 	json_runs("probe_gbps", res->bw_probe_runs, res->n_runs);
 	json_runs("plain_loop_gbps", res->bw_plain_runs, res->n_runs);
 	json_runs("bandwidth_ratio", res->ratio_runs, res->n_runs);
+	for (size_t i = 0; i < o->n_streams; i++) {
+		snprintf(key, sizeof(key), "streams%ld_tps", o->streams[i]);
+		json_runs(key, res->streams_runs[i], res->n_runs);
+	}
 	for (size_t i = 0; i < o->n_prompts; i++) {
 		if (!res->pp_done[i])
 			continue;
@@ -897,6 +982,14 @@ static void print_table(const struct opts *o, const struct result *res)
 	       res->n_runs, res->n_runs == 1 ? "" : "s");
 	print_spread(res->ratio_runs, res->n_runs);
 	printf("\n");
+	for (size_t i = 0; i < o->n_streams; i++) {
+		printf("streams %-4ld %.2f tok/s in all, %.2f each", o->streams[i], res->streams_tps[i],
+		       res->streams_tps[i] / (double)o->streams[i]);
+		if (res->streams_tps[0] > 0 && i > 0)
+			printf(", %.2fx the %ld-stream figure", res->streams_tps[i] / res->streams_tps[0], o->streams[0]);
+		print_spread(res->streams_runs[i], res->n_runs);
+		printf("\n");
+	}
 }
 
 /* ------------------------------------------------------------------------ */
