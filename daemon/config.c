@@ -516,11 +516,7 @@ static int set_key(struct md_config *c, const struct key *k, const char *value,
 		return 0;
 	}
 	case KT_KVCACHE:
-		if (strcasecmp(value, "f16") == 0)
-			c->kv_cache = GGML_TYPE_F16;
-		else if (strcasecmp(value, "f32") == 0)
-			c->kv_cache = GGML_TYPE_F32;
-		else
+		if (ms_kv_type_parse(value, &c->kv_cache) < 0)
 			return fail(why, wlen, "'%s' is not one of f16, f32", shown(value, v, sizeof(v)));
 		return 0;
 	case KT_MLOCK:

@@ -75,17 +75,16 @@ static int copy_config(struct md_config *dst, const struct md_config *src)
 
 static const struct ms_kernels *pick_kernels(const char *name, char *err, size_t n)
 {
-	enum ms_isa want = ms_cpu_best_isa(), best = want;
+	const struct ms_kernels *k;
+	enum ms_isa want;
 
-	if (name && strcmp(name, "auto") && ms_isa_parse(name, &want) < 0) {
+	if (ms_kernels_choose(name, &k, &want) < 0) {
 		snprintf(err, n, "unknown kernel set '%s'", name);
 		return NULL;
 	}
-	if (want > best) {
-		md_log(LOG_WARNING, "this CPU cannot run %s kernels; using %s", ms_isa_name(want), ms_isa_name(best));
-		want = best;
-	}
-	return ms_kernels_get(want);
+	if (k->isa != want)
+		md_log(LOG_WARNING, "this CPU cannot run %s kernels; using %s", ms_isa_name(want), ms_isa_name(k->isa));
+	return k;
 }
 
 static void *load_main(void *arg)

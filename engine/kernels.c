@@ -464,3 +464,15 @@ int ms_matmul(const struct ms_kernels *k, uint32_t wtype, enum ms_layout layout,
 	}
 	return 0;
 }
+
+int ms_kernels_choose(const char *spec, const struct ms_kernels **out, enum ms_isa *want)
+{
+	enum ms_isa best = ms_cpu_best_isa(), w = best;
+
+	if (!out || (spec && ms_isa_parse(spec, &w) < 0))
+		return -EINVAL;
+	if (want)
+		*want = w;
+	*out = ms_kernels_get(w < best ? w : best);
+	return *out ? 0 : -ENOENT;
+}

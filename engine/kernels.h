@@ -223,6 +223,14 @@ int ms_isa_parse(const char *s, enum ms_isa *out);
  */
 const struct ms_kernels *ms_kernels_get(enum ms_isa isa);
 
+/*
+ * The table for a requested kernel set (spec NULL or "auto": the best this
+ * CPU runs); a set the CPU lacks falls back to the best it has. *want (may
+ * be NULL) gets the set asked for, so a caller can warn when (*out)->isa is
+ * lower: the engine does no logging. -EINVAL for an unknown name.
+ */
+int ms_kernels_choose(const char *spec, const struct ms_kernels **out, enum ms_isa *want);
+
 /* Whether load-time interleaving exists for wtype (every table then has its gemm_x8). */
 int ms_x8_type(uint32_t wtype);
 

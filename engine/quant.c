@@ -3,6 +3,7 @@
 #include <float.h>
 #include <math.h>
 #include <string.h>
+#include <strings.h>
 
 #include "quant.h"
 
@@ -903,4 +904,17 @@ int quantize_row(uint32_t type, const float *src, void *dst, size_t n)
 	default:
 		return -EINVAL;
 	}
+}
+
+int ms_kv_type_parse(const char *s, uint32_t *type)
+{
+	if (!s || !type)
+		return -EINVAL;
+	if (!strcasecmp(s, "f16"))
+		*type = GGML_TYPE_F16;
+	else if (!strcasecmp(s, "f32"))
+		*type = GGML_TYPE_F32;
+	else
+		return -EINVAL;
+	return 0;
 }

@@ -137,4 +137,11 @@ uint16_t ms_f32_to_bf16(float f);    /* round to nearest even; NaN stays NaN */
 int dequantize_row(uint32_t type, const void *src, float *dst, size_t n);
 int quantize_row(uint32_t type, const float *src, void *dst, size_t n);
 
+/*
+ * The element type of a KV cache by name, "f16" or "f32" in any case (the
+ * daemon's config keywords are case-insensitive, and the tools take the
+ * same words): *type gets GGML_TYPE_F16 or GGML_TYPE_F32. -EINVAL otherwise.
+ */
+int ms_kv_type_parse(const char *s, uint32_t *type);
+
 #endif

@@ -1012,6 +1012,27 @@ static void test_table(const struct ms_kernels *k, const struct ms_kernels *gen)
 	}
 }
 
+/* The fallback rule both the daemon and the tools use: min(asked, best), and what was asked. */
+static void test_choose(void)
+{
+	enum ms_isa best = ms_cpu_best_isa(), want = MS_ISA_COUNT;
+	const struct ms_kernels *k = NULL;
+
+	ok(ms_kernels_choose(NULL, &k, &want) == 0 && k && k->isa == best && want == best,
+	   "choose NULL: the best this CPU runs (%s)", ms_isa_name(best));
+	ok(ms_kernels_choose("auto", &k, NULL) == 0 && k && k->isa == best, "choose auto: the best");
+	for (int i = 0; i < MS_ISA_COUNT; i++) {
+		const char *name = ms_isa_name((enum ms_isa)i);
+		enum ms_isa fit = (enum ms_isa)i < best ? (enum ms_isa)i : best;
+
+		ok(ms_kernels_choose(name, &k, &want) == 0 && k && k->isa == fit && want == (enum ms_isa)i,
+		   "choose %s: %s table, %s asked", name, ms_isa_name(fit), name);
+	}
+	k = NULL;
+	ok(ms_kernels_choose("sse9", &k, &want) == -EINVAL && !k, "choose rejects an unknown name");
+	ok(ms_kernels_choose("generic", NULL, NULL) == -EINVAL, "choose needs somewhere to put the table");
+}
+
 int main(void)
 {
 	const struct ms_kernels *gen = ms_kernels_get(MS_ISA_GENERIC);
@@ -1020,6 +1041,7 @@ int main(void)
 	int n_extra;
 
 	test_api();
+	test_choose();
 	if (!gen)
 		return done_testing();
 	diag("best isa: %s", ms_isa_name(ms_cpu_best_isa()));

@@ -139,6 +139,21 @@ static void test_type_table(void)
 	   "K-quant block structs: sizes 144, 176, 210, 292 and ggml's field offsets");
 }
 
+/* The KV cache type words the daemon config, mistral-run and mistral-bench all take. */
+static void test_kv_type_parse(void)
+{
+	uint32_t t = UINT32_MAX;
+
+	ok(ms_kv_type_parse("f16", &t) == 0 && t == GGML_TYPE_F16, "kv type f16");
+	ok(ms_kv_type_parse("F32", &t) == 0 && t == GGML_TYPE_F32, "kv type F32: any case");
+	t = UINT32_MAX;
+	ok(ms_kv_type_parse("bf16", &t) == -EINVAL && ms_kv_type_parse("f16 ", &t) == -EINVAL &&
+	   ms_kv_type_parse("", &t) == -EINVAL && t == UINT32_MAX,
+	   "kv type: other words refused, *type untouched");
+	ok(ms_kv_type_parse(NULL, &t) == -EINVAL && ms_kv_type_parse("f16", NULL) == -EINVAL,
+	   "kv type: NULL refused");
+}
+
 static void test_row_bytes(void)
 {
 	uint64_t out = 12345;
@@ -2090,6 +2105,7 @@ int main(void)
 {
 	test_type_table();
 	test_row_bytes();
+	test_kv_type_parse();
 	test_f16_exhaustive();
 	test_f16_known();
 	test_f16_midpoints();

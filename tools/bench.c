@@ -9,7 +9,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -287,11 +286,7 @@ static void parse_args(int argc, char **argv, struct opts *o)
 		case O_BATCH: o->batch = cli_long("--batch", optarg, 1, 65536); break;
 		case O_BW: o->bw_mib = cli_long("--bw-mib", optarg, 256, 1L << 20); bw_set = true; break;
 		case O_KV:
-			if (!strcasecmp(optarg, "f16"))
-				o->kv_type = GGML_TYPE_F16;
-			else if (!strcasecmp(optarg, "f32"))
-				o->kv_type = GGML_TYPE_F32;
-			else
+			if (ms_kv_type_parse(optarg, &o->kv_type) < 0)
 				cli_die_usage("bad --kv-type '%s' (f16 or f32)", optarg);
 			break;
 		case O_VOCAB: o->vocab_from = optarg; break;

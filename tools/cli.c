@@ -119,14 +119,13 @@ double cli_now(void)
 
 const struct ms_kernels *cli_pick_kernels(const char *name)
 {
-	enum ms_isa want = ms_cpu_best_isa(), best = want;
+	const struct ms_kernels *k;
+	enum ms_isa want;
 
-	if (name && ms_isa_parse(name, &want) < 0)
+	if (ms_kernels_choose(name, &k, &want) < 0)
 		cli_die_usage("unknown kernel set '%s' from --isa or MISTRAL_ISA (generic, avx2, avx512 or auto)", name);
-	if (want > best) {
+	if (k->isa != want)
 		fprintf(stderr, "%s: this CPU cannot run %s kernels; using %s\n", cli_prog,
-			ms_isa_name(want), ms_isa_name(best));
-		want = best;
-	}
-	return ms_kernels_get(want);
+			ms_isa_name(want), ms_isa_name(k->isa));
+	return k;
 }

@@ -115,23 +115,6 @@ static uint64_t align_up(uint64_t x, uint32_t a)
 	return (x + a - 1) & ~(uint64_t)(a - 1);
 }
 
-/* Element size of a fixed-size value type; 0 for STRING, ARRAY and unknown ids. */
-static size_t vtype_size(uint32_t t)
-{
-	switch (t) {
-	case GGUF_U8: case GGUF_I8: case GGUF_BOOL:
-		return 1;
-	case GGUF_U16: case GGUF_I16:
-		return 2;
-	case GGUF_U32: case GGUF_I32: case GGUF_F32:
-		return 4;
-	case GGUF_U64: case GGUF_I64: case GGUF_F64:
-		return 8;
-	default:
-		return 0;
-	}
-}
-
 static int check_open(struct gguf_writer *w)
 {
 	if (w->failed)
@@ -185,7 +168,7 @@ static int kv_start(struct gguf_writer *w, const char *key, size_t key_len,
 
 static int add_scalar(struct gguf_writer *w, const char *key, uint32_t type, const void *v)
 {
-	size_t sz = vtype_size(type);
+	size_t sz = gguf_vtype_size(type);
 	int rc = kv_start(w, key, strlen(key), type, sz);
 
 	if (rc)
@@ -287,7 +270,7 @@ static int add_arr_raw(struct gguf_writer *w, const char *key, size_t key_len,
 static int fixed_arr_bytes(struct gguf_writer *w, const char *key, size_t key_len,
 			   uint32_t elem_type, uint64_t n, size_t *bytes)
 {
-	size_t sz = vtype_size(elem_type);
+	size_t sz = gguf_vtype_size(elem_type);
 
 	if (!sz)
 		return fail(w, -EINVAL, "array %.*s: element type %u is not a fixed-size type",
@@ -394,10 +377,10 @@ int gguf_writer_add_value(struct gguf_writer *w, const char *key, size_t key_len
 		return fail(w, -EINVAL, "value of %.*s has unknown type %u",
 			    (int)key_len, key, v->type);
 	}
-	rc = kv_start(w, key, key_len, v->type, vtype_size(v->type));
+	rc = kv_start(w, key, key_len, v->type, gguf_vtype_size(v->type));
 	if (rc)
 		return rc;
-	put(&w->kv, &s, vtype_size(v->type));
+	put(&w->kv, &s, gguf_vtype_size(v->type));
 	return 0;
 }
 

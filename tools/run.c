@@ -175,11 +175,7 @@ static void parse_args(int argc, char **argv, struct opts *o)
 			break;
 		case O_MLOCK: o->mlock = true; break;
 		case O_KV:
-			if (!strcmp(optarg, "f16"))
-				o->kv_type = GGML_TYPE_F16;
-			else if (!strcmp(optarg, "f32"))
-				o->kv_type = GGML_TYPE_F32;
-			else
+			if (ms_kv_type_parse(optarg, &o->kv_type) < 0)
 				cli_die_usage("bad --kv-type '%s' (f16 or f32)", optarg);
 			break;
 		case ':': cli_die_usage("option '%s' needs an argument", argv[optind - 1]);
