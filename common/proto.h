@@ -9,6 +9,8 @@
 
 #include <msgpack.h>
 
+#include "utf8.h"   /* utf8_valid: the strings of the protocol are UTF-8 */
+
 /* ---- message boundaries, checked before msgpack-c allocates anything ---- */
 
 #define MF_MAX_DEPTH_LIMIT 64   /* hard ceiling for max_depth */
@@ -118,8 +120,6 @@ int proto_get_str(const msgpack_object *map, const char *key, size_t max_len,
 		  const char **p, size_t *len, char *msg, size_t msglen);
 int proto_get_array(const msgpack_object *map, const char *key, size_t max_n,
 		    const msgpack_object_array **out, char *msg, size_t msglen);
-
-bool utf8_valid(const char *s, size_t n);
 
 /* ---- packing (msgpack_packer writes into an msgpack_sbuffer or a callback) ---- */
 
