@@ -268,18 +268,18 @@ static int chat_options(struct session *s, int argc, char **argv)
 		{ NULL, 0, NULL, 0 }
 	};
 	const struct cmd *cmd = find_cmd("chat");
-	int o;
+	int o, li = 0;
 
 	s->r.stop = calloc((size_t)argc + 1, sizeof(*s->r.stop));
 	if (!s->r.stop)
 		return XS_DAEMON;
-	while ((o = getopt_long(argc, argv, "s:t:h", opts, NULL)) != -1) {
+	while ((o = getopt_long(argc, argv, "s:t:h", opts, &li)) != -1) {
 		int h = common_opt(cmd, o);
 
 		if (h == 2)
 			return XS_OK;
 		if (h == 0)
-			h = sampling_opt(&s->r, o, &s->stats);
+			h = sampling_opt(&s->r, o, opts[li].name, &s->stats);
 		if (h <= 0)
 			return usage_error("chat");
 	}

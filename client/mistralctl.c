@@ -190,19 +190,18 @@ int common_opt(const struct cmd *cmd, int o)
 }
 
 /* Sampling options shared by generate and chat: 1 handled, 0 not one, -1 usage error. */
-int sampling_opt(struct req *r, int o, bool *stats)
+int sampling_opt(struct req *r, int o, const char *name, bool *stats)
 {
+	if (o >= O_SAMPLING && o < O_SAMPLING + PS_COUNT) {
+		const struct proto_sampling_param *ps = &proto_sampling[o - O_SAMPLING];
+		char opt[64];
+
+		snprintf(opt, sizeof(opt), "--%s", name);
+		if (ps->is_float)
+			return parse_floatarg(r, opt, ps->key, optarg) < 0 ? -1 : 1;
+		return parse_intarg(r, opt, ps->key, optarg) < 0 ? -1 : 1;
+	}
 	switch (o) {
-	case O_MAX_TOKENS: return parse_intarg(r, "--max-tokens", "max_tokens", optarg) < 0 ? -1 : 1;
-	case O_TEMPERATURE: return parse_floatarg(r, "--temperature", "temperature", optarg) < 0 ? -1 : 1;
-	case O_TOP_K: return parse_intarg(r, "--top-k", "top_k", optarg) < 0 ? -1 : 1;
-	case O_TOP_P: return parse_floatarg(r, "--top-p", "top_p", optarg) < 0 ? -1 : 1;
-	case O_MIN_P: return parse_floatarg(r, "--min-p", "min_p", optarg) < 0 ? -1 : 1;
-	case O_SEED: return parse_intarg(r, "--seed", "seed", optarg) < 0 ? -1 : 1;
-	case O_REP_PEN: return parse_floatarg(r, "--repetition-penalty", "repetition_penalty", optarg) < 0 ? -1 : 1;
-	case O_FREQ_PEN: return parse_floatarg(r, "--frequency-penalty", "frequency_penalty", optarg) < 0 ? -1 : 1;
-	case O_PRES_PEN: return parse_floatarg(r, "--presence-penalty", "presence_penalty", optarg) < 0 ? -1 : 1;
-	case O_LOGPROBS: return parse_intarg(r, "--logprobs", "logprobs", optarg) < 0 ? -1 : 1;
 	case O_STOP:
 		r->stop[r->n_stop++] = optarg;
 		return 1;
@@ -325,12 +324,12 @@ static int cmd_generate(int argc, char **argv)
 	bool json = false, stats = false, stream = true;
 	char *text = NULL;
 	size_t len = 0;
-	int o, ret = XS_USAGE;
+	int o, li = 0, ret = XS_USAGE;
 
 	r.stop = calloc((size_t)argc + 1, sizeof(*r.stop));
 	if (!r.stop)
 		return XS_DAEMON;
-	while ((o = getopt_long(argc, argv, "s:t:h", opts, NULL)) != -1) {
+	while ((o = getopt_long(argc, argv, "s:t:h", opts, &li)) != -1) {
 		int h = common_opt(cmd, o);
 
 		if (h == 2) {
@@ -338,7 +337,7 @@ static int cmd_generate(int argc, char **argv)
 			goto out;
 		}
 		if (h == 0)
-			h = sampling_opt(&r, o, &stats);
+			h = sampling_opt(&r, o, opts[li].name, &stats);
 		if (h < 0)
 			goto usage;
 		if (h)

@@ -31,9 +31,9 @@ int usage_error(const char *cmd);
 /* Options every command takes. */
 enum {
 	O_SOCKET = 1000, O_TIMEOUT, O_HELP, O_JSON,
-	O_MAX_TOKENS, O_TEMPERATURE, O_TOP_K, O_TOP_P, O_MIN_P, O_SEED, O_REP_PEN,
-	O_FREQ_PEN, O_PRES_PEN, O_STOP, O_LOGPROBS, O_SYSTEM, O_STATS,
+	O_STOP, O_SYSTEM, O_STATS,
 	O_RAW, O_NO_STREAM, O_TOKENS, O_NO_BOS, O_SPECIAL,
+	O_SAMPLING,       /* O_SAMPLING + PS_*: the sampling parameters of proto.h */
 };
 
 #define COMMON_OPTS \
@@ -42,17 +42,17 @@ enum {
 	{ "help", no_argument, NULL, O_HELP }
 
 #define SAMPLING_OPTS \
-	{ "max-tokens", required_argument, NULL, O_MAX_TOKENS }, \
-	{ "temperature", required_argument, NULL, O_TEMPERATURE }, \
-	{ "top-k", required_argument, NULL, O_TOP_K }, \
-	{ "top-p", required_argument, NULL, O_TOP_P }, \
-	{ "min-p", required_argument, NULL, O_MIN_P }, \
-	{ "seed", required_argument, NULL, O_SEED }, \
-	{ "repetition-penalty", required_argument, NULL, O_REP_PEN }, \
-	{ "frequency-penalty", required_argument, NULL, O_FREQ_PEN }, \
-	{ "presence-penalty", required_argument, NULL, O_PRES_PEN }, \
+	{ "max-tokens", required_argument, NULL, O_SAMPLING + PS_MAX_TOKENS }, \
+	{ "temperature", required_argument, NULL, O_SAMPLING + PS_TEMPERATURE }, \
+	{ "top-k", required_argument, NULL, O_SAMPLING + PS_TOP_K }, \
+	{ "top-p", required_argument, NULL, O_SAMPLING + PS_TOP_P }, \
+	{ "min-p", required_argument, NULL, O_SAMPLING + PS_MIN_P }, \
+	{ "seed", required_argument, NULL, O_SAMPLING + PS_SEED }, \
+	{ "repetition-penalty", required_argument, NULL, O_SAMPLING + PS_REPETITION_PENALTY }, \
+	{ "frequency-penalty", required_argument, NULL, O_SAMPLING + PS_FREQUENCY_PENALTY }, \
+	{ "presence-penalty", required_argument, NULL, O_SAMPLING + PS_PRESENCE_PENALTY }, \
 	{ "stop", required_argument, NULL, O_STOP }, \
-	{ "logprobs", required_argument, NULL, O_LOGPROBS }, \
+	{ "logprobs", required_argument, NULL, O_SAMPLING + PS_LOGPROBS }, \
 	{ "system", required_argument, NULL, O_SYSTEM }, \
 	{ "stats", no_argument, NULL, O_STATS }
 
@@ -61,8 +61,11 @@ enum {
  * not one of them, -1 on a usage error, 2 for --help (printed).
  */
 int common_opt(const struct cmd *cmd, int o);
-/* Sampling options shared by generate and chat: 1 handled, 0 not one, -1 usage error. */
-int sampling_opt(struct req *r, int o, bool *stats);
+/*
+ * Sampling options shared by generate and chat: 1 handled, 0 not one, -1
+ * usage error. name is the long option getopt_long matched, for messages.
+ */
+int sampling_opt(struct req *r, int o, const char *name, bool *stats);
 
 /* The chat command (chat.c). */
 int cmd_chat(int argc, char **argv);

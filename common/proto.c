@@ -510,6 +510,21 @@ int proto_get_array(const msgpack_object *map, const char *key, size_t max_n,
 	return 1;
 }
 
+/* ---- sampling parameters ---------------------------------------------------------- */
+
+const struct proto_sampling_param proto_sampling[PS_COUNT] = {
+	[PS_MAX_TOKENS] = { "max_tokens", false },
+	[PS_TEMPERATURE] = { "temperature", true },
+	[PS_TOP_K] = { "top_k", false },
+	[PS_TOP_P] = { "top_p", true },
+	[PS_MIN_P] = { "min_p", true },
+	[PS_SEED] = { "seed", false },
+	[PS_REPETITION_PENALTY] = { "repetition_penalty", true },
+	[PS_FREQUENCY_PENALTY] = { "frequency_penalty", true },
+	[PS_PRESENCE_PENALTY] = { "presence_penalty", true },
+	[PS_LOGPROBS] = { "logprobs", false },
+};
+
 /* ---- packing ---------------------------------------------------------------------- */
 
 void proto_pack_str(msgpack_packer *pk, const char *s, size_t n)
