@@ -510,66 +510,20 @@ int proto_get_array(const msgpack_object *map, const char *key, size_t max_n,
 	return 1;
 }
 
-/*
- * Length of the valid UTF-8 sequence starting at s[0] (at most n bytes
- * available), or 0 when it is invalid or truncated: no overlong forms, no
- * surrogates, nothing above U+10FFFF.
- */
-static size_t utf8_seq(const unsigned char *s, size_t n)
-{
-	unsigned char c = s[0];
-	unsigned char lo = 0x80, hi = 0xbf;
-	size_t k, i;
+/* ---- sampling parameters ---------------------------------------------------------- */
 
-	if (c < 0x80)
-		return 1;
-	if (c < 0xc2)
-		return 0;
-	if (c < 0xe0) {
-		k = 2;
-	} else if (c < 0xf0) {
-		k = 3;
-		if (c == 0xe0)
-			lo = 0xa0;
-		else if (c == 0xed)
-			hi = 0x9f;
-	} else if (c < 0xf5) {
-		k = 4;
-		if (c == 0xf0)
-			lo = 0x90;
-		else if (c == 0xf4)
-			hi = 0x8f;
-	} else {
-		return 0;
-	}
-	if (n < k)
-		return 0;
-	if (s[1] < lo || s[1] > hi)
-		return 0;
-	for (i = 2; i < k; i++)
-		if ((s[i] & 0xc0) != 0x80)
-			return 0;
-	return k;
-}
-
-bool utf8_valid(const char *s, size_t n)
-{
-	const unsigned char *p = (const unsigned char *)s;
-	size_t i = 0, k;
-
-	while (i < n) {
-		/* ASCII runs dominate prompts */
-		if (p[i] < 0x80) {
-			i++;
-			continue;
-		}
-		k = utf8_seq(p + i, n - i);
-		if (!k)
-			return false;
-		i += k;
-	}
-	return true;
-}
+const struct proto_sampling_param proto_sampling[PS_COUNT] = {
+	[PS_MAX_TOKENS] = { "max_tokens", false },
+	[PS_TEMPERATURE] = { "temperature", true },
+	[PS_TOP_K] = { "top_k", false },
+	[PS_TOP_P] = { "top_p", true },
+	[PS_MIN_P] = { "min_p", true },
+	[PS_SEED] = { "seed", false },
+	[PS_REPETITION_PENALTY] = { "repetition_penalty", true },
+	[PS_FREQUENCY_PENALTY] = { "frequency_penalty", true },
+	[PS_PRESENCE_PENALTY] = { "presence_penalty", true },
+	[PS_LOGPROBS] = { "logprobs", false },
+};
 
 /* ---- packing ---------------------------------------------------------------------- */
 

@@ -9,6 +9,8 @@
 
 #include <msgpack.h>
 
+#include "utf8.h"   /* utf8_valid: the strings of the protocol are UTF-8 */
+
 /* ---- message boundaries, checked before msgpack-c allocates anything ---- */
 
 #define MF_MAX_DEPTH_LIMIT 64   /* hard ceiling for max_depth */
@@ -119,7 +121,21 @@ int proto_get_str(const msgpack_object *map, const char *key, size_t max_len,
 int proto_get_array(const msgpack_object *map, const char *key, size_t max_n,
 		    const msgpack_object_array **out, char *msg, size_t msglen);
 
-bool utf8_valid(const char *s, size_t n);
+/* ---- the sampling parameters of generate and chat ---- */
+
+enum proto_sampling {
+	PS_MAX_TOKENS, PS_TEMPERATURE, PS_TOP_K, PS_TOP_P, PS_MIN_P, PS_SEED,
+	PS_REPETITION_PENALTY, PS_FREQUENCY_PENALTY, PS_PRESENCE_PENALTY, PS_LOGPROBS,
+	PS_COUNT
+};
+
+struct proto_sampling_param {
+	const char *key;      /* in the params map: "top_k" */
+	bool is_float;        /* a number; otherwise an integer */
+};
+
+/* Indexed by enum proto_sampling: the keys spelled once, for the client that sends them and the daemon that reads them. */
+extern const struct proto_sampling_param proto_sampling[PS_COUNT];
 
 /* ---- packing (msgpack_packer writes into an msgpack_sbuffer or a callback) ---- */
 

@@ -11,7 +11,7 @@
 #include <event2/thread.h>
 #include <systemd/sd-daemon.h>
 
-#include "config.h"
+#include "conf.h"
 #include "counters.h"
 #include "gguf.h"
 #include "log.h"

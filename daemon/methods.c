@@ -103,6 +103,8 @@ static int parse_stops(const msgpack_object *p, struct md_job *j, char *msg, siz
 	return 0;
 }
 
+#define KEY(p) (proto_sampling[PS_##p].key)
+
 static int parse_sampling(struct md_daemon *d, const msgpack_object *p, struct md_job *j,
 			  char *msg, size_t n)
 {
@@ -116,28 +118,28 @@ static int parse_sampling(struct md_daemon *d, const msgpack_object *p, struct m
 	j->max_tokens = limit < 256 ? limit : 256;
 	if (proto_get_bool(p, "stream", &j->stream, msg, n) < 0)
 		return -1;
-	if ((r = proto_get_uint(p, "max_tokens", UINT32_MAX, &u, msg, n)) < 0)
+	if ((r = proto_get_uint(p, KEY(MAX_TOKENS), UINT32_MAX, &u, msg, n)) < 0)
 		return -1;
 	if (r == 1) {
 		if (u == 0 || u > limit) {
-			snprintf(msg, n, "field 'max_tokens': %llu is outside 1..%u (max_tokens_limit)",
-				 (unsigned long long)u, limit);
+			snprintf(msg, n, "field '%s': %llu is outside 1..%u (max_tokens_limit)",
+				 KEY(MAX_TOKENS), (unsigned long long)u, limit);
 			return -1;
 		}
 		j->max_tokens = (uint32_t)u;
 	}
-	if (get_f32(p, "temperature", &j->sp.temperature, msg, n) < 0 ||
-	    get_f32(p, "top_p", &j->sp.top_p, msg, n) < 0 ||
-	    get_f32(p, "min_p", &j->sp.min_p, msg, n) < 0 ||
-	    get_f32(p, "repetition_penalty", &j->sp.repetition_penalty, msg, n) < 0 ||
-	    get_f32(p, "frequency_penalty", &j->sp.frequency_penalty, msg, n) < 0 ||
-	    get_f32(p, "presence_penalty", &j->sp.presence_penalty, msg, n) < 0)
+	if (get_f32(p, KEY(TEMPERATURE), &j->sp.temperature, msg, n) < 0 ||
+	    get_f32(p, KEY(TOP_P), &j->sp.top_p, msg, n) < 0 ||
+	    get_f32(p, KEY(MIN_P), &j->sp.min_p, msg, n) < 0 ||
+	    get_f32(p, KEY(REPETITION_PENALTY), &j->sp.repetition_penalty, msg, n) < 0 ||
+	    get_f32(p, KEY(FREQUENCY_PENALTY), &j->sp.frequency_penalty, msg, n) < 0 ||
+	    get_f32(p, KEY(PRESENCE_PENALTY), &j->sp.presence_penalty, msg, n) < 0)
 		return -1;
-	if ((r = proto_get_int(p, "top_k", INT32_MIN, INT32_MAX, &i, msg, n)) < 0)
+	if ((r = proto_get_int(p, KEY(TOP_K), INT32_MIN, INT32_MAX, &i, msg, n)) < 0)
 		return -1;
 	if (r == 1)
 		j->sp.top_k = (int32_t)i;
-	if ((r = proto_get_uint(p, "seed", UINT64_MAX, &u, msg, n)) < 0)
+	if ((r = proto_get_uint(p, KEY(SEED), UINT64_MAX, &u, msg, n)) < 0)
 		return -1;
 	if (r == 1) {
 		j->sp.seed = u;
@@ -145,7 +147,7 @@ static int parse_sampling(struct md_daemon *d, const msgpack_object *p, struct m
 		/* No entropy yet (early boot): any distinct value will do. */
 		j->sp.seed = (uint64_t)(md_now() * 1e9) ^ ((uint64_t)j->msgid << 32);
 	}
-	if ((r = proto_get_uint(p, "logprobs", MAX_LOGPROBS, &u, msg, n)) < 0)
+	if ((r = proto_get_uint(p, KEY(LOGPROBS), MAX_LOGPROBS, &u, msg, n)) < 0)
 		return -1;
 	if (r == 1)
 		j->logprobs = (uint32_t)u;
@@ -155,6 +157,8 @@ static int parse_sampling(struct md_daemon *d, const msgpack_object *p, struct m
 	}
 	return parse_stops(p, j, msg, n);
 }
+
+#undef KEY
 
 /* Copies a msgpack array of token ids (vocabulary bounds are the worker's to check). */
 static int copy_token_ids(const msgpack_object_array *toks, struct md_job *j, char *msg, size_t n)

@@ -7,7 +7,7 @@
 
 #include <msgpack.h>
 
-#include "config.h"
+#include "conf.h"
 #include "proto.h"
 #include "worker.h"
 

@@ -40,6 +40,7 @@ struct conn {
 	bool closing;                 /* flushing a last error, then closed */
 	double last_active;
 	struct conn *prev, *next;
+	struct conn *id_next;         /* the next in its by_id bucket */
 };
 
 struct listener {
@@ -53,6 +54,15 @@ struct md_server {
 	struct listener *listeners;
 	struct event *accept_retry;   /* re-enables accepting after EMFILE */
 	struct conn *conns;
+	/*
+	 * The same connections by id, for the worker's outputs, which name
+	 * theirs by id because it may be gone when they arrive: a chained
+	 * table with at least as many buckets as connections, so finding one
+	 * takes a step or two instead of a walk over all of them per message.
+	 */
+	struct conn **by_id;
+	size_t by_id_mask;            /* buckets - 1, a power of two */
+	size_t n_by_id;
 	uint64_t next_id;
 	char *sock_path;              /* created by md_server_bind: removed at exit */
 	char *lock_path;
@@ -60,8 +70,73 @@ struct md_server {
 };
 
 #define CLOSE_FLUSH_SECONDS 5     /* how long a closing connection may take to read its error */
+#define BY_ID_BUCKETS 4           /* to begin with, doubled as connections outnumber them: the tests with many connections grow it */
 
 static void conn_free(struct conn *c);
+
+/* ------------------------------------------------------------------------ */
+/* Connections by id                                                         */
+/* ------------------------------------------------------------------------ */
+
+/* Ids are handed out in sequence, so their low bits spread them evenly. */
+static struct conn **by_id_bucket(struct md_server *s, uint64_t id)
+{
+	return &s->by_id[id & s->by_id_mask];
+}
+
+/* Twice the buckets; without the memory the chains just get longer. */
+static void by_id_grow(struct md_server *s)
+{
+	size_t n = (s->by_id_mask + 1) * 2;
+	struct conn **old = s->by_id, **b = calloc(n, sizeof(*b));
+
+	if (!b)
+		return;
+	s->by_id = b;
+	for (size_t i = 0; i <= s->by_id_mask; i++) {
+		while (old[i]) {
+			struct conn *c = old[i];
+
+			old[i] = c->id_next;
+			c->id_next = b[c->id & (n - 1)];
+			b[c->id & (n - 1)] = c;
+		}
+	}
+	s->by_id_mask = n - 1;
+	free(old);
+}
+
+static void by_id_add(struct md_server *s, struct conn *c)
+{
+	struct conn **b;
+
+	if (++s->n_by_id > s->by_id_mask + 1)
+		by_id_grow(s);
+	b = by_id_bucket(s, c->id);
+	c->id_next = *b;
+	*b = c;
+}
+
+static void by_id_remove(struct md_server *s, struct conn *c)
+{
+	for (struct conn **pp = by_id_bucket(s, c->id); *pp; pp = &(*pp)->id_next) {
+		if (*pp == c) {
+			*pp = c->id_next;
+			s->n_by_id--;
+			return;
+		}
+	}
+}
+
+/* The open connection with this id, NULL once it has closed. */
+static struct conn *find_conn(struct md_server *s, uint64_t id)
+{
+	struct conn *c = *by_id_bucket(s, id);
+
+	while (c && c->id != id)
+		c = c->id_next;
+	return c;
+}
 
 /* ------------------------------------------------------------------------ */
 /* Output                                                                    */
@@ -137,6 +212,7 @@ static void conn_free(struct conn *c)
 		s->conns = c->next;
 	if (c->next)
 		c->next->prev = c->prev;
+	by_id_remove(s, c);
 	s->d->connections--;
 	md_log(LOG_DEBUG, "connection %llu closed", (unsigned long long)c->id);
 	if (c->timer)
@@ -474,6 +550,7 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
 	if (s->conns)
 		s->conns->prev = c;
 	s->conns = c;
+	by_id_add(s, c);
 	s->d->connections++;
 	atomic_fetch_add(&md_counters.connections_total, 1);
 	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl) == 0)
@@ -631,14 +708,6 @@ int md_server_bind(struct md_server *s, const char *path, mode_t mode, const cha
 /* Delivery                                                                  */
 /* ------------------------------------------------------------------------ */
 
-static struct conn *find_conn(struct md_server *s, uint64_t id)
-{
-	for (struct conn *c = s->conns; c; c = c->next)
-		if (c->id == id)
-			return c;
-	return NULL;
-}
-
 static void drop_inflight(struct conn *c, struct md_job *job)
 {
 	for (struct md_job **pp = &c->inflight; *pp; pp = &(*pp)->conn_next) {
@@ -704,10 +773,15 @@ struct md_server *md_server_new(struct event_base *base, struct md_daemon *d)
 	s->d = d;
 	s->lock_fd = -1;
 	s->accept_retry = evtimer_new(base, accept_retry_cb, s);
-	if (!s->accept_retry) {
+	s->by_id = calloc(BY_ID_BUCKETS, sizeof(*s->by_id));
+	if (!s->accept_retry || !s->by_id) {
+		if (s->accept_retry)
+			event_free(s->accept_retry);
+		free(s->by_id);
 		free(s);
 		return NULL;
 	}
+	s->by_id_mask = BY_ID_BUCKETS - 1;
 	return s;
 }
 
@@ -725,6 +799,7 @@ void md_server_free(struct md_server *s)
 		unlink(s->lock_path);
 	if (s->lock_fd >= 0)
 		close(s->lock_fd);
+	free(s->by_id);
 	free(s->sock_path);
 	free(s->lock_path);
 	free(s);

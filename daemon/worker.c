@@ -10,7 +10,7 @@
 
 #include <msgpack.h>
 
-#include "config.h"
+#include "conf.h"
 #include "counters.h"
 #include "log.h"
 #include "proto.h"

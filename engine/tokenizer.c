@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "tokenizer.h"
+#include "utf8.h"
 
 /* U+2581 LOWER ONE EIGHTH BLOCK: SentencePiece's stand-in for ' '. */
 #define SPACE_MARK	"\xe2\x96\x81"
@@ -128,37 +129,12 @@ static bool emittable(unsigned type)
 	return type == MS_TOK_NORMAL || type == MS_TOK_USER_DEFINED || type == 0;
 }
 
-/* Length of the valid UTF-8 character at s, or 1 for a byte that starts none. */
+/* Length of the valid UTF-8 character at s; a byte that starts none is a character of its own. */
 static size_t utf8_char_len(const unsigned char *s, size_t n)
 {
-	unsigned c = s[0], lo = 0x80, hi = 0xBF;
-	size_t need, i;
+	size_t k = utf8_seq(s, n);
 
-	if (c < 0x80)
-		return 1;
-	if (c >= 0xC2 && c <= 0xDF) {
-		need = 2;
-	} else if (c >= 0xE0 && c <= 0xEF) {
-		need = 3;
-		if (c == 0xE0)
-			lo = 0xA0;	/* overlong */
-		else if (c == 0xED)
-			hi = 0x9F;	/* surrogates */
-	} else if (c >= 0xF0 && c <= 0xF4) {
-		need = 4;
-		if (c == 0xF0)
-			lo = 0x90;	/* overlong */
-		else if (c == 0xF4)
-			hi = 0x8F;	/* beyond U+10FFFF */
-	} else {
-		return 1;
-	}
-	if (need > n || s[1] < lo || s[1] > hi)
-		return 1;
-	for (i = 2; i < need; i++)
-		if ((s[i] & 0xC0) != 0x80)
-			return 1;
-	return need;
+	return k ? k : 1;
 }
 
 /*

@@ -10,9 +10,8 @@
 #include <syslog.h>
 #include <unistd.h>
 
-/* Not "config.h": the include path puts autoconf's config.h first. */
-#include "../daemon/config.h"
-#include "../tests/tap.h"
+#include "conf.h"
+#include "tap.h"
 
 #define MIB ((size_t)1 << 20)
 
@@ -105,7 +104,7 @@ static const char *get(const struct md_config *c, const char *key)
 	return b;
 }
 
-/* The keys config.h documents; the table in config.c must hold exactly these. */
+/* The keys conf.h documents; the table in conf.c must hold exactly these. */
 static const char *const all_keys[] = {
 	"model", "threads", "context", "sliding_window", "parallel", "queue_depth",
 	"batch", "kernels", "socket", "socket_mode", "socket_group", "hugepages",

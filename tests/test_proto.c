@@ -1,4 +1,4 @@
-/* Unit tests for the wire protocol library: the bounded msgpack scanner, request parsing, typed params, UTF-8 checks and packers. */
+/* Unit tests for the wire protocol library: the bounded msgpack scanner, request parsing, typed params and packers (UTF-8: test_utf8). */
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
@@ -1139,110 +1139,6 @@ static void test_getters(void)
 	pk_free(&k);
 }
 
-/* ---- UTF-8 ------------------------------------------------------------------------------------ */
-
-/* Reference: decode by the book, then check minimal length and range. */
-static bool utf8_ref(const uint8_t *s, size_t n)
-{
-	size_t i = 0;
-
-	while (i < n) {
-		uint32_t c = s[i], min;
-		size_t k;
-
-		if (c < 0x80) {
-			i++;
-			continue;
-		} else if ((c & 0xe0) == 0xc0) {
-			k = 2, c &= 0x1f, min = 0x80;
-		} else if ((c & 0xf0) == 0xe0) {
-			k = 3, c &= 0x0f, min = 0x800;
-		} else if ((c & 0xf8) == 0xf0) {
-			k = 4, c &= 0x07, min = 0x10000;
-		} else {
-			return false;
-		}
-		if (i + k > n)
-			return false;
-		for (size_t j = 1; j < k; j++) {
-			if ((s[i + j] & 0xc0) != 0x80)
-				return false;
-			c = c << 6 | (s[i + j] & 0x3f);
-		}
-		if (c < min || c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff))
-			return false;
-		i += k;
-	}
-	return true;
-}
-
-static void test_utf8(void)
-{
-	static const struct {
-		const char *s;
-		size_t n;
-		bool valid;
-		const char *name;
-	} cases[] = {
-		{ "", 0, true, "empty" },
-		{ "hello", 5, true, "ASCII" },
-		{ "a\0b", 3, true, "embedded NUL" },
-		{ "\xc3\xa9", 2, true, "U+00E9" },
-		{ "\xe2\x82\xac", 3, true, "U+20AC" },
-		{ "\xef\xbf\xbf", 3, true, "U+FFFF" },
-		{ "\xee\x80\x80", 3, true, "U+E000" },
-		{ "\xed\x9f\xbf", 3, true, "U+D7FF" },
-		{ "\xf0\x9f\x98\x80", 4, true, "U+1F600" },
-		{ "\xf4\x8f\xbf\xbf", 4, true, "U+10FFFF" },
-		{ "\xc0\x80", 2, false, "overlong NUL" },
-		{ "\xc1\xbf", 2, false, "overlong 2-byte" },
-		{ "\xe0\x80\x80", 3, false, "overlong 3-byte" },
-		{ "\xe0\x9f\xbf", 3, false, "overlong U+07FF" },
-		{ "\xf0\x80\x80\x80", 4, false, "overlong 4-byte" },
-		{ "\xf0\x8f\xbf\xbf", 4, false, "overlong U+FFFF" },
-		{ "\xed\xa0\x80", 3, false, "surrogate U+D800" },
-		{ "\xed\xbf\xbf", 3, false, "surrogate U+DFFF" },
-		{ "\xf4\x90\x80\x80", 4, false, "U+110000" },
-		{ "\xf5\x80\x80\x80", 4, false, "0xf5 lead" },
-		{ "\xff", 1, false, "0xff" },
-		{ "\x80", 1, false, "lone continuation" },
-		{ "\xe2\x82", 2, false, "truncated 3-byte" },
-		{ "\xf0\x9f\x98", 3, false, "truncated 4-byte" },
-		{ "\xc3", 1, false, "truncated 2-byte" },
-		{ "\xc3(", 2, false, "bad continuation" },
-		{ "\xe2(\xa1", 3, false, "bad second of 3" },
-		{ "\xe2\x82(", 3, false, "bad third of 3" },
-	};
-	unsigned bad = 0;
-	uint8_t b[4];
-
-	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
-		ok(utf8_valid(cases[i].s, cases[i].n) == cases[i].valid, "utf8 %s: %s", cases[i].name,
-		   cases[i].valid ? "valid" : "invalid");
-	/* exhaustive over 1-3 byte strings, sampled for 4 bytes */
-	for (uint32_t v = 0; v < (1u << 24); v++) {
-		size_t n = v < 0x100 ? 1 : v < 0x10000 ? 2 : 3;
-
-		for (size_t j = 0; j < n; j++)
-			b[j] = (uint8_t)(v >> (8 * (n - 1 - j)));
-		if (utf8_valid((const char *)b, n) != utf8_ref(b, n))
-			bad++;
-	}
-	ok(!bad, "utf8_valid agrees with a reference decoder on every 1-3 byte string (%u differ)", bad);
-	bad = 0;
-	for (unsigned t = 0; t < 2000000; t++) {
-		uint32_t v = (uint32_t)rnd();
-
-		if (t & 1)	/* bias towards lead bytes f0..f4 and continuation bytes */
-			v = (0xf0u + (uint32_t)rnd_below(6)) << 24 | (v & 0x3f3f3fu) | 0x808080u;
-		for (size_t j = 0; j < 4; j++)
-			b[j] = (uint8_t)(v >> (8 * (3 - j)));
-		if (utf8_valid((const char *)b, 4) != utf8_ref(b, 4))
-			bad++;
-	}
-	ok(!bad, "utf8_valid agrees with the reference on 2M 4-byte strings (%u differ)", bad);
-}
-
 /* ---- errors and packers ------------------------------------------------------------------------ */
 
 static void test_err_names(void)
@@ -1476,7 +1372,6 @@ int main(void)
 	test_parse_valid();
 	test_parse_invalid();
 	test_getters();
-	test_utf8();
 	test_err_names();
 	test_packers();
 	test_fuzz_regressions();

@@ -1,6 +1,6 @@
 /* mistrald configuration: defaults, the key = value file, command-line overrides, validation. */
-#ifndef MD_CONFIG_H
-#define MD_CONFIG_H
+#ifndef MD_CONF_H
+#define MD_CONF_H
 
 #include <stdbool.h>
 #include <stddef.h>

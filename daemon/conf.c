@@ -14,7 +14,7 @@
 #include <syslog.h>
 #include <unistd.h>
 
-#include "config.h"
+#include "conf.h"
 
 /* Longest line (without its newline) and biggest file the reader accepts. */
 #define MD_CONFIG_LINE_MAX 4096
