@@ -409,9 +409,15 @@ static inline __attribute__((always_inline)) void q6_Kx8_tile(size_t nb, const s
 				_Pragma("GCC unroll 4")
 				for (int q = 0; q < 4; q++) {
 					const int j = 8 * h + 2 * q + k / 4;
-					/* scale j sign-extended into the low word, the high word 0 */
-					const __m512i sc = _mm512_and_si512(
-						_mm512_srai_epi32(_mm512_slli_epi32(sc4[j / 4], 24 - 8 * (j % 4)), 24), lo16);
+					/*
+					 * Scale j sign-extended into the low word, the high word 0:
+					 * its byte moved to bits 8..15, then a 16-bit arithmetic
+					 * shift (SIMDe has no 32-bit one).
+					 */
+					const __m512i at8 = j % 4 == 0 ? _mm512_slli_epi32(sc4[j / 4], 8) :
+							    j % 4 == 1 ? sc4[j / 4] :
+							    _mm512_srli_epi32(sc4[j / 4], 8 * (j % 4 - 1));
+					const __m512i sc = _mm512_and_si512(_mm512_srai_epi16(at8, 8), lo16);
 					const __m512i l = (q & 1) ? lq2 : lq;
 					const __m512i nib = q < 2 ? l : _mm512_srli_epi16(l, 4);
 					const __m512i top = q == 0 ? _mm512_slli_epi16(hq, 4) :
