@@ -57,16 +57,6 @@ void md_job_unref(struct md_job *j)
 	free(j);
 }
 
-void md_bundle_free(struct md_bundle *b)
-{
-	if (!b)
-		return;
-	ms_ctx_free(b->ctx);
-	ms_model_free(b->model);
-	free(b->path);
-	free(b);
-}
-
 void md_out_free(struct md_out *o)
 {
 	if (!o)

@@ -7,9 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "forward.h"
-#include "kernels.h"
-#include "model.h"
+#include "bundle.h"
 #include "generate.h"
 #include "template.h"
 
@@ -60,22 +58,6 @@ struct md_job {
 struct md_job *md_job_new(enum md_job_kind kind);
 void md_job_ref(struct md_job *j);
 void md_job_unref(struct md_job *j);   /* frees on the last reference; accepts NULL */
-
-/* A model ready to serve: loaded, kernels chosen, scratch allocated. */
-struct md_bundle {
-	struct ms_model *model;
-	struct ms_ctx *ctx;
-	const struct ms_kernels *kernels;
-	char *path;
-	uint32_t n_ctx;              /* context per sequence */
-	uint32_t parallel;
-	uint32_t threads;
-	uint32_t batch;
-	uint32_t kv_type;            /* GGML_TYPE_F16 or GGML_TYPE_F32 */
-	enum ms_template tmpl;
-};
-
-void md_bundle_free(struct md_bundle *b);   /* accepts NULL */
 
 /*
  * Messages from the worker to the event loop: packed msgpack bytes for a
