@@ -90,59 +90,8 @@ static const struct ms_kernels *pick_kernels(const char *name, char *err, size_t
 static void *load_main(void *arg)
 {
 	struct load *l = arg;
-	const struct md_config *c = &l->cfg;
-	struct ms_load_opts lo = {
-		.arena = { .policy = c->hugepages, .mlock = c->mlock || c->mlock_required,
-			   .mlock_required = c->mlock_required },
-		.window = c->sliding_window,
-	};
-	struct md_bundle *b = calloc(1, sizeof(*b));
-	ms_err err = { 0 };
-	long ncpu;
 
-	if (!b) {
-		l->rc = -ENOMEM;
-		snprintf(l->err, sizeof(l->err), "out of memory");
-		goto out;
-	}
-	b->path = strdup(c->model);
-	l->rc = ms_model_load(c->model, &lo, load_progress, l, &b->model, &err);
-	if (l->rc < 0) {
-		snprintf(l->err, sizeof(l->err), "%s: %s", c->model, err.msg);
-		goto fail;
-	}
-	b->kernels = pick_kernels(c->kernels, l->err, sizeof(l->err));
-	if (!b->kernels) {
-		l->rc = -EINVAL;
-		goto fail;
-	}
-	b->n_ctx = c->context ? c->context : b->model->hp.ctx_train;
-	if (b->n_ctx > b->model->hp.ctx_train) {
-		md_log(LOG_NOTICE, "context %u is longer than the model was trained for (%u); using %u",
-		       b->n_ctx, b->model->hp.ctx_train, b->model->hp.ctx_train);
-		b->n_ctx = b->model->hp.ctx_train;
-	}
-	ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-	b->threads = c->threads ? c->threads : (uint32_t)(ncpu > 0 ? ncpu : 1);
-	b->parallel = c->parallel;
-	/* One round may carry a row for every running sequence. */
-	b->batch = c->batch > c->parallel ? c->batch : c->parallel;
-	b->tmpl = ms_template_detect(b->model->tok);
-	/* F16 (the default) is half the bytes of F32 per cached token, so twice
-	 * the context per GiB and half the cache traffic per decode step. */
-	b->kv_type = c->kv_cache;
-	l->rc = ms_ctx_create(b->model, b->kernels, b->batch, b->threads, &b->ctx, &err);
-	if (l->rc < 0) {
-		snprintf(l->err, sizeof(l->err), "%s", err.msg);
-		goto fail;
-	}
-	if (b->model->arena->note[0])
-		md_log(LOG_NOTICE, "memory: %s", b->model->arena->note);
-	l->bundle = b;
-	goto out;
-fail:
-	md_bundle_free(b);
-out:
+	l->rc = md_bundle_load(&l->cfg, pick_kernels, load_progress, l, &l->bundle, l->err, sizeof(l->err));
 	event_active(l->done, EV_READ, 0);
 	return NULL;
 }

@@ -14,99 +14,14 @@
 #include "counters.h"
 #include "log.h"
 #include "proto.h"
+#include "replies.h"
+#include "seq.h"
 #include "tokenizer.h"
 #include "worker.h"
 
 /* ------------------------------------------------------------------------ */
-/* Jobs and bundles                                                          */
-/* ------------------------------------------------------------------------ */
-
-struct md_job *md_job_new(enum md_job_kind kind)
-{
-	struct md_job *j = calloc(1, sizeof(*j));
-
-	if (!j)
-		return NULL;
-	atomic_init(&j->refs, 1);
-	j->kind = kind;
-	j->t_submit = md_now();
-	ms_sampler_params_default(&j->sp);
-	return j;
-}
-
-void md_job_ref(struct md_job *j)
-{
-	atomic_fetch_add(&j->refs, 1);
-}
-
-void md_job_unref(struct md_job *j)
-{
-	if (!j || atomic_fetch_sub(&j->refs, 1) != 1)
-		return;
-	free(j->prompt);
-	free(j->tokens);
-	free(j->system);
-	for (size_t i = 0; i < j->n_msgs; i++)
-		free((char *)j->msgs[i].content);
-	free(j->msgs);
-	for (size_t i = 0; i < j->n_stops; i++)
-		free(j->stops[i]);
-	free(j->stops);
-	free(j->stop_lens);
-	free(j->text);
-	free(j);
-}
-
-void md_bundle_free(struct md_bundle *b)
-{
-	if (!b)
-		return;
-	ms_ctx_free(b->ctx);
-	ms_model_free(b->model);
-	free(b->path);
-	free(b);
-}
-
-void md_out_free(struct md_out *o)
-{
-	if (!o)
-		return;
-	md_job_unref(o->job);
-	free(o->data);
-	free(o);
-}
-
-/* ------------------------------------------------------------------------ */
 /* Worker state                                                              */
 /* ------------------------------------------------------------------------ */
-
-/* One top alternative of a logprobs entry. */
-struct lp_alt {
-	int32_t tok;
-	float lp;
-};
-
-/* A generating sequence: one job bound to one KV cache slot. */
-struct seq {
-	struct md_job *job;          /* NULL: slot free */
-	struct ms_kv *kv;            /* kept across jobs; reset per job */
-	struct ms_gen *g;            /* sampler, detokenizer and stop strings */
-	const struct ms_tokenizer *tok;
-	int32_t *prompt;
-	size_t n_prompt, n_fed;
-	int32_t *gen;                /* [limit] generated ids */
-	size_t n_gen;
-	uint32_t limit;              /* tokens to generate at most */
-	char *text;                  /* whole response so far */
-	size_t text_len, text_cap;
-	float *logits;               /* [vocab] */
-	float *raw;                  /* [vocab] logits before sampling, for logprobs */
-	struct lp_alt *lps;          /* [limit][1 + logprobs]: chosen, then the top */
-	int32_t pending;             /* sampled, to be fed next step */
-	bool prompt_done;
-	double t_start, t_prompt;
-	size_t step_n;               /* tokens in the current step's batch item */
-};
 
 struct md_worker {
 	pthread_t thread;
@@ -121,7 +36,7 @@ struct md_worker {
 
 	struct md_bundle *cur;       /* serving model, worker-owned */
 	struct md_bundle *next;      /* installed, waiting for the running sequences */
-	struct seq *seqs;            /* [cur->parallel] */
+	struct md_seq *seqs;         /* [cur->parallel] */
 	uint32_t n_active;
 
 	pthread_mutex_t out_mu;
@@ -208,13 +123,6 @@ static void fail(struct md_worker *w, struct md_job *j, enum proto_err e, const 
 /* Fast jobs: tokenize, detokenize, info                                     */
 /* ------------------------------------------------------------------------ */
 
-static void pack_ids(msgpack_packer *pk, const int32_t *ids, size_t n)
-{
-	msgpack_pack_array(pk, (uint32_t)n);
-	for (size_t i = 0; i < n; i++)
-		msgpack_pack_uint32(pk, (uint32_t)ids[i]);
-}
-
 static void run_tokenize(struct md_worker *w, struct md_job *j)
 {
 	struct ms_tokenizer *t = w->cur->model->tok;
@@ -230,10 +138,7 @@ static void run_tokenize(struct md_worker *w, struct md_job *j)
 	}
 	msgpack_sbuffer_init(&sb);
 	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-	proto_pack_result_head(&pk, j->msgid);
-	msgpack_pack_map(&pk, 1);
-	proto_pack_cstr(&pk, "tokens");
-	pack_ids(&pk, ids, n);
+	md_reply_tokens(&pk, j->msgid, ids, n);
 	free(ids);
 	post(w, j, &sb, true);
 }
@@ -260,73 +165,19 @@ static void run_detokenize(struct md_worker *w, struct md_job *j)
 	}
 	msgpack_sbuffer_init(&sb);
 	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-	proto_pack_result_head(&pk, j->msgid);
-	msgpack_pack_map(&pk, 1);
-	proto_pack_cstr(&pk, "text");
-	proto_pack_str(&pk, text, len);
+	md_reply_text(&pk, j->msgid, text, len);
 	free(text);
 	post(w, j, &sb, true);
 }
 
 static void run_info(struct md_worker *w, struct md_job *j)
 {
-	const struct md_bundle *b = w->cur;
-	const struct ms_model *m = b->model;
-	const struct ms_hparams *hp = &m->hp;
-	uint32_t n_types = 0;
 	msgpack_sbuffer sb;
 	msgpack_packer pk;
 
-	for (uint32_t t = 0; t < 32; t++)
-		n_types += m->types_seen[t] != 0;
 	msgpack_sbuffer_init(&sb);
 	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-	proto_pack_result_head(&pk, j->msgid);
-	msgpack_pack_map(&pk, 18);
-	proto_pack_kv_str(&pk, "name", m->name);
-	proto_pack_kv_str(&pk, "architecture", "llama");
-	proto_pack_kv_str(&pk, "path", b->path);
-	proto_pack_cstr(&pk, "hparams");
-	msgpack_pack_map(&pk, 10);
-	proto_pack_kv_u64(&pk, "dim", hp->dim);
-	proto_pack_kv_u64(&pk, "n_layers", hp->n_layers);
-	proto_pack_kv_u64(&pk, "n_heads", hp->n_heads);
-	proto_pack_kv_u64(&pk, "n_kv_heads", hp->n_kv_heads);
-	proto_pack_kv_u64(&pk, "head_dim", hp->head_dim);
-	proto_pack_kv_u64(&pk, "ffn", hp->ffn);
-	proto_pack_kv_u64(&pk, "vocab", hp->vocab);
-	proto_pack_kv_u64(&pk, "context_train", hp->ctx_train);
-	/* float32 on the wire, as in the file: 1e-05 stays 1e-05 for the client. */
-	proto_pack_cstr(&pk, "rope_base");
-	msgpack_pack_float(&pk, hp->rope_base);
-	proto_pack_cstr(&pk, "rms_eps");
-	msgpack_pack_float(&pk, hp->eps);
-	proto_pack_kv_str(&pk, "attention", hp->n_kv_heads == hp->n_heads ? "mha" :
-				     hp->n_kv_heads == 1 ? "mqa" : "gqa");
-	proto_pack_kv_u64(&pk, "context", b->n_ctx);
-	proto_pack_kv_u64(&pk, "sliding_window", m->window);
-	proto_pack_kv_str(&pk, "sliding_window_source", m->window_source);
-	proto_pack_kv_u64(&pk, "kv_cache_bytes_per_sequence", ms_kv_bytes(m, b->n_ctx, m->window, b->kv_type));
-	proto_pack_kv_u64(&pk, "kv_cache_bytes_per_token", 2ull * hp->n_layers * hp->kv_dim *
-		    (b->kv_type == GGML_TYPE_F16 ? 2 : 4));
-	proto_pack_kv_str(&pk, "kv_cache_type", ggml_type_name(b->kv_type));
-	proto_pack_cstr(&pk, "tensor_types");
-	msgpack_pack_map(&pk, n_types);
-	for (uint32_t t = 0; t < 32; t++) {
-		if (m->types_seen[t])
-			proto_pack_kv_u64(&pk, ggml_type_name(t), m->types_seen[t]);
-	}
-	proto_pack_cstr(&pk, "memory");
-	msgpack_pack_map(&pk, 4);
-	proto_pack_kv_u64(&pk, "weight_bytes", m->weight_bytes);
-	proto_pack_kv_u64(&pk, "arena_bytes", m->arena->size);
-	proto_pack_kv_str(&pk, "page_kind", ms_page_kind_name(m->arena->kind));
-	proto_pack_kv_bool(&pk, "locked", m->arena->locked);
-	proto_pack_kv_u64(&pk, "threads", b->threads);
-	proto_pack_kv_u64(&pk, "parallel", b->parallel);
-	proto_pack_kv_str(&pk, "kernel_isa", b->kernels->name);
-	proto_pack_kv_str(&pk, "template", ms_template_name(b->tmpl));
-	proto_pack_kv_str(&pk, "version", PACKAGE_VERSION);
+	md_reply_info(&pk, j->msgid, w->cur);
 	post(w, j, &sb, true);
 }
 
@@ -334,7 +185,7 @@ static void run_info(struct md_worker *w, struct md_job *j)
 /* Generation                                                                */
 /* ------------------------------------------------------------------------ */
 
-static int append_text(struct seq *s, const char *p, size_t n)
+static int append_text(struct md_seq *s, const char *p, size_t n)
 {
 	if (s->text_len + n + 1 > s->text_cap) {
 		size_t cap = s->text_cap ? s->text_cap : 256;
@@ -354,7 +205,7 @@ static int append_text(struct seq *s, const char *p, size_t n)
 }
 
 /* The prompt's token ids: raw ids, raw text, or the instruct template. */
-static int build_prompt(struct md_worker *w, struct seq *s, ms_err *err)
+static int build_prompt(struct md_worker *w, struct md_seq *s, ms_err *err)
 {
 	const struct md_job *j = s->job;
 	struct ms_tokenizer *t = w->cur->model->tok;
@@ -388,7 +239,7 @@ static int build_prompt(struct md_worker *w, struct seq *s, ms_err *err)
 	}
 }
 
-static void seq_release(struct md_worker *w, struct seq *s)
+static void seq_release(struct md_worker *w, struct md_seq *s)
 {
 	ms_gen_free(s->g);
 	free(s->prompt);
@@ -411,7 +262,7 @@ static void seq_release(struct md_worker *w, struct seq *s)
 }
 
 /* Binds job j to the free slot s; on failure the job gets its error and the slot stays free. */
-static void seq_start(struct md_worker *w, struct seq *s, struct md_job *j)
+static void seq_start(struct md_worker *w, struct md_seq *s, struct md_job *j)
 {
 	const struct md_bundle *b = w->cur;
 	const uint32_t vocab = b->model->hp.vocab;
@@ -480,50 +331,11 @@ out:
 	seq_release(w, s);
 }
 
-static void pack_token_text(msgpack_packer *pk, const struct ms_tokenizer *t, int32_t tok)
-{
-	char buf[MS_DETOK_MAX_OUT * 2];
-	struct ms_detok d;
-	int n, m;
-
-	ms_detok_init(&d, t, false);
-	n = ms_detok_push(&d, tok, buf, MS_DETOK_MAX_OUT);
-	n = n < 0 ? 0 : n;
-	m = ms_detok_flush(&d, buf + n, sizeof(buf) - (size_t)n);
-	proto_pack_str(pk, buf, (size_t)n + (size_t)(m < 0 ? 0 : m));
-}
-
-/* logprobs entries [from, to) of s as msgpack maps. */
-static void pack_logprobs(msgpack_packer *pk, const struct seq *s, size_t from, size_t to)
-{
-	const uint32_t k = s->job->logprobs;
-
-	msgpack_pack_array(pk, (uint32_t)(to - from));
-	for (size_t i = from; i < to; i++) {
-		const struct lp_alt *e = s->lps + i * (1 + k);
-
-		msgpack_pack_map(pk, 4);
-		proto_pack_kv_u64(pk, "token", (uint32_t)e[0].tok);
-		proto_pack_cstr(pk, "text");
-		pack_token_text(pk, s->tok, e[0].tok);
-		proto_pack_kv_f64(pk, "logprob", (double)e[0].lp);
-		proto_pack_cstr(pk, "top");
-		msgpack_pack_array(pk, k);
-		for (uint32_t a = 1; a <= k; a++) {
-			msgpack_pack_map(pk, 3);
-			proto_pack_kv_u64(pk, "token", (uint32_t)e[a].tok);
-			proto_pack_cstr(pk, "text");
-			pack_token_text(pk, s->tok, e[a].tok);
-			proto_pack_kv_f64(pk, "logprob", (double)e[a].lp);
-		}
-	}
-}
-
 /* Log-probabilities of the chosen token and the top k under the model's own distribution. */
-static void record_logprobs(struct seq *s, int32_t tok, uint32_t vocab)
+static void record_logprobs(struct md_seq *s, int32_t tok, uint32_t vocab)
 {
 	const uint32_t k = s->job->logprobs;
-	struct lp_alt *e = s->lps + s->n_gen * (1 + k);
+	struct md_lp_alt *e = s->lps + s->n_gen * (1 + k);
 	double max = -INFINITY, sum = 0, lse;
 	uint32_t have = 0;
 
@@ -533,7 +345,7 @@ static void record_logprobs(struct seq *s, int32_t tok, uint32_t vocab)
 	for (uint32_t i = 0; i < vocab; i++)
 		sum += exp((double)s->raw[i] - max);
 	lse = max + log(sum);
-	e[0] = (struct lp_alt){ tok, (float)((double)s->raw[tok] - lse) };
+	e[0] = (struct md_lp_alt){ tok, (float)((double)s->raw[tok] - lse) };
 	/* Insertion into a k-long sorted list: k <= 20, so this is vocab x small. */
 	for (uint32_t i = 0; i < vocab; i++) {
 		float v = s->raw[i];
@@ -552,59 +364,16 @@ static void record_logprobs(struct seq *s, int32_t tok, uint32_t vocab)
 		e[a].lp = (float)((double)s->raw[e[a].tok] - lse);
 }
 
-static void pack_final(msgpack_packer *pk, const struct seq *s, enum ms_finish reason, double t_end)
-{
-	const struct md_job *j = s->job;
-	double prompt_s = (s->prompt_done ? s->t_prompt : t_end) - s->t_start;
-	double gen_s = s->prompt_done ? t_end - s->t_prompt : 0;
-
-	proto_pack_result_head(pk, j->msgid);
-	msgpack_pack_map(pk, j->logprobs ? 7 : 6);
-	proto_pack_cstr(pk, "response");
-	proto_pack_str(pk, s->text ? s->text : "", s->text_len);
-	proto_pack_cstr(pk, "tokens");
-	pack_ids(pk, s->gen, s->n_gen);
-	proto_pack_kv_str(pk, "done_reason", ms_finish_name(reason));
-	proto_pack_cstr(pk, "usage");
-	msgpack_pack_map(pk, 3);
-	proto_pack_kv_u64(pk, "prompt_tokens", s->n_prompt);
-	proto_pack_kv_u64(pk, "completion_tokens", s->n_gen);
-	proto_pack_kv_u64(pk, "total_tokens", s->n_prompt + s->n_gen);
-	proto_pack_cstr(pk, "timings");
-	msgpack_pack_map(pk, 5);
-	proto_pack_kv_f64(pk, "queue_ms", (s->t_start - j->t_submit) * 1e3);
-	proto_pack_kv_f64(pk, "prompt_ms", prompt_s * 1e3);
-	proto_pack_kv_f64(pk, "generate_ms", gen_s * 1e3);
-	proto_pack_kv_f64(pk, "prompt_tokens_per_s", prompt_s > 0 ? (double)s->n_prompt / prompt_s : 0.0);
-	proto_pack_kv_f64(pk, "generate_tokens_per_s", gen_s > 0 ? (double)s->n_gen / gen_s : 0.0);
-	proto_pack_kv_u64(pk, "seed", j->sp.seed);
-	if (j->logprobs) {
-		proto_pack_cstr(pk, "logprobs");
-		pack_logprobs(pk, s, 0, s->n_gen);
-	}
-}
-
-static void post_chunk(struct md_worker *w, struct seq *s, const char *text, size_t n, bool with_token)
+static void post_chunk(struct md_worker *w, struct md_seq *s, const char *text, size_t n, bool with_token)
 {
 	msgpack_sbuffer sb;
 	msgpack_packer pk;
-	bool lp = with_token && s->job->logprobs;
 
 	if (!s->job->stream || atomic_load(&s->job->gone))
 		return;
 	msgpack_sbuffer_init(&sb);
 	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-	proto_pack_notification_head(&pk, "generate.chunk", 2);
-	msgpack_pack_uint32(&pk, s->job->msgid);
-	msgpack_pack_map(&pk, lp ? 3 : 2);
-	proto_pack_cstr(&pk, "response");
-	proto_pack_str(&pk, text, n);
-	proto_pack_cstr(&pk, "tokens");
-	pack_ids(&pk, s->gen + s->n_gen - (with_token ? 1 : 0), with_token ? 1 : 0);
-	if (lp) {
-		proto_pack_cstr(&pk, "logprobs");
-		pack_logprobs(&pk, s, s->n_gen - 1, s->n_gen);
-	}
+	md_reply_chunk(&pk, s, text, n, with_token);
 	post(w, s->job, &sb, false);
 }
 
@@ -613,7 +382,7 @@ static void post_chunk(struct md_worker *w, struct seq *s, const char *text, siz
  * possible stop-string prefix) is released first, except after a stop
  * string, where everything from the match on is dropped.
  */
-static void seq_finish(struct md_worker *w, struct seq *s, enum ms_finish reason)
+static void seq_finish(struct md_worker *w, struct md_seq *s, enum ms_finish reason)
 {
 	struct md_job *j = s->job;
 	double t_end = md_now();
@@ -640,13 +409,13 @@ static void seq_finish(struct md_worker *w, struct seq *s, enum ms_finish reason
 			 (unsigned long long)(((s->prompt_done ? s->t_prompt : t_end) - s->t_start) * 1e6));
 	msgpack_sbuffer_init(&sb);
 	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-	pack_final(&pk, s, reason, t_end);
+	md_reply_final(&pk, s, reason, t_end);
 	post(w, j, &sb, true);
 	seq_release(w, s);
 }
 
 /* Samples the next token from fresh logits and streams what it adds. */
-static void seq_produce(struct md_worker *w, struct seq *s)
+static void seq_produce(struct md_worker *w, struct md_seq *s)
 {
 	const uint32_t vocab = w->cur->model->hp.vocab;
 	struct ms_gen_out o;
@@ -678,7 +447,7 @@ static void seq_produce(struct md_worker *w, struct seq *s)
 static void fail_active(struct md_worker *w, enum proto_err e, const char *why)
 {
 	for (uint32_t i = 0; w->cur && i < w->cur->parallel; i++) {
-		struct seq *s = &w->seqs[i];
+		struct md_seq *s = &w->seqs[i];
 
 		if (s->job) {
 			fail(w, s->job, e, "%s", why);
@@ -697,14 +466,14 @@ static void step(struct md_worker *w)
 {
 	const struct md_bundle *b = w->cur;
 	struct ms_batch_item items[MD_MAX_PARALLEL];
-	struct seq *who[MD_MAX_PARALLEL];
+	struct md_seq *who[MD_MAX_PARALLEL];
 	uint32_t pos0[MD_MAX_PARALLEL];
 	size_t n = 0;
 	ms_err err = { 0 };
 	int r;
 
 	for (uint32_t i = 0; i < b->parallel && n < MD_MAX_PARALLEL; i++) {
-		struct seq *s = &w->seqs[i];
+		struct md_seq *s = &w->seqs[i];
 
 		if (!s->job)
 			continue;
@@ -744,7 +513,7 @@ static void step(struct md_worker *w)
 	 * abandoned step (every sequence cancelled) possibly less; the cancel
 	 * is then handled at the top of the next step. */
 	for (size_t i = 0; i < n; i++) {
-		struct seq *s = who[i];
+		struct md_seq *s = who[i];
 		uint32_t done = s->kv->pos - pos0[i];
 
 		if (!s->prompt_done) {
@@ -786,7 +555,7 @@ static int beat(void *ud)
 
 	atomic_fetch_add(&w->heartbeat, 1);
 	for (uint32_t i = 0; i < w->cur->parallel; i++) {
-		const struct seq *s = &w->seqs[i];
+		const struct md_seq *s = &w->seqs[i];
 
 		if (s->job && !atomic_load(&s->job->cancel))
 			return 0;
@@ -797,7 +566,7 @@ static int beat(void *ud)
 /* Called with mu held: puts the installed model in service once nothing runs on the old one. */
 static void maybe_swap(struct md_worker *w)
 {
-	struct seq *seqs;
+	struct md_seq *seqs;
 
 	if (!w->next || w->n_active)
 		return;
@@ -907,7 +676,7 @@ static void *worker_main(void *arg)
 		sweep_queue(w);
 		/* Admission: queued jobs take free slots in arrival order (not while a new model waits). */
 		while (w->cur && !w->next && w->q_head && w->n_active < w->cur->parallel) {
-			struct seq *s = NULL;
+			struct md_seq *s = NULL;
 
 			j = pop(&w->q_head, &w->q_tail);
 			w->n_queued--;
