@@ -404,13 +404,13 @@ int main(int argc, char **argv)
 			struct gguf *g = NULL;
 			ms_err e = { 0 };
 
-			if (gguf_open(cfg->model, &g, &e) < 0) {
+			if (ms_gguf_open(cfg->model, &g, &e) < 0) {
 				fprintf(stderr, "mistrald: model %s: %s\n", cfg->model, e.msg);
 				status = 1;
 			} else {
 				printf("configuration OK; model %s parses\n", cfg->model);
 			}
-			gguf_close(g);
+			ms_gguf_close(g);
 		}
 		md_config_free(cfg);
 		free(cfg);

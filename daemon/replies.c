@@ -102,7 +102,7 @@ void md_reply_info(msgpack_packer *pk, uint32_t msgid, const struct md_bundle *b
 
 	for (uint32_t t = 0; t < 32; t++) {
 		if (m->types_seen[t])
-			types[n_types++] = MD_KV_U64(ggml_type_name(t), m->types_seen[t]);
+			types[n_types++] = MD_KV_U64(ms_ggml_type_name(t), m->types_seen[t]);
 	}
 	const struct md_kv hparams[] = {
 		MD_KV_U64("dim", hp->dim),
@@ -135,7 +135,7 @@ void md_reply_info(msgpack_packer *pk, uint32_t msgid, const struct md_bundle *b
 		MD_KV_U64("kv_cache_bytes_per_sequence", ms_kv_bytes(m, b->n_ctx, m->window, b->kv_type)),
 		MD_KV_U64("kv_cache_bytes_per_token",
 			  2ull * hp->n_layers * hp->kv_dim * (b->kv_type == GGML_TYPE_F16 ? 2 : 4)),
-		MD_KV_STR("kv_cache_type", ggml_type_name(b->kv_type)),
+		MD_KV_STR("kv_cache_type", ms_ggml_type_name(b->kv_type)),
 		MD_KV_MAP_N("tensor_types", types, n_types),
 		MD_KV_MAP("memory", memory),
 		MD_KV_U64("threads", b->threads),

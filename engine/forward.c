@@ -96,7 +96,7 @@ int ms_kv_create(const struct ms_model *m, uint32_t n_ctx, uint32_t window, uint
 		return ms_errf(err, -EINVAL, "context length must be at least 1");
 	if (type != GGML_TYPE_F16 && type != GGML_TYPE_F32)
 		return ms_errf(err, -EINVAL, "KV cache type %s is not supported (F16 or F32)",
-			       ggml_type_name(type));
+			       ms_ggml_type_name(type));
 	kv = calloc(1, sizeof(*kv));
 	if (!kv)
 		return ms_errf(err, -ENOMEM, "out of memory for a KV cache");
@@ -245,7 +245,7 @@ static int check_kernels(const struct ms_model *m, const struct ms_kernels *k, m
 	for (uint32_t t = 0; t < MS_TYPE_SLOTS; t++) {
 		if (m->types_seen[t] && t != GGML_TYPE_F32 && !k->type[t].dot)
 			return ms_errf(err, -ENOTSUP, "kernel set '%s' has no matmul for type %s",
-				       k->name, ggml_type_name(t));
+				       k->name, ms_ggml_type_name(t));
 	}
 	if (!k->type[GGML_TYPE_F32].dot)
 		return ms_errf(err, -ENOTSUP, "kernel set '%s' has no F32 matmul", k->name);
@@ -701,7 +701,7 @@ static int eval_round(struct ms_ctx *c, size_t b)
 		const uint8_t *row = (const uint8_t *)m->tok_embd.data +
 				     (size_t)c->row_tok[i] * m->tok_embd.row_bytes;
 
-		r = dequantize_row(m->tok_embd.type, row, c->x + i * dim, dim);
+		r = ms_dequantize_row(m->tok_embd.type, row, c->x + i * dim, dim);
 		if (r < 0)
 			return r;
 	}

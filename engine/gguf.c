@@ -76,7 +76,7 @@ static const char *vtype_name(uint32_t type)
 	return type < sizeof(names) / sizeof(names[0]) ? names[type] : "unknown";
 }
 
-size_t gguf_vtype_size(uint32_t type)
+size_t ms_gguf_vtype_size(uint32_t type)
 {
 	switch (type) {
 	case GGUF_U8: case GGUF_I8: case GGUF_BOOL:
@@ -144,7 +144,7 @@ static int rd_str(struct cur *c, const char *what, struct gguf_str *s)
 /* Sign- or zero-extends a fixed-size scalar into the value union. */
 static int decode_scalar(struct cur *c, uint32_t type, struct gguf_value *val, const char *key)
 {
-	size_t n = gguf_vtype_size(type);
+	size_t n = ms_gguf_vtype_size(type);
 	uint64_t raw = 0;
 	float f32;
 	int r;
@@ -206,7 +206,7 @@ static int rd_array(struct cur *c, struct gguf_arr *a, const char *key)
 	if (et == GGUF_ARRAY)
 		return ms_errf(c->err, -EBADMSG,
 			       "gguf: key '%s': nested array (element type array) is not supported", key);
-	esz = gguf_vtype_size(et);
+	esz = ms_gguf_vtype_size(et);
 	if (et == GGUF_STRING)
 		esz = 8;	/* the smallest string: its length prefix */
 	else if (!esz)
@@ -224,7 +224,7 @@ static int rd_array(struct cur *c, struct gguf_arr *a, const char *key)
 		c->pos += (size_t)n * esz;
 		return 0;
 	}
-	/* Walked once here so that gguf_arr_str never needs a bound. */
+	/* Walked once here so that ms_gguf_arr_str never needs a bound. */
 	for (i = 0; i < n; i++) {
 		uint64_t len;
 
@@ -340,7 +340,7 @@ static int check_dup_names(struct gguf *g, ms_err *err)
 
 static int read_alignment(struct gguf *g, ms_err *err)
 {
-	const struct gguf_kv *kv = gguf_find_kv(g, "general.alignment");
+	const struct gguf_kv *kv = ms_gguf_find_kv(g, "general.alignment");
 	uint64_t a;
 
 	g->alignment = GGUF_DEFAULT_ALIGN;
@@ -415,7 +415,7 @@ static int rd_tensor(struct cur *c, uint64_t idx, uint32_t align, struct gguf_te
 
 	if ((r = rd_u32(c, "a tensor type", &t->type)))
 		return r;
-	ti = ggml_type_get(t->type);
+	ti = ms_ggml_type_get(t->type);
 	if (!ti)
 		return ms_errf(c->err, -EBADMSG, "gguf: tensor '%s': unknown ggml type %" PRIu32,
 			       nb, t->type);
@@ -423,7 +423,7 @@ static int rd_tensor(struct cur *c, uint64_t idx, uint32_t align, struct gguf_te
 		return ms_errf(c->err, -EBADMSG,
 			       "gguf: tensor '%s': ne[0] = %" PRIu64 " is not a multiple of the %s block size %" PRIu32,
 			       nb, t->ne[0], ti->name, ti->blck);
-	if (ggml_row_bytes(t->type, t->ne[0], &row_bytes))
+	if (ms_ggml_row_bytes(t->type, t->ne[0], &row_bytes))
 		return ms_errf(c->err, -EBADMSG,
 			       "gguf: tensor '%s': byte size of a row of %" PRIu64 " %s elements overflows 64 bits",
 			       nb, t->ne[0], ti->name);
@@ -599,7 +599,7 @@ static int open_common(const void *buf, size_t size, bool mapped, struct gguf **
 	r = parse(g, err);
 	if (r) {
 		/* g->mapped is still false: the mapping stays with the caller on failure. */
-		gguf_close(g);
+		ms_gguf_close(g);
 		return r;
 	}
 	g->mapped = mapped;
@@ -607,14 +607,14 @@ static int open_common(const void *buf, size_t size, bool mapped, struct gguf **
 	return 0;
 }
 
-int gguf_open_mem(const void *buf, size_t size, struct gguf **out, ms_err *err)
+int ms_gguf_open_mem(const void *buf, size_t size, struct gguf **out, ms_err *err)
 {
 	if (!buf && size)
 		return ms_errf(err, -EINVAL, "gguf: NULL buffer of %zu bytes", size);
 	return open_common(buf, size, false, out, err);
 }
 
-int gguf_open(const char *path, struct gguf **out, ms_err *err)
+int ms_gguf_open(const char *path, struct gguf **out, ms_err *err)
 {
 	struct stat st;
 	char eb[128];
@@ -665,7 +665,7 @@ int gguf_open(const char *path, struct gguf **out, ms_err *err)
 	return r;
 }
 
-void gguf_close(struct gguf *g)
+void ms_gguf_close(struct gguf *g)
 {
 	if (!g)
 		return;
@@ -676,7 +676,7 @@ void gguf_close(struct gguf *g)
 	free(g);
 }
 
-const struct gguf_kv *gguf_find_kv(const struct gguf *g, const char *key)
+const struct gguf_kv *ms_gguf_find_kv(const struct gguf *g, const char *key)
 {
 	size_t n = strlen(key);
 	uint64_t i;
@@ -687,7 +687,7 @@ const struct gguf_kv *gguf_find_kv(const struct gguf *g, const char *key)
 	return NULL;
 }
 
-const struct gguf_tensor *gguf_find_tensor(const struct gguf *g, const char *name)
+const struct gguf_tensor *ms_gguf_find_tensor(const struct gguf *g, const char *name)
 {
 	uint64_t i;
 
@@ -699,7 +699,7 @@ const struct gguf_tensor *gguf_find_tensor(const struct gguf *g, const char *nam
 
 static const struct gguf_kv *find_or_err(const struct gguf *g, const char *key, ms_err *err)
 {
-	const struct gguf_kv *kv = gguf_find_kv(g, key);
+	const struct gguf_kv *kv = ms_gguf_find_kv(g, key);
 
 	if (!kv)
 		ms_errf(err, -ENOENT, "gguf: key '%s' not found", key);
@@ -716,7 +716,7 @@ static bool is_signed(uint32_t t)
 	return t == GGUF_I8 || t == GGUF_I16 || t == GGUF_I32 || t == GGUF_I64;
 }
 
-int gguf_get_u32(const struct gguf *g, const char *key, uint32_t *out, ms_err *err)
+int ms_gguf_get_u32(const struct gguf *g, const char *key, uint32_t *out, ms_err *err)
 {
 	const struct gguf_kv *kv = find_or_err(g, key, err);
 	uint64_t v;
@@ -741,7 +741,7 @@ int gguf_get_u32(const struct gguf *g, const char *key, uint32_t *out, ms_err *e
 	return 0;
 }
 
-int gguf_get_f32(const struct gguf *g, const char *key, float *out, ms_err *err)
+int ms_gguf_get_f32(const struct gguf *g, const char *key, float *out, ms_err *err)
 {
 	const struct gguf_kv *kv = find_or_err(g, key, err);
 	double f;
@@ -759,7 +759,7 @@ int gguf_get_f32(const struct gguf *g, const char *key, float *out, ms_err *err)
 	return 0;
 }
 
-int gguf_get_bool(const struct gguf *g, const char *key, bool *out, ms_err *err)
+int ms_gguf_get_bool(const struct gguf *g, const char *key, bool *out, ms_err *err)
 {
 	const struct gguf_kv *kv = find_or_err(g, key, err);
 	uint32_t t;
@@ -783,7 +783,7 @@ int gguf_get_bool(const struct gguf *g, const char *key, bool *out, ms_err *err)
 	return ms_errf(err, -EINVAL, "gguf: key '%s' is a %s, expected bool", key, vtype_name(t));
 }
 
-int gguf_get_str(const struct gguf *g, const char *key, struct gguf_str *out, ms_err *err)
+int ms_gguf_get_str(const struct gguf *g, const char *key, struct gguf_str *out, ms_err *err)
 {
 	const struct gguf_kv *kv = find_or_err(g, key, err);
 
@@ -796,7 +796,7 @@ int gguf_get_str(const struct gguf *g, const char *key, struct gguf_str *out, ms
 	return 0;
 }
 
-int gguf_get_arr(const struct gguf *g, const char *key, uint32_t elem_type,
+int ms_gguf_get_arr(const struct gguf *g, const char *key, uint32_t elem_type,
 		 struct gguf_arr *out, ms_err *err)
 {
 	const struct gguf_kv *kv = find_or_err(g, key, err);
@@ -813,7 +813,7 @@ int gguf_get_arr(const struct gguf *g, const char *key, uint32_t elem_type,
 	return 0;
 }
 
-struct gguf_str gguf_arr_str(const uint8_t **cursor)
+struct gguf_str ms_gguf_arr_str(const uint8_t **cursor)
 {
 	struct gguf_str s;
 
@@ -823,7 +823,7 @@ struct gguf_str gguf_arr_str(const uint8_t **cursor)
 	return s;
 }
 
-float gguf_arr_f32(const struct gguf_arr *a, uint64_t i)
+float ms_gguf_arr_f32(const struct gguf_arr *a, uint64_t i)
 {
 	float f;
 
@@ -831,7 +831,7 @@ float gguf_arr_f32(const struct gguf_arr *a, uint64_t i)
 	return f;
 }
 
-int32_t gguf_arr_i32(const struct gguf_arr *a, uint64_t i)
+int32_t ms_gguf_arr_i32(const struct gguf_arr *a, uint64_t i)
 {
 	int32_t v;
 

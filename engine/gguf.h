@@ -31,7 +31,7 @@ struct gguf_arr {
 	uint32_t type;        /* element type (never GGUF_ARRAY: nested arrays are rejected) */
 	uint64_t n;           /* element count, already checked against the file */
 	const uint8_t *data;  /* first element inside the mapping; for strings, the
-	                         first u64 length prefix (walk with gguf_arr_str) */
+	                         first u64 length prefix (walk with ms_gguf_arr_str) */
 };
 
 struct gguf_value {
@@ -63,7 +63,7 @@ struct gguf_tensor {
 struct gguf {
 	const uint8_t *base;    /* whole file (mmap or caller's buffer) */
 	size_t size;
-	bool mapped;            /* base was mmap()ed by gguf_open and is unmapped by gguf_close */
+	bool mapped;            /* base was mmap()ed by ms_gguf_open and is unmapped by ms_gguf_close */
 	uint32_t version;       /* 2 or 3 */
 	uint32_t alignment;     /* general.alignment or 32 */
 	uint64_t n_kv;
@@ -79,32 +79,32 @@ struct gguf {
  * success. -EBADMSG: malformed or truncated content (every parse error,
  * including an empty file); -ENOMEM: allocation failed; -EISDIR, -EINVAL
  * (not a regular file), -EFBIG; or the errno of open/fstat/mmap (-ENOENT,
- * -EACCES ...). gguf_open_mem returns the same codes, and -EINVAL for a
+ * -EACCES ...). ms_gguf_open_mem returns the same codes, and -EINVAL for a
  * NULL buffer with a non-zero size.
  */
-int gguf_open(const char *path, struct gguf **out, ms_err *err);
+int ms_gguf_open(const char *path, struct gguf **out, ms_err *err);
 
 /* Parses a caller-owned buffer (tests, fuzzing); buf must outlive the result. */
-int gguf_open_mem(const void *buf, size_t size, struct gguf **out, ms_err *err);
+int ms_gguf_open_mem(const void *buf, size_t size, struct gguf **out, ms_err *err);
 
 /* Frees everything; accepts NULL. */
-void gguf_close(struct gguf *g);
+void ms_gguf_close(struct gguf *g);
 
 /* Lookups; NULL when absent. key is NUL-terminated. */
-const struct gguf_kv *gguf_find_kv(const struct gguf *g, const char *key);
-const struct gguf_tensor *gguf_find_tensor(const struct gguf *g, const char *name);
+const struct gguf_kv *ms_gguf_find_kv(const struct gguf *g, const char *key);
+const struct gguf_tensor *ms_gguf_find_tensor(const struct gguf *g, const char *name);
 
 /*
  * Typed getters. 0 on success; -ENOENT when absent; -EINVAL (with a reason)
  * when the stored type cannot represent the request: integer getters accept
  * any integer type whose value fits, the float getter accepts F32/F64.
  */
-int gguf_get_u32(const struct gguf *g, const char *key, uint32_t *out, ms_err *err);
-int gguf_get_f32(const struct gguf *g, const char *key, float *out, ms_err *err);
-int gguf_get_bool(const struct gguf *g, const char *key, bool *out, ms_err *err);
-int gguf_get_str(const struct gguf *g, const char *key, struct gguf_str *out, ms_err *err);
+int ms_gguf_get_u32(const struct gguf *g, const char *key, uint32_t *out, ms_err *err);
+int ms_gguf_get_f32(const struct gguf *g, const char *key, float *out, ms_err *err);
+int ms_gguf_get_bool(const struct gguf *g, const char *key, bool *out, ms_err *err);
+int ms_gguf_get_str(const struct gguf *g, const char *key, struct gguf_str *out, ms_err *err);
 /* Array whose elements must be of elem_type. */
-int gguf_get_arr(const struct gguf *g, const char *key, uint32_t elem_type,
+int ms_gguf_get_arr(const struct gguf *g, const char *key, uint32_t elem_type,
 		 struct gguf_arr *out, ms_err *err);
 
 /*
@@ -113,13 +113,13 @@ int gguf_get_arr(const struct gguf *g, const char *key, uint32_t elem_type,
  * length against the file, so this cannot run out of bounds for an array
  * obtained from this struct gguf.
  */
-struct gguf_str gguf_arr_str(const uint8_t **cursor);
+struct gguf_str ms_gguf_arr_str(const uint8_t **cursor);
 
 /* Element i of a numeric array as the given type (caller checks a->type). */
-float gguf_arr_f32(const struct gguf_arr *a, uint64_t i);
-int32_t gguf_arr_i32(const struct gguf_arr *a, uint64_t i);
+float ms_gguf_arr_f32(const struct gguf_arr *a, uint64_t i);
+int32_t ms_gguf_arr_i32(const struct gguf_arr *a, uint64_t i);
 
 /* Byte size of one element of a fixed-size value type; 0 for STRING/ARRAY/unknown. */
-size_t gguf_vtype_size(uint32_t type);
+size_t ms_gguf_vtype_size(uint32_t type);
 
 #endif

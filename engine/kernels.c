@@ -238,7 +238,7 @@ static int x8_uses_q8s(uint32_t wtype)
  */
 int ms_repack_x8(uint32_t wtype, const void *src, size_t row_bytes, size_t cols, size_t n_groups, void *dst)
 {
-	const struct ggml_type_info *ti = ggml_type_get(wtype);
+	const struct ggml_type_info *ti = ms_ggml_type_get(wtype);
 	const size_t nf = wtype == GGML_TYPE_Q4_K || wtype == GGML_TYPE_Q5_K ? 2 : 1;
 	const int fields_last = wtype == GGML_TYPE_Q6_K;
 	size_t body, body_off, nb;
@@ -293,7 +293,7 @@ static size_t act_row_bytes(const struct ms_type_kernels *tk, int q8s, size_t co
 		return cols / QK8_0 * sizeof(struct ms_block_q8s);
 	if (!tk || !tk->act_conv)
 		return 0;
-	if (ggml_row_bytes(tk->act_type, cols, &bytes) || bytes > SIZE_MAX)
+	if (ms_ggml_row_bytes(tk->act_type, cols, &bytes) || bytes > SIZE_MAX)
 		return 0;
 	return (size_t)bytes;
 }
@@ -370,7 +370,7 @@ int ms_matmul(const struct ms_kernels *k, uint32_t wtype, enum ms_layout layout,
 	      void *scratch)
 {
 	const struct ms_type_kernels *tk = type_kernels(k, wtype);
-	const struct ggml_type_info *ti = ggml_type_get(wtype);
+	const struct ggml_type_info *ti = ms_ggml_type_get(wtype);
 	const struct ggml_type_info *ai = NULL;
 	const int x8 = layout == MS_LAYOUT_X8;
 	const int q8s = x8 && x8_uses_q8s(wtype);
@@ -382,7 +382,7 @@ int ms_matmul(const struct ms_kernels *k, uint32_t wtype, enum ms_layout layout,
 
 	if (!tk || !ti || !ti->blck || cols % ti->blck)
 		return -EINVAL;
-	if (ggml_row_bytes(wtype, cols, &wbytes) || wbytes > row_bytes)
+	if (ms_ggml_row_bytes(wtype, cols, &wbytes) || wbytes > row_bytes)
 		return -EINVAL;
 	if (x8) {
 		/* the q8s conversion below borrows the table's Q8_0 one */
@@ -394,7 +394,7 @@ int ms_matmul(const struct ms_kernels *k, uint32_t wtype, enum ms_layout layout,
 	}
 	arow = act_row_bytes(tk, q8s, cols);
 	if (q8s || tk->act_conv) {
-		ai = ggml_type_get(q8s ? GGML_TYPE_Q8_0 : tk->act_type);
+		ai = ms_ggml_type_get(q8s ? GGML_TYPE_Q8_0 : tk->act_type);
 		if (!arow || !scratch || !ai || ACT_PART % ai->blck)
 			return -EINVAL;
 		parts = (cols + ACT_PART - 1) / ACT_PART;

@@ -122,7 +122,7 @@ static inline __m256i pack_i8(__m256 a, __m256 b, __m256 c, __m256 d)
 
 /*
  * Q8_0 activations. Blocks that quant.c sends down its clamping path
- * (non-finite values, or 1/d overflowing) go to quantize_row itself; they
+ * (non-finite values, or 1/d overflowing) go to ms_quantize_row itself; they
  * do not occur in a working model.
  */
 static void act_q8_0_avx2(size_t n, const float *x, void *out)
@@ -148,7 +148,7 @@ static void act_q8_0_avx2(size_t n, const float *x, void *out)
 		d = amax / 127.0f;
 		id = d != 0.0f ? 1.0f / d : 0.0f;
 		if (_mm256_movemask_ps(fin) != 0xff || !(id <= FLT_MAX)) {
-			(void)quantize_row(GGML_TYPE_Q8_0, x, &y[i], QK8_0);
+			(void)ms_quantize_row(GGML_TYPE_Q8_0, x, &y[i], QK8_0);
 			continue;
 		}
 		y[i].d = ms_f32_to_f16(d);

@@ -90,7 +90,7 @@ static float vec_dot_bf16_generic(size_t n, const void *w, const void *x)
 /* Q8_0 activations: ggml's quantize_row_q8_0_ref, which quant.c implements. */
 static void act_q8_0_generic(size_t n, const float *x, void *out)
 {
-	(void)quantize_row(GGML_TYPE_Q8_0, x, out, n);
+	(void)ms_quantize_row(GGML_TYPE_Q8_0, x, out, n);
 }
 
 /*
@@ -190,7 +190,7 @@ static float vec_dot_q4_0_q8_0_generic(size_t n, const void *w, const void *x)
 /*
  * 6-bit scale and min of sub-block j of a Q4_K/Q5_K block, from the format
  * description (kept here rather than shared with quant.c so the tests
- * against dequantize_row compare two independent readings of the format).
+ * against ms_dequantize_row compare two independent readings of the format).
  */
 static inline void scale_min_k4(int j, const uint8_t *s, int *sc, int *m)
 {

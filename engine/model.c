@@ -38,7 +38,7 @@ void ms_model_free(struct ms_model *m)
 
 static int get_req_u32(const struct gguf *g, const char *key, uint32_t *out, ms_err *err)
 {
-	int r = gguf_get_u32(g, key, out, err);
+	int r = ms_gguf_get_u32(g, key, out, err);
 
 	if (r == -ENOENT)
 		return ms_errf(err, -EINVAL, "model: required key %s is missing", key);
@@ -57,7 +57,7 @@ static int read_hparams(const struct gguf *g, struct ms_hparams *hp, ms_err *err
 	struct gguf_str arch;
 	int r;
 
-	r = gguf_get_str(g, "general.architecture", &arch, err);
+	r = ms_gguf_get_str(g, "general.architecture", &arch, err);
 	if (r == -ENOENT)
 		return ms_errf(err, -EINVAL, "model: general.architecture is missing");
 	if (r < 0)
@@ -72,23 +72,23 @@ static int read_hparams(const struct gguf *g, struct ms_hparams *hp, ms_err *err
 	    (r = get_req_u32(g, "llama.feed_forward_length", &hp->ffn, err)) < 0 ||
 	    (r = get_req_u32(g, "llama.context_length", &hp->ctx_train, err)) < 0)
 		return r;
-	r = gguf_get_u32(g, "llama.attention.head_count_kv", &hp->n_kv_heads, err);
+	r = ms_gguf_get_u32(g, "llama.attention.head_count_kv", &hp->n_kv_heads, err);
 	if (r == -ENOENT)
 		hp->n_kv_heads = hp->n_heads;
 	else if (r < 0)
 		return r;
 	/* Defaults as llama.cpp applies them when a converter left a key out. */
-	r = gguf_get_f32(g, "llama.attention.layer_norm_rms_epsilon", &hp->eps, err);
+	r = ms_gguf_get_f32(g, "llama.attention.layer_norm_rms_epsilon", &hp->eps, err);
 	if (r == -ENOENT)
 		hp->eps = 1e-5f;
 	else if (r < 0)
 		return r;
-	r = gguf_get_f32(g, "llama.rope.freq_base", &hp->rope_base, err);
+	r = ms_gguf_get_f32(g, "llama.rope.freq_base", &hp->rope_base, err);
 	if (r == -ENOENT)
 		hp->rope_base = 10000.0f;
 	else if (r < 0)
 		return r;
-	r = gguf_get_u32(g, "llama.attention.sliding_window", &hp->file_window, err);
+	r = ms_gguf_get_u32(g, "llama.attention.sliding_window", &hp->file_window, err);
 	if (r == -ENOENT)
 		hp->file_window = 0;
 	else if (r < 0)
@@ -112,7 +112,7 @@ static int read_hparams(const struct gguf *g, struct ms_hparams *hp, ms_err *err
 		return ms_errf(err, -EINVAL, "model: head dimension %u is odd; RoPE rotates pairs",
 			       hp->head_dim);
 	hp->kv_dim = hp->head_dim * hp->n_kv_heads;
-	r = gguf_get_u32(g, "llama.rope.dimension_count", &hp->rope_dims, err);
+	r = ms_gguf_get_u32(g, "llama.rope.dimension_count", &hp->rope_dims, err);
 	if (r == -ENOENT)
 		hp->rope_dims = hp->head_dim;
 	else if (r < 0)
@@ -136,13 +136,13 @@ static int read_hparams(const struct gguf *g, struct ms_hparams *hp, ms_err *err
 static int find_tensor(const struct gguf *g, const char *name, uint64_t cols, uint64_t rows,
 		       bool f32_only, const struct gguf_tensor **out, ms_err *err)
 {
-	const struct gguf_tensor *t = gguf_find_tensor(g, name);
+	const struct gguf_tensor *t = ms_gguf_find_tensor(g, name);
 	const struct ggml_type_info *ti;
 	uint32_t want_dims = rows ? 2 : 1;
 
 	if (!t)
 		return ms_errf(err, -EINVAL, "model: tensor %s is missing", name);
-	ti = ggml_type_get(t->type);
+	ti = ms_ggml_type_get(t->type);
 	if (!ti || !ti->supported)
 		return ms_errf(err, -ENOTSUP, "model: tensor %s has type %s, which this engine does not support",
 			       name, ti ? ti->name : "unknown");
@@ -200,7 +200,7 @@ static int want_matrix(struct loader *ld, const char *name, uint64_t cols, uint6
 	if (r < 0)
 		return r;
 	gt = ld->w[ld->n - 1].src;
-	r = ggml_row_bytes(gt->type, cols, &rb);
+	r = ms_ggml_row_bytes(gt->type, cols, &rb);
 	if (r < 0)
 		return ms_errf(err, r, "model: tensor %s: bad row size", name);
 	t->type = gt->type;
@@ -231,7 +231,7 @@ static int collect_tensors(struct loader *ld, ms_err *err)
 	if ((r = want_matrix(ld, "token_embd.weight", hp->dim, hp->vocab, &m->tok_embd, err)) < 0 ||
 	    (r = want_norm(ld, "output_norm.weight", hp->dim, &m->output_norm, err)) < 0)
 		return r;
-	if (gguf_find_tensor(ld->g, "output.weight")) {
+	if (ms_gguf_find_tensor(ld->g, "output.weight")) {
 		r = want_matrix(ld, "output.weight", hp->dim, hp->vocab, &m->output, err);
 		if (r < 0)
 			return r;
@@ -388,7 +388,7 @@ static void set_name(struct ms_model *m, const struct gguf *g, const char *path)
 	struct gguf_str s;
 	const char *base = strrchr(path, '/');
 
-	if (gguf_get_str(g, "general.name", &s, NULL) == 0 && s.n > 0) {
+	if (ms_gguf_get_str(g, "general.name", &s, NULL) == 0 && s.n > 0) {
 		size_t n = s.n < sizeof(m->name) - 1 ? (size_t)s.n : sizeof(m->name) - 1;
 
 		memcpy(m->name, s.p, n);
@@ -412,7 +412,7 @@ int ms_model_load(const char *path, const struct ms_load_opts *opts,
 
 	if (!opts)
 		opts = &def;
-	r = gguf_open(path, &g, err);
+	r = ms_gguf_open(path, &g, err);
 	if (r < 0)
 		return r;
 	m = calloc(1, sizeof(*m));
@@ -427,7 +427,7 @@ int ms_model_load(const char *path, const struct ms_load_opts *opts,
 	m->hp.vocab = ms_tok_n_vocab(m->tok);
 	if ((r = check_range("vocabulary size", m->hp.vocab, 1, MAX_VOCAB, err)) < 0)
 		goto fail;
-	r = gguf_get_u32(g, "llama.vocab_size", &vsize, err);
+	r = ms_gguf_get_u32(g, "llama.vocab_size", &vsize, err);
 	if (r == 0 && vsize != m->hp.vocab) {
 		r = ms_errf(err, -EINVAL, "model: llama.vocab_size %u differs from the %u tokenizer tokens",
 			    vsize, m->hp.vocab);
@@ -463,7 +463,7 @@ int ms_model_load(const char *path, const struct ms_load_opts *opts,
 		m->output = m->tok_embd;
 
 	free(ld.w);
-	gguf_close(g);
+	ms_gguf_close(g);
 	/* Optional keys that were absent left -ENOENT behind; success reports nothing. */
 	ms_err_clear(err);
 	*out = m;
@@ -471,6 +471,6 @@ int ms_model_load(const char *path, const struct ms_load_opts *opts,
 fail:
 	free(ld.w);
 	ms_model_free(m);
-	gguf_close(g);
+	ms_gguf_close(g);
 	return r;
 }

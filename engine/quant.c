@@ -31,7 +31,7 @@ static const struct ggml_type_info type_table[] = {
 	[GGML_TYPE_BF16] = { "BF16",   1,   2, true },
 };
 
-const struct ggml_type_info *ggml_type_get(uint32_t type)
+const struct ggml_type_info *ms_ggml_type_get(uint32_t type)
 {
 	if (type >= sizeof(type_table) / sizeof(type_table[0]))
 		return NULL;
@@ -41,16 +41,16 @@ const struct ggml_type_info *ggml_type_get(uint32_t type)
 }
 
 /* Never NULL, so a message built without checking cannot crash. */
-const char *ggml_type_name(uint32_t type)
+const char *ms_ggml_type_name(uint32_t type)
 {
-	const struct ggml_type_info *ti = ggml_type_get(type);
+	const struct ggml_type_info *ti = ms_ggml_type_get(type);
 
 	return ti ? ti->name : "unknown";
 }
 
-int ggml_row_bytes(uint32_t type, uint64_t n, uint64_t *out)
+int ms_ggml_row_bytes(uint32_t type, uint64_t n, uint64_t *out)
 {
-	const struct ggml_type_info *ti = ggml_type_get(type);
+	const struct ggml_type_info *ti = ms_ggml_type_get(type);
 	uint64_t blocks;
 
 	if (!ti || n % ti->blck)
@@ -809,7 +809,7 @@ static void dequantize_q8_K(const uint8_t *src, float *dst, size_t nb)
 	}
 }
 
-int dequantize_row(uint32_t type, const void *src, float *dst, size_t n)
+int ms_dequantize_row(uint32_t type, const void *src, float *dst, size_t n)
 {
 	const uint8_t *s = src;
 
@@ -855,7 +855,7 @@ int dequantize_row(uint32_t type, const void *src, float *dst, size_t n)
 	}
 }
 
-int quantize_row(uint32_t type, const float *src, void *dst, size_t n)
+int ms_quantize_row(uint32_t type, const float *src, void *dst, size_t n)
 {
 	uint8_t *d = dst;
 
@@ -885,7 +885,7 @@ int quantize_row(uint32_t type, const float *src, void *dst, size_t n)
 	case GGML_TYPE_Q5_K:
 	case GGML_TYPE_Q6_K:
 	case GGML_TYPE_Q8_K: {
-		const size_t bytes = ggml_type_get(type)->bytes;
+		const size_t bytes = ms_ggml_type_get(type)->bytes;
 
 		if (n % QK_K)
 			return -EINVAL;

@@ -100,19 +100,19 @@ struct ggml_type_info {
 };
 
 /* NULL for a type id ggml does not define. */
-const struct ggml_type_info *ggml_type_get(uint32_t type);
+const struct ggml_type_info *ms_ggml_type_get(uint32_t type);
 
 /*
  * Name for messages; "type N" style text for unknown ids is the caller's job
  * (this returns "unknown" for them, never NULL).
  */
-const char *ggml_type_name(uint32_t type);
+const char *ms_ggml_type_name(uint32_t type);
 
 /*
  * Bytes of a row of n elements: 0 on success, -EINVAL when n is not a
  * multiple of the block size or the type is unknown, -EOVERFLOW on overflow.
  */
-int ggml_row_bytes(uint32_t type, uint64_t n, uint64_t *out);
+int ms_ggml_row_bytes(uint32_t type, uint64_t n, uint64_t *out);
 
 /* IEEE half and bfloat16 <-> float, exact for every finite value, NaN-preserving. */
 float ms_f16_to_f32(uint16_t h);
@@ -122,9 +122,9 @@ uint16_t ms_f32_to_bf16(float f);    /* round to nearest even; NaN stays NaN */
 
 /*
  * Row conversion; n must be a multiple of the type's block size.
- * dequantize_row handles every supported type (F32, F16, BF16, Q8_0, Q4_0,
+ * ms_dequantize_row handles every supported type (F32, F16, BF16, Q8_0, Q4_0,
  * Q4_K, Q5_K, Q6_K) and Q8_K, with ggml's formulas.
- * quantize_row writes the same types with ggml's reference rounding
+ * ms_quantize_row writes the same types with ggml's reference rounding
  * (Q8_0: d = amax/127, q = round(x/d); Q4_0: d = max/-8 where max is the
  * signed value of largest magnitude, q = min(15, (int)(x/d + 8.5))).
  * Q4_K/Q5_K/Q6_K follow ggml's reference quantizers (make_qkx2_quants /
@@ -134,8 +134,8 @@ uint16_t ms_f32_to_bf16(float f);    /* round to nearest even; NaN stays NaN */
  * sum of q[16i..16i+15]; an all-zero block has d = 0.
  * Both return 0, or -EINVAL for an unsupported type or a bad n.
  */
-int dequantize_row(uint32_t type, const void *src, float *dst, size_t n);
-int quantize_row(uint32_t type, const float *src, void *dst, size_t n);
+int ms_dequantize_row(uint32_t type, const void *src, float *dst, size_t n);
+int ms_quantize_row(uint32_t type, const float *src, void *dst, size_t n);
 
 /*
  * The element type of a KV cache by name, "f16" or "f32" in any case (the

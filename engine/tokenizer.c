@@ -262,7 +262,7 @@ static bool parse_byte_token(const char *s, size_t n, uint8_t *b)
 static int get_arr(const struct gguf *g, const char *key, uint32_t type,
 		   struct gguf_arr *a, ms_err *err)
 {
-	int r = gguf_get_arr(g, key, type, a, err);
+	int r = ms_gguf_get_arr(g, key, type, a, err);
 
 	if (r == -ENOENT)
 		return ms_errf(err, -EINVAL, "tokenizer: %s is missing", key);
@@ -276,7 +276,7 @@ static int get_arr(const struct gguf *g, const char *key, uint32_t type,
 static int get_id(const struct gguf *g, const char *key, int64_t def, bool optional,
 		  uint32_t n_vocab, int32_t *out, ms_err *err)
 {
-	const struct gguf_kv *kv = gguf_find_kv(g, key);
+	const struct gguf_kv *kv = ms_gguf_find_kv(g, key);
 	int64_t v = def;
 
 	if (kv) {
@@ -307,7 +307,7 @@ static int get_id(const struct gguf *g, const char *key, int64_t def, bool optio
 
 static int get_flag(const struct gguf *g, const char *key, bool def, bool *out, ms_err *err)
 {
-	int r = gguf_get_bool(g, key, out, err);
+	int r = ms_gguf_get_bool(g, key, out, err);
 
 	if (r == -ENOENT) {
 		ms_err_clear(err);
@@ -434,7 +434,7 @@ static int load_tokens(struct ms_tokenizer *t, const struct gguf *g, ms_err *err
 	/* First pass: check lengths and size the blob. */
 	cur = toks.data;
 	for (i = 0; i < toks.n; i++) {
-		struct gguf_str s = gguf_arr_str(&cur);
+		struct gguf_str s = ms_gguf_arr_str(&cur);
 
 		if (s.n > MS_TOK_MAX_PIECE)
 			return ms_errf(err, -EINVAL,
@@ -452,10 +452,10 @@ static int load_tokens(struct ms_tokenizer *t, const struct gguf *g, ms_err *err
 
 	cur = toks.data;
 	for (i = 0; i < toks.n; i++) {
-		struct gguf_str s = gguf_arr_str(&cur);
+		struct gguf_str s = ms_gguf_arr_str(&cur);
 		struct tok *k = &t->tok[i];
-		int32_t type = gguf_arr_i32(&types, i);
-		float score = gguf_arr_f32(&scores, i);
+		int32_t type = ms_gguf_arr_i32(&types, i);
+		float score = ms_gguf_arr_f32(&scores, i);
 
 		if (type < 0 || type > MS_TOK_BYTE)
 			return ms_errf(err, -EINVAL, "tokenizer: token %" PRIu64 " has unknown type %" PRId32,
@@ -497,7 +497,7 @@ int ms_tokenizer_load(const struct gguf *g, struct ms_tokenizer **out, ms_err *e
 	uint32_t i, cap;
 	int r;
 
-	r = gguf_get_str(g, "tokenizer.ggml.model", &model, err);
+	r = ms_gguf_get_str(g, "tokenizer.ggml.model", &model, err);
 	if (r == -ENOENT)
 		return ms_errf(err, -EINVAL, "tokenizer: tokenizer.ggml.model is missing");
 	if (r)
@@ -565,7 +565,7 @@ int ms_tokenizer_load(const struct gguf *g, struct ms_tokenizer **out, ms_err *e
 		int32_t dummy;
 
 		for (i = 0; i < sizeof(optional) / sizeof(optional[0]); i++)
-			if (gguf_find_kv(g, optional[i]) &&
+			if (ms_gguf_find_kv(g, optional[i]) &&
 			    (r = get_id(g, optional[i], -1, true, t->n_vocab, &dummy, err)))
 				goto fail;
 	}

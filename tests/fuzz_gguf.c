@@ -34,13 +34,13 @@ static void touch(const struct gguf *g)
 			const uint8_t *cur = kv->val.v.a.data;
 
 			for (j = 0; j < kv->val.v.a.n; j++) {
-				struct gguf_str s = gguf_arr_str(&cur);
+				struct gguf_str s = ms_gguf_arr_str(&cur);
 
 				if (s.n)
 					sink ^= (uint8_t)s.p[s.n - 1];
 			}
 		} else if (kv->val.type == GGUF_ARRAY && kv->val.v.a.n) {
-			size_t esz = gguf_vtype_size(kv->val.v.a.type);
+			size_t esz = ms_gguf_vtype_size(kv->val.v.a.type);
 
 			sink ^= kv->val.v.a.data[kv->val.v.a.n * esz - 1];
 		}
@@ -50,7 +50,7 @@ static void touch(const struct gguf *g)
 
 		sink ^= p[0];
 		sink ^= p[g->tensors[i].nbytes - 1];
-		(void)gguf_find_tensor(g, g->tensors[i].name);
+		(void)ms_gguf_find_tensor(g, g->tensors[i].name);
 	}
 	(void)sink;
 }
@@ -61,10 +61,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	ms_err err;
 	uint32_t u;
 
-	if (gguf_open_mem(data, size, &g, &err) == 0) {
+	if (ms_gguf_open_mem(data, size, &g, &err) == 0) {
 		touch(g);
-		(void)gguf_get_u32(g, "general.alignment", &u, &err);
-		gguf_close(g);
+		(void)ms_gguf_get_u32(g, "general.alignment", &u, &err);
+		ms_gguf_close(g);
 	} else if (!err.msg[0] || err.code >= 0) {
 		__builtin_trap();	/* every failure must say why */
 	}

@@ -78,11 +78,11 @@ static void load(void)
 
 	if (!path)
 		path = "tests/data/ggml-vocab-llama-spm.gguf";
-	if (gguf_open(path, &g, &e) || ms_tokenizer_load(g, &tok, &e)) {
+	if (ms_gguf_open(path, &g, &e) || ms_tokenizer_load(g, &tok, &e)) {
 		fprintf(stderr, "fuzz_tokenizer: %s: %s\n", path, e.msg);
 		exit(1);
 	}
-	gguf_close(g);
+	ms_gguf_close(g);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

@@ -17,7 +17,7 @@
  */
 static void x8_dequant_row(const struct ms_tensor *t, size_t r, float *out)
 {
-	const struct ggml_type_info *ti = ggml_type_get(t->type);
+	const struct ggml_type_info *ti = ms_ggml_type_get(t->type);
 	const uint8_t *grp = (const uint8_t *)t->data + (r / 8) * 8 * t->row_bytes;
 	/* f16 fields: d (and dmin) */
 	const size_t nf = t->type == GGML_TYPE_Q4_K || t->type == GGML_TYPE_Q5_K ? 2 : 1;
@@ -33,7 +33,7 @@ static void x8_dequant_row(const struct ms_tensor *t, size_t r, float *out)
 			memcpy(blk + fo + 2 * f, g + 8 * fo + 16 * f + 2 * (r % 8), 2);
 		for (size_t c = 0; c < body / 4; c++)
 			memcpy(blk + bo + 4 * c, g + 8 * bo + 32 * c + 4 * (r % 8), 4);
-		dequantize_row(t->type, blk, out + i * ti->blck, ti->blck);
+		ms_dequantize_row(t->type, blk, out + i * ti->blck, ti->blck);
 	}
 }
 
@@ -52,7 +52,7 @@ static double *dequant(const struct ms_tensor *t)
 		if (t->layout == MS_LAYOUT_X8)
 			x8_dequant_row(t, r, row);
 		else
-			dequantize_row(t->type, (const uint8_t *)t->data + r * t->row_bytes, row, t->cols);
+			ms_dequantize_row(t->type, (const uint8_t *)t->data + r * t->row_bytes, row, t->cols);
 		for (size_t c = 0; c < t->cols; c++)
 			out[r * t->cols + c] = row[c];
 	}
@@ -166,7 +166,7 @@ float *ref_forward(const struct ms_model *m, const int32_t *toks, size_t n, uint
 	int bad = !x || !xn || !q || !k || !v || !att || !tmp || !g || !u || !sc || !lg || !row || !out;
 
 	for (size_t t = 0; !bad && t < n; t++) {
-		dequantize_row(m->tok_embd.type,
+		ms_dequantize_row(m->tok_embd.type,
 			       (const uint8_t *)m->tok_embd.data + (size_t)toks[t] * m->tok_embd.row_bytes,
 			       row, D);
 		for (size_t i = 0; i < D; i++)

@@ -10,7 +10,7 @@
 /*
  * Logits for every position of toks[0..n), computed from scratch with the
  * full n x n attention matrix under the mask p - window < j <= p (window 0:
- * plain causal). Shares only the weight bytes and dequantize_row with the
+ * plain causal). Shares only the weight bytes and ms_dequantize_row with the
  * engine. Returns a malloc()ed [n][vocab] array, NULL on allocation failure.
  */
 float *ref_forward(const struct ms_model *m, const int32_t *toks, size_t n, uint32_t window);

@@ -314,13 +314,13 @@ static struct ms_tokenizer *load_tok(void)
 	ms_err e = { 0 };
 
 	snprintf(path, sizeof(path), "%s/stories260K.gguf", test_data_dir());
-	if (gguf_open(path, &g, &e)) {
+	if (ms_gguf_open(path, &g, &e)) {
 		diag("%s: %s", path, e.msg);
 		return NULL;
 	}
 	if (ms_tokenizer_load(g, &t, &e))
 		diag("%s: %s", path, e.msg);
-	gguf_close(g);
+	ms_gguf_close(g);
 	return t;
 }
 

@@ -195,11 +195,11 @@ static void expect_fail(struct buf *b, int code, const char *word, const char *w
 
 	if (b->n)
 		memcpy(copy, b->p, b->n);
-	r = gguf_open_mem(copy, b->n, &g, &err);
+	r = ms_gguf_open_mem(copy, b->n, &g, &err);
 	ok(r == code && err.code == r && g == SENTINEL && err.msg[0] && strcasestr(err.msg, word),
 	   "%s: %d \"%s\"", what, r, err.msg);
 	if (g != SENTINEL)
-		gguf_close(g);
+		ms_gguf_close(g);
 	free(copy);
 	reset(b);
 }
@@ -209,7 +209,7 @@ static struct gguf *expect_ok(struct buf *b, const char *what)
 {
 	struct gguf *g = NULL;
 	ms_err err = { 0 };
-	int r = gguf_open_mem(b->p, b->n, &g, &err);
+	int r = ms_gguf_open_mem(b->p, b->n, &g, &err);
 
 	ok(r == 0 && g, "%s parses (%d \"%s\")", what, r, err.msg);
 	return r ? NULL : g;
@@ -263,53 +263,53 @@ static void check_good(const struct gguf *g, size_t data_off, uint32_t align, ui
 	ok(g->data_offset == data_off && g->data_offset % align == 0,
 	   "%s: data section at %" PRIu64 " (expected %zu), aligned", what, g->data_offset, data_off);
 
-	ok(gguf_get_str(g, "general.architecture", &s, &err) == 0 && s.n == 5 &&
+	ok(ms_gguf_get_str(g, "general.architecture", &s, &err) == 0 && s.n == 5 &&
 	   !memcmp(s.p, "llama", 5), "%s: get_str", what);
-	ok(gguf_get_u32(g, "llama.block_count", &u, &err) == 0 && u == 5, "%s: get_u32 u32", what);
-	ok(gguf_get_u32(g, "test.u8", &u, &err) == 0 && u == 200, "%s: get_u32 from u8", what);
-	ok(gguf_get_u32(g, "test.i64", &u, &err) == 0 && u == 123, "%s: get_u32 from i64", what);
+	ok(ms_gguf_get_u32(g, "llama.block_count", &u, &err) == 0 && u == 5, "%s: get_u32 u32", what);
+	ok(ms_gguf_get_u32(g, "test.u8", &u, &err) == 0 && u == 200, "%s: get_u32 from u8", what);
+	ok(ms_gguf_get_u32(g, "test.i64", &u, &err) == 0 && u == 123, "%s: get_u32 from i64", what);
 	u = 77;
-	r = gguf_get_u32(g, "test.i32neg", &u, &err);
+	r = ms_gguf_get_u32(g, "test.i32neg", &u, &err);
 	ok(r == -EINVAL && strstr(err.msg, "negative") && u == 77, "%s: get_u32 of -7: %s", what, err.msg);
-	r = gguf_get_u32(g, "test.u64big", &u, &err);
+	r = ms_gguf_get_u32(g, "test.u64big", &u, &err);
 	ok(r == -EINVAL && strstr(err.msg, "32 bits") && u == 77, "%s: get_u32 of 2^40: %s", what, err.msg);
-	r = gguf_get_u32(g, "general.architecture", &u, &err);
+	r = ms_gguf_get_u32(g, "general.architecture", &u, &err);
 	ok(r == -EINVAL && strstr(err.msg, "string"), "%s: get_u32 of a string: %s", what, err.msg);
-	r = gguf_get_u32(g, "no.such.key", &u, &err);
+	r = ms_gguf_get_u32(g, "no.such.key", &u, &err);
 	ok(r == -ENOENT && strstr(err.msg, "no.such.key"), "%s: get_u32 absent: %s", what, err.msg);
-	ok(gguf_get_f32(g, "test.f32", &f, &err) == 0 && f == 1.5f, "%s: get_f32 f32", what);
-	ok(gguf_get_f32(g, "test.f64", &f, &err) == 0 && f == 0.25f, "%s: get_f32 from f64", what);
-	ok(gguf_get_f32(g, "llama.block_count", &f, &err) == -EINVAL, "%s: get_f32 of a u32: %s", what, err.msg);
-	ok(gguf_get_bool(g, "test.bool", &bl, &err) == 0 && bl, "%s: get_bool", what);
-	ok(gguf_get_bool(g, "test.i64", &bl, &err) == -EINVAL, "%s: get_bool of an i64: %s", what, err.msg);
-	ok(gguf_get_str(g, "test.bool", &s, &err) == -EINVAL, "%s: get_str of a bool: %s", what, err.msg);
+	ok(ms_gguf_get_f32(g, "test.f32", &f, &err) == 0 && f == 1.5f, "%s: get_f32 f32", what);
+	ok(ms_gguf_get_f32(g, "test.f64", &f, &err) == 0 && f == 0.25f, "%s: get_f32 from f64", what);
+	ok(ms_gguf_get_f32(g, "llama.block_count", &f, &err) == -EINVAL, "%s: get_f32 of a u32: %s", what, err.msg);
+	ok(ms_gguf_get_bool(g, "test.bool", &bl, &err) == 0 && bl, "%s: get_bool", what);
+	ok(ms_gguf_get_bool(g, "test.i64", &bl, &err) == -EINVAL, "%s: get_bool of an i64: %s", what, err.msg);
+	ok(ms_gguf_get_str(g, "test.bool", &s, &err) == -EINVAL, "%s: get_str of a bool: %s", what, err.msg);
 
-	r = gguf_get_arr(g, "test.strs", GGUF_STRING, &a, &err);
+	r = ms_gguf_get_arr(g, "test.strs", GGUF_STRING, &a, &err);
 	ok(r == 0 && a.type == GGUF_STRING && a.n == 3, "%s: string array", what);
 	if (!r) {
 		struct gguf_str e0, e1, e2;
 
 		cur = a.data;
-		e0 = gguf_arr_str(&cur);
-		e1 = gguf_arr_str(&cur);
-		e2 = gguf_arr_str(&cur);
+		e0 = ms_gguf_arr_str(&cur);
+		e1 = ms_gguf_arr_str(&cur);
+		e2 = ms_gguf_arr_str(&cur);
 		ok(e0.n == 1 && e0.p[0] == 'a' && e1.n == 2 && !memcmp(e1.p, "bc", 2) && e2.n == 0,
 		   "%s: string array elements", what);
 	} else {
 		skip("%s: no string array", what);
 	}
-	r = gguf_get_arr(g, "test.f32s", GGUF_F32, &a, &err);
-	ok(r == 0 && a.n == 3 && gguf_arr_f32(&a, 0) == 1.0f && gguf_arr_f32(&a, 2) == 3.0f,
+	r = ms_gguf_get_arr(g, "test.f32s", GGUF_F32, &a, &err);
+	ok(r == 0 && a.n == 3 && ms_gguf_arr_f32(&a, 0) == 1.0f && ms_gguf_arr_f32(&a, 2) == 3.0f,
 	   "%s: f32 array", what);
-	r = gguf_get_arr(g, "test.i32s", GGUF_I32, &a, &err);
-	ok(r == 0 && a.n == 2 && gguf_arr_i32(&a, 0) == -1 && gguf_arr_i32(&a, 1) == 5,
+	r = ms_gguf_get_arr(g, "test.i32s", GGUF_I32, &a, &err);
+	ok(r == 0 && a.n == 2 && ms_gguf_arr_i32(&a, 0) == -1 && ms_gguf_arr_i32(&a, 1) == 5,
 	   "%s: i32 array", what);
-	r = gguf_get_arr(g, "test.f32s", GGUF_I32, &a, &err);
+	r = ms_gguf_get_arr(g, "test.f32s", GGUF_I32, &a, &err);
 	ok(r == -EINVAL && strstr(err.msg, "f32"), "%s: array of the wrong element type: %s", what, err.msg);
-	r = gguf_get_arr(g, "test.f32", GGUF_F32, &a, &err);
+	r = ms_gguf_get_arr(g, "test.f32", GGUF_F32, &a, &err);
 	ok(r == -EINVAL, "%s: get_arr of a scalar: %s", what, err.msg);
 
-	t = gguf_find_tensor(g, "tok");
+	t = ms_gguf_find_tensor(g, "tok");
 	ok(t && t->n_dims == 2 && t->ne[0] == 4 && t->ne[1] == 2 && t->ne[2] == 1 && t->ne[3] == 1 &&
 	   t->type == GGML_TYPE_F32 && t->nbytes == 32 && t->offset == 0,
 	   "%s: tensor 'tok' shape, type, size", what);
@@ -322,12 +322,12 @@ static void check_good(const struct gguf *g, size_t data_off, uint32_t align, ui
 	} else {
 		skip("%s: no tensor 'tok'", what);
 	}
-	t = gguf_find_tensor(g, "q8");
+	t = ms_gguf_find_tensor(g, "q8");
 	ok(t && t->n_dims == 1 && t->ne[0] == 64 && t->ne[1] == 1 && t->type == GGML_TYPE_Q8_0 &&
 	   t->nbytes == 68 && t->data == g->base + g->data_offset + GOOD_Q8_OFF &&
 	   ((const uint8_t *)t->data)[67] == 67,
 	   "%s: tensor 'q8' shape, size, data", what);
-	ok(!gguf_find_tensor(g, "q") && !gguf_find_tensor(g, "q8x") && !gguf_find_kv(g, "test"),
+	ok(!ms_gguf_find_tensor(g, "q") && !ms_gguf_find_tensor(g, "q8x") && !ms_gguf_find_kv(g, "test"),
 	   "%s: lookups of absent names", what);
 }
 
@@ -346,7 +346,7 @@ static void test_good(void)
 		ok(!g->mapped && g->version == 3, "good file: not mapped, version 3");
 		check_good(g, off, GGUF_DEFAULT_ALIGN, 12, "good file, default alignment");
 	}
-	gguf_close(g);
+	ms_gguf_close(g);
 
 	/* 64 pads the data section differently from 32 for this header */
 	reset(&b);
@@ -354,24 +354,24 @@ static void test_good(void)
 	g = expect_ok(&b, "good file, alignment 64");
 	if (g)
 		check_good(g, off, 64, 13, "good file, alignment 64");
-	gguf_close(g);
+	ms_gguf_close(g);
 
 	reset(&b);
 	off = build_good(&b, 2, 0);
 	g = expect_ok(&b, "version 2 file");
 	ok(g && g->version == 2, "version 2 is reported");
-	gguf_close(g);
+	ms_gguf_close(g);
 
-	/* the same through gguf_open: mmap, descriptor closed */
+	/* the same through ms_gguf_open: mmap, descriptor closed */
 	reset(&b);
 	off = build_good(&b, 3, 64);
 	if (write_tmp(&b, path, sizeof(path)) == 0) {
 		g = NULL;
-		r = gguf_open(path, &g, &err);
-		ok(r == 0 && g && g->mapped, "gguf_open of the good file (%d \"%s\")", r, err.msg);
+		r = ms_gguf_open(path, &g, &err);
+		ok(r == 0 && g && g->mapped, "ms_gguf_open of the good file (%d \"%s\")", r, err.msg);
 		if (g)
-			check_good(g, off, 64, 13, "gguf_open");
-		gguf_close(g);
+			check_good(g, off, 64, 13, "ms_gguf_open");
+		ms_gguf_close(g);
 		unlink(path);
 	} else {
 		skip("cannot write a temporary file in %s", tmp_dir());
@@ -408,21 +408,21 @@ static void test_header(void)
 	reset(&b);
 	if (write_tmp(&b, path, sizeof(path)) == 0) {
 		g = SENTINEL;
-		r = gguf_open(path, &g, &err);
+		r = ms_gguf_open(path, &g, &err);
 		ok(r == -EBADMSG && g == SENTINEL && strstr(err.msg, "empty"),
-		   "A1 empty file via gguf_open: %d \"%s\"", r, err.msg);
+		   "A1 empty file via ms_gguf_open: %d \"%s\"", r, err.msg);
 		unlink(path);
 	} else {
 		skip("cannot write a temporary file in %s", tmp_dir());
 	}
 
 	g = SENTINEL;
-	r = gguf_open("/nonexistent/dir/model.gguf", &g, &err);
+	r = ms_gguf_open("/nonexistent/dir/model.gguf", &g, &err);
 	ok(r == -ENOENT && g == SENTINEL && strstr(err.msg, "/nonexistent/dir/model.gguf"),
 	   "nonexistent path: %d \"%s\"", r, err.msg);
-	r = gguf_open(tmp_dir(), &g, &err);
+	r = ms_gguf_open(tmp_dir(), &g, &err);
 	ok(r == -EISDIR && g == SENTINEL, "directory: %d \"%s\"", r, err.msg);
-	r = gguf_open("/dev/null", &g, &err);
+	r = ms_gguf_open("/dev/null", &g, &err);
 	ok(r < 0 && g == SENTINEL && err.msg[0], "/dev/null: %d \"%s\"", r, err.msg);
 
 	/* a version 3 header with nothing after it is a valid empty file */
@@ -430,7 +430,7 @@ static void test_header(void)
 	g = expect_ok(&b, "bare header");
 	ok(g && g->n_kv == 0 && g->n_tensors == 0 && g->alignment == GGUF_DEFAULT_ALIGN,
 	   "bare header: no kvs, no tensors, default alignment");
-	gguf_close(g);
+	ms_gguf_close(g);
 	free(b.p);
 }
 
@@ -450,27 +450,27 @@ static void test_truncation(void)
 
 		memcpy(copy, b.p, len);
 		err.msg[0] = '\0';
-		r = gguf_open_mem(copy, len, &g, &err);
+		r = ms_gguf_open_mem(copy, len, &g, &err);
 		if (r != -EBADMSG || g != SENTINEL || !err.msg[0]) {
 			if (!bad++)
 				bad_len = len;
 			if (g != SENTINEL)
-				gguf_close(g);
+				ms_gguf_close(g);
 		}
 		free(copy);
 	}
 	ok(bad == 0, "A1 every one of %zu prefixes rejected (%zu accepted, first at %zu)",
 	   b.n, bad, bad_len);
 
-	/* a truncated download, seen through gguf_open */
+	/* a truncated download, seen through ms_gguf_open */
 	b.n -= 10;
 	if (write_tmp(&b, path, sizeof(path)) == 0) {
 		struct gguf *g = SENTINEL;
-		int r = gguf_open(path, &g, &err);
+		int r = ms_gguf_open(path, &g, &err);
 
 		ok(r == -EBADMSG && g == SENTINEL && strstr(err.msg, "'q8'") &&
 		   strstr(err.msg, "10 bytes short") && strstr(err.msg, "truncated"),
-		   "A10 truncated file via gguf_open: \"%s\"", err.msg);
+		   "A10 truncated file via ms_gguf_open: \"%s\"", err.msg);
 		unlink(path);
 	} else {
 		skip("cannot write a temporary file in %s", tmp_dir());
@@ -613,7 +613,7 @@ static void test_types_and_dups(void)
 	kv_u32(&b, "llama.block_count", 5);
 	kv_u32(&b, "llama.block_coun", 6);
 	g = expect_ok(&b, "A5 keys that share a prefix");
-	gguf_close(g);
+	ms_gguf_close(g);
 	reset(&b);
 	hdr(&b, 3, 2, 0);
 	tinfo(&b, "w", 1, (const uint64_t[]){ 32 }, GGML_TYPE_F32, 0);
@@ -643,7 +643,7 @@ static void test_types_and_dups(void)
 	kv_u32(&b, "general.alignment", GGUF_MAX_ALIGN);
 	g = expect_ok(&b, "A6 alignment GGUF_MAX_ALIGN");
 	ok(g && g->alignment == GGUF_MAX_ALIGN, "A6 alignment GGUF_MAX_ALIGN is kept");
-	gguf_close(g);
+	ms_gguf_close(g);
 	free(b.p);
 }
 
@@ -660,8 +660,8 @@ static void test_tensors(void)
 	expect_fail(&b, -EBADMSG, "name of 65 bytes", "A7 tensor name of 65 bytes");
 	one_tensor(&b, n64, 1, (const uint64_t[]){ 32 }, GGML_TYPE_F32, 0, 128);
 	g = expect_ok(&b, "A7 tensor name of 64 bytes");
-	ok(g && gguf_find_tensor(g, n64), "A7 64-byte name is found");
-	gguf_close(g);
+	ok(g && ms_gguf_find_tensor(g, n64), "A7 64-byte name is found");
+	ms_gguf_close(g);
 	reset(&b);
 	one_tensor(&b, "", 1, (const uint64_t[]){ 32 }, GGML_TYPE_F32, 0, 128);
 	expect_fail(&b, -EBADMSG, "empty name", "A7 empty tensor name");
@@ -696,7 +696,7 @@ static void test_tensors(void)
 	one_tensor(&b, "t", 4, (const uint64_t[]){ 32, 1, 1, 1 }, GGML_TYPE_F32, 0, 128);
 	g = expect_ok(&b, "A8 four dimensions");
 	ok(g && g->tensors[0].n_dims == 4 && g->tensors[0].nbytes == 128, "A8 four dimensions read");
-	gguf_close(g);
+	ms_gguf_close(g);
 	reset(&b);
 
 	/* A9 */
@@ -741,7 +741,7 @@ static void test_tensors(void)
 	pad_to(&b, 32);
 	zeros(&b, 256);
 	g = expect_ok(&b, "A10 adjacent tensors in reverse order");
-	gguf_close(g);
+	ms_gguf_close(g);
 	reset(&b);
 	/* tensor data must start at the padded end of the infos, not at the infos' end */
 	hdr(&b, 3, 1, 0);
@@ -774,10 +774,10 @@ static void test_mutations(void)
 			/* most of the interesting bytes are in the header */
 			copy[(x >> 8) % (b.n - 100)] = (uint8_t)(x >> 40);
 		}
-		r = gguf_open_mem(copy, b.n, &g, &err);
+		r = ms_gguf_open_mem(copy, b.n, &g, &err);
 		if (r == 0) {
 			accepted++;
-			gguf_close(g);
+			ms_gguf_close(g);
 		} else if (r == -EBADMSG && g == SENTINEL && err.msg[0]) {
 			rejected++;
 		} else {
@@ -802,10 +802,10 @@ static void truncate_real(const struct gguf *g, const char *what, size_t stride)
 		uint8_t *copy = malloc(len ? len : 1);
 
 		memcpy(copy, g->base, len);
-		if (gguf_open_mem(copy, len, &h, &err) != -EBADMSG || h != SENTINEL || !err.msg[0])
+		if (ms_gguf_open_mem(copy, len, &h, &err) != -EBADMSG || h != SENTINEL || !err.msg[0])
 			bad++;
 		if (h != SENTINEL)
-			gguf_close(h);
+			ms_gguf_close(h);
 		free(copy);
 	}
 	ok(bad == 0, "%s: prefixes up to the end of the infos rejected (%zu accepted)", what, bad);
@@ -824,61 +824,61 @@ static void test_real_files(void)
 	int r;
 
 	snprintf(path, sizeof(path), "%s/stories260K.gguf", test_data_dir());
-	r = gguf_open(path, &g, &err);
+	r = ms_gguf_open(path, &g, &err);
 	ok(r == 0 && g, "stories260K.gguf opens (%d \"%s\")", r, err.msg);
 	if (g) {
 		ok(g->version == 3 && g->mapped && g->alignment == 32, "stories260K: v3, mapped, alignment 32");
-		ok(gguf_get_str(g, "general.architecture", &s, &err) == 0 && s.n == 5 &&
+		ok(ms_gguf_get_str(g, "general.architecture", &s, &err) == 0 && s.n == 5 &&
 		   !memcmp(s.p, "llama", 5), "stories260K: architecture llama");
-		ok(gguf_get_u32(g, "llama.block_count", &u, &err) == 0 && u == 5, "stories260K: 5 layers");
-		ok(gguf_get_u32(g, "llama.embedding_length", &u, &err) == 0 && u == 64, "stories260K: dim 64");
-		ok(gguf_get_u32(g, "llama.attention.head_count_kv", &u, &err) == 0 && u == 4,
+		ok(ms_gguf_get_u32(g, "llama.block_count", &u, &err) == 0 && u == 5, "stories260K: 5 layers");
+		ok(ms_gguf_get_u32(g, "llama.embedding_length", &u, &err) == 0 && u == 64, "stories260K: dim 64");
+		ok(ms_gguf_get_u32(g, "llama.attention.head_count_kv", &u, &err) == 0 && u == 4,
 		   "stories260K: 4 kv heads");
 		f = -1.0f;
-		r = gguf_get_f32(g, "llama.attention.layer_norm_rms_epsilon", &f, &err);
+		r = ms_gguf_get_f32(g, "llama.attention.layer_norm_rms_epsilon", &f, &err);
 		ok(r == 0 && f > 0.0f && f < 1e-3f, "stories260K: rms epsilon %g", (double)f);
-		ok(gguf_find_kv(g, "tokenizer.ggml.padding_token_id") &&
-		   gguf_find_kv(g, "tokenizer.ggml.padding_token_id")->val.type == GGUF_U32 &&
-		   gguf_get_u32(g, "tokenizer.ggml.padding_token_id", &u, &err) == 0 && u == UINT32_MAX,
+		ok(ms_gguf_find_kv(g, "tokenizer.ggml.padding_token_id") &&
+		   ms_gguf_find_kv(g, "tokenizer.ggml.padding_token_id")->val.type == GGUF_U32 &&
+		   ms_gguf_get_u32(g, "tokenizer.ggml.padding_token_id", &u, &err) == 0 && u == UINT32_MAX,
 		   "stories260K: padding_token_id is the u32 4294967295");
-		r = gguf_get_arr(g, "tokenizer.ggml.tokens", GGUF_STRING, &a, &err);
+		r = ms_gguf_get_arr(g, "tokenizer.ggml.tokens", GGUF_STRING, &a, &err);
 		ok(r == 0 && a.n == 512, "stories260K: 512 tokens");
-		t = gguf_find_tensor(g, "token_embd.weight");
+		t = ms_gguf_find_tensor(g, "token_embd.weight");
 		ok(t && t->n_dims == 2 && t->ne[0] == 64 && t->ne[1] == 512 && t->type == GGML_TYPE_F32 &&
 		   t->nbytes == 64 * 512 * 4 && (const uint8_t *)t->data >= g->base + g->data_offset,
 		   "stories260K: token_embd.weight is F32 {64, 512}");
-		ok(gguf_find_tensor(g, "blk.4.ffn_down.weight") && !gguf_find_tensor(g, "blk.5.ffn_down.weight"),
+		ok(ms_gguf_find_tensor(g, "blk.4.ffn_down.weight") && !ms_gguf_find_tensor(g, "blk.5.ffn_down.weight"),
 		   "stories260K: blk.4 is the last layer");
 		truncate_real(g, "stories260K", 1);
-		gguf_close(g);
+		ms_gguf_close(g);
 	}
 
 	g = NULL;
 	snprintf(path, sizeof(path), "%s/ggml-vocab-llama-spm.gguf", test_data_dir());
-	r = gguf_open(path, &g, &err);
+	r = ms_gguf_open(path, &g, &err);
 	ok(r == 0 && g, "ggml-vocab-llama-spm.gguf opens (%d \"%s\")", r, err.msg);
 	if (g) {
 		ok(g->n_tensors == 0, "vocab file: no tensors");
-		r = gguf_get_arr(g, "tokenizer.ggml.tokens", GGUF_STRING, &a, &err);
+		r = ms_gguf_get_arr(g, "tokenizer.ggml.tokens", GGUF_STRING, &a, &err);
 		ok(r == 0 && a.n == 32000, "vocab file: 32000 tokens");
 		if (r == 0) {
 			const uint8_t *cur = a.data;
 			uint64_t i, inside = 0;
 
 			for (i = 0; i < a.n; i++) {
-				s = gguf_arr_str(&cur);
+				s = ms_gguf_arr_str(&cur);
 				inside += (const uint8_t *)s.p + s.n <= g->base + g->size;
 			}
 			ok(inside == a.n, "vocab file: every token inside the mapping");
 			cur = a.data;
-			gguf_arr_str(&cur);
-			s = gguf_arr_str(&cur);
+			ms_gguf_arr_str(&cur);
+			s = ms_gguf_arr_str(&cur);
 			ok(s.n == 3 && !memcmp(s.p, "<s>", 3), "vocab file: token 1 is <s>");
 		}
-		r = gguf_get_arr(g, "tokenizer.ggml.scores", GGUF_F32, &a, &err);
+		r = ms_gguf_get_arr(g, "tokenizer.ggml.scores", GGUF_F32, &a, &err);
 		ok(r == 0 && a.n == 32000, "vocab file: 32000 f32 scores");
 		truncate_real(g, "vocab file", 997);
-		gguf_close(g);
+		ms_gguf_close(g);
 	}
 }
 

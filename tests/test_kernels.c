@@ -73,7 +73,7 @@ static size_t row_bytes(uint32_t t, size_t n)
 {
 	uint64_t b = 0;
 
-	if (ggml_row_bytes(t, n, &b))
+	if (ms_ggml_row_bytes(t, n, &b))
 		return 0;
 	return (size_t)b;
 }
@@ -95,7 +95,7 @@ static void put_f16(uint8_t *p, uint16_t v)
 
 /*
  * Fills a weight row of n elements of type t. raw=0: random floats through
- * quantize_row (the realistic path); raw=1 for block types: random bytes
+ * ms_quantize_row (the realistic path); raw=1 for block types: random bytes
  * with random finite f16 scales, which also reaches q = -128, every nibble
  * and every 6-bit scale/min (and negative Q6_K scales down to -128).
  */
@@ -104,7 +104,7 @@ static int make_weights(uint32_t t, size_t n, void *dst, int raw)
 	static float tmp[MAX_N];
 
 	if (raw && is_block_type(t)) {
-		const struct ggml_type_info *ti = ggml_type_get(t);
+		const struct ggml_type_info *ti = ms_ggml_type_get(t);
 		uint8_t *p = dst;
 
 		for (size_t b = 0; b < n / ti->blck; b++, p += ti->bytes) {
@@ -128,7 +128,7 @@ static int make_weights(uint32_t t, size_t n, void *dst, int raw)
 		return 0;
 	}
 	fill_f(tmp, n, 2.0f);
-	return quantize_row(t, tmp, dst, n);
+	return ms_quantize_row(t, tmp, dst, n);
 }
 
 /* Double-precision sum w*x and sum |w*x| over n floats. */
@@ -219,7 +219,7 @@ static void test_dot_type(const struct ms_kernels *k, const struct ms_kernels *g
 	static unsigned char w[MAX_ROW_BYTES], xa[MAX_ROW_BYTES], xg[MAX_ROW_BYTES];
 	static float x[MAX_N], wf[MAX_N], xq[MAX_N];
 	const struct ms_type_kernels *tk = &k->type[t];
-	const char *tn = ggml_type_name(t);
+	const char *tn = ms_ggml_type_name(t);
 	const uint32_t act = expected_act(t);
 	size_t nsizes;
 	const size_t *sizes = sizes_for(t, &nsizes);
@@ -227,7 +227,7 @@ static void test_dot_type(const struct ms_kernels *k, const struct ms_kernels *g
 	if (!ok(tk->dot != NULL, "%s: %s dot present", k->name, tn))
 		return;
 	if (!ok(tk->act_type == act && (act == GGML_TYPE_F32) == (tk->act_conv == NULL),
-		"%s: %s activations are %s", k->name, tn, ggml_type_name(act)))
+		"%s: %s activations are %s", k->name, tn, ms_ggml_type_name(act)))
 		return;
 
 	for (int raw = 0; raw <= (is_block_type(t) ? 1 : 0); raw++) {
@@ -240,7 +240,7 @@ static void test_dot_type(const struct ms_kernels *k, const struct ms_kernels *g
 
 			r = make_weights(t, n, w, raw);
 			fill_f(x, n, 1.0f);
-			if (r || dequantize_row(t, w, wf, n)) {
+			if (r || ms_dequantize_row(t, w, wf, n)) {
 				ok(0, "%s: %s n=%zu: quantize/dequantize of weights failed", k->name, tn, n);
 				continue;
 			}
@@ -254,15 +254,15 @@ static void test_dot_type(const struct ms_kernels *k, const struct ms_kernels *g
 					   k->name, tn, n, rs);
 				}
 				if (act == GGML_TYPE_Q8_0) {
-					quantize_row(GGML_TYPE_Q8_0, x, xg, n);
-					ok(!memcmp(xa, xg, ab), "%s: %s n=%zu%s: activations equal quantize_row Q8_0",
+					ms_quantize_row(GGML_TYPE_Q8_0, x, xg, n);
+					ok(!memcmp(xa, xg, ab), "%s: %s n=%zu%s: activations equal ms_quantize_row Q8_0",
 					   k->name, tn, n, rs);
 				} else {
 					ok(q8k_consistent(xa, n), "%s: %s n=%zu%s: Q8_K |q| <= 127 and bsums",
 					   k->name, tn, n, rs);
 				}
-				if (dequantize_row(act, xa, xq, n)) {
-					ok(0, "%s: dequantize_row(%s) failed", k->name, ggml_type_name(act));
+				if (ms_dequantize_row(act, xa, xq, n)) {
+					ok(0, "%s: ms_dequantize_row(%s) failed", k->name, ms_ggml_type_name(act));
 					continue;
 				}
 			} else {
@@ -350,7 +350,7 @@ static void test_act_edges(const struct ms_kernels *k, const struct ms_kernels *
 	for (size_t ai = 0; ai < 2; ai++) {
 		const uint32_t wt = acts[ai][0], act = acts[ai][1];
 		const size_t ab = row_bytes(act, 1024);
-		const char *an = ggml_type_name(act);
+		const char *an = ms_ggml_type_name(act);
 
 		if (!k->type[wt].act_conv || !gen->type[wt].act_conv) {
 			ok(0, "%s: no %s conversion", k->name, an);
@@ -380,8 +380,8 @@ static void test_act_edges(const struct ms_kernels *k, const struct ms_kernels *
 			ok(b[0].qs[16] == -8 && b[0].qs[17] == -7 && b[0].qs[8] == 1,
 			   "%s: Q8_0 ties round away from zero (%d %d %d)", k->name, b[0].qs[16], b[0].qs[17],
 			   b[0].qs[8]);
-			quantize_row(GGML_TYPE_Q8_0, x, g, 1024);
-			ok(!memcmp(a, g, ab), "%s: Q8_0 edge cases equal quantize_row", k->name);
+			ms_quantize_row(GGML_TYPE_Q8_0, x, g, 1024);
+			ok(!memcmp(a, g, ab), "%s: Q8_0 edge cases equal ms_quantize_row", k->name);
 		} else {
 			const struct block_q8_K *b = (const void *)a;
 
@@ -474,7 +474,7 @@ static void test_matmul(const struct ms_kernels *k, uint32_t t)
 	static const size_t cols_list[] = { 32, 256, 2304 };
 	static const size_t ntok_list[] = { 1, 3, 17 };
 	const struct ms_type_kernels *tk = &k->type[t];
-	const char *tn = ggml_type_name(t);
+	const char *tn = ms_ggml_type_name(t);
 
 	if (!tk->dot)
 		return;
@@ -660,7 +660,7 @@ static void test_x8(const struct ms_kernels *k, const struct ms_kernels *gen, ui
 	const size_t *sizes = is_wide_type(t) ? sizes_wide : is_k_type(t) ? sizes_x8k : sizes_0;
 	const size_t n_sizes = is_k_type(t) ? 3 : 4;
 	enum { NT = 9, OS = 11 };
-	const char *tn = ggml_type_name(t);
+	const char *tn = ms_ggml_type_name(t);
 
 	if (!ms_x8_type(t))
 		return;
@@ -681,7 +681,7 @@ static void test_x8(const struct ms_kernels *k, const struct ms_kernels *gen, ui
 			}
 			for (int r = 0; r < 8; r++) {
 				make_weights(t, n, w + r * rb, raw);
-				dequantize_row(t, w + r * rb, wf + r * n, n);
+				ms_dequantize_row(t, w + r * rb, wf + r * n, n);
 			}
 			for (int tok = 0; tok < NT; tok++)
 				x8_make_act(t, n, a + tok * ab);
@@ -743,7 +743,7 @@ static void test_matmul_x8(const struct ms_kernels *k, uint32_t t)
 	/* every tail of the 4- and 6-token tiles; 71 = a 64-token item (4 left) and 7 (6 + 1) */
 	static const size_t ntok_list[] = { 1, 2, 3, 5, 7, 71 };
 	enum { MAXT = 71 };
-	const char *tn = ggml_type_name(t);
+	const char *tn = ms_ggml_type_name(t);
 
 	if (!ms_x8_type(t))
 		return;
@@ -766,7 +766,7 @@ static void test_matmul_x8(const struct ms_kernels *k, uint32_t t)
 			}
 			for (size_t r = 0; r < rows; r++) {
 				make_weights(t, cols, w + r * rb, 0);
-				dequantize_row(t, w + r * rb, wf + r * cols, cols);
+				ms_dequantize_row(t, w + r * rb, wf + r * cols, cols);
 			}
 			ms_repack_x8(t, w, rb, cols, rows / 8, wx);
 			fill_f(x, MAXT * cols, 1.0f);
@@ -878,7 +878,7 @@ static void test_k_saturated(const struct ms_kernels *k, const struct ms_kernels
 				    (double)gen->type[t].dot(N, w + r * rb, a) != want)
 					good = 0;
 			ok(good, "%s: %s x8 with every code, scale and activation at its %s extreme: %.0f (exact; "
-			   "generic twin and plain dot agree)", k->name, ggml_type_name(t), sign > 0 ? "upper" : "lower",
+			   "generic twin and plain dot agree)", k->name, ms_ggml_type_name(t), sign > 0 ? "upper" : "lower",
 			   (double)o_k[0]);
 		}
 	}
@@ -1001,7 +1001,7 @@ static void test_table(const struct ms_kernels *k, const struct ms_kernels *gen)
 	if (k != gen)
 		for (size_t ti = 0; ti < N_TYPES; ti++)
 			diag("%s: %s worst twin difference %.3g of sum|w*x|", k->name,
-			     ggml_type_name(types[ti]), worst_twin[types[ti]]);
+			     ms_ggml_type_name(types[ti]), worst_twin[types[ti]]);
 	test_act_edges(k, gen);
 	test_k_saturated(k, gen);
 	test_f32_helpers(k, gen);

@@ -325,7 +325,7 @@ static bool tensor_ok(const struct ms_model *m, const char *name, const void *p,
 {
 	const uint8_t *b = p;
 	const bool x8 = mat && mat->layout == MS_LAYOUT_X8;
-	const struct ggml_type_info *ti = mat ? ggml_type_get(mat->type) : NULL;
+	const struct ggml_type_info *ti = mat ? ms_ggml_type_get(mat->type) : NULL;
 	int idx = find_idx(name);
 
 	if (!b || idx < 0) {
@@ -358,7 +358,7 @@ static bool mat_ok(const struct ms_model *m, const char *name, const struct ms_t
 {
 	uint64_t rb = 0;
 
-	ggml_row_bytes(type, cols, &rb);
+	ms_ggml_row_bytes(type, cols, &rb);
 	if (t->type != type || t->cols != cols || t->rows != rows || t->row_bytes != rb) {
 		diag("%s: type %u cols %llu rows %llu row_bytes %zu", name, t->type,
 		     (unsigned long long)t->cols, (unsigned long long)t->rows, t->row_bytes);
@@ -879,7 +879,7 @@ int main(void)
 	ms_err err = { 0 };
 
 	snprintf(path, sizeof(path), "%s/stories260K.gguf", test_data_dir());
-	if (gguf_open(path, &vocab_src, &err) < 0) {
+	if (ms_gguf_open(path, &vocab_src, &err) < 0) {
 		diag("cannot open %s: %s", path, err.msg);
 		ok(0, "bundled model opens");
 		return done_testing();
@@ -895,7 +895,7 @@ int main(void)
 	test_mlock();
 	test_bundled();
 
-	gguf_close(vocab_src);
+	ms_gguf_close(vocab_src);
 	remove_dir();
 	return done_testing();
 }

@@ -113,11 +113,11 @@ static void test_type_table(void)
 	int bad = 0;
 
 	for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
-		const struct ggml_type_info *ti = ggml_type_get(want[i].id);
+		const struct ggml_type_info *ti = ms_ggml_type_get(want[i].id);
 
 		if (!ti || strcmp(ti->name, want[i].name) || ti->blck != want[i].blck ||
 		    ti->bytes != want[i].bytes || ti->supported != want[i].sup ||
-		    strcmp(ggml_type_name(want[i].id), want[i].name)) {
+		    strcmp(ms_ggml_type_name(want[i].id), want[i].name)) {
 			diag("type %u (%s) wrong in the table", want[i].id, want[i].name);
 			bad++;
 		}
@@ -125,9 +125,9 @@ static void test_type_table(void)
 	ok(bad == 0, "type table: name, block size, bytes, supported for all 15 ggml types");
 	bad = 0;
 	for (size_t i = 0; i < sizeof(unknown) / sizeof(unknown[0]); i++)
-		if (ggml_type_get(unknown[i]) || !ggml_type_name(unknown[i]))
+		if (ms_ggml_type_get(unknown[i]) || !ms_ggml_type_name(unknown[i]))
 			bad++;
-	ok(bad == 0, "unknown type ids: ggml_type_get NULL, ggml_type_name not NULL");
+	ok(bad == 0, "unknown type ids: ms_ggml_type_get NULL, ms_ggml_type_name not NULL");
 	ok(sizeof(struct block_q8_0) == 34 && sizeof(struct block_q4_0) == 18,
 	   "block struct sizes 34 and 18");
 	ok(sizeof(struct block_q4_K) == 144 && sizeof(struct block_q5_K) == 176 &&
@@ -158,39 +158,39 @@ static void test_row_bytes(void)
 {
 	uint64_t out = 12345;
 
-	ok(ggml_row_bytes(GGML_TYPE_F32, 3, &out) == 0 && out == 12, "F32 row of 3: 12 bytes");
-	ok(ggml_row_bytes(GGML_TYPE_F16, 4096, &out) == 0 && out == 8192, "F16 row of 4096: 8192 bytes");
-	ok(ggml_row_bytes(GGML_TYPE_BF16, 1, &out) == 0 && out == 2, "BF16 row of 1: 2 bytes");
-	ok(ggml_row_bytes(GGML_TYPE_Q8_0, 64, &out) == 0 && out == 68, "Q8_0 row of 64: 68 bytes");
-	ok(ggml_row_bytes(GGML_TYPE_Q4_0, 4096, &out) == 0 && out == 128 * 18,
+	ok(ms_ggml_row_bytes(GGML_TYPE_F32, 3, &out) == 0 && out == 12, "F32 row of 3: 12 bytes");
+	ok(ms_ggml_row_bytes(GGML_TYPE_F16, 4096, &out) == 0 && out == 8192, "F16 row of 4096: 8192 bytes");
+	ok(ms_ggml_row_bytes(GGML_TYPE_BF16, 1, &out) == 0 && out == 2, "BF16 row of 1: 2 bytes");
+	ok(ms_ggml_row_bytes(GGML_TYPE_Q8_0, 64, &out) == 0 && out == 68, "Q8_0 row of 64: 68 bytes");
+	ok(ms_ggml_row_bytes(GGML_TYPE_Q4_0, 4096, &out) == 0 && out == 128 * 18,
 	   "Q4_0 row of 4096: 2304 bytes");
-	ok(ggml_row_bytes(GGML_TYPE_Q6_K, 512, &out) == 0 && out == 420, "Q6_K row of 512: 420 bytes");
-	ok(ggml_row_bytes(GGML_TYPE_F32, 0, &out) == 0 && out == 0, "row of 0 elements: 0 bytes");
+	ok(ms_ggml_row_bytes(GGML_TYPE_Q6_K, 512, &out) == 0 && out == 420, "Q6_K row of 512: 420 bytes");
+	ok(ms_ggml_row_bytes(GGML_TYPE_F32, 0, &out) == 0 && out == 0, "row of 0 elements: 0 bytes");
 	out = 777;
-	ok(ggml_row_bytes(GGML_TYPE_Q8_0, 33, &out) == -EINVAL && out == 777,
+	ok(ms_ggml_row_bytes(GGML_TYPE_Q8_0, 33, &out) == -EINVAL && out == 777,
 	   "Q8_0 row of 33: -EINVAL, output untouched");
-	ok(ggml_row_bytes(GGML_TYPE_Q4_0, 31, &out) == -EINVAL, "Q4_0 row of 31: -EINVAL");
-	ok(ggml_row_bytes(GGML_TYPE_Q4_K, 128, &out) == -EINVAL, "Q4_K row of 128: -EINVAL");
-	ok(ggml_row_bytes(GGML_TYPE_Q4_K, 4096, &out) == 0 && out == 16 * 144 &&
-	   ggml_row_bytes(GGML_TYPE_Q5_K, 14336, &out) == 0 && out == 56 * 176 &&
-	   ggml_row_bytes(GGML_TYPE_Q6_K, 4096, &out) == 0 && out == 16 * 210 &&
-	   ggml_row_bytes(GGML_TYPE_Q8_K, 256, &out) == 0 && out == 292,
+	ok(ms_ggml_row_bytes(GGML_TYPE_Q4_0, 31, &out) == -EINVAL, "Q4_0 row of 31: -EINVAL");
+	ok(ms_ggml_row_bytes(GGML_TYPE_Q4_K, 128, &out) == -EINVAL, "Q4_K row of 128: -EINVAL");
+	ok(ms_ggml_row_bytes(GGML_TYPE_Q4_K, 4096, &out) == 0 && out == 16 * 144 &&
+	   ms_ggml_row_bytes(GGML_TYPE_Q5_K, 14336, &out) == 0 && out == 56 * 176 &&
+	   ms_ggml_row_bytes(GGML_TYPE_Q6_K, 4096, &out) == 0 && out == 16 * 210 &&
+	   ms_ggml_row_bytes(GGML_TYPE_Q8_K, 256, &out) == 0 && out == 292,
 	   "K rows: Q4_K 4096 -> 2304, Q5_K 14336 -> 9856, Q6_K 4096 -> 3360, Q8_K 256 -> 292 bytes");
-	ok(ggml_row_bytes(GGML_TYPE_Q5_K, 4096 + 32, &out) == -EINVAL &&
-	   ggml_row_bytes(GGML_TYPE_Q6_K, 255, &out) == -EINVAL &&
-	   ggml_row_bytes(GGML_TYPE_Q8_K, 512 + 128, &out) == -EINVAL,
+	ok(ms_ggml_row_bytes(GGML_TYPE_Q5_K, 4096 + 32, &out) == -EINVAL &&
+	   ms_ggml_row_bytes(GGML_TYPE_Q6_K, 255, &out) == -EINVAL &&
+	   ms_ggml_row_bytes(GGML_TYPE_Q8_K, 512 + 128, &out) == -EINVAL,
 	   "K rows not a multiple of 256: -EINVAL");
-	ok(ggml_row_bytes(4, 32, &out) == -EINVAL, "removed type 4: -EINVAL");
-	ok(ggml_row_bytes(UINT32_MAX, 32, &out) == -EINVAL, "type 2^32-1: -EINVAL");
-	ok(ggml_row_bytes(GGML_TYPE_F32, UINT64_MAX / 4, &out) == 0 &&
+	ok(ms_ggml_row_bytes(4, 32, &out) == -EINVAL, "removed type 4: -EINVAL");
+	ok(ms_ggml_row_bytes(UINT32_MAX, 32, &out) == -EINVAL, "type 2^32-1: -EINVAL");
+	ok(ms_ggml_row_bytes(GGML_TYPE_F32, UINT64_MAX / 4, &out) == 0 &&
 	   out == UINT64_MAX / 4 * 4, "F32 row of (2^64-1)/4: fits");
-	ok(ggml_row_bytes(GGML_TYPE_F32, UINT64_MAX / 4 + 1, &out) == -EOVERFLOW,
+	ok(ms_ggml_row_bytes(GGML_TYPE_F32, UINT64_MAX / 4 + 1, &out) == -EOVERFLOW,
 	   "F32 row of 2^62: -EOVERFLOW");
-	ok(ggml_row_bytes(GGML_TYPE_Q8_0, (UINT64_MAX / 34 + 1) * 32, &out) == -EOVERFLOW,
+	ok(ms_ggml_row_bytes(GGML_TYPE_Q8_0, (UINT64_MAX / 34 + 1) * 32, &out) == -EOVERFLOW,
 	   "Q8_0 row one block past 2^64 bytes: -EOVERFLOW");
-	ok(ggml_row_bytes(GGML_TYPE_Q8_0, UINT64_MAX / 34 * 32, &out) == 0 &&
+	ok(ms_ggml_row_bytes(GGML_TYPE_Q8_0, UINT64_MAX / 34 * 32, &out) == 0 &&
 	   out == UINT64_MAX / 34 * 34, "Q8_0 row of the most blocks that fit: ok");
-	ok(ggml_row_bytes(GGML_TYPE_F16, UINT64_MAX, &out) == -EOVERFLOW,
+	ok(ms_ggml_row_bytes(GGML_TYPE_F16, UINT64_MAX, &out) == -EOVERFLOW,
 	   "F16 row of 2^64-1: -EOVERFLOW");
 }
 
@@ -449,7 +449,7 @@ static void test_q8_0_dequant(void)
 		for (int j = 0; j < 32; j++)
 			row[b * 34 + 2 + j] = (uint8_t)(b * 32 + j * 7 + 128);
 	}
-	ok(dequantize_row(GGML_TYPE_Q8_0, row, out, 6 * 32) == 0, "Q8_0: dequantize 6 blocks");
+	ok(ms_dequantize_row(GGML_TYPE_Q8_0, row, out, 6 * 32) == 0, "Q8_0: dequantize 6 blocks");
 	for (int b = 0; b < 6; b++) {
 		for (int j = 0; j < 32; j++) {
 			int q = (int8_t)row[b * 34 + 2 + j];
@@ -466,7 +466,7 @@ static void test_q8_0_dequant(void)
 	ok(bad == 0, "Q8_0: every element is qs[j] * d (d from the f16 formula)");
 	ok(out[0] == (float)(int8_t)128 * 0.5f && (int8_t)row[2] == -128,
 	   "Q8_0: qs -128 with d 0.5 gives -64");
-	ok(dequantize_row(GGML_TYPE_Q8_0, row, out, 33) == -EINVAL, "Q8_0: n = 33 is -EINVAL");
+	ok(ms_dequantize_row(GGML_TYPE_Q8_0, row, out, 33) == -EINVAL, "Q8_0: n = 33 is -EINVAL");
 }
 
 static void test_q4_0_dequant(void)
@@ -485,7 +485,7 @@ static void test_q4_0_dequant(void)
 		for (int j = 0; j < 16; j++)
 			blk[b * 18 + 2 + j] = (uint8_t)(j * 17 + b * 5 + 3);
 	}
-	ok(dequantize_row(GGML_TYPE_Q4_0, blk, out, 4 * 32) == 0, "Q4_0: dequantize 4 blocks");
+	ok(ms_dequantize_row(GGML_TYPE_Q4_0, blk, out, 4 * 32) == 0, "Q4_0: dequantize 4 blocks");
 	for (int b = 0; b < 4; b++) {
 		for (int e = 0; e < 32; e++) {
 			/* element e < 16 is the low nibble of byte e, else the high nibble of e-16 */
@@ -504,7 +504,7 @@ static void test_q4_0_dequant(void)
 	ok(bad == 0, "Q4_0: element j = (qs[j]&15)-8, j+16 = (qs[j]>>4)-8, times d");
 	ok(out[0] == (float)((3 & 15) - 8) * 2.0f && out[16] == (float)((3 >> 4) - 8) * 2.0f,
 	   "Q4_0: first block, elements 0 and 16 by hand (-10, -16)");
-	ok(dequantize_row(GGML_TYPE_Q4_0, blk, out, 16) == -EINVAL, "Q4_0: n = 16 is -EINVAL");
+	ok(ms_dequantize_row(GGML_TYPE_Q4_0, blk, out, 16) == -EINVAL, "Q4_0: n = 16 is -EINVAL");
 }
 
 /*
@@ -553,7 +553,7 @@ static int check_block(uint32_t type, const float *x, const uint8_t *blk, const 
 
 static void test_quantize_roundtrip(uint32_t type)
 {
-	const char *tn = ggml_type_name(type);
+	const char *tn = ms_ggml_type_name(type);
 	const size_t n = 32 * 64, bsz = type == GGML_TYPE_Q8_0 ? 34 : 18;
 	float *x = malloc(n * sizeof(float)), *y = malloc(n * sizeof(float));
 	uint8_t *q = malloc(n / 32 * bsz);
@@ -574,7 +574,7 @@ static void test_quantize_roundtrip(uint32_t type)
 			x[5] = -3 * scale;	/* a negative outlier */
 		if (round == 3)
 			x[40] = 5 * scale;	/* a positive outlier */
-		if (quantize_row(type, x, q, n) || dequantize_row(type, q, y, n)) {
+		if (ms_quantize_row(type, x, q, n) || ms_dequantize_row(type, q, y, n)) {
 			bad++;
 			continue;
 		}
@@ -660,10 +660,10 @@ static void test_quantize_matches_ggml(void)
 			if (round % 5 == 4)
 				x[i] = (float)((int)(rnd() % 33) - 16) * scale / 16.0f;
 		}
-		quantize_row(GGML_TYPE_Q8_0, x, a, N);
+		ms_quantize_row(GGML_TYPE_Q8_0, x, a, N);
 		ggml_ref_q8_0(x, b, N / 32);
 		bad8 += memcmp(a, b, N / 32 * 34) != 0;
-		quantize_row(GGML_TYPE_Q4_0, x, a, N);
+		ms_quantize_row(GGML_TYPE_Q4_0, x, a, N);
 		ggml_ref_q4_0(x, b, N / 32);
 		bad4 += memcmp(a, b, N / 32 * 18) != 0;
 	}
@@ -681,7 +681,7 @@ static void test_quantize_known(void)
 	/* Q4_0, x = j - 16: max = -16, d = 2, q = min(15, floor(x/2 + 8.5)) */
 	for (int j = 0; j < 32; j++)
 		x[j] = (float)(j - 16);
-	quantize_row(GGML_TYPE_Q4_0, x, q, 32);
+	ms_quantize_row(GGML_TYPE_Q4_0, x, q, 32);
 	bad += q[0] != 0x00 || q[1] != 0x40;	/* f16 2.0 */
 	for (int j = 0; j < 16; j++) {
 		int lo = (int)fmin(15, floor((j - 16) / 2.0 + 8.5));
@@ -696,7 +696,7 @@ static void test_quantize_known(void)
 	for (int j = 0; j < 32; j++)
 		x[j] = (float)(j - 16) * 0.25f;
 	x[31] = 4.5f;
-	quantize_row(GGML_TYPE_Q8_0, x, q, 32);
+	ms_quantize_row(GGML_TYPE_Q8_0, x, q, 32);
 	bad += (q[0] | q[1] << 8) != ms_f32_to_f16(4.5f / 127.0f);
 	for (int j = 0; j < 32; j++)
 		bad += (int8_t)q[2 + j] != (int)lround((double)x[j] * 127.0 / 4.5);
@@ -704,14 +704,14 @@ static void test_quantize_known(void)
 
 	/* non-finite input gives defined codes (no UB), and the row size is checked */
 	x[3] = NAN;
-	ok(quantize_row(GGML_TYPE_Q8_0, x, q, 32) == 0 && quantize_row(GGML_TYPE_Q4_0, x, q, 32) == 0,
+	ok(ms_quantize_row(GGML_TYPE_Q8_0, x, q, 32) == 0 && ms_quantize_row(GGML_TYPE_Q4_0, x, q, 32) == 0,
 	   "quantize: NaN input is handled without undefined behaviour");
-	ok(quantize_row(GGML_TYPE_Q8_0, x, q, 31) == -EINVAL &&
-	   quantize_row(GGML_TYPE_Q4_0, x, q, 48) == -EINVAL,
+	ok(ms_quantize_row(GGML_TYPE_Q8_0, x, q, 31) == -EINVAL &&
+	   ms_quantize_row(GGML_TYPE_Q4_0, x, q, 48) == -EINVAL,
 	   "quantize: n not a multiple of 32 is -EINVAL");
-	ok(quantize_row(GGML_TYPE_Q2_K, x, q, 256) == -EINVAL &&
-	   dequantize_row(GGML_TYPE_Q3_K, q, x, 256) == -EINVAL &&
-	   quantize_row(99, x, q, 32) == -EINVAL && dequantize_row(99, q, x, 32) == -EINVAL,
+	ok(ms_quantize_row(GGML_TYPE_Q2_K, x, q, 256) == -EINVAL &&
+	   ms_dequantize_row(GGML_TYPE_Q3_K, q, x, 256) == -EINVAL &&
+	   ms_quantize_row(99, x, q, 32) == -EINVAL && ms_dequantize_row(99, q, x, 32) == -EINVAL,
 	   "unsupported or unknown types are -EINVAL");
 }
 
@@ -723,20 +723,20 @@ static void test_float_rows(void)
 
 	for (int i = 0; i < 100; i++)
 		x[i] = rnd_uniform(-100, 100);
-	bad += quantize_row(GGML_TYPE_F16, x, h, 100) != 0;
-	bad += dequantize_row(GGML_TYPE_F16, h, y, 100) != 0;
+	bad += ms_quantize_row(GGML_TYPE_F16, x, h, 100) != 0;
+	bad += ms_dequantize_row(GGML_TYPE_F16, h, y, 100) != 0;
 	for (int i = 0; i < 100; i++)
 		bad += h[i] != ms_f32_to_f16(x[i]) || y[i] != ms_f16_to_f32(h[i]);
 	ok(bad == 0, "F16 rows convert element by element");
 	bad = 0;
-	bad += quantize_row(GGML_TYPE_BF16, x, h, 100) != 0;
-	bad += dequantize_row(GGML_TYPE_BF16, h, y, 100) != 0;
+	bad += ms_quantize_row(GGML_TYPE_BF16, x, h, 100) != 0;
+	bad += ms_dequantize_row(GGML_TYPE_BF16, h, y, 100) != 0;
 	for (int i = 0; i < 100; i++)
 		bad += h[i] != ms_f32_to_bf16(x[i]) || y[i] != ms_bf16_to_f32(h[i]);
 	ok(bad == 0, "BF16 rows convert element by element");
-	bad = quantize_row(GGML_TYPE_F32, x, y, 100) != 0 || memcmp(x, y, sizeof(x));
+	bad = ms_quantize_row(GGML_TYPE_F32, x, y, 100) != 0 || memcmp(x, y, sizeof(x));
 	memset(y, 0, sizeof(y));
-	bad |= dequantize_row(GGML_TYPE_F32, x, y, 100) != 0 || memcmp(x, y, sizeof(x));
+	bad |= ms_dequantize_row(GGML_TYPE_F32, x, y, 100) != 0 || memcmp(x, y, sizeof(x));
 	ok(!bad, "F32 rows are copied");
 }
 
@@ -840,7 +840,7 @@ static size_t k_bytes(uint32_t type)
 }
 
 /*
- * Compares dequantize_row with the reference on nb blocks; the library
+ * Compares ms_dequantize_row with the reference on nb blocks; the library
  * computes in float, so allow an error of a few float ulps of the terms.
  */
 static int check_k_dequant(uint32_t type, const uint8_t *row, size_t nb, const float *y)
@@ -864,7 +864,7 @@ static int check_k_dequant(uint32_t type, const uint8_t *row, size_t nb, const f
 			}
 			if (!(fabs(got - want) <= tol)) {
 				if (bad < 5)
-					diag("%s block %zu elem %d: %.9g, want %.9g", ggml_type_name(type),
+					diag("%s block %zu elem %d: %.9g, want %.9g", ms_ggml_type_name(type),
 					     b, e, got, want);
 				bad++;
 			}
@@ -958,13 +958,13 @@ static void test_k_dequant(void)
 				put_half(blk + 2, rnd_half());
 			}
 		}
-		ok(dequantize_row(type, r, y, nb * 256) == 0, "%s: dequantize %zu random blocks",
-		   ggml_type_name(type), nb);
+		ok(ms_dequantize_row(type, r, y, nb * 256) == 0, "%s: dequantize %zu random blocks",
+		   ms_ggml_type_name(type), nb);
 		bad = check_k_dequant(type, r, nb, y);
 		ok(bad == 0, "%s: every element matches the independent decoder (%d differ)",
-		   ggml_type_name(type), bad);
-		ok(dequantize_row(type, r, y, 128) == -EINVAL && dequantize_row(type, r, y, 257) == -EINVAL,
-		   "%s: n not a multiple of 256 is -EINVAL", ggml_type_name(type));
+		   ms_ggml_type_name(type), bad);
+		ok(ms_dequantize_row(type, r, y, 128) == -EINVAL && ms_dequantize_row(type, r, y, 257) == -EINVAL,
+		   "%s: n not a multiple of 256 is -EINVAL", ms_ggml_type_name(type));
 	}
 
 	/*
@@ -993,7 +993,7 @@ static void test_k_dequant(void)
 			if (five && q >= 16)
 				qh[l] |= (uint8_t)(1 << j);
 		}
-		dequantize_row(five ? GGML_TYPE_Q5_K : GGML_TYPE_Q4_K, blk, out, 256);
+		ms_dequantize_row(five ? GGML_TYPE_Q5_K : GGML_TYPE_Q4_K, blk, out, 256);
 		for (int e = 0; e < 256; e++) {
 			int j = e / 32, q = (e * 7 + j) % (nmax + 1);
 			double want = 0.5 * sc[j] * q - 0.25 * m[j];
@@ -1026,7 +1026,7 @@ static void test_k_dequant(void)
 			blk[64 * h + l + (k % 2 ? 32 : 0)] |= (uint8_t)((q & 15) << (k < 2 ? 0 : 4));
 			blk[128 + 32 * h + l] |= (uint8_t)((q >> 4) << (2 * k));
 		}
-		dequantize_row(GGML_TYPE_Q6_K, blk, out, 256);
+		ms_dequantize_row(GGML_TYPE_Q6_K, blk, out, 256);
 		for (int e = 0; e < 256; e++)
 			bad += (double)out[e] != 0.125 * (e / 16 - 8) * ((5 * e + 3) % 64 - 32);
 		ok(bad == 0, "Q6_K: hand-built block (known scales and codes) decodes exactly");
@@ -1063,7 +1063,7 @@ static float rnd_gauss(void)
  */
 static void test_k_roundtrip(uint32_t type)
 {
-	const char *tn = ggml_type_name(type);
+	const char *tn = ms_ggml_type_name(type);
 	const size_t n = 256 * 32;
 	const double bound = k_bound(type);
 	float *x = malloc(n * sizeof(float)), *y = malloc(n * sizeof(float));
@@ -1095,7 +1095,7 @@ static void test_k_roundtrip(uint32_t type)
 				x[i] = 0;	/* an all-zero block */
 		if (round == 2)
 			x[300] = -50 * scale;	/* an outlier */
-		if (quantize_row(type, x, q, n) || dequantize_row(type, q, y, n)) {
+		if (ms_quantize_row(type, x, q, n) || ms_dequantize_row(type, q, y, n)) {
 			bad_rms++;
 			continue;
 		}
@@ -1154,7 +1154,7 @@ static void test_k_roundtrip(uint32_t type)
 	x[7] = NAN;
 	x[300] = INFINITY;
 	x[600] = -INFINITY;
-	ok(quantize_row(type, x, q, n) == 0 && quantize_row(type, x, q, 255) == -EINVAL,
+	ok(ms_quantize_row(type, x, q, n) == 0 && ms_quantize_row(type, x, q, 255) == -EINVAL,
 	   "%s: NaN and infinite input handled; n not a multiple of 256 is -EINVAL", tn);
 	free(x);
 	free(y);
@@ -1180,8 +1180,8 @@ static void test_q8_K(void)
 				x[i] = 0;
 		if (round == 1)
 			x[5] = 3 * scale;	/* largest is positive: it maps to -127 * d with d < 0 */
-		quantize_row(GGML_TYPE_Q8_K, x, q, n);
-		dequantize_row(GGML_TYPE_Q8_K, q, y, n);
+		ms_quantize_row(GGML_TYPE_Q8_K, x, q, n);
+		ms_dequantize_row(GGML_TYPE_Q8_K, q, y, n);
 		for (size_t b = 0; b < n / 256; b++) {
 			const uint8_t *blk = q + b * 292;
 			const int8_t *qs = (const int8_t *)(blk + 4);
@@ -1360,7 +1360,7 @@ static void test_writer(void)
 		w_fa[i] = (float)i / 7.0f;
 	for (int i = 0; i < 5; i++)
 		w_fb[i] = (float)-i;
-	quantize_row(GGML_TYPE_Q8_0, w_fa, w_qc, 128);
+	ms_quantize_row(GGML_TYPE_Q8_0, w_fa, w_qc, 128);
 
 	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 	w = gguf_writer_new(64);
@@ -1392,8 +1392,8 @@ static void test_writer(void)
 	if (fd >= 0)
 		close(fd);
 
-	rc = gguf_open(path, &g, &err);
-	ok(rc == 0, "writer: gguf_open accepts the file (%s)", err.msg);
+	rc = ms_gguf_open(path, &g, &err);
+	ok(rc == 0, "writer: ms_gguf_open accepts the file (%s)", err.msg);
 	if (rc) {
 		skip("writer read-back: no file");
 		unlink(path);
@@ -1401,13 +1401,13 @@ static void test_writer(void)
 	}
 	ok(g->version == 3 && g->alignment == 64 && g->n_kv == 18 && g->n_tensors == 3,
 	   "read back: v3, alignment 64, 18 keys (general.alignment added), 3 tensors");
-	bad += gguf_get_u32(g, "t.u32", &u32, NULL) || u32 != 4000000000u;
-	bad += gguf_get_u32(g, "general.alignment", &u32, NULL) || u32 != 64;
-	bad += gguf_get_f32(g, "t.f32", &f, NULL) || f != 0.25f;
-	bad += gguf_get_f32(g, "t.f64", &f, NULL) || f != -2.5f;
-	bad += gguf_get_bool(g, "t.bool", &bv, NULL) || !bv;
-	bad += gguf_get_str(g, "t.str", &s, NULL) || !str_is(s, "hello");
-	bad += gguf_get_str(g, "t.empty", &s, NULL) || s.n != 0;
+	bad += ms_gguf_get_u32(g, "t.u32", &u32, NULL) || u32 != 4000000000u;
+	bad += ms_gguf_get_u32(g, "general.alignment", &u32, NULL) || u32 != 64;
+	bad += ms_gguf_get_f32(g, "t.f32", &f, NULL) || f != 0.25f;
+	bad += ms_gguf_get_f32(g, "t.f64", &f, NULL) || f != -2.5f;
+	bad += ms_gguf_get_bool(g, "t.bool", &bv, NULL) || !bv;
+	bad += ms_gguf_get_str(g, "t.str", &s, NULL) || !str_is(s, "hello");
+	bad += ms_gguf_get_str(g, "t.empty", &s, NULL) || s.n != 0;
 	{
 		static const struct { const char *k; uint32_t t; int64_t i; uint64_t u; } sc[] = {
 			{ "t.u8", GGUF_U8, 0, 200 }, { "t.i8", GGUF_I8, -100, 0 },
@@ -1417,7 +1417,7 @@ static void test_writer(void)
 		};
 
 		for (size_t i = 0; i < sizeof(sc) / sizeof(sc[0]); i++) {
-			const struct gguf_kv *kv = gguf_find_kv(g, sc[i].k);
+			const struct gguf_kv *kv = ms_gguf_find_kv(g, sc[i].k);
 			bool is_signed = sc[i].t == GGUF_I8 || sc[i].t == GGUF_I16 ||
 					 sc[i].t == GGUF_I32 || sc[i].t == GGUF_I64;
 
@@ -1427,24 +1427,24 @@ static void test_writer(void)
 	}
 	ok(bad == 0, "read back: every scalar type has its value");
 	bad = 0;
-	if (gguf_get_arr(g, "t.strs", GGUF_STRING, &a, NULL) || a.n != 4) {
+	if (ms_gguf_get_arr(g, "t.strs", GGUF_STRING, &a, NULL) || a.n != 4) {
 		bad++;
 	} else {
 		const uint8_t *cur = a.data;
 
 		for (int i = 0; i < 4; i++)
-			bad += !str_is(gguf_arr_str(&cur), w_strs[i]);
+			bad += !str_is(ms_gguf_arr_str(&cur), w_strs[i]);
 	}
-	bad += gguf_get_arr(g, "t.i32s", GGUF_I32, &a, NULL) || a.n != 3 ||
-	       gguf_arr_i32(&a, 0) != -1 || gguf_arr_i32(&a, 2) != 2147483647;
-	bad += gguf_get_arr(g, "t.f32s", GGUF_F32, &a, NULL) || a.n != 2 ||
-	       gguf_arr_f32(&a, 1) != -1e-30f;
-	bad += gguf_get_arr(g, "t.none", GGUF_U8, &a, NULL) || a.n != 0;
+	bad += ms_gguf_get_arr(g, "t.i32s", GGUF_I32, &a, NULL) || a.n != 3 ||
+	       ms_gguf_arr_i32(&a, 0) != -1 || ms_gguf_arr_i32(&a, 2) != 2147483647;
+	bad += ms_gguf_get_arr(g, "t.f32s", GGUF_F32, &a, NULL) || a.n != 2 ||
+	       ms_gguf_arr_f32(&a, 1) != -1e-30f;
+	bad += ms_gguf_get_arr(g, "t.none", GGUF_U8, &a, NULL) || a.n != 0;
 	ok(bad == 0, "read back: string, i32, f32 and empty arrays");
 	{
-		const struct gguf_tensor *ta = gguf_find_tensor(g, "a");
-		const struct gguf_tensor *tb = gguf_find_tensor(g, "b");
-		const struct gguf_tensor *tc = gguf_find_tensor(g, "c");
+		const struct gguf_tensor *ta = ms_gguf_find_tensor(g, "a");
+		const struct gguf_tensor *tb = ms_gguf_find_tensor(g, "b");
+		const struct gguf_tensor *tc = ms_gguf_find_tensor(g, "c");
 
 		ok(ta && tb && tc && ta->n_dims == 2 && ta->ne[0] == 64 && ta->ne[1] == 3 &&
 		   tb->n_dims == 1 && tb->ne[0] == 5 && tc->n_dims == 3 && tc->ne[2] == 2 &&
@@ -1455,7 +1455,7 @@ static void test_writer(void)
 		   !memcmp(tb->data, w_fb, sizeof(w_fb)) && !memcmp(tc->data, w_qc, sizeof(w_qc)),
 		   "read back: tensor bytes as written");
 	}
-	gguf_close(g);
+	ms_gguf_close(g);
 	unlink(path);
 }
 
@@ -1530,7 +1530,7 @@ static uint32_t kv_u32(const struct gguf *g, const char *key)
 {
 	uint32_t v = 0xdeadbeef;
 
-	gguf_get_u32(g, key, &v, NULL);
+	ms_gguf_get_u32(g, key, &v, NULL);
 	return v;
 }
 
@@ -1547,7 +1547,7 @@ static int compare_tokenizer(const struct gguf *src, const struct gguf *dst)
 			continue;
 		memcpy(key, a->key.p, a->key.n);
 		key[a->key.n] = 0;
-		b = gguf_find_kv(dst, key);
+		b = ms_gguf_find_kv(dst, key);
 		n++;
 		if (!b || a->val.type != b->val.type) {
 			bad++;
@@ -1568,11 +1568,11 @@ static int compare_tokenizer(const struct gguf *src, const struct gguf *dst)
 			}
 			if (a->val.v.a.type == GGUF_STRING) {
 				for (uint64_t k = 0; k < a->val.v.a.n; k++)
-					gguf_arr_str(&ca);
+					ms_gguf_arr_str(&ca);
 				bytes = (size_t)(ca - a->val.v.a.data);
 				ca = a->val.v.a.data;
 			} else {
-				bytes = (size_t)a->val.v.a.n * gguf_vtype_size(a->val.v.a.type);
+				bytes = (size_t)a->val.v.a.n * ms_gguf_vtype_size(a->val.v.a.type);
 			}
 			bad += memcmp(ca, cb, bytes) != 0;
 			break;
@@ -1618,10 +1618,10 @@ static int check_shapes(const struct gguf *g, uint32_t type, uint64_t vocab, boo
 			const struct gguf_tensor *t;
 
 			if (i == 2 && !output) {
-				bad += gguf_find_tensor(g, "output.weight") != NULL;
+				bad += ms_gguf_find_tensor(g, "output.weight") != NULL;
 				continue;
 			}
-			t = gguf_find_tensor(g, want[i].name);
+			t = ms_gguf_find_tensor(g, want[i].name);
 			if (!t || t->n_dims != want[i].n_dims || t->ne[0] != want[i].ne0 ||
 			    (t->n_dims > 1 && t->ne[1] != want[i].ne1) ||
 			    t->type != (want[i].norm ? (uint32_t)GGML_TYPE_F32 : type)) {
@@ -1631,7 +1631,7 @@ static int check_shapes(const struct gguf *g, uint32_t type, uint64_t vocab, boo
 		}
 		snprintf(nm[0], sizeof(nm[0]), "blk.%d.ffn_up.weight", l);
 		{
-			const struct gguf_tensor *t = gguf_find_tensor(g, nm[0]);
+			const struct gguf_tensor *t = ms_gguf_find_tensor(g, nm[0]);
 
 			bad += !t || t->ne[0] != 64 || t->ne[1] != 128 || t->type != type;
 		}
@@ -1649,7 +1649,7 @@ static int compare_to_f32(const struct gguf *q, const struct gguf *f, double *wo
 	*worst = 0;
 	for (uint64_t i = 0; i < f->n_tensors; i++) {
 		const struct gguf_tensor *tf = &f->tensors[i];
-		const struct gguf_tensor *tq = gguf_find_tensor(q, tf->name);
+		const struct gguf_tensor *tq = ms_gguf_find_tensor(q, tf->name);
 		size_t ne0 = (size_t)tf->ne[0];
 		uint64_t rows = tf->nbytes / (ne0 * 4), rb;
 		double se = 0, sx = 0;
@@ -1658,7 +1658,7 @@ static int compare_to_f32(const struct gguf *q, const struct gguf *f, double *wo
 			bad++;
 			continue;
 		}
-		ggml_row_bytes(tq->type, ne0, &rb);
+		ms_ggml_row_bytes(tq->type, ne0, &rb);
 		x = realloc(x, ne0 * 4);
 		y = realloc(y, ne0 * 4);
 		requant = realloc(requant, (size_t)rb);
@@ -1668,12 +1668,12 @@ static int compare_to_f32(const struct gguf *q, const struct gguf *f, double *wo
 			const uint8_t *qrow = (const uint8_t *)tq->data + r * rb;
 
 			memcpy(x, (const float *)tf->data + r * ne0, ne0 * 4);
-			if (dequantize_row(tq->type, qrow, y, ne0)) {
+			if (ms_dequantize_row(tq->type, qrow, y, ne0)) {
 				bad++;
 				break;
 			}
 			/* the quantized file holds exactly the F32 file's weights, quantized */
-			quantize_row(tq->type, x, requant, ne0);
+			ms_quantize_row(tq->type, x, requant, ne0);
 			if (memcmp(requant, qrow, (size_t)rb)) {
 				bad++;
 				continue;
@@ -1711,7 +1711,7 @@ static int compare_to_f32(const struct gguf *q, const struct gguf *f, double *wo
 			double rel = sqrt(se / sx);
 
 			if (!(rel < k_bound(tq->type))) {
-				diag("%s (%s): relative rms error %.4f", tf->name, ggml_type_name(tq->type), rel);
+				diag("%s (%s): relative rms error %.4f", tf->name, ms_ggml_type_name(tq->type), rel);
 				bad++;
 			}
 			*worst = fmax(*worst, rel);
@@ -1828,7 +1828,7 @@ static int check_k_types(const struct gguf *g, uint32_t base, uint32_t more, boo
 			 (layer == 0 || layer == 3 || layer == 6 || layer == 7))
 			want = more;
 		if (t->type != want) {
-			diag("%s is %s, want %s", t->name, ggml_type_name(t->type), ggml_type_name(want));
+			diag("%s is %s, want %s", t->name, ms_ggml_type_name(t->type), ms_ggml_type_name(want));
 			bad++;
 		}
 	}
@@ -1858,13 +1858,13 @@ static void test_mkmodel_k(void)
 	snprintf(f32, sizeof(f32), "%s/k-F32.gguf", tmp_dir());
 	snprintf(path, sizeof(path), "%s/k.gguf", tmp_dir());
 	rc = mkmodel_k(f32, "F32", vocab, NULL);
-	ok(rc == 0 && gguf_open(f32, &ref, &err) == 0,
+	ok(rc == 0 && ms_gguf_open(f32, &ref, &err) == 0,
 	   "mkmodel K: F32 model --dim 256 --ffn 512 --layers 8 (%s)", err.msg);
 	for (size_t i = 0; i < sizeof(kt) / sizeof(kt[0]); i++) {
 		double worst = 0;
 
 		rc = mkmodel_k(path, kt[i].name, vocab, NULL);
-		if (!ok(rc == 0 && gguf_open(path, &g, &err) == 0, "mkmodel --type %s: written and readable (%s)",
+		if (!ok(rc == 0 && ms_gguf_open(path, &g, &err) == 0, "mkmodel --type %s: written and readable (%s)",
 			kt[i].name, err.msg))
 			continue;
 		ok(kv_u32(g, "general.file_type") == kt[i].ftype &&
@@ -1872,7 +1872,7 @@ static void test_mkmodel_k(void)
 		   "mkmodel %s: general.file_type %u, quantization_version 2", kt[i].name, kt[i].ftype);
 		ok(check_k_types(g, kt[i].base, kt[i].more, true) == 0,
 		   "mkmodel %s: %s matrices, %s for output and for attn_v/ffn_down of layers 0, 3, 6, 7; norms F32",
-		   kt[i].name, ggml_type_name(kt[i].base), ggml_type_name(kt[i].more));
+		   kt[i].name, ms_ggml_type_name(kt[i].base), ms_ggml_type_name(kt[i].more));
 		if (ref) {
 			rc = compare_to_f32(g, ref, &worst);
 			ok(rc == 0, "mkmodel %s: the F32 model's weights, quantized; relative rms error per "
@@ -1880,16 +1880,16 @@ static void test_mkmodel_k(void)
 		} else {
 			skip("mkmodel %s: no F32 model to compare with", kt[i].name);
 		}
-		gguf_close(g);
+		ms_gguf_close(g);
 		g = NULL;
 	}
 	/* without output.weight, token_embd is the output and takes its type */
 	rc = mkmodel_k(path, "Q4_K_M", vocab, "--no-output");
-	if (ok(rc == 0 && gguf_open(path, &g, &err) == 0, "mkmodel Q4_K_M --no-output: written (%s)",
+	if (ok(rc == 0 && ms_gguf_open(path, &g, &err) == 0, "mkmodel Q4_K_M --no-output: written (%s)",
 	       err.msg)) {
 		ok(check_k_types(g, GGML_TYPE_Q4_K, GGML_TYPE_Q6_K, false) == 0,
 		   "mkmodel Q4_K_M --no-output: token_embd is Q6_K, as llama.cpp makes it");
-		gguf_close(g);
+		ms_gguf_close(g);
 		g = NULL;
 	}
 	/* K types need whole 256-element super-blocks per row */
@@ -1901,7 +1901,7 @@ static void test_mkmodel_k(void)
 	   mkmodel_q(false, gone, "Q4_K_L", vocab, "--dim=256", "--ffn=512", NULL) == 2 &&
 	   access(gone, F_OK) != 0 && access(tmp, F_OK) != 0,
 	   "mkmodel: K types with dim or ffn not a multiple of 256, or an unknown mix, exit 2 and write nothing");
-	gguf_close(ref);
+	ms_gguf_close(ref);
 	unlink(f32);
 	unlink(path);
 }
@@ -1925,7 +1925,7 @@ static void test_mkmodel(void)
 	}
 	snprintf(vocab, sizeof(vocab), "%s/stories260K.gguf", test_data_dir());
 	snprintf(vocab32k, sizeof(vocab32k), "%s/ggml-vocab-llama-spm.gguf", test_data_dir());
-	if (gguf_open(vocab, &src, &err)) {
+	if (ms_gguf_open(vocab, &src, &err)) {
 		ok(0, "mkmodel: open %s: %s", vocab, err.msg);
 		return;
 	}
@@ -1933,12 +1933,12 @@ static void test_mkmodel(void)
 		snprintf(path[i], sizeof(path[i]), "%s/m-%s.gguf", tmp_dir(), types[i]);
 		rc = mkmodel(path[i], types[i], vocab, "--seed=7", "--window=64", NULL);
 		ok(rc == 0, "mkmodel: --type %s exits 0", types[i]);
-		rc = gguf_open(path[i], &g[i], &err);
-		ok(rc == 0, "mkmodel %s: gguf_open accepts it (%s)", types[i], rc ? err.msg : "");
+		rc = ms_gguf_open(path[i], &g[i], &err);
+		ok(rc == 0, "mkmodel %s: ms_gguf_open accepts it (%s)", types[i], rc ? err.msg : "");
 		if (rc)
 			continue;
-		ok(gguf_get_str(g[i], "general.architecture", &s, NULL) == 0 && str_is(s, "llama") &&
-		   gguf_get_str(g[i], "general.name", &s, NULL) == 0 && str_is(s, "mkmodel random"),
+		ok(ms_gguf_get_str(g[i], "general.architecture", &s, NULL) == 0 && str_is(s, "llama") &&
+		   ms_gguf_get_str(g[i], "general.name", &s, NULL) == 0 && str_is(s, "mkmodel random"),
 		   "mkmodel %s: architecture llama, default name", types[i]);
 		ok(kv_u32(g[i], "llama.embedding_length") == 64 && kv_u32(g[i], "llama.block_count") == 2 &&
 		   kv_u32(g[i], "llama.attention.head_count") == 4 &&
@@ -1948,8 +1948,8 @@ static void test_mkmodel(void)
 		   kv_u32(g[i], "llama.rope.dimension_count") == 16 &&
 		   kv_u32(g[i], "llama.vocab_size") == 512 &&
 		   kv_u32(g[i], "llama.attention.sliding_window") == 64 &&
-		   gguf_get_f32(g[i], "llama.rope.freq_base", &f, NULL) == 0 && f == 10000.0f &&
-		   gguf_get_f32(g[i], "llama.attention.layer_norm_rms_epsilon", &f, NULL) == 0 &&
+		   ms_gguf_get_f32(g[i], "llama.rope.freq_base", &f, NULL) == 0 && f == 10000.0f &&
+		   ms_gguf_get_f32(g[i], "llama.attention.layer_norm_rms_epsilon", &f, NULL) == 0 &&
 		   f == 1e-5f,
 		   "mkmodel %s: default hyperparameters, window 64", types[i]);
 		ok(compare_tokenizer(src, g[i]) == 0, "mkmodel %s: every tokenizer.* key copied verbatim",
@@ -1986,19 +1986,19 @@ static void test_mkmodel(void)
 
 	/* shape options, --no-output, the 32000-token vocabulary */
 	rc = mkmodel(other, "F16", vocab32k, "--no-output", "--name=tiny 32k", NULL);
-	ok(rc == 0 && gguf_open(other, &o, &err) == 0, "mkmodel: --no-output with the 32000-token vocabulary");
+	ok(rc == 0 && ms_gguf_open(other, &o, &err) == 0, "mkmodel: --no-output with the 32000-token vocabulary");
 	if (o) {
 		struct gguf *v32 = NULL;
 
 		ok(check_shapes(o, GGML_TYPE_F16, 32000, false) == 0 &&
 		   kv_u32(o, "llama.vocab_size") == 32000 &&
-		   !gguf_find_kv(o, "llama.attention.sliding_window") &&
-		   gguf_get_str(o, "general.name", &s, NULL) == 0 && str_is(s, "tiny 32k"),
+		   !ms_gguf_find_kv(o, "llama.attention.sliding_window") &&
+		   ms_gguf_get_str(o, "general.name", &s, NULL) == 0 && str_is(s, "tiny 32k"),
 		   "mkmodel: 20 tensors, vocab 32000, no window key without --window, --name");
-		ok(gguf_open(vocab32k, &v32, &err) == 0 && compare_tokenizer(v32, o) == 0,
+		ok(ms_gguf_open(vocab32k, &v32, &err) == 0 && compare_tokenizer(v32, o) == 0,
 		   "mkmodel: the 32000-token tokenizer copied verbatim");
-		gguf_close(v32);
-		gguf_close(o);
+		ms_gguf_close(v32);
+		ms_gguf_close(o);
 		o = NULL;
 	}
 	{
@@ -2010,19 +2010,19 @@ static void test_mkmodel(void)
 				 (char *)"--eps", (char *)"1e-6", NULL };
 
 		rc = run_quiet(argv, true);
-		ok(rc == 0 && gguf_open(other, &o, &err) == 0 &&
+		ok(rc == 0 && ms_gguf_open(other, &o, &err) == 0 &&
 		   kv_u32(o, "llama.embedding_length") == 96 && kv_u32(o, "llama.block_count") == 3 &&
 		   kv_u32(o, "llama.attention.head_count") == 6 &&
 		   kv_u32(o, "llama.attention.head_count_kv") == 3 &&
 		   kv_u32(o, "llama.rope.dimension_count") == 16 &&
 		   kv_u32(o, "llama.context_length") == 1000 &&
-		   gguf_get_f32(o, "llama.rope.freq_base", &f, NULL) == 0 && f == 1e6f &&
-		   gguf_get_f32(o, "llama.attention.layer_norm_rms_epsilon", &f, NULL) == 0 && f == 1e-6f &&
-		   o->n_tensors == 30 && gguf_find_tensor(o, "blk.2.attn_k.weight") &&
-		   gguf_find_tensor(o, "blk.2.attn_k.weight")->ne[1] == 48 &&
-		   gguf_find_tensor(o, "blk.2.ffn_down.weight")->ne[0] == 160,
+		   ms_gguf_get_f32(o, "llama.rope.freq_base", &f, NULL) == 0 && f == 1e6f &&
+		   ms_gguf_get_f32(o, "llama.attention.layer_norm_rms_epsilon", &f, NULL) == 0 && f == 1e-6f &&
+		   o->n_tensors == 30 && ms_gguf_find_tensor(o, "blk.2.attn_k.weight") &&
+		   ms_gguf_find_tensor(o, "blk.2.attn_k.weight")->ne[1] == 48 &&
+		   ms_gguf_find_tensor(o, "blk.2.ffn_down.weight")->ne[0] == 160,
 		   "mkmodel: --dim 96 --heads 6 --kv-heads 3 --ffn 160 --layers 3 --context --rope-base --eps");
-		gguf_close(o);
+		ms_gguf_close(o);
 		o = NULL;
 	}
 
@@ -2094,10 +2094,10 @@ static void test_mkmodel(void)
 	}
 
 	for (int i = 0; i < 5; i++) {
-		gguf_close(g[i]);
+		ms_gguf_close(g[i]);
 		unlink(path[i]);
 	}
-	gguf_close(src);
+	ms_gguf_close(src);
 	unlink(other);
 }
 

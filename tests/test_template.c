@@ -222,9 +222,9 @@ static struct ms_tokenizer *v3_vocab(void)
 		gb_put(&b, &ty, 4);
 	}
 	memcpy(b.p + 16, &b.n_kv, 8);
-	if (gguf_open_mem(b.p, b.n, &g, &e) || ms_tokenizer_load(g, &t, &e))
+	if (ms_gguf_open_mem(b.p, b.n, &g, &e) || ms_tokenizer_load(g, &t, &e))
 		diag("v3 vocabulary: %s", e.msg);
-	gguf_close(g);
+	ms_gguf_close(g);
 	free(b.p);
 	return t;
 }
@@ -237,13 +237,13 @@ static struct ms_tokenizer *load_file(const char *name)
 	ms_err e = { 0, "" };
 
 	snprintf(path, sizeof(path), "%s/%s", test_data_dir(), name);
-	if (gguf_open(path, &g, &e)) {
+	if (ms_gguf_open(path, &g, &e)) {
 		diag("%s: %s", path, e.msg);
 		return NULL;
 	}
 	if (ms_tokenizer_load(g, &t, &e))
 		diag("%s: %s", path, e.msg);
-	gguf_close(g);
+	ms_gguf_close(g);
 	return t;
 }
 

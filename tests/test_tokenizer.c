@@ -331,14 +331,14 @@ static int load_mem(const struct vtok *v, size_t n, const struct vopt *o,
 	build_vocab(&b, v, n, o);
 	ms_err_clear(e);
 	*t = NULL;
-	r = gguf_open_mem(b.p, b.n, &g, e);
+	r = ms_gguf_open_mem(b.p, b.n, &g, e);
 	if (r) {
-		diag("gguf_open_mem: %d %s", r, e->msg);
+		diag("ms_gguf_open_mem: %d %s", r, e->msg);
 		free(b.p);
 		return r;
 	}
 	r = ms_tokenizer_load(g, t, e);
-	gguf_close(g);
+	ms_gguf_close(g);
 	memset(b.p, 0xA5, b.n);
 	free(b.p);
 	return r;
@@ -352,13 +352,13 @@ static struct ms_tokenizer *load_file(const char *name)
 	ms_err e = { 0, "" };
 
 	snprintf(path, sizeof(path), "%s/%s", test_data_dir(), name);
-	if (gguf_open(path, &g, &e)) {
+	if (ms_gguf_open(path, &g, &e)) {
 		diag("%s: %s", path, e.msg);
 		return NULL;
 	}
 	if (ms_tokenizer_load(g, &t, &e))
 		diag("%s: %s", path, e.msg);
-	gguf_close(g);
+	ms_gguf_close(g);
 	return t;
 }
 
@@ -811,16 +811,16 @@ static void test_reference(const struct ms_tokenizer *t)
 	int round, bad = 0;
 
 	snprintf(path, sizeof(path), "%s/ggml-vocab-llama-spm.gguf", test_data_dir());
-	if (gguf_open(path, &g, NULL) ||
-	    gguf_get_arr(g, "tokenizer.ggml.scores", GGUF_F32, &a, NULL)) {
+	if (ms_gguf_open(path, &g, NULL) ||
+	    ms_gguf_get_arr(g, "tokenizer.ggml.scores", GGUF_F32, &a, NULL)) {
 		ok(0, "reference: scores readable");
-		gguf_close(g);
+		ms_gguf_close(g);
 		return;
 	}
 	scores = xrealloc(NULL, nv * sizeof(*scores));
 	for (i = 0; i < nv; i++)
-		scores[i] = gguf_arr_f32(&a, i);
-	gguf_close(g);
+		scores[i] = ms_gguf_arr_f32(&a, i);
+	ms_gguf_close(g);
 
 	for (round = 0; round < 400; round++) {
 		char text[400];

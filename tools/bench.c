@@ -539,7 +539,7 @@ static void weight_stats(const struct ms_model *m, struct result *res)
 	for (uint32_t t = 0; t < MS_TYPE_SLOTS; t++) {
 		if (by_type[t] > best) {
 			best = by_type[t];
-			res->weight_type = ggml_type_name(t);
+			res->weight_type = ms_ggml_type_name(t);
 		}
 	}
 	res->types[0] = '\0';
@@ -549,7 +549,7 @@ static void weight_stats(const struct ms_model *m, struct result *res)
 		if (!m->types_seen[t] || off >= sizeof(res->types))
 			continue;
 		n = snprintf(res->types + off, sizeof(res->types) - off, "%s%s x %u",
-			     off ? ", " : "", ggml_type_name(t), m->types_seen[t]);
+			     off ? ", " : "", ms_ggml_type_name(t), m->types_seen[t]);
 		if (n > 0)
 			off += (size_t)n;
 	}
@@ -669,7 +669,7 @@ static int bench_model(const char *path, const struct opts *o, bool pp, struct r
 	n_ctx = (uint32_t)o->long_ctx + (uint32_t)o->gen + CTX_SLACK;
 	if (n_ctx < max_prompt + (size_t)o->gen + CTX_SLACK)
 		n_ctx = (uint32_t)(max_prompt + (size_t)o->gen + CTX_SLACK);
-	res->kv_type = ggml_type_name(o->kv_type);
+	res->kv_type = ms_ggml_type_name(o->kv_type);
 	res->kv_bytes_per_token = ms_kv_bytes(m, 1, 0, o->kv_type);
 	res->kv_bytes_long = ms_kv_bytes(m, (uint32_t)o->long_ctx, m->window, o->kv_type);
 	res->long_keys = (m->window && m->window < o->long_ctx + 1) ? m->window : (uint32_t)o->long_ctx + 1;

@@ -168,7 +168,7 @@ static int kv_start(struct gguf_writer *w, const char *key, size_t key_len,
 
 static int add_scalar(struct gguf_writer *w, const char *key, uint32_t type, const void *v)
 {
-	size_t sz = gguf_vtype_size(type);
+	size_t sz = ms_gguf_vtype_size(type);
 	int rc = kv_start(w, key, strlen(key), type, sz);
 
 	if (rc)
@@ -270,7 +270,7 @@ static int add_arr_raw(struct gguf_writer *w, const char *key, size_t key_len,
 static int fixed_arr_bytes(struct gguf_writer *w, const char *key, size_t key_len,
 			   uint32_t elem_type, uint64_t n, size_t *bytes)
 {
-	size_t sz = gguf_vtype_size(elem_type);
+	size_t sz = ms_gguf_vtype_size(elem_type);
 
 	if (!sz)
 		return fail(w, -EINVAL, "array %.*s: element type %u is not a fixed-size type",
@@ -362,7 +362,7 @@ int gguf_writer_add_value(struct gguf_writer *w, const char *key, size_t key_len
 			size_t bytes;
 
 			for (uint64_t i = 0; i < a->n; i++)
-				gguf_arr_str(&cur);
+				ms_gguf_arr_str(&cur);
 			bytes = (size_t)(cur - a->data);
 			return add_arr_raw(w, key, key_len, GGUF_STRING, a->data, a->n, bytes);
 		} else {
@@ -377,17 +377,17 @@ int gguf_writer_add_value(struct gguf_writer *w, const char *key, size_t key_len
 		return fail(w, -EINVAL, "value of %.*s has unknown type %u",
 			    (int)key_len, key, v->type);
 	}
-	rc = kv_start(w, key, key_len, v->type, gguf_vtype_size(v->type));
+	rc = kv_start(w, key, key_len, v->type, ms_gguf_vtype_size(v->type));
 	if (rc)
 		return rc;
-	put(&w->kv, &s, gguf_vtype_size(v->type));
+	put(&w->kv, &s, ms_gguf_vtype_size(v->type));
 	return 0;
 }
 
 int gguf_writer_add_tensor(struct gguf_writer *w, const char *name, uint32_t n_dims,
 			   const uint64_t *ne, uint32_t type)
 {
-	const struct ggml_type_info *ti = ggml_type_get(type);
+	const struct ggml_type_info *ti = ms_ggml_type_get(type);
 	size_t name_len = strlen(name);
 	uint64_t nbytes, rows = 1, end = 0;
 	struct wtensor *t;
@@ -409,7 +409,7 @@ int gguf_writer_add_tensor(struct gguf_writer *w, const char *name, uint32_t n_d
 		if (ne[i] == 0 || ne[i] > INT64_MAX)
 			return fail(w, -EINVAL, "tensor %s: dimension %u is %llu", name, i,
 				    (unsigned long long)ne[i]);
-	rc = ggml_row_bytes(type, ne[0], &nbytes);
+	rc = ms_ggml_row_bytes(type, ne[0], &nbytes);
 	if (rc == -EINVAL)
 		return fail(w, rc, "tensor %s: ne[0] = %llu is not a multiple of the %s block size %u",
 			    name, (unsigned long long)ne[0], ti->name, ti->blck);

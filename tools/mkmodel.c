@@ -248,8 +248,8 @@ static void parse_args(int argc, char **argv, struct opts *o)
 		cli_die_usage("head size --dim/--heads = %" PRIu32 " is odd (RoPE rotates pairs)",
 			      o->dim / o->heads);
 	/* every matrix row is dim or ffn long; a mix's types share one block size */
-	if (ggml_type_get(o->type->base)->blck > 1) {
-		uint32_t b = ggml_type_get(o->type->base)->blck;
+	if (ms_ggml_type_get(o->type->base)->blck > 1) {
+		uint32_t b = ms_ggml_type_get(o->type->base)->blck;
 
 		if (o->dim % b)
 			cli_die_usage("--dim %" PRIu32 " is not a multiple of the %s block size %" PRIu32,
@@ -452,7 +452,7 @@ static int add_metadata(struct gguf_writer *w, const struct opts *o,
 	if ((rc = gguf_writer_add_str(w, "general.architecture", "llama")) ||
 	    (rc = gguf_writer_add_str(w, "general.name", o->name)) ||
 	    (rc = gguf_writer_add_u32(w, "general.file_type", o->type->file_type)) ||
-	    (ggml_type_get(o->type->base)->blck > 1 &&
+	    (ms_ggml_type_get(o->type->base)->blck > 1 &&
 	     (rc = gguf_writer_add_u32(w, "general.quantization_version", 2))) ||
 	    (rc = gguf_writer_add_u32(w, "llama.context_length", o->context)) ||
 	    (rc = gguf_writer_add_u32(w, "llama.embedding_length", o->dim)) ||
@@ -560,7 +560,7 @@ static int write_tensor(struct pipe *p, int *k, const struct plan *t, uint64_t s
 	int rc;
 
 	init_params(t, &center, &scale);
-	rc = ggml_row_bytes(t->type, ne0, &rb64);
+	rc = ms_ggml_row_bytes(t->type, ne0, &rb64);
 	if (rc)
 		return rc;
 	rb = (size_t)rb64;
@@ -584,7 +584,7 @@ static int write_tensor(struct pipe *p, int *k, const struct plan *t, uint64_t s
 				float *f = scratch + (size_t)omp_get_thread_num() * scratch_stride;
 
 				fill_row(f, ne0, tseed, r0 + (uint64_t)i, center, scale);
-				quantize_row(t->type, f, dst, ne0);
+				ms_quantize_row(t->type, f, dst, ne0);
 			}
 		}
 		pipe_post(p, *k, (size_t)n * rb);
@@ -611,12 +611,12 @@ static int write_model(const struct opts *o, const char *tmp, int fd)
 	double t0 = cli_now();
 	int rc, nthreads = omp_get_max_threads();
 
-	rc = gguf_open(o->vocab, &voc, &err);
+	rc = ms_gguf_open(o->vocab, &voc, &err);
 	if (rc) {
 		fprintf(stderr, PROG ": %s: %s\n", o->vocab, err.msg[0] ? err.msg : strerror(-rc));
 		return rc;
 	}
-	rc = gguf_get_arr(voc, "tokenizer.ggml.tokens", GGUF_STRING, &tokens, &err);
+	rc = ms_gguf_get_arr(voc, "tokenizer.ggml.tokens", GGUF_STRING, &tokens, &err);
 	if (rc || tokens.n == 0 || tokens.n > UINT32_MAX) {
 		fprintf(stderr, PROG ": %s: no usable tokenizer.ggml.tokens array%s%s\n", o->vocab,
 			err.msg[0] ? ": " : "", err.msg);
@@ -640,7 +640,7 @@ static int write_model(const struct opts *o, const char *tmp, int fd)
 		fprintf(stderr, PROG ": %s\n", gguf_writer_errmsg(w));
 		goto out;
 	}
-	gguf_close(voc);	/* the writer holds its own copy of the metadata */
+	ms_gguf_close(voc);	/* the writer holds its own copy of the metadata */
 	voc = NULL;
 
 	for (size_t i = 0; i < n_tensors; i++) {
@@ -719,7 +719,7 @@ out:
 	free(pipe.buf[1]);
 	free(plan);
 	gguf_writer_free(w);
-	gguf_close(voc);
+	ms_gguf_close(voc);
 	return rc;
 }
 
