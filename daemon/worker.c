@@ -801,6 +801,16 @@ void md_worker_install(struct md_worker *w, struct md_bundle *b)
 	pthread_mutex_lock(&w->mu);
 	md_bundle_free(w->next);
 	w->next = b;
+	/*
+	 * The first model goes into service here, before the caller says
+	 * READY: left to the worker thread's next wake-up, a request that
+	 * followed READY could still be told "loading" (on a busy machine the
+	 * thread wakes milliseconds later). Nothing can be using a model while
+	 * there is none; a reload still swaps on the worker thread, once the
+	 * old model's sequences are done.
+	 */
+	if (!w->cur)
+		maybe_swap(w);
 	pthread_cond_signal(&w->cv);
 	pthread_mutex_unlock(&w->mu);
 }

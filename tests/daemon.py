@@ -1389,6 +1389,35 @@ def test_sigterm():
     stop_and_check(d)
 
 
+def test_ready_race(rounds=15):
+    """READY means served: a request right after the first "ready" status is never told "loading".
+
+    The model used to go into service on the inference thread's next wake-up,
+    after the state said ready; two busy loops per core make that wake-up late,
+    which is how a loaded machine hit it (a few in 30 before the fix)."""
+    busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    failures = []
+    try:
+        for i in range(rounds):
+            d = Daemon("ready%d" % i, "--parallel", 1, wait=False)
+            try:
+                d.wait_ready(timeout=30)
+                try:
+                    r = d.call("tokenize", dict(text="Once upon a time"))
+                    if not r.get("tokens"):
+                        failures.append("round %d: %r" % (i, r))
+                except RpcError as e:
+                    failures.append("round %d: %s" % (i, e))
+            finally:
+                stop_and_check(d)
+    finally:
+        for p in busy:
+            p.kill()
+            p.wait()
+    ok(not failures, "%d daemons under CPU load: every request right after \"ready\" is served" % rounds,
+       None, "; ".join(failures))
+
+
 def test_socket_files():
     tmp = tempfile.mkdtemp(prefix="mistrald-stale.", dir=TMPROOT)
     _tmpdirs.append(tmp)
@@ -1581,6 +1610,7 @@ def main():
                      ("small context", lambda: test_small(golden_text)),
                      ("output buffer", test_output_buffer),
                      ("SIGTERM", test_sigterm),
+                     ("ready means served", test_ready_race),
                      ("socket files", test_socket_files),
                      ("start-up failures", test_startup_failures),
                      ("SIGHUP reload", test_reload)]:
