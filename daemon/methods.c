@@ -5,6 +5,7 @@
 #include <sys/random.h>
 
 #include "counters.h"
+#include "kvmap.h"
 #include "methods.h"
 
 #define MAX_LOGPROBS   20
@@ -336,18 +337,22 @@ static void do_status(struct md_daemon *d, uint32_t msgid, msgpack_sbuffer *sb)
 	msgpack_packer pk;
 
 	md_worker_stats(d->worker, &st);
-	msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
-	proto_pack_result_head(&pk, msgid);
-	msgpack_pack_map(&pk, 8);
-	proto_pack_cstr(&pk, "state");
-	proto_pack_cstr(&pk, md_state_name((enum md_state)atomic_load(&d->state)));
-	proto_pack_kv_f64(&pk, "uptime_s", md_now() - d->t_start);
-	proto_pack_kv_u64(&pk, "active", st.active);
-	proto_pack_kv_u64(&pk, "queued", st.queued);
-	proto_pack_kv_u64(&pk, "connections", d->connections);
-	proto_pack_kv_u64(&pk, "requests_total", atomic_load(&md_counters.requests_total));
-	proto_pack_kv_u64(&pk, "tokens_generated_total", atomic_load(&md_counters.tokens_generated_total));
-	proto_pack_kv_u64(&pk, "prompt_tokens_total", atomic_load(&md_counters.prompt_tokens_total));
+	{
+		const struct md_kv kv[] = {
+			MD_KV_STR("state", md_state_name((enum md_state)atomic_load(&d->state))),
+			MD_KV_F64("uptime_s", md_now() - d->t_start),
+			MD_KV_U64("active", st.active),
+			MD_KV_U64("queued", st.queued),
+			MD_KV_U64("connections", d->connections),
+			MD_KV_U64("requests_total", atomic_load(&md_counters.requests_total)),
+			MD_KV_U64("tokens_generated_total", atomic_load(&md_counters.tokens_generated_total)),
+			MD_KV_U64("prompt_tokens_total", atomic_load(&md_counters.prompt_tokens_total)),
+		};
+
+		msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+		proto_pack_result_head(&pk, msgid);
+		md_pack_map(&pk, kv, MD_KV_LEN(kv));
+	}
 }
 
 static void do_metrics(struct md_daemon *d, uint32_t msgid, msgpack_sbuffer *sb)
@@ -356,24 +361,29 @@ static void do_metrics(struct md_daemon *d, uint32_t msgid, msgpack_sbuffer *sb)
 	msgpack_packer pk;
 
 	md_worker_stats(d->worker, &st);
-	msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
-	proto_pack_result_head(&pk, msgid);
-	msgpack_pack_map(&pk, 15);
-	proto_pack_kv_u64(&pk, "requests_total", atomic_load(&md_counters.requests_total));
-	proto_pack_kv_u64(&pk, "requests_failed_total", atomic_load(&md_counters.requests_failed_total));
-	proto_pack_kv_u64(&pk, "requests_cancelled_total", atomic_load(&md_counters.requests_cancelled_total));
-	proto_pack_kv_u64(&pk, "busy_rejections_total", atomic_load(&md_counters.busy_rejections_total));
-	proto_pack_kv_u64(&pk, "prompt_tokens_total", atomic_load(&md_counters.prompt_tokens_total));
-	proto_pack_kv_u64(&pk, "tokens_generated_total", atomic_load(&md_counters.tokens_generated_total));
-	proto_pack_kv_u64(&pk, "connections_total", atomic_load(&md_counters.connections_total));
-	proto_pack_kv_u64(&pk, "connections_current", d->connections);
-	proto_pack_kv_u64(&pk, "protocol_errors_total", atomic_load(&md_counters.protocol_errors_total));
-	proto_pack_kv_u64(&pk, "active_sequences", st.active);
-	proto_pack_kv_u64(&pk, "queued_requests", st.queued);
-	proto_pack_kv_f64(&pk, "prompt_seconds_total", (double)atomic_load(&md_counters.prompt_us_total) * 1e-6);
-	proto_pack_kv_f64(&pk, "generate_seconds_total", (double)atomic_load(&md_counters.generate_us_total) * 1e-6);
-	proto_pack_kv_u64(&pk, "model_weight_bytes", d->model_weight_bytes);
-	proto_pack_kv_f64(&pk, "uptime_seconds", md_now() - d->t_start);
+	{
+		const struct md_kv kv[] = {
+			MD_KV_U64("requests_total", atomic_load(&md_counters.requests_total)),
+			MD_KV_U64("requests_failed_total", atomic_load(&md_counters.requests_failed_total)),
+			MD_KV_U64("requests_cancelled_total", atomic_load(&md_counters.requests_cancelled_total)),
+			MD_KV_U64("busy_rejections_total", atomic_load(&md_counters.busy_rejections_total)),
+			MD_KV_U64("prompt_tokens_total", atomic_load(&md_counters.prompt_tokens_total)),
+			MD_KV_U64("tokens_generated_total", atomic_load(&md_counters.tokens_generated_total)),
+			MD_KV_U64("connections_total", atomic_load(&md_counters.connections_total)),
+			MD_KV_U64("connections_current", d->connections),
+			MD_KV_U64("protocol_errors_total", atomic_load(&md_counters.protocol_errors_total)),
+			MD_KV_U64("active_sequences", st.active),
+			MD_KV_U64("queued_requests", st.queued),
+			MD_KV_F64("prompt_seconds_total", (double)atomic_load(&md_counters.prompt_us_total) * 1e-6),
+			MD_KV_F64("generate_seconds_total", (double)atomic_load(&md_counters.generate_us_total) * 1e-6),
+			MD_KV_U64("model_weight_bytes", d->model_weight_bytes),
+			MD_KV_F64("uptime_seconds", md_now() - d->t_start),
+		};
+
+		msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+		proto_pack_result_head(&pk, msgid);
+		md_pack_map(&pk, kv, MD_KV_LEN(kv));
+	}
 }
 
 int md_method_handle(struct md_daemon *d, const struct proto_msg *m, uint64_t conn_id,

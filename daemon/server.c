@@ -16,6 +16,7 @@
 #include <event2/listener.h>
 
 #include "counters.h"
+#include "kvmap.h"
 #include "log.h"
 #include "server.h"
 
@@ -293,12 +294,11 @@ static bool do_cancel(struct conn *c, const struct proto_msg *m)
 	msgpack_sbuffer_init(&sb);
 	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
 	proto_pack_result_head(&pk, m->msgid);
-	msgpack_pack_map(&pk, 1);
-	proto_pack_cstr(&pk, "cancelled");
-	if (j)
-		msgpack_pack_true(&pk);
-	else
-		msgpack_pack_false(&pk);
+	{
+		const struct md_kv kv[] = { MD_KV_BOOL("cancelled", j != NULL) };
+
+		md_pack_map(&pk, kv, MD_KV_LEN(kv));
+	}
 	return conn_send_sb(c, &sb);
 }
 

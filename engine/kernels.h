@@ -156,17 +156,21 @@ struct ms_kernels {
 	/* y[i] += a * x[i] */
 	void (*axpy_f32)(size_t n, float a, const float *x, float *y);
 	/*
-	 * sum_i x[i], reading x as MS_SUM_STREAMS equal runs side by side (the
-	 * last one takes the remainder): mistral-bench's read-bandwidth probe,
-	 * so it is the fastest plain read this level has. The order of the
-	 * additions is the kernel's own: twins agree to rounding, not bits.
+	 * sum_i x[i], reading x as 1, 2 or MS_SUM_STREAMS equal runs side by
+	 * side (streams rounded down to one of those, 0 read as 1), the last
+	 * run taking the remainder: mistral-bench's
+	 * read-bandwidth probe, so it is the fastest plain read this level
+	 * has. The order of the additions is the kernel's own: twins agree to
+	 * rounding, not bits.
 	 */
-	float (*sum_f32)(size_t n, const float *x);
+	float (*sum_f32)(size_t n, const float *x, unsigned streams);
 };
 
 /*
- * Concurrent read streams of sum_f32 per thread: several DRAM pages open
- * at once and more lines in flight than one stream's prefetcher keeps.
+ * Most concurrent read streams of sum_f32 per thread. Which count reads
+ * fastest depends on the machine (here, Zen 4 under KVM: 4 streams were
+ * the fastest over 256 MiB and the slowest over 2 GiB), so the probe
+ * tries each.
  */
 #define MS_SUM_STREAMS 4
 

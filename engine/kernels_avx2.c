@@ -1404,32 +1404,47 @@ static void axpy_f32_avx2(size_t n, float a, const float *x, float *y)
  * in flight cover the add latency, and each stream is one line per two
  * steps for the prefetchers to follow.
  */
-static float sum_f32_avx2(size_t n, const float *x)
+static inline __attribute__((always_inline)) float sum_streams_avx2(size_t n, const float *x, const int ns)
 {
-	const size_t len = n / MS_SUM_STREAMS;
+	const size_t len = n / (size_t)ns;
 	const float *p[MS_SUM_STREAMS];
 	__m256 acc[2 * MS_SUM_STREAMS];
 	float total;
 	size_t i = 0;
 
-	for (int s = 0; s < MS_SUM_STREAMS; s++) {
+	for (int s = 0; s < ns; s++) {
 		p[s] = x + s * len;
 		acc[2 * s] = acc[2 * s + 1] = _mm256_setzero_ps();
 	}
 	for (; i + 16 <= len; i += 16)
-		for (int s = 0; s < MS_SUM_STREAMS; s++) {
+		for (int s = 0; s < ns; s++) {
 			acc[2 * s] = _mm256_add_ps(acc[2 * s], _mm256_loadu_ps(p[s] + i));
 			acc[2 * s + 1] = _mm256_add_ps(acc[2 * s + 1], _mm256_loadu_ps(p[s] + i + 8));
 		}
-	for (int s = 1; s < 2 * MS_SUM_STREAMS; s++)
+	for (int s = 1; s < 2 * ns; s++)
 		acc[0] = _mm256_add_ps(acc[0], acc[s]);
 	total = hsum256(acc[0]);
 	for (; i < len; i++)
-		for (int s = 0; s < MS_SUM_STREAMS; s++)
+		for (int s = 0; s < ns; s++)
 			total += p[s][i];
-	for (i = MS_SUM_STREAMS * len; i < n; i++)
+	for (i = (size_t)ns * len; i < n; i++)
 		total += x[i];
 	return total;
+}
+
+/* One inlined copy per stream count: with a constant count the accumulators stay in registers. */
+static float sum_f32_avx2(size_t n, const float *x, unsigned streams)
+{
+	switch (streams) {
+	case 0:
+	case 1:
+		return sum_streams_avx2(n, x, 1);
+	case 2:
+	case 3:
+		return sum_streams_avx2(n, x, 2);
+	default:
+		return sum_streams_avx2(n, x, MS_SUM_STREAMS);
+	}
 }
 
 const struct ms_kernels ms_kernels_avx2 = {

@@ -600,33 +600,48 @@ static void gemm_bf16x8_avx512(size_t n, const void *w, size_t rows, const void 
 }
 
 /* sum_f32_avx2 with 64-byte loads: one line per stream per step. */
-static float sum_f32_avx512(size_t n, const float *x)
+static inline __attribute__((always_inline)) float sum_streams_avx512(size_t n, const float *x, const int ns)
 {
-	const size_t len = n / MS_SUM_STREAMS;
+	const size_t len = n / (size_t)ns;
 	const float *p[MS_SUM_STREAMS];
 	__m512 acc[2 * MS_SUM_STREAMS];
 	float total;
 	size_t i = 0;
 
-	for (int s = 0; s < MS_SUM_STREAMS; s++) {
+	for (int s = 0; s < ns; s++) {
 		p[s] = x + s * len;
 		acc[2 * s] = acc[2 * s + 1] = _mm512_setzero_ps();
 	}
 	for (; i + 32 <= len; i += 32)
-		for (int s = 0; s < MS_SUM_STREAMS; s++) {
+		for (int s = 0; s < ns; s++) {
 			acc[2 * s] = _mm512_add_ps(acc[2 * s], _mm512_loadu_ps(p[s] + i));
 			acc[2 * s + 1] = _mm512_add_ps(acc[2 * s + 1], _mm512_loadu_ps(p[s] + i + 16));
 		}
-	for (int s = 1; s < 2 * MS_SUM_STREAMS; s++)
+	for (int s = 1; s < 2 * ns; s++)
 		acc[0] = _mm512_add_ps(acc[0], acc[s]);
 	total = hsum256(_mm256_add_ps(_mm512_castps512_ps256(acc[0]),
 				      _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc[0]), 1))));
 	for (; i < len; i++)
-		for (int s = 0; s < MS_SUM_STREAMS; s++)
+		for (int s = 0; s < ns; s++)
 			total += p[s][i];
-	for (i = MS_SUM_STREAMS * len; i < n; i++)
+	for (i = (size_t)ns * len; i < n; i++)
 		total += x[i];
 	return total;
+}
+
+/* One inlined copy per stream count: with a constant count the accumulators stay in registers. */
+static float sum_f32_avx512(size_t n, const float *x, unsigned streams)
+{
+	switch (streams) {
+	case 0:
+	case 1:
+		return sum_streams_avx512(n, x, 1);
+	case 2:
+	case 3:
+		return sum_streams_avx512(n, x, 2);
+	default:
+		return sum_streams_avx512(n, x, MS_SUM_STREAMS);
+	}
 }
 
 /*

@@ -510,17 +510,18 @@ static void axpy_f32_generic(size_t n, float a, const float *x, float *y)
 }
 
 /* Element i of each stream in turn, one float accumulator per stream. */
-static float sum_f32_generic(size_t n, const float *x)
+static float sum_f32_generic(size_t n, const float *x, unsigned streams)
 {
-	const size_t len = n / MS_SUM_STREAMS;
+	const size_t ns = streams <= 1 ? 1 : streams < MS_SUM_STREAMS ? 2 : MS_SUM_STREAMS;
+	const size_t len = n / ns;
 	float acc[MS_SUM_STREAMS] = { 0 }, total = 0;
 
 	for (size_t i = 0; i < len; i++)
-		for (size_t s = 0; s < MS_SUM_STREAMS; s++)
+		for (size_t s = 0; s < ns; s++)
 			acc[s] += x[s * len + i];
-	for (size_t i = MS_SUM_STREAMS * len; i < n; i++)
-		acc[MS_SUM_STREAMS - 1] += x[i];
-	for (size_t s = 0; s < MS_SUM_STREAMS; s++)
+	for (size_t i = ns * len; i < n; i++)
+		acc[ns - 1] += x[i];
+	for (size_t s = 0; s < ns; s++)
 		total += acc[s];
 	return total;
 }

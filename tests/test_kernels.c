@@ -419,12 +419,17 @@ static void test_f32_helpers(const struct ms_kernels *k, const struct ms_kernels
 				sref += (double)a[i];
 				smag += fabs((double)a[i]);
 			}
-			sgot = k->sum_f32(n, a);
-			ok(close_to((double)sgot, sref, smag, 1e-6), "%s: sum_f32 n=%zu (%.9g vs %.9g)", k->name, n,
-			   (double)sgot, sref);
-			if (k != gen)
-				ok(close_to((double)sgot, (double)gen->sum_f32(n, a), smag, 2e-6),
-				   "%s: sum_f32 n=%zu matches generic twin", k->name, n);
+			for (unsigned ns = 1; ns <= MS_SUM_STREAMS; ns++) {
+				sgot = k->sum_f32(n, a, ns);
+				ok(close_to((double)sgot, sref, smag, 1e-6), "%s: sum_f32 n=%zu, %u streams (%.9g vs %.9g)",
+				   k->name, n, ns, (double)sgot, sref);
+				if (k != gen)
+					ok(close_to((double)sgot, (double)gen->sum_f32(n, a, ns), smag, 2e-6),
+					   "%s: sum_f32 n=%zu, %u streams matches generic twin", k->name, n, ns);
+			}
+			ok(close_to((double)k->sum_f32(n, a, 0), sref, smag, 1e-6) &&
+			   close_to((double)k->sum_f32(n, a, 99), sref, smag, 1e-6),
+			   "%s: sum_f32 n=%zu clamps the stream count into 1..%d", k->name, n, MS_SUM_STREAMS);
 		}
 		got = k->dot_f32(n, a, b);
 		ok(close_to((double)got, ref, mag, 1e-5), "%s: dot_f32 n=%zu (%.9g vs %.9g)",
