@@ -62,7 +62,8 @@ static int parse_stops(const msgpack_object *p, struct md_job *j, char *msg, siz
 	const msgpack_object *items;
 	uint32_t count;
 
-	if (!o || o->type == MSGPACK_OBJECT_NIL)
+	/* absent is "no stop strings"; nil is refused like every other nil field */
+	if (!o)
 		return 0;
 	if (o->type == MSGPACK_OBJECT_STR) {
 		items = o;
@@ -136,7 +137,8 @@ static int parse_sampling(struct md_daemon *d, const msgpack_object *p, struct m
 	    get_f32(p, KEY(FREQUENCY_PENALTY), &j->sp.frequency_penalty, msg, n) < 0 ||
 	    get_f32(p, KEY(PRESENCE_PENALTY), &j->sp.presence_penalty, msg, n) < 0)
 		return -1;
-	if ((r = proto_get_int(p, KEY(TOP_K), INT32_MIN, INT32_MAX, &i, msg, n)) < 0)
+	/* the range the sampler takes, so every refusal states the same one */
+	if ((r = proto_get_int(p, KEY(TOP_K), 0, INT32_MAX, &i, msg, n)) < 0)
 		return -1;
 	if (r == 1)
 		j->sp.top_k = (int32_t)i;

@@ -769,6 +769,8 @@ def invalid_cases():
     gen("top_p 1.5", top_p=1.5)
     gen("top_p 0", top_p=0)
     gen("top_k -1", top_k=-1)
+    gen("top_k 2^31", top_k=2 ** 31)
+    gen("stop nil", stop=None)
     gen("top_k 1.0 (float for an int)", top_k=1.0)
     gen("min_p 1.5", min_p=1.5)
     gen("min_p -0.1", min_p=-0.1)
@@ -884,6 +886,10 @@ def test_invalid_params(d):
             m = c.wait_response(5000 + i)
             ok(m[2] is not None and m[2].get("code") == "invalid_params",
                "invalid UTF-8 in %s -> invalid_params" % desc, d, repr(m))
+        for v in (-1, 2 ** 31):
+            e = err_of(lambda: c.call("generate", dict(prompt="Hi", raw=True, max_tokens=4, stream=False, top_k=v)))
+            ok(e is not None and "[0, 2147483647]" in e.message,
+               "top_k %d: the refusal states the real range" % v, d, repr(e.args if e else None))
         st = c.call("status")
         ok(st.get("state") == "ready", "the connection stays usable after every invalid_params", d)
         # Ints where floats are documented are fine; the boundaries are inside the ranges.
