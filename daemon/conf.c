@@ -1060,16 +1060,21 @@ int md_config_from_args(struct md_config *c, struct md_cli *cli, int argc, char 
 		argc = 0;
 
 	r = scan_args(c, cli, argc, argv, false, err, errlen);
-	if (r)
+	if (r) {
+		cli->usage_error = true;
 		return r;
+	}
 	if (cli->help || cli->version)
 		return 0;
 
 	r = md_config_load(c, cli->config_path, err, errlen);
 	if (r == -ENOENT && !cli->config_explicit)
 		r = 0;
-	if (!r)
+	if (!r) {
 		r = scan_args(c, cli, argc, argv, true, err, errlen);
+		/* a value an option gives is the command line's fault */
+		cli->usage_error = r != 0;
+	}
 	if (!r)
 		r = md_config_validate(c, err, errlen);
 	if (r) {

@@ -54,6 +54,7 @@ struct md_cli {
 	bool config_explicit;         /* given with --config: a missing file is an error */
 	bool check_config;            /* --check-config */
 	bool help, version;
+	bool usage_error;             /* the failure was in the options themselves (exit 2), not the configuration */
 };
 
 void md_config_defaults(struct md_config *c);

@@ -399,7 +399,8 @@ int main(int argc, char **argv)
 			printf("mistrald %s\n", PACKAGE_VERSION);
 		} else if (r < 0) {
 			fprintf(stderr, "mistrald: %s\n", err);
-			status = cli.check_config ? 1 : 2;
+			/* one rule, mistrald(8): 2 for the command line, 1 for the configuration */
+			status = cli.usage_error ? 2 : 1;
 		} else {
 			struct gguf *g = NULL;
 			ms_err e = { 0 };

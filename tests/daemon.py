@@ -1485,8 +1485,15 @@ def test_startup_failures():
         rc, err = run("--model", os.path.join(tmp, "missing.gguf"), "--socket", sock)
         ok(rc == 1 and "missing.gguf" in err, "a missing model: exit 1 naming it", None, "%r %r" % (rc, err))
         rc, err = run("--socket", sock)
-        ok(rc in (1, 2) and "model" in err, "no model configured: refuses to start, saying so", None,
-           "%r %r" % (rc, err))
+        ok(rc == 1 and "model" in err, "no model configured: exit 1, saying so", None, "%r %r" % (rc, err))
+        p = subprocess.run([MISTRALD, "--config", os.path.join(tmp, "absent.conf"), "--model", MODEL,
+                            "--socket", sock], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, timeout=20)
+        ok(p.returncode == 1 and b"absent.conf" in p.stderr, "a missing --config file: exit 1 naming it", None,
+           "%r %r" % (p.returncode, p.stderr))
+        rc, err = run("--model", MODEL, "--socket", sock, "--check-config", "--bogus")
+        ok(rc == 2 and "bogus" in err, "--check-config with an unknown option: still a usage error (exit 2)",
+           None, "%r %r" % (rc, err))
         rc, err = run("--model", MODEL, "--socket", sock, "--no-such-option", 1)
         ok(rc == 2 and "no-such-option" in err, "an unknown option is a usage error (exit 2)", None,
            "%r %r" % (rc, err))

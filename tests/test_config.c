@@ -856,6 +856,20 @@ static void test_args(void)
 		md_config_free(&c);
 	}
 	{
+		/* exit 2 for the command line, 1 for the configuration (mistrald(8) EXIT STATUS) */
+		const char *unknown[] = { "--model", "/m", "--bogus", NULL };
+		const char *badval[] = { "--model", "/m", "--parallel", "many", NULL };
+		const char *nomodel[] = { "--config", "/dev/null", NULL };
+		const char *absent[] = { "--config", "/nonexistent/mistrald.conf", "--model", "/m", NULL };
+
+		ok(from_args(&c, &cli, unknown) < 0 && cli.usage_error, "an unknown option is a usage error");
+		ok(from_args(&c, &cli, badval) < 0 && cli.usage_error, "a bad option value is a usage error");
+		ok(from_args(&c, &cli, nomodel) < 0 && !cli.usage_error, "no model: a configuration failure (%s)", err);
+		ok(from_args(&c, &cli, absent) < 0 && !cli.usage_error,
+		   "a missing --config file: a configuration failure (%s)", err);
+		md_config_free(&c);
+	}
+	{
 		const char *a[] = { opt, "--threads", "3", "--threads=5", "--model", "/other",
 				    "--queue_depth", "9", "--check-config", NULL };
 
