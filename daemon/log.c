@@ -1,9 +1,11 @@
-/* Daemon logging: one line per event on stderr with sd-daemon priority prefixes, rate-limited, never blocking. */
+/* Daemon logging: one line per event on stderr (sd-daemon priority prefixes unless it is a terminal), rate-limited, never blocking. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -35,6 +37,25 @@ void md_log_set_level(int level)
 int md_log_level(void)
 {
 	return atomic_load(&log_level);
+}
+
+/*
+ * "<3>" prefixes tell the journal (or syslog) the priority; on a terminal
+ * they are noise. So, like sd-daemon programs: prefixes when stderr is not
+ * a terminal (a file, a pipe, the journal's socket) or $JOURNAL_STREAM
+ * says systemd set it up. Decided once; 1 yes, 0 no, -1 not yet.
+ */
+static atomic_int prefix = -1;
+
+static bool use_prefix(void)
+{
+	int p = atomic_load_explicit(&prefix, memory_order_relaxed);
+
+	if (p < 0) {
+		p = !isatty(STDERR_FILENO) || getenv("JOURNAL_STREAM") != NULL;
+		atomic_store_explicit(&prefix, p, memory_order_relaxed);
+	}
+	return p;
 }
 
 static double now(void)
@@ -87,7 +108,7 @@ void md_log(int prio, const char *fmt, ...)
 		suppressed = 0;
 		pthread_mutex_unlock(&lock);
 	}
-	n = snprintf(buf, sizeof(buf), "<%d>", prio);
+	n = use_prefix() ? snprintf(buf, sizeof(buf), "<%d>", prio) : 0;
 	if (dropped)
 		n += snprintf(buf + n, sizeof(buf) - (size_t)n, "(%lu earlier messages suppressed) ", dropped);
 	va_start(ap, fmt);

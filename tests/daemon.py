@@ -4,6 +4,7 @@
 import atexit
 import math
 import os
+import pty
 import re
 import shutil
 import signal
@@ -1500,6 +1501,35 @@ def test_startup_failures():
         rc, err = run("--model", MODEL, "--socket", sock, "--parallel", "many")
         ok(rc == 2 and "parallel" in err, "a bad option value is a usage error naming the key", None,
            "%r %r" % (rc, err))
+        for journal in (False, True):
+            # stderr a terminal: no "<3>" prefix, unless systemd's $JOURNAL_STREAM says otherwise
+            master, slave = pty.openpty()
+            env = dict(os.environ)
+            env.pop("JOURNAL_STREAM", None)
+            if journal:
+                env["JOURNAL_STREAM"] = "8:12345"
+            p = subprocess.Popen([MISTRALD, "--config", "/dev/null", "--model", os.path.join(tmp, "gone.gguf"),
+                                  "--socket", sock], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                 stderr=slave, env=env, close_fds=True)
+            os.close(slave)
+            p.wait(20)
+            out = b""
+            try:
+                while True:
+                    chunk = os.read(master, 4096)
+                    if not chunk:
+                        break
+                    out += chunk
+            except OSError:
+                pass
+            os.close(master)
+            lines = [l for l in out.decode("utf-8", "replace").splitlines() if l.strip()]
+            err_lines = [l for l in lines if "cannot load" in l and "gone.gguf" in l]
+            prefixed = [bool(re.match(r"<[0-7]>", l)) for l in lines]
+            ok(p.returncode == 1 and len(err_lines) == 1 and all(x == journal for x in prefixed) and
+               err_lines[0].startswith("<3>") == journal,
+               "log lines on a terminal %s" % ("under systemd keep their <N> prefixes" if journal
+                                                else "have no <N> prefixes"), None, repr(lines))
         rc, err = run("--model", MODEL, "--socket", sock, "--check-config")
         ok(rc == 0 and not os.path.exists(sock), "--check-config with a good model exits 0 and serves nothing",
            None, "%r %r" % (rc, err))
