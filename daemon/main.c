@@ -18,6 +18,7 @@
 #include "methods.h"
 #include "server.h"
 #include "worker.h"
+#include "ompwait.h"
 
 /* A model load running on its own thread, so the old model keeps serving during a reload. */
 struct load {
@@ -384,6 +385,8 @@ int main(int argc, char **argv)
 	char err[512];
 	struct timeval one = { 1, 0 };
 	int r;
+
+	mistral_omp_wait_setup(argv);
 
 	if (!cfg) {
 		fprintf(stderr, "mistrald: out of memory\n");

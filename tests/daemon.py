@@ -1617,6 +1617,23 @@ def main():
         ok(False, "mistrald starts on a temporary socket", _daemons[-1] if _daemons else None, str(e))
         finish()
     ok(True, "mistrald starts on a temporary socket and answers status")
+    try:
+        with open("/proc/%d/environ" % d.proc.pid, "rb") as f:
+            env = dict(kv.split(b"=", 1) for kv in f.read().split(b"\0") if b"=" in kv)
+        if "OMP_WAIT_POLICY" in os.environ or "GOMP_SPINCOUNT" in os.environ:
+            ok(env.get(b"GOMP_SPINCOUNT") == os.environ.get("GOMP_SPINCOUNT", "").encode() or
+               b"GOMP_SPINCOUNT" not in env, "a wait policy the user set is left alone", d, repr(env))
+        else:
+            ok(env.get(b"GOMP_SPINCOUNT") == b"10000" and d.proc.poll() is None,
+               "mistrald re-executed itself with a bounded OpenMP spin (GOMP_SPINCOUNT=10000), same pid", d,
+               repr({k: v for k, v in env.items() if b"OMP" in k}))
+    except OSError as e:
+        ok(False, "read the daemon's environment", d, str(e))
+    p = subprocess.run([MISTRALD, "--config", "/dev/null", "--model", MODEL, "--check-config"],
+                       env=dict(os.environ, OMP_WAIT_POLICY="passive"), stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, timeout=20)
+    ok(p.returncode == 0, "with OMP_WAIT_POLICY set there is no re-exec, and the run is the same", None,
+       repr(p.stderr))
 
     for desc, fn in [("info", lambda: test_info(d)),
                      ("socket", lambda: test_socket(d)),

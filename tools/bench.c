@@ -3,6 +3,7 @@
 #include <getopt.h>
 #include <limits.h>
 #include <omp.h>
+#include <signal.h>
 #include <spawn.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -19,6 +20,7 @@
 #include "kernels.h"
 #include "model.h"
 #include "quant.h"
+#include "ompwait.h"
 
 #define PROG "mistral-bench"
 
@@ -50,6 +52,7 @@ struct opts {
 	long prompts[MAX_PROMPTS];
 	size_t n_prompts;
 	long streams[MAX_STREAMS];   /* --streams: concurrent sequences per batched decode */
+	long contend;                /* --contend: busy-loop processes beside a second measurement */
 	size_t n_streams;
 	uint32_t kv_type;
 	bool json, mlock, quick, repeat_set, gen_set, keep, plain_rows;
@@ -95,6 +98,9 @@ struct result {
 	/* --streams: aggregate decode tok/s of N sequences stepped together */
 	double streams_runs[MAX_STREAMS][MAX_REPEAT];
 	double streams_tps[MAX_STREAMS];
+	/* --contend: the first prompt size and the short decode again, with busy loops running */
+	double contend_pp_runs[MAX_REPEAT], contend_tg_runs[MAX_REPEAT];
+	double contend_pp_tps, contend_tg_tps;
 	long n_runs;
 };
 
@@ -132,6 +138,9 @@ static void usage(FILE *f)
 "      --streams N[,N...]   also decode N sequences at once (one batched step\n"
 "                           each token, as the daemon does for concurrent\n"
 "                           requests) and report their aggregate tok/s\n"
+"      --contend N          measure the first prompt size and the decode again\n"
+"                           with N busy-loop processes running beside them\n"
+"                           (a CPU shared with other work) and show both\n"
 "      --quick              one run, 8 decode tokens, prompts above 64 skipped,\n"
 "                           a 256 MiB bandwidth buffer\n"
 "\n"
@@ -216,7 +225,7 @@ static void parse_variants(const char *s, struct opts *o)
 enum {
 	O_ISA = 256, O_PAGES, O_MLOCK, O_JSON, O_ATTENTION, O_PROMPT, O_GEN, O_CTX, O_REPEAT,
 	O_QUICK, O_BATCH, O_BW, O_KV, O_VOCAB, O_DIM, O_LAYERS, O_HEADS, O_FFN, O_TYPE, O_KEEP, O_LAYOUT,
-	O_STREAMS,
+	O_STREAMS, O_CONTEND,
 };
 
 static void parse_args(int argc, char **argv, struct opts *o)
@@ -248,6 +257,7 @@ static void parse_args(int argc, char **argv, struct opts *o)
 		{ "keep", no_argument, NULL, O_KEEP },
 		{ "layout", required_argument, NULL, O_LAYOUT },
 		{ "streams", required_argument, NULL, O_STREAMS },
+		{ "contend", required_argument, NULL, O_CONTEND },
 		{ NULL, 0, NULL, 0 },
 	};
 	bool bw_set = false;
@@ -277,6 +287,7 @@ static void parse_args(int argc, char **argv, struct opts *o)
 		case O_ATTENTION: parse_variants(optarg, o); break;
 		case O_PROMPT: parse_prompts(optarg, o); break;
 		case O_STREAMS: parse_streams(optarg, o); break;
+		case O_CONTEND: o->contend = cli_long("--contend", optarg, 0, 64); break;
 		case O_GEN: o->gen = cli_long("--gen", optarg, 1, 4096); o->gen_set = true; break;
 		case O_CTX: o->long_ctx = cli_long("--ctx", optarg, 1, 1L << 20); break;
 		case O_REPEAT:
@@ -640,6 +651,43 @@ out:
 }
 
 /*
+ * n processes that only burn CPU, as a busy neighbour would; NULL when
+ * none could be started (the caller reports it).
+ */
+static pid_t *contend_start(long n)
+{
+	pid_t *pids = calloc((size_t)n, sizeof(*pids));
+
+	if (!pids)
+		return NULL;
+	for (long i = 0; i < n; i++) {
+		pids[i] = fork();
+		if (pids[i] == 0) {
+			volatile unsigned long x = 0;
+
+			for (;;)
+				x++;
+		}
+		if (pids[i] < 0) {
+			for (long j = 0; j < i; j++)
+				kill(pids[j], SIGKILL), waitpid(pids[j], NULL, 0);
+			free(pids);
+			return NULL;
+		}
+	}
+	return pids;
+}
+
+static void contend_stop(pid_t *pids, long n)
+{
+	for (long i = 0; pids && i < n; i++) {
+		kill(pids[i], SIGKILL);
+		waitpid(pids[i], NULL, 0);
+	}
+	free(pids);
+}
+
+/*
  * Loads path and measures it. pp: whether to run the prompt sizes (the
  * attention comparison only needs decode). Progress goes to stderr unless
  * quiet, so a long 7B run shows it is alive.
@@ -763,6 +811,36 @@ static int bench_model(const char *path, const struct opts *o, bool pp, struct r
 			if ((r = time_streams(m, ctx, o, (size_t)o->streams[i], &rng, &res->streams_runs[i][rep],
 					      &err)) < 0)
 				goto eval_fail;
+	}
+	if (o->contend && pp && o->n_prompts) {
+		size_t n = (size_t)o->prompts[0];
+		pid_t *pids = contend_start(o->contend);
+
+		if (!pids) {
+			r = ms_errf(&err, -EAGAIN, "cannot start %ld busy-loop processes", o->contend);
+			goto eval_fail;
+		}
+		for (long rep = 0; rep < o->repeat && r >= 0; rep++) {
+			double t;
+
+			ms_kv_reset(kv);
+			random_tokens(toks, n, m->hp.vocab, &rng);
+			t = cli_now();
+			if ((r = ms_eval(ctx, kv, toks, n, logits, false, &err)) < 0)
+				break;
+			res->contend_pp_runs[rep] = (double)n / (cli_now() - t);
+			ms_kv_reset(kv);
+			random_tokens(toks, SHORT_PROMPT, m->hp.vocab, &rng);
+			if ((r = ms_eval(ctx, kv, toks, SHORT_PROMPT, NULL, false, &err)) < 0 ||
+			    (r = time_decode(ctx, kv, o->gen, m->hp.vocab, logits, &rng, &res->contend_tg_runs[rep],
+					     &err)) < 0)
+				break;
+		}
+		contend_stop(pids, o->contend);
+		if (r < 0)
+			goto eval_fail;
+		res->contend_pp_tps = median(res->contend_pp_runs, o->repeat);
+		res->contend_tg_tps = median(res->contend_tg_runs, o->repeat);
 	}
 	res->n_runs = o->repeat;
 	/* a busy neighbour slows a run's decode and its bandwidth passes alike */
@@ -909,6 +987,10 @@ static void json_body(const struct opts *o, const struct result *res)
 		snprintf(key, sizeof(key), "streams%ld_tps", o->streams[i]);
 		json_runs(key, res->streams_runs[i], res->n_runs);
 	}
+	if (o->contend) {
+		json_runs("contend_pp_tps", res->contend_pp_runs, res->n_runs);
+		json_runs("contend_tg_tps", res->contend_tg_runs, res->n_runs);
+	}
 	for (size_t i = 0; i < o->n_prompts; i++) {
 		if (!res->pp_done[i])
 			continue;
@@ -998,6 +1080,11 @@ static void print_table(const struct opts *o, const struct result *res)
 	       res->n_runs, res->n_runs == 1 ? "" : "s");
 	print_spread(res->ratio_runs, res->n_runs);
 	printf("\n");
+	if (o->contend && res->pp_tps[0] > 0 && res->tg_tps > 0)
+		printf("contended    %ld busy loops beside it: pp%ld %.2f tok/s (%.0f%% of idle), tg%ld %.2f tok/s "
+		       "(%.0f%% of idle)\n", o->contend, o->prompts[0], res->contend_pp_tps,
+		       100 * res->contend_pp_tps / res->pp_tps[0], o->gen, res->contend_tg_tps,
+		       100 * res->contend_tg_tps / res->tg_tps);
 	for (size_t i = 0; i < o->n_streams; i++) {
 		printf("streams %-4ld %.2f tok/s in all, %.2f each", o->streams[i], res->streams_tps[i],
 		       res->streams_tps[i] / (double)o->streams[i]);
@@ -1159,6 +1246,8 @@ int main(int argc, char **argv)
 {
 	static struct result res;
 	struct opts o;
+
+	mistral_omp_wait_setup(argv);
 
 	cli_prog = PROG;
 	parse_args(argc, argv, &o);

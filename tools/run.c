@@ -16,6 +16,7 @@
 #include "model.h"
 #include "template.h"
 #include "tokenizer.h"
+#include "ompwait.h"
 
 #define MAX_STOPS MS_STOP_MAX_COUNT
 
@@ -486,6 +487,8 @@ int main(int argc, char **argv)
 {
 	struct run r = { 0 };
 	int status;
+
+	mistral_omp_wait_setup(argv);
 
 	cli_prog = "mistral-run";
 	parse_args(argc, argv, &r.o);
