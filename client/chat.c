@@ -11,6 +11,7 @@
 #include <histedit.h>
 #include <msgpack.h>
 
+#include "kvmap.h"
 #include "mistralctl.h"
 #include "output.h"
 #include "proto.h"
@@ -61,19 +62,18 @@ static void chat_truncate(struct chat *h, size_t n)
 		free(h->m[--h->n].content);
 }
 
-static void pack_messages(msgpack_packer *pk, void *arg)
+static void pack_messages(msgpack_packer *pk, const void *arg)
 {
 	const struct chat *h = arg;
-	size_t i;
 
-	proto_pack_cstr(pk, "messages");
 	msgpack_pack_array(pk, (uint32_t)h->n);
-	for (i = 0; i < h->n; i++) {
-		msgpack_pack_map(pk, 2);
-		proto_pack_cstr(pk, "role");
-		proto_pack_cstr(pk, h->m[i].role);
-		proto_pack_cstr(pk, "content");
-		proto_pack_str(pk, h->m[i].content, h->m[i].len);
+	for (size_t i = 0; i < h->n; i++) {
+		const struct proto_kv msg[] = {
+			PROTO_KV_STR("role", h->m[i].role),
+			PROTO_KV_STRN("content", h->m[i].content, h->m[i].len),
+		};
+
+		proto_pack_map(pk, msg, PROTO_KV_LEN(msg));
 	}
 }
 
@@ -87,6 +87,7 @@ static int chat_turn(struct conn *c, struct chat *h, const struct req *r, bool s
 	struct stream_out so = { 0, 0 };
 	struct reply rep;
 	size_t before = h->n - 1;   /* the new user message is already pushed */
+	const struct proto_kv messages = PROTO_KV_FN("messages", pack_messages, h);
 	uint32_t id = 0;
 	int ret, tries;
 
@@ -98,7 +99,7 @@ static int chat_turn(struct conn *c, struct chat *h, const struct req *r, bool s
 		}
 		id = c->next_id++;
 		memset(&rep, 0, sizeof(rep));
-		ret = send_req(c, id, "chat", r, 1, pack_messages, h);
+		ret = send_req(c, id, "chat", r, &messages);
 		if (ret == 0 || ret == -EPIPE)
 			ret = rpc_wait(c, id, on_chunk, &so, &rep);
 		/* The daemon closed an idle connection just as we sent: one fresh try. */
@@ -115,7 +116,7 @@ static int chat_turn(struct conn *c, struct chat *h, const struct req *r, bool s
 
 		got_sigint = 0;
 		req_set(&cr, "id", PK_UINT)->u = id;
-		s = send_req(c, cid, "cancel", &cr, 0, NULL, NULL);
+		s = send_req(c, cid, "cancel", &cr, NULL);
 		if (s < 0)
 			return fail_status(c, s);
 		/* The answer still comes: done_reason "cancelled", or error cancelled if it had not started. */

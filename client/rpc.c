@@ -15,6 +15,7 @@
 
 #include <msgpack.h>
 
+#include "kvmap.h"
 #include "mistralctl.h"
 #include "output.h"
 #include "proto.h"
@@ -438,45 +439,54 @@ void req_free(struct req *r)
 	free(r->tokens);
 }
 
-static void pack_param(msgpack_packer *pk, const struct param *p)
+static struct proto_kv param_kv(const struct param *p)
 {
-	proto_pack_cstr(pk, p->key);
 	switch (p->kind) {
-	case PK_INT: msgpack_pack_int64(pk, p->i); break;
-	case PK_UINT: msgpack_pack_uint64(pk, p->u); break;
-	case PK_FLOAT: msgpack_pack_double(pk, p->f); break;
-	case PK_BOOL: if (p->b) msgpack_pack_true(pk); else msgpack_pack_false(pk); break;
-	case PK_STR: proto_pack_str(pk, p->s, p->len); break;
+	case PK_INT: return PROTO_KV_I64(p->key, p->i);
+	case PK_UINT: return PROTO_KV_U64(p->key, p->u);
+	case PK_FLOAT: return PROTO_KV_F64(p->key, p->f);
+	case PK_BOOL: return PROTO_KV_BOOL(p->key, p->b);
+	case PK_STR: return PROTO_KV_STRN(p->key, p->s, p->len);
 	}
+	abort();    /* req_set takes only the kinds above */
 }
 
-/* The params map: the options, then stop and tokens, then `extra` entries the caller packs. */
-static void pack_req(msgpack_packer *pk, const struct req *r, unsigned extra)
+static void pack_stop(msgpack_packer *pk, const void *arg)
 {
-	unsigned i;
+	const struct req *r = arg;
 
-	msgpack_pack_map(pk, r->n + (r->n_stop ? 1 : 0) + (r->has_tokens ? 1 : 0) + extra);
-	for (i = 0; i < r->n; i++)
-		pack_param(pk, &r->p[i]);
-	if (r->n_stop) {
-		proto_pack_cstr(pk, "stop");
-		msgpack_pack_array(pk, r->n_stop);
-		for (i = 0; i < r->n_stop; i++)
-			proto_pack_cstr(pk, r->stop[i]);
-	}
-	if (r->has_tokens) {
-		size_t k;
-
-		proto_pack_cstr(pk, "tokens");
-		msgpack_pack_array(pk, (uint32_t)r->n_tokens);
-		for (k = 0; k < r->n_tokens; k++)
-			msgpack_pack_uint32(pk, r->tokens[k]);
-	}
+	msgpack_pack_array(pk, r->n_stop);
+	for (unsigned i = 0; i < r->n_stop; i++)
+		proto_pack_cstr(pk, r->stop[i]);
 }
 
-/* Sends one request whose params come from r (plus extra entries packed by fn). */
+/* Not a PROTO_KV_IDS: those are the engine's int32 ids, these the user's uint32 ones. */
+static void pack_tokens(msgpack_packer *pk, const void *arg)
+{
+	const struct req *r = arg;
+
+	msgpack_pack_array(pk, (uint32_t)r->n_tokens);
+	for (size_t k = 0; k < r->n_tokens; k++)
+		msgpack_pack_uint32(pk, r->tokens[k]);
+}
+
+/* The params map: the options, then stop and tokens, then the caller's extra entry. */
+static void pack_req(msgpack_packer *pk, const struct req *r, const struct proto_kv *extra)
+{
+	struct proto_kv kv[MAX_PARAMS + 3];
+	size_t n = 0;
+
+	for (unsigned i = 0; i < r->n; i++)
+		kv[n++] = param_kv(&r->p[i]);
+	kv[n++] = r->n_stop ? PROTO_KV_FN("stop", pack_stop, r) : PROTO_KV_SKIP;
+	kv[n++] = r->has_tokens ? PROTO_KV_FN("tokens", pack_tokens, r) : PROTO_KV_SKIP;
+	kv[n++] = extra ? *extra : PROTO_KV_SKIP;
+	proto_pack_map(pk, kv, n);
+}
+
+/* Sends one request whose params come from r, plus extra (NULL: none). */
 int send_req(struct conn *c, uint32_t id, const char *method, const struct req *r,
-		    unsigned extra, void (*fn)(msgpack_packer *, void *), void *arg)
+	     const struct proto_kv *extra)
 {
 	msgpack_sbuffer sb;
 	msgpack_packer pk;
@@ -486,8 +496,6 @@ int send_req(struct conn *c, uint32_t id, const char *method, const struct req *
 	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
 	proto_pack_request_head(&pk, id, method);
 	pack_req(&pk, r, extra);
-	if (fn)
-		fn(&pk, arg);
 	ret = conn_send(c, sb.data, sb.size);
 	msgpack_sbuffer_destroy(&sb);
 	return ret;
@@ -503,7 +511,7 @@ int call(struct conn *c, const char *method, const struct req *r, chunk_fn fn, v
 		struct reply *rep)
 {
 	uint32_t id = c->next_id++;
-	int ret = send_req(c, id, method, r, 0, NULL, NULL);
+	int ret = send_req(c, id, method, r, NULL);
 
 	memset(rep, 0, sizeof(*rep));
 	if (ret == -EPIPE) {

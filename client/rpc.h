@@ -96,9 +96,10 @@ void req_str(struct req *r, const char *key, const char *s, size_t len);
 const struct param *req_get(const struct req *r, const char *key);
 void req_free(struct req *r);   /* the stop and tokens arrays */
 
-/* Sends one request whose params come from r, plus `extra` entries packed by fn. */
+struct proto_kv;
+/* Sends one request whose params come from r, plus one more entry, extra (NULL: none). */
 int send_req(struct conn *c, uint32_t id, const char *method, const struct req *r,
-	     unsigned extra, void (*fn)(msgpack_packer *, void *), void *arg);
+	     const struct proto_kv *extra);
 /*
  * Sends a request and waits for its answer. Returns 0 with rep->result
  * set, or an exit status after printing why (the daemon's error: 1).

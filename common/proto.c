@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "kvmap.h"
 #include "proto.h"
 
 #define PROTO_METHOD_MAX 64
@@ -587,22 +588,26 @@ void proto_pack_result_head(msgpack_packer *pk, uint32_t msgid)
 	msgpack_pack_nil(pk);
 }
 
+static void pack_message(msgpack_packer *pk, const void *message)
+{
+	pack_str_lossy(pk, message, strlen(message));
+}
+
 void proto_pack_error(msgpack_packer *pk, bool has_msgid, uint32_t msgid, enum proto_err e,
 		      const char *message)
 {
+	const struct proto_kv err[] = {
+		PROTO_KV_STR("code", proto_err_name(e)),
+		PROTO_KV_FN("message", pack_message, message ? message : proto_err_name(e)),
+	};
+
 	msgpack_pack_array(pk, 4);
 	msgpack_pack_uint32(pk, MSG_RESPONSE);
 	if (has_msgid)
 		msgpack_pack_uint32(pk, msgid);
 	else
 		msgpack_pack_nil(pk);
-	msgpack_pack_map(pk, 2);
-	proto_pack_cstr(pk, "code");
-	proto_pack_cstr(pk, proto_err_name(e));
-	proto_pack_cstr(pk, "message");
-	if (!message)
-		message = proto_err_name(e);
-	pack_str_lossy(pk, message, strlen(message));
+	proto_pack_map(pk, err, PROTO_KV_LEN(err));
 	msgpack_pack_nil(pk);
 }
 

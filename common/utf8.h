@@ -10,37 +10,52 @@
 #include <stddef.h>
 
 /*
+ * What the byte c says as the first of a sequence: the sequence's length
+ * (1: ASCII, 0: c starts none) and the range [*lo, *hi] its second byte
+ * must fall in, narrower than 80-BF where the shortest form, the
+ * surrogates or U+10FFFF draw the line (later bytes are always 80-BF).
+ * Apart from utf8_seq so that a decoder fed a byte at a time (the
+ * tokenizer's detokenizer) checks each byte as it comes by the same table.
+ */
+static inline size_t utf8_lead(unsigned char c, unsigned char *lo, unsigned char *hi)
+{
+	*lo = 0x80;
+	*hi = 0xbf;
+	if (c < 0x80)
+		return 1;
+	if (c < 0xc2)
+		return 0;
+	if (c < 0xe0)
+		return 2;
+	if (c < 0xf0) {
+		if (c == 0xe0)
+			*lo = 0xa0;	/* overlong */
+		else if (c == 0xed)
+			*hi = 0x9f;	/* surrogates */
+		return 3;
+	}
+	if (c < 0xf5) {
+		if (c == 0xf0)
+			*lo = 0x90;	/* overlong */
+		else if (c == 0xf4)
+			*hi = 0x8f;	/* beyond U+10FFFF */
+		return 4;
+	}
+	return 0;
+}
+
+/*
  * Length of the valid UTF-8 sequence starting at s[0] (n > 0 bytes
  * available), or 0 when it is invalid or truncated: no overlong forms, no
  * surrogates, nothing above U+10FFFF.
  */
 static inline size_t utf8_seq(const unsigned char *s, size_t n)
 {
-	unsigned char c = s[0];
-	unsigned char lo = 0x80, hi = 0xbf;
-	size_t k, i;
+	unsigned char lo, hi;
+	size_t k = utf8_lead(s[0], &lo, &hi), i;
 
-	if (c < 0x80)
-		return 1;
-	if (c < 0xc2)
-		return 0;
-	if (c < 0xe0) {
-		k = 2;
-	} else if (c < 0xf0) {
-		k = 3;
-		if (c == 0xe0)
-			lo = 0xa0;	/* overlong */
-		else if (c == 0xed)
-			hi = 0x9f;	/* surrogates */
-	} else if (c < 0xf5) {
-		k = 4;
-		if (c == 0xf0)
-			lo = 0x90;	/* overlong */
-		else if (c == 0xf4)
-			hi = 0x8f;	/* beyond U+10FFFF */
-	} else {
-		return 0;
-	}
+	if (k <= 1)
+		return k;
 	if (n < k)
 		return 0;
 	if (s[1] < lo || s[1] > hi)

@@ -340,20 +340,20 @@ static void do_status(struct md_daemon *d, uint32_t msgid, msgpack_sbuffer *sb)
 
 	md_worker_stats(d->worker, &st);
 	{
-		const struct md_kv kv[] = {
-			MD_KV_STR("state", md_state_name((enum md_state)atomic_load(&d->state))),
-			MD_KV_F64("uptime_s", md_now() - d->t_start),
-			MD_KV_U64("active", st.active),
-			MD_KV_U64("queued", st.queued),
-			MD_KV_U64("connections", d->connections),
-			MD_KV_U64("requests_total", atomic_load(&md_counters.requests_total)),
-			MD_KV_U64("tokens_generated_total", atomic_load(&md_counters.tokens_generated_total)),
-			MD_KV_U64("prompt_tokens_total", atomic_load(&md_counters.prompt_tokens_total)),
+		const struct proto_kv kv[] = {
+			PROTO_KV_STR("state", md_state_name((enum md_state)atomic_load(&d->state))),
+			PROTO_KV_F64("uptime_s", md_now() - d->t_start),
+			PROTO_KV_U64("active", st.active),
+			PROTO_KV_U64("queued", st.queued),
+			PROTO_KV_U64("connections", d->connections),
+			PROTO_KV_U64("requests_total", atomic_load(&md_counters.requests_total)),
+			PROTO_KV_U64("tokens_generated_total", atomic_load(&md_counters.tokens_generated_total)),
+			PROTO_KV_U64("prompt_tokens_total", atomic_load(&md_counters.prompt_tokens_total)),
 		};
 
 		msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
 		proto_pack_result_head(&pk, msgid);
-		md_pack_map(&pk, kv, MD_KV_LEN(kv));
+		proto_pack_map(&pk, kv, PROTO_KV_LEN(kv));
 	}
 }
 
@@ -364,27 +364,27 @@ static void do_metrics(struct md_daemon *d, uint32_t msgid, msgpack_sbuffer *sb)
 
 	md_worker_stats(d->worker, &st);
 	{
-		const struct md_kv kv[] = {
-			MD_KV_U64("requests_total", atomic_load(&md_counters.requests_total)),
-			MD_KV_U64("requests_failed_total", atomic_load(&md_counters.requests_failed_total)),
-			MD_KV_U64("requests_cancelled_total", atomic_load(&md_counters.requests_cancelled_total)),
-			MD_KV_U64("busy_rejections_total", atomic_load(&md_counters.busy_rejections_total)),
-			MD_KV_U64("prompt_tokens_total", atomic_load(&md_counters.prompt_tokens_total)),
-			MD_KV_U64("tokens_generated_total", atomic_load(&md_counters.tokens_generated_total)),
-			MD_KV_U64("connections_total", atomic_load(&md_counters.connections_total)),
-			MD_KV_U64("connections_current", d->connections),
-			MD_KV_U64("protocol_errors_total", atomic_load(&md_counters.protocol_errors_total)),
-			MD_KV_U64("active_sequences", st.active),
-			MD_KV_U64("queued_requests", st.queued),
-			MD_KV_F64("prompt_seconds_total", (double)atomic_load(&md_counters.prompt_us_total) * 1e-6),
-			MD_KV_F64("generate_seconds_total", (double)atomic_load(&md_counters.generate_us_total) * 1e-6),
-			MD_KV_U64("model_weight_bytes", d->model_weight_bytes),
-			MD_KV_F64("uptime_seconds", md_now() - d->t_start),
+		const struct proto_kv kv[] = {
+			PROTO_KV_U64("requests_total", atomic_load(&md_counters.requests_total)),
+			PROTO_KV_U64("requests_failed_total", atomic_load(&md_counters.requests_failed_total)),
+			PROTO_KV_U64("requests_cancelled_total", atomic_load(&md_counters.requests_cancelled_total)),
+			PROTO_KV_U64("busy_rejections_total", atomic_load(&md_counters.busy_rejections_total)),
+			PROTO_KV_U64("prompt_tokens_total", atomic_load(&md_counters.prompt_tokens_total)),
+			PROTO_KV_U64("tokens_generated_total", atomic_load(&md_counters.tokens_generated_total)),
+			PROTO_KV_U64("connections_total", atomic_load(&md_counters.connections_total)),
+			PROTO_KV_U64("connections_current", d->connections),
+			PROTO_KV_U64("protocol_errors_total", atomic_load(&md_counters.protocol_errors_total)),
+			PROTO_KV_U64("active_sequences", st.active),
+			PROTO_KV_U64("queued_requests", st.queued),
+			PROTO_KV_F64("prompt_seconds_total", (double)atomic_load(&md_counters.prompt_us_total) * 1e-6),
+			PROTO_KV_F64("generate_seconds_total", (double)atomic_load(&md_counters.generate_us_total) * 1e-6),
+			PROTO_KV_U64("model_weight_bytes", d->model_weight_bytes),
+			PROTO_KV_F64("uptime_seconds", md_now() - d->t_start),
 		};
 
 		msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
 		proto_pack_result_head(&pk, msgid);
-		md_pack_map(&pk, kv, MD_KV_LEN(kv));
+		proto_pack_map(&pk, kv, PROTO_KV_LEN(kv));
 	}
 }
 

@@ -295,9 +295,9 @@ static bool do_cancel(struct conn *c, const struct proto_msg *m)
 	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
 	proto_pack_result_head(&pk, m->msgid);
 	{
-		const struct md_kv kv[] = { MD_KV_BOOL("cancelled", j != NULL) };
+		const struct proto_kv kv[] = { PROTO_KV_BOOL("cancelled", j != NULL) };
 
-		md_pack_map(&pk, kv, MD_KV_LEN(kv));
+		proto_pack_map(&pk, kv, PROTO_KV_LEN(kv));
 	}
 	return conn_send_sb(c, &sb);
 }

@@ -1100,18 +1100,6 @@ void ms_detok_init(struct ms_detok *d, const struct ms_tokenizer *t, bool strip_
 	d->strip_space = strip_leading_space;
 }
 
-/* Bytes the sequence that lead starts needs in all, or 0 when lead starts none. */
-static unsigned utf8_need(unsigned char lead)
-{
-	if (lead >= 0xC2 && lead <= 0xDF)
-		return 2;
-	if (lead >= 0xE0 && lead <= 0xEF)
-		return 3;
-	if (lead >= 0xF0 && lead <= 0xF4)
-		return 4;
-	return 0;
-}
-
 static size_t put_fffd(char *o)
 {
 	memcpy(o, "\xef\xbf\xbd", 3);
@@ -1125,25 +1113,18 @@ static size_t put_fffd(char *o)
  */
 static size_t detok_byte(struct ms_detok *d, unsigned char c, char *o)
 {
-	size_t w = 0;
+	unsigned char lo, hi;
+	size_t w = 0, need;
 
 	if (d->npend) {
-		unsigned char lead = d->pend[0];
-		unsigned lo = 0x80, hi = 0xBF;
-
-		if (d->npend == 1) {
-			if (lead == 0xE0)
-				lo = 0xA0;
-			else if (lead == 0xED)
-				hi = 0x9F;
-			else if (lead == 0xF0)
-				lo = 0x90;
-			else if (lead == 0xF4)
-				hi = 0x8F;
+		need = utf8_lead(d->pend[0], &lo, &hi);
+		if (d->npend > 1) {	/* the lead's range is the second byte's only */
+			lo = 0x80;
+			hi = 0xbf;
 		}
 		if (c >= lo && c <= hi) {
 			d->pend[d->npend++] = c;
-			if (d->npend < utf8_need(lead))
+			if (d->npend < need)
 				return 0;
 			memcpy(o, d->pend, d->npend);
 			w = d->npend;
@@ -1154,9 +1135,10 @@ static size_t detok_byte(struct ms_detok *d, unsigned char c, char *o)
 		w = put_fffd(o);
 		d->npend = 0;
 	}
-	if (c < 0x80) {
+	need = utf8_lead(c, &lo, &hi);
+	if (need == 1) {
 		o[w++] = (char)c;
-	} else if (utf8_need(c)) {
+	} else if (need) {
 		d->pend[0] = c;
 		d->npend = 1;
 	} else {

@@ -1282,6 +1282,8 @@ static void test_packers(void)
 	proto_pack_error(&k.p, true, 1, PE_BUSY, NULL);
 	ok(roundtrip(&k, &up, &m) == PE_OK && str_is(proto_find(m.error, "message"), "busy"),
 	   "NULL error message: the code name");
+	ok(bytes_eq(&k, "94 01 01 82 a4 63 6f 64 65 a4 62 75 73 79 a7 6d 65 73 73 61 67 65 a4 62 75 73 79 c0"),
+	   "error response bytes: a map of code and message, then nil");
 	msgpack_unpacked_destroy(&up);
 	pk_free(&k);
 

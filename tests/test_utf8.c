@@ -166,10 +166,34 @@ static void test_seq(void)
 		   "utf8_seq %s: %zu", cases[i].name, cases[i].want);
 }
 
+/* utf8_lead, the detokenizer's byte-at-a-time view, says what the reference says of every first two bytes. */
+static void test_lead(void)
+{
+	unsigned bad = 0;
+
+	for (unsigned c = 0; c < 256; c++) {
+		for (unsigned b = 0; b < 256; b++) {
+			const uint8_t s[4] = { (uint8_t)c, (uint8_t)b, 0x80, 0x80 };
+			unsigned char lo, hi;
+			size_t k = utf8_lead((unsigned char)c, &lo, &hi);
+			bool good = k == 1 || (k > 1 && b >= lo && b <= hi);
+			size_t ref = 0;   /* the shortest prefix the reference takes as valid */
+
+			for (size_t n = 1; n <= 4 && !ref; n++)
+				ref = utf8_ref(s, n) ? n : 0;
+			if (ref != (good ? k : 0))
+				bad++;
+		}
+	}
+	ok(!bad, "utf8_lead: length and second-byte range agree with the reference for all 65536 pairs (%u differ)",
+	   bad);
+}
+
 int main(void)
 {
 	diag("random seed %#" PRIx64, rng_state);
 	test_utf8();
 	test_seq();
+	test_lead();
 	return done_testing();
 }

@@ -9,51 +9,54 @@ static void pack_ids(msgpack_packer *pk, const int32_t *ids, size_t n)
 		msgpack_pack_uint32(pk, (uint32_t)ids[i]);
 }
 
-void md_pack_map(msgpack_packer *pk, const struct md_kv *kv, size_t n)
+void proto_pack_map(msgpack_packer *pk, const struct proto_kv *kv, size_t n)
 {
 	uint32_t count = 0;
 
 	for (size_t i = 0; i < n; i++)
-		count += kv[i].kind != MD_KVK_SKIP;
+		count += kv[i].kind != PROTO_KVK_SKIP;
 	msgpack_pack_map(pk, count);
 	for (size_t i = 0; i < n; i++) {
-		const struct md_kv *e = &kv[i];
+		const struct proto_kv *e = &kv[i];
 
-		if (e->kind == MD_KVK_SKIP)
+		if (e->kind == PROTO_KVK_SKIP)
 			continue;
 		proto_pack_cstr(pk, e->key);
 		switch (e->kind) {
-		case MD_KVK_STR:
+		case PROTO_KVK_STR:
 			proto_pack_cstr(pk, e->v.s);
 			break;
-		case MD_KVK_STRN:
+		case PROTO_KVK_STRN:
 			proto_pack_str(pk, e->v.str.p, e->v.str.n);
 			break;
-		case MD_KVK_U64:
+		case PROTO_KVK_U64:
 			msgpack_pack_uint64(pk, e->v.u);
 			break;
-		case MD_KVK_F64:
+		case PROTO_KVK_I64:
+			msgpack_pack_int64(pk, e->v.i);
+			break;
+		case PROTO_KVK_F64:
 			msgpack_pack_double(pk, e->v.f64);
 			break;
-		case MD_KVK_F32:
+		case PROTO_KVK_F32:
 			msgpack_pack_float(pk, e->v.f32);
 			break;
-		case MD_KVK_BOOL:
+		case PROTO_KVK_BOOL:
 			if (e->v.b)
 				msgpack_pack_true(pk);
 			else
 				msgpack_pack_false(pk);
 			break;
-		case MD_KVK_IDS:
+		case PROTO_KVK_IDS:
 			pack_ids(pk, e->v.ids.p, e->v.ids.n);
 			break;
-		case MD_KVK_MAP:
-			md_pack_map(pk, e->v.map.p, e->v.map.n);
+		case PROTO_KVK_MAP:
+			proto_pack_map(pk, e->v.map.p, e->v.map.n);
 			break;
-		case MD_KVK_FN:
+		case PROTO_KVK_FN:
 			e->v.fn.fn(pk, e->v.fn.arg);
 			break;
-		case MD_KVK_SKIP:
+		case PROTO_KVK_SKIP:
 			break;
 		}
 	}
