@@ -127,6 +127,7 @@ class Daemon:
         self.args += [str(a) for a in extra]
         self.proc = None
         self.dumps = 0
+        self.final_log = ""
         _daemons.append(self)
         with open(self.logpath, "wb") as log:
             self.proc = subprocess.Popen(self.args, stdin=subprocess.DEVNULL, stdout=log,
@@ -175,7 +176,9 @@ class Daemon:
             with open(self.logpath, "rb") as f:
                 return f.read().decode("utf-8", "replace")
         except OSError:
-            return ""
+            # kill() removed the directory: what it read just before, so a test
+            # that fails after its cleanup still shows the daemon's log
+            return self.final_log
 
     def log_tail(self, lines=40):
         return "\n".join(self.log_text().splitlines()[-lines:])
@@ -206,6 +209,7 @@ class Daemon:
                 self.proc.wait(5)
             except subprocess.TimeoutExpired:
                 pass
+        self.final_log = self.log_text()
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
