@@ -405,16 +405,16 @@ int main(int argc, char **argv)
 			/* one rule, mistrald(8): 2 for the command line, 1 for the configuration */
 			status = cli.usage_error ? 2 : 1;
 		} else {
-			struct gguf *g = NULL;
 			ms_err e = { 0 };
 
-			if (ms_gguf_open(cfg->model, &g, &e) < 0) {
+			/* every check the load will make, so an OK here means a reload will take the file */
+			if (ms_model_check(cfg->model, NULL, &e) < 0) {
 				fprintf(stderr, "mistrald: model %s: %s\n", cfg->model, e.msg);
 				status = 1;
 			} else {
-				printf("configuration OK; model %s parses\n", cfg->model);
+				printf("configuration OK; model %s passes every load check short of the copy\n",
+				       cfg->model);
 			}
-			ms_gguf_close(g);
 		}
 		md_config_free(cfg);
 		free(cfg);

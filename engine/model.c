@@ -398,9 +398,9 @@ static void set_name(struct ms_model *m, const struct gguf *g, const char *path)
 	}
 }
 
-int ms_model_load(const char *path, const struct ms_load_opts *opts,
-		  void (*progress)(void *ud, double frac), void *ud,
-		  struct ms_model **out, ms_err *err)
+/* The whole load, or (out NULL) every check of it short of the arena and the copy. */
+static int load(const char *path, const struct ms_load_opts *opts, void (*progress)(void *ud, double frac),
+		void *ud, struct ms_model **out, ms_err *err)
 {
 	struct ms_load_opts def = { .arena = { .policy = MS_POLICY_THP }, .window = MS_WINDOW_AUTO };
 	struct loader ld = { 0 };
@@ -450,6 +450,14 @@ int ms_model_load(const char *path, const struct ms_load_opts *opts,
 	ld.plain_rows = opts->plain_rows;
 	if ((r = collect_tensors(&ld, err)) < 0)
 		goto fail;
+	if (!out) {
+		/* checked: hyperparameters, tokenizer, every tensor's name, type and shape */
+		free(ld.w);
+		ms_model_free(m);
+		ms_gguf_close(g);
+		ms_err_clear(err);
+		return 0;
+	}
 	for (size_t i = 0; i < ld.n; i++)
 		arena_bytes += align_up(ld.w[i].src->nbytes, TENSOR_ALIGN);
 	m->page_policy = opts->arena.policy;
@@ -473,4 +481,18 @@ fail:
 	ms_model_free(m);
 	ms_gguf_close(g);
 	return r;
+}
+
+int ms_model_load(const char *path, const struct ms_load_opts *opts,
+		  void (*progress)(void *ud, double frac), void *ud,
+		  struct ms_model **out, ms_err *err)
+{
+	if (!out)
+		return ms_errf(err, -EINVAL, "model: nowhere to put the model");
+	return load(path, opts, progress, ud, out, err);
+}
+
+int ms_model_check(const char *path, const struct ms_load_opts *opts, ms_err *err)
+{
+	return load(path, opts, NULL, NULL, NULL, err);
 }

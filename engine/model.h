@@ -96,4 +96,12 @@ int ms_model_load(const char *path, const struct ms_load_opts *opts,
 		  struct ms_model **out, ms_err *err);
 void ms_model_free(struct ms_model *m);   /* accepts NULL */
 
+/*
+ * Every check ms_model_load makes (the GGUF, the architecture and
+ * hyperparameters, the tokenizer, each tensor's presence, type and shape)
+ * without reserving memory or copying a weight: 0 means a load of path
+ * would get past them. For mistrald --check-config.
+ */
+int ms_model_check(const char *path, const struct ms_load_opts *opts, ms_err *err);
+
 #endif

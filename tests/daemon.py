@@ -10,6 +10,7 @@ import shutil
 import signal
 import socket
 import stat
+import struct
 import subprocess
 import sys
 import tempfile
@@ -1537,6 +1538,23 @@ def test_startup_failures():
         rc, err = run("--model", MODEL, "--socket", sock, "--check-config")
         ok(rc == 0 and not os.path.exists(sock), "--check-config with a good model exits 0 and serves nothing",
            None, "%r %r" % (rc, err))
+        # a file that parses as GGUF but that a load refuses: head_count 7 (does not divide dim 64)
+        key = b"llama.attention.head_count"
+        with open(MODEL, "rb") as f:
+            blob = bytearray(f.read())
+        at = blob.find(struct.pack("<Q", len(key)) + key)
+        vtype = struct.unpack_from("<I", blob, at + 8 + len(key))[0] if at >= 0 else None
+        bad_heads = os.path.join(tmp, "heads7.gguf")
+        if vtype == 4:  # GGUF_TYPE_UINT32
+            struct.pack_into("<I", blob, at + 12 + len(key), 7)
+            with open(bad_heads, "wb") as g:
+                g.write(blob)
+            rc, err = run("--model", bad_heads, "--socket", sock, "--check-config")
+            ok(rc == 1 and "head" in err and not os.path.exists(sock),
+               "--check-config refuses a GGUF with 7 heads for dim 64 (the load would), exit 1", None,
+               "%r %r" % (rc, err))
+        else:
+            ok(False, "find llama.attention.head_count (uint32) in the test model", None, repr(vtype))
         rc, err = run("--model", trunc, "--socket", sock, "--check-config")
         ok(rc == 1 and err, "--check-config with a truncated model exits 1", None, "%r %r" % (rc, err))
     finally:

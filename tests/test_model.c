@@ -408,6 +408,15 @@ static void test_valid(void)
 		ok(0, "valid model written");
 		return;
 	}
+	{
+		int fds0 = count_fds();
+
+		r = ms_model_check(path, &o, &err);
+		ok(r == 0 && err.code == 0 && count_fds() == fds0 && count_dir_mappings() == 0,
+		   "ms_model_check passes the valid model, nothing left open or mapped (%d: %s)", r, err.msg);
+		ok(ms_model_load(path, &o, NULL, NULL, NULL, &err) == -EINVAL, "ms_model_load without out: -EINVAL");
+		memset(&err, 0, sizeof(err));
+	}
 	r = ms_model_load(path, &o, on_progress, &pg, &m, &err);
 	if (!ok(r == 0 && m, "valid model loads (%d: %s)", r, err.msg))
 		return;
@@ -698,6 +707,14 @@ static void test_bad(void)
 		   count_fds() == fds0 && count_dir_mappings() == 0,
 		   "bad: %s -> %d '%s'", c[i].what, r, err.msg);
 		ms_model_free(m);
+		/* the check a daemon's --check-config makes refuses the same files the same way */
+		{
+			ms_err cerr = { 0 };
+			int rc = ms_model_check(path, &o, &cerr);
+
+			ok(rc == r && !strcmp(cerr.msg, err.msg) && count_fds() == fds0 && count_dir_mappings() == 0,
+			   "bad: %s: ms_model_check says the same (%d '%s')", c[i].what, rc, cerr.msg);
+		}
 		unlink(path);
 	}
 	ok(count_fds() == fds0, "no descriptor left open after %zu failed loads", sizeof(c) / sizeof(c[0]));
