@@ -845,54 +845,12 @@ static void vec_dot_q6_K_q8_K_x4_avx2(size_t n, const void *w, const void *x, si
  */
 #define PIN(v) __asm__("" : "+x"(v))
 
-/*
- * Software prefetch, about 7 kB ahead of the block being read. Decode
- * streams each group once from DRAM; the hardware prefetchers alone left
- * the 7B Q4_0 decode at 0.65-0.83 of the measured bandwidth, with this
- * 0.72-0.81 (six runs each, a noisy machine). In prefill the lines are
- * already in cache after the first token tile and the hint costs a load
- * slot per 64 bytes.
- */
-#define PF_BYTES 7000
-
-/*
- * Past the last block of a group too: the next group follows in memory
- * and is usually the next one read (a prefetch never faults, and the
- * address is formed as an integer, not as a pointer past the array).
- */
-static inline void prefetch_block(const void *blocks, size_t i, size_t bytes)
-{
-	const uintptr_t at = (uintptr_t)blocks + (i + PF_BYTES / bytes + 1) * bytes;
-
-	for (size_t off = 0; off < bytes; off += 64)
-		_mm_prefetch((const char *)(at + off), _MM_HINT_T0);
-}
-
 static inline __m256i bcast4(const int8_t *p)
 {
 	int32_t v;
 
 	memcpy(&v, p, sizeof(v));
 	return _mm256_set1_epi32(v);
-}
-
-/* Every tile's start: its nt activation rows (xs bytes apart) and zeroed accumulators. */
-#define X8_TILE_BEGIN(atype)								\
-	const atype *a[X8_NT];								\
-	__m256 acc[X8_NT];								\
-											\
-	_Pragma("GCC unroll 8")								\
-	for (int t = 0; t < nt; t++) {							\
-		a[t] = (const atype *)(const void *)((const char *)x + (size_t)t * xs);	\
-		acc[t] = _mm256_setzero_ps();						\
-	}
-
-/* ...and its end: each token's eight row results, out_stride apart. */
-static inline __attribute__((always_inline)) void x8_tile_store(const __m256 *acc, int nt, float *out, size_t os)
-{
-	_Pragma("GCC unroll 8")
-	for (int t = 0; t < nt; t++)
-		_mm256_storeu_ps(out + (size_t)t * os, acc[t]);
 }
 
 /*
@@ -906,7 +864,7 @@ static inline __attribute__((always_inline)) void q4_0x8_tile(size_t nb, const s
 							      float *out, size_t os)
 {
 	const __m256i m4 = _mm256_set1_epi8(15), ones = _mm256_set1_epi16(1);
-	X8_TILE_BEGIN(struct ms_block_q8s)
+	X8_TILE_BEGIN(struct ms_block_q8s, X8_NT)
 	for (size_t i = 0; i < nb; i++) {
 		const __m256 dw = f16x8(b[i].d);
 		__m256i p[X8_NT];
@@ -951,7 +909,7 @@ static inline __attribute__((always_inline)) void q8_0x8_tile(size_t nb, const s
 							      float *out, size_t os)
 {
 	const __m256i ones = _mm256_set1_epi16(1);
-	X8_TILE_BEGIN(struct ms_block_q8s)
+	X8_TILE_BEGIN(struct ms_block_q8s, X8_NT)
 	for (size_t i = 0; i < nb; i++) {
 		const __m256 dw = f16x8(b[i].d);
 		__m256i s[X8_NT];
@@ -1030,7 +988,7 @@ static inline __attribute__((always_inline)) void k45x8_tile(size_t nb, const ui
 	const size_t o_dmin = 2 * MS_X8, o_sc = 4 * MS_X8, o_qh = o_sc + MS_X8 * K_SCALE_SIZE;
 	const size_t o_qs = o_qh + (q5 ? MS_X8 * QK_K / 8 : 0);
 	const int flush = q5 ? 4 : 8;
-	X8_TILE_BEGIN(struct block_q8_K)
+	X8_TILE_BEGIN(struct block_q8_K, X8_NT)
 	for (size_t i = 0; i < nb; i++) {
 		const uint8_t *g = b + i * bb;
 
@@ -1136,7 +1094,7 @@ static inline __attribute__((always_inline)) void q6_Kx8_tile(size_t nb, const s
 							      float *out, size_t os)
 {
 	const __m256i m4 = _mm256_set1_epi8(15), m30 = _mm256_set1_epi8(0x30);
-	X8_TILE_BEGIN(struct block_q8_K)
+	X8_TILE_BEGIN(struct block_q8_K, X8_NT)
 	for (size_t i = 0; i < nb; i++) {
 		const struct block_q6_Kx8 *g = b + i;
 		__m256i isum[X8_NT];

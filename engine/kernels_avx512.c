@@ -68,17 +68,6 @@ static inline __m256i pair_sum(__m512i v)
  */
 #define X8_NT 8
 
-/* See kernels_avx2.c: the same distance measured best there for DRAM streams. */
-#define PF_BYTES 7000
-
-static inline void prefetch_block(const void *blocks, size_t i, size_t bytes)
-{
-	const uintptr_t at = (uintptr_t)blocks + (i + PF_BYTES / bytes + 1) * bytes;
-
-	for (size_t off = 0; off < bytes; off += 64)
-		_mm_prefetch((const char *)(at + off), _MM_HINT_T0);
-}
-
 /*
  * Q4_0 (u - 8 codes) and Q8_0 (signed codes; vpdpbusd wants the weight
  * side unsigned, so w ^ 0x80 = w + 128 as u8) share one tile: both are
@@ -92,14 +81,7 @@ static inline __attribute__((always_inline)) void q0x8_tile(size_t nb, const voi
 	const size_t bb = q8 ? sizeof(struct block_q8_0x8) : sizeof(struct block_q4_0x8);
 	const int half_off = q8 ? 64 : 4;
 	const __m512i m4 = _mm512_set1_epi8(15), k80 = _mm512_set1_epi8((char)0x80);
-	const struct ms_block_q8s *a[X8_NT];
-	__m256 acc[X8_NT];
-
-	_Pragma("GCC unroll 8")
-	for (int t = 0; t < nt; t++) {
-		a[t] = (const struct ms_block_q8s *)(const void *)((const char *)x + (size_t)t * xs);
-		acc[t] = _mm256_setzero_ps();
-	}
+	X8_TILE_BEGIN(struct ms_block_q8s, X8_NT)
 	for (size_t i = 0; i < nb; i++) {
 		const uint8_t *g = (const uint8_t *)w + i * bb;
 		/* d of rows 0..7 first in both layouts, then the codes */
@@ -140,9 +122,7 @@ static inline __attribute__((always_inline)) void q0x8_tile(size_t nb, const voi
 			acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_set1_ps(a[t][i].d)),
 						 _mm256_cvtepi32_ps(pair_sum(s[t])), acc[t]);
 	}
-	_Pragma("GCC unroll 8")
-	for (int t = 0; t < nt; t++)
-		_mm256_storeu_ps(out + (size_t)t * os, acc[t]);
+	x8_tile_store(acc, nt, out, os);
 }
 
 _Static_assert(offsetof(struct block_q4_0x8, qs) == 2 * MS_X8 && offsetof(struct block_q8_0x8, qs) == 2 * MS_X8,
@@ -153,52 +133,59 @@ _Static_assert(offsetof(struct block_q4_0x8, qs) == 2 * MS_X8 && offsetof(struct
  * results do not depend on the grouping, so a tail needs no tile of its
  * own size (each size is one more inlined copy of the tile).
  */
-#define TAIL_TILES(TILE, t, n_tok)					\
+#define TAIL_TILES(TILE, t, n_tok, arg)				\
 	do {								\
 		if ((n_tok) - (t) >= 4) {				\
-			TILE(t, 4);					\
+			TILE(t, 4, arg);				\
 			(t) += 4;					\
 		}							\
 		if ((n_tok) - (t) >= 2) {				\
-			TILE(t, 2);					\
+			TILE(t, 2, arg);				\
 			(t) += 2;					\
 		}							\
 		if ((n_tok) - (t) >= 1)					\
-			TILE(t, 1);					\
+			TILE(t, 1, arg);				\
 	} while (0)
 
-static inline __attribute__((always_inline)) void gemm_q0x8(size_t n, const void *w, const int q8, size_t rows,
-							    const void *x, size_t xs, size_t n_tok, float *out,
-							    size_t os)
-{
-	const size_t nb = n / QK8_0;
-	const size_t gbytes = nb * (q8 ? sizeof(struct block_q8_0x8) : sizeof(struct block_q4_0x8));
+/* One tile call of GEMM_X8 below, at token t. */
+#define X8_AT(t_, nt_, tile) tile(nb, b, (const char *)x + (t_) * xs, xs, nt_, o + (t_) * os, os)
 
-	for (size_t g = 0; g < rows / MS_X8; g++) {
-		const uint8_t *b = (const uint8_t *)w + g * gbytes;
-		float *o = out + g * MS_X8;
-
-		size_t t = 0;
-
-#define Q0_TILE(t, nt) q0x8_tile(nb, b, q8, (const char *)x + (t) * xs, xs, nt, o + (t) * os, os)
-		for (; t + X8_NT <= n_tok; t += X8_NT)
-			Q0_TILE(t, X8_NT);
-		TAIL_TILES(Q0_TILE, t, n_tok);
-#undef Q0_TILE
-	}
+/*
+ * Group by group: full tiles of ntile tokens, then the tail. Each tile
+ * takes (blocks per row, the group's bytes, activations, their stride,
+ * tokens, outputs, their stride).
+ */
+#define GEMM_X8(name, tile, bbytes, blck, ntile)						\
+static void name(size_t n, const void *w, size_t rows, const void *x, size_t xs, size_t n_tok,	\
+		 float *out, size_t os)								\
+{												\
+	const size_t nb = n / (blck);								\
+												\
+	for (size_t g = 0; g < rows / MS_X8; g++) {						\
+		const uint8_t *b = (const uint8_t *)w + g * nb * (bbytes);			\
+		float *o = out + g * MS_X8;							\
+		size_t t = 0;									\
+												\
+		for (; t + (ntile) <= n_tok; t += (ntile))					\
+			X8_AT(t, ntile, tile);							\
+		TAIL_TILES(X8_AT, t, n_tok, tile);						\
+	}											\
 }
 
-static void gemm_q4_0x8_avx512(size_t n, const void *w, size_t rows, const void *x, size_t xs, size_t n_tok,
-			       float *out, size_t os)
+static inline __attribute__((always_inline)) void q4_0x8_tile(size_t nb, const uint8_t *b, const void *x,
+							      size_t xs, const int nt, float *out, size_t os)
 {
-	gemm_q0x8(n, w, 0, rows, x, xs, n_tok, out, os);
+	q0x8_tile(nb, b, 0, x, xs, nt, out, os);
 }
 
-static void gemm_q8_0x8_avx512(size_t n, const void *w, size_t rows, const void *x, size_t xs, size_t n_tok,
-			       float *out, size_t os)
+static inline __attribute__((always_inline)) void q8_0x8_tile(size_t nb, const uint8_t *b, const void *x,
+							      size_t xs, const int nt, float *out, size_t os)
 {
-	gemm_q0x8(n, w, 1, rows, x, xs, n_tok, out, os);
+	q0x8_tile(nb, b, 1, x, xs, nt, out, os);
 }
+
+GEMM_X8(gemm_q4_0x8_avx512, q4_0x8_tile, sizeof(struct block_q4_0x8), QK4_0, X8_NT)
+GEMM_X8(gemm_q8_0x8_avx512, q8_0x8_tile, sizeof(struct block_q8_0x8), QK8_0, X8_NT)
 
 /*
  * Q4_K and Q5_K. Per 64-byte pair of code chunks, low nibbles are eight
@@ -248,14 +235,7 @@ static inline __attribute__((always_inline)) void k45x8_tile(size_t nb, const ui
 	const size_t o_dmin = 2 * MS_X8, o_sc = 4 * MS_X8, o_qh = o_sc + MS_X8 * K_SCALE_SIZE;
 	const size_t o_qs = o_qh + (q5 ? MS_X8 * QK_K / 8 : 0);
 	const int flush = q5 ? 2 : 4;
-	const struct block_q8_K *a[K_NT];
-	__m256 acc[K_NT];
-
-	_Pragma("GCC unroll 4")
-	for (int t = 0; t < nt; t++) {
-		a[t] = (const struct block_q8_K *)(const void *)((const char *)x + (size_t)t * xs);
-		acc[t] = _mm256_setzero_ps();
-	}
+	X8_TILE_BEGIN(struct block_q8_K, K_NT)
 	for (size_t i = 0; i < nb; i++) {
 		const uint8_t *g = b + i * bb;
 		const struct k45x8_sm sm = k45x8_scales(g + o_sc);
@@ -319,9 +299,7 @@ static inline __attribute__((always_inline)) void k45x8_tile(size_t nb, const ui
 			}
 		}
 	}
-	_Pragma("GCC unroll 4")
-	for (int t = 0; t < nt; t++)
-		_mm256_storeu_ps(out + (size_t)t * os, acc[t]);
+	x8_tile_store(acc, nt, out, os);
 }
 
 _Static_assert(offsetof(struct block_q4_Kx8, scales) == 4 * MS_X8 && offsetof(struct block_q4_Kx8, qs) ==
@@ -330,37 +308,20 @@ _Static_assert(offsetof(struct block_q5_Kx8, qh) == 4 * MS_X8 + MS_X8 * K_SCALE_
 	       offsetof(struct block_q5_Kx8, qs) == 4 * MS_X8 + MS_X8 * K_SCALE_SIZE + MS_X8 * QK_K / 8,
 	       "k45x8_tile's Q5_K offsets");
 
-static inline __attribute__((always_inline)) void gemm_k45x8(size_t n, const void *w, const int q5, size_t rows,
-							     const void *x, size_t xs, size_t n_tok, float *out,
-							     size_t os)
+static inline __attribute__((always_inline)) void q4_Kx8_tile(size_t nb, const uint8_t *b, const void *x,
+							      size_t xs, const int nt, float *out, size_t os)
 {
-	const size_t nb = n / QK_K;
-	const size_t bb = q5 ? sizeof(struct block_q5_Kx8) : sizeof(struct block_q4_Kx8);
-
-	for (size_t g = 0; g < rows / MS_X8; g++) {
-		const uint8_t *b = (const uint8_t *)w + g * nb * bb;
-		float *o = out + g * MS_X8;
-		size_t t = 0;
-
-#define K_TILE(t, nt) k45x8_tile(nb, b, bb, q5, (const char *)x + (t) * xs, xs, nt, o + (t) * os, os)
-		for (; t + K_NT <= n_tok; t += K_NT)
-			K_TILE(t, K_NT);
-		TAIL_TILES(K_TILE, t, n_tok);
-#undef K_TILE
-	}
+	k45x8_tile(nb, b, sizeof(struct block_q4_Kx8), 0, x, xs, nt, out, os);
 }
 
-static void gemm_q4_Kx8_avx512(size_t n, const void *w, size_t rows, const void *x, size_t xs, size_t n_tok,
-			       float *out, size_t os)
+static inline __attribute__((always_inline)) void q5_Kx8_tile(size_t nb, const uint8_t *b, const void *x,
+							      size_t xs, const int nt, float *out, size_t os)
 {
-	gemm_k45x8(n, w, 0, rows, x, xs, n_tok, out, os);
+	k45x8_tile(nb, b, sizeof(struct block_q5_Kx8), 1, x, xs, nt, out, os);
 }
 
-static void gemm_q5_Kx8_avx512(size_t n, const void *w, size_t rows, const void *x, size_t xs, size_t n_tok,
-			       float *out, size_t os)
-{
-	gemm_k45x8(n, w, 1, rows, x, xs, n_tok, out, os);
-}
+GEMM_X8(gemm_q4_Kx8_avx512, q4_Kx8_tile, sizeof(struct block_q4_Kx8), QK_K, K_NT)
+GEMM_X8(gemm_q5_Kx8_avx512, q5_Kx8_tile, sizeof(struct block_q5_Kx8), QK_K, K_NT)
 
 /*
  * Q6_K. A 64-byte pair of chunks of ql (elements l..l+7 and, in the high
@@ -373,19 +334,13 @@ static void gemm_q5_Kx8_avx512(size_t n, const void *w, size_t rows, const void 
  */
 #define K6_NT 4
 
-static inline __attribute__((always_inline)) void q6_Kx8_tile(size_t nb, const struct block_q6_Kx8 *b,
+static inline __attribute__((always_inline)) void q6_Kx8_tile(size_t nb, const uint8_t *b6,
 							      const void *x, size_t xs, const int nt,
 							      float *out, size_t os)
 {
+	const struct block_q6_Kx8 *b = (const struct block_q6_Kx8 *)(const void *)b6;
 	const __m512i m4 = _mm512_set1_epi8(15), m30 = _mm512_set1_epi8(0x30), lo16 = _mm512_set1_epi32(0xffff);
-	const struct block_q8_K *a[K6_NT];
-	__m256 acc[K6_NT];
-
-	_Pragma("GCC unroll 4")
-	for (int t = 0; t < nt; t++) {
-		a[t] = (const struct block_q8_K *)(const void *)((const char *)x + (size_t)t * xs);
-		acc[t] = _mm256_setzero_ps();
-	}
+	X8_TILE_BEGIN(struct block_q8_K, K6_NT)
 	for (size_t i = 0; i < nb; i++) {
 		const struct block_q6_Kx8 *g = b + i;
 		__m512i isum[K6_NT], sc4[4];
@@ -447,28 +402,12 @@ static inline __attribute__((always_inline)) void q6_Kx8_tile(size_t nb, const s
 			}
 		}
 	}
-	_Pragma("GCC unroll 4")
-	for (int t = 0; t < nt; t++)
-		_mm256_storeu_ps(out + (size_t)t * os, acc[t]);
+	x8_tile_store(acc, nt, out, os);
 }
 
-static void gemm_q6_Kx8_avx512(size_t n, const void *w, size_t rows, const void *x, size_t xs, size_t n_tok,
-			       float *out, size_t os)
-{
-	const size_t nb = n / QK_K;
-
-	for (size_t g = 0; g < rows / MS_X8; g++) {
-		const struct block_q6_Kx8 *b = (const struct block_q6_Kx8 *)w + g * nb;
-		float *o = out + g * MS_X8;
-		size_t t = 0;
-
-#define K6_TILE(t, nt) q6_Kx8_tile(nb, b, (const char *)x + (t) * xs, xs, nt, o + (t) * os, os)
-		for (; t + K6_NT <= n_tok; t += K6_NT)
-			K6_TILE(t, K6_NT);
-		TAIL_TILES(K6_TILE, t, n_tok);
-#undef K6_TILE
-	}
-}
+GEMM_X8(gemm_q6_Kx8_avx512, q6_Kx8_tile, sizeof(struct block_q6_Kx8), QK_K, K6_NT)
+#undef GEMM_X8
+#undef X8_AT
 
 /* ------------------------------------------------------------------------ */
 /* Interleaved F16 / BF16: a float GEMM, 16 rows to a register               */
@@ -554,17 +493,17 @@ static inline __attribute__((always_inline)) void wide_tokens(size_t n, const ui
 							      size_t xs, size_t n_tok, const int zg, const int lone,
 							      const int bf16, float *out, size_t os)
 {
-#define WIDE_AT(t, nt) wide_tile(n, w, (const float *)(const void *)((const char *)x + (t) * xs), xs, zg, lone, \
+#define WIDE_AT(t, nt, unused) wide_tile(n, w, (const float *)(const void *)((const char *)x + (t) * xs), xs, zg, lone, \
 				 nt, bf16, out + (t) * os, os)
 	size_t t = 0;
 
 	for (; t + WIDE_NT <= n_tok; t += WIDE_NT)
-		WIDE_AT(t, WIDE_NT);
+		WIDE_AT(t, WIDE_NT, );
 	if (n_tok - t >= 8) {
-		WIDE_AT(t, 8);
+		WIDE_AT(t, 8, );
 		t += 8;
 	}
-	TAIL_TILES(WIDE_AT, t, n_tok);
+	TAIL_TILES(WIDE_AT, t, n_tok, );
 #undef WIDE_AT
 }
 

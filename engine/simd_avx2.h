@@ -2,6 +2,7 @@
 #ifndef MS_SIMD_AVX2_H
 #define MS_SIMD_AVX2_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include <immintrin.h>
@@ -113,6 +114,51 @@ static inline __attribute__((always_inline)) __m256i q6x8_offset(const int8_t *s
 		off = _mm256_add_epi32(off, _mm256_madd_epi16(scp, _mm256_permutevar8x32_epi32(bs, _mm256_set1_epi32(m))));
 	}
 	return _mm256_slli_epi32(off, 5);
+}
+
+/*
+ * Software prefetch, about 7 kB ahead of the block being read. Decode
+ * streams each group once from DRAM; the hardware prefetchers alone left
+ * the 7B Q4_0 decode at 0.65-0.83 of the measured bandwidth, with this
+ * 0.72-0.81 (six runs each, a noisy machine). In prefill the lines are
+ * already in cache after the first token tile and the hint costs a load
+ * slot per 64 bytes.
+ */
+#define PF_BYTES 7000
+
+/*
+ * Past the last block of a group too: the next group follows in memory
+ * and is usually the next one read (a prefetch never faults, and the
+ * address is formed as an integer, not as a pointer past the array).
+ */
+static inline void prefetch_block(const void *blocks, size_t i, size_t bytes)
+{
+	const uintptr_t at = (uintptr_t)blocks + (i + PF_BYTES / bytes + 1) * bytes;
+
+	for (size_t off = 0; off < bytes; off += 64)
+		_mm_prefetch((const char *)(at + off), _MM_HINT_T0);
+}
+
+/*
+ * Every x8 integer tile's start: its nt (at most ntmax) activation rows,
+ * xs bytes apart, and a zeroed float accumulator each.
+ */
+#define X8_TILE_BEGIN(atype, ntmax)							\
+	const atype *a[ntmax];								\
+	__m256 acc[ntmax];								\
+											\
+	_Pragma("GCC unroll 8")								\
+	for (int t = 0; t < nt; t++) {							\
+		a[t] = (const atype *)(const void *)((const char *)x + (size_t)t * xs);	\
+		acc[t] = _mm256_setzero_ps();						\
+	}
+
+/* ...and its end: each token's eight row results, out_stride apart. */
+static inline __attribute__((always_inline)) void x8_tile_store(const __m256 *acc, int nt, float *out, size_t os)
+{
+	_Pragma("GCC unroll 8")
+	for (int t = 0; t < nt; t++)
+		_mm256_storeu_ps(out + (size_t)t * os, acc[t]);
 }
 
 #endif
