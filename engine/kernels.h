@@ -158,9 +158,8 @@ struct ms_kernels {
 	/*
 	 * sum_i x[i], reading x as 1, 2 or MS_SUM_STREAMS equal runs side by
 	 * side (streams rounded down to one of those, 0 read as 1), the last
-	 * run taking the remainder: mistral-bench's
-	 * read-bandwidth probe, so it is the fastest plain read this level
-	 * has. The order of the additions is the kernel's own: twins agree to
+	 * run taking the remainder: mistral-bench's read-bandwidth probe, so
+	 * it is the fastest plain read this level has. The order of the additions is the kernel's own: twins agree to
 	 * rounding, not bits.
 	 */
 	float (*sum_f32)(size_t n, const float *x, unsigned streams);
@@ -208,8 +207,7 @@ const struct ms_kernels *ms_kernels_avx512_wide(void);
 /*
  * out = base with every non-NULL kernel of over in its place (per field:
  * dot, dot_x4, gemm_x8, act_conv with its act_type, dot_f32, axpy_f32,
- * sum_f32),
- * and over's isa and name. -EINVAL when over replaces a conversion with
+ * sum_f32), and over's isa and name. -EINVAL when over replaces a conversion with
  * one of another activation format while keeping base's dots.
  */
 int ms_kernels_overlay(struct ms_kernels *out, const struct ms_kernels *base, const struct ms_kernels *over);
@@ -221,9 +219,9 @@ const char *ms_isa_name(enum ms_isa isa);
 int ms_isa_parse(const char *s, enum ms_isa *out);
 
 /*
- * Table for isa, or NULL when this build or this CPU lacks it. Callers pick
- * min(requested, ms_cpu_best_isa()); MISTRAL_ISA in the environment is read
- * by the tools/daemon, not here.
+ * Table for isa, or NULL when this build or this CPU lacks it;
+ * ms_kernels_choose() below falls back to what the CPU has. MISTRAL_ISA in
+ * the environment is read by the tools/daemon, not here.
  */
 const struct ms_kernels *ms_kernels_get(enum ms_isa isa);
 

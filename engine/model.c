@@ -452,11 +452,9 @@ static int load(const char *path, const struct ms_load_opts *opts, void (*progre
 		goto fail;
 	if (!out) {
 		/* checked: hyperparameters, tokenizer, every tensor's name, type and shape */
-		free(ld.w);
-		ms_model_free(m);
-		ms_gguf_close(g);
 		ms_err_clear(err);
-		return 0;
+		r = 0;
+		goto release;
 	}
 	for (size_t i = 0; i < ld.n; i++)
 		arena_bytes += align_up(ld.w[i].src->nbytes, TENSOR_ALIGN);
@@ -477,6 +475,7 @@ static int load(const char *path, const struct ms_load_opts *opts, void (*progre
 	*out = m;
 	return 0;
 fail:
+release:
 	free(ld.w);
 	ms_model_free(m);
 	ms_gguf_close(g);
