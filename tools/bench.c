@@ -589,6 +589,22 @@ static void weight_stats(const struct ms_model *m, struct result *res)
 	}
 }
 
+/* n random tokens as one prompt on an emptied cache; tok/s. */
+static int time_prompt(struct ms_ctx *ctx, struct ms_kv *kv, size_t n, int32_t *toks, uint32_t vocab,
+		       float *logits, uint64_t *rng, double *tps, ms_err *err)
+{
+	double t;
+	int r;
+
+	ms_kv_reset(kv);
+	random_tokens(toks, n, vocab, rng);
+	t = cli_now();
+	if ((r = ms_eval(ctx, kv, toks, n, logits, false, err)) < 0)
+		return r;
+	*tps = (double)n / (cli_now() - t);
+	return 0;
+}
+
 /* Decodes gen tokens one at a time from the cache as it is; tok/s. */
 static int time_decode(struct ms_ctx *ctx, struct ms_kv *kv, long gen, uint32_t vocab,
 		       float *logits, uint64_t *rng, double *tps, ms_err *err)
@@ -604,6 +620,19 @@ static int time_decode(struct ms_ctx *ctx, struct ms_kv *kv, long gen, uint32_t 
 	}
 	*tps = (double)gen / (cli_now() - t0);
 	return 0;
+}
+
+/* Short context: SHORT_PROMPT tokens on an emptied cache, then gen tokens one at a time; tok/s. */
+static int time_short_decode(struct ms_ctx *ctx, struct ms_kv *kv, long gen, int32_t *toks, uint32_t vocab,
+			     float *logits, uint64_t *rng, double *tps, ms_err *err)
+{
+	int r;
+
+	ms_kv_reset(kv);
+	random_tokens(toks, SHORT_PROMPT, vocab, rng);
+	if ((r = ms_eval(ctx, kv, toks, SHORT_PROMPT, NULL, false, err)) < 0)
+		return r;
+	return time_decode(ctx, kv, gen, vocab, logits, rng, tps, err);
 }
 
 /*
@@ -771,25 +800,16 @@ static int bench_model(const char *path, const struct opts *o, bool pp, struct r
 			fprintf(stderr, PROG ": run %ld of %ld\n", rep + 1, o->repeat);
 		for (size_t i = 0; pp && i < o->n_prompts; i++) {
 			size_t n = (size_t)o->prompts[i];
-			double t;
 
 			if (o->quick && n > 64)
 				continue;
-			ms_kv_reset(kv);
-			random_tokens(toks, n, m->hp.vocab, &rng);
-			t = cli_now();
-			if ((r = ms_eval(ctx, kv, toks, n, logits, false, &err)) < 0)
+			if ((r = time_prompt(ctx, kv, n, toks, m->hp.vocab, logits, &rng, &res->pp_runs[i][rep],
+					     &err)) < 0)
 				goto eval_fail;
-			res->pp_runs[i][rep] = (double)n / (cli_now() - t);
 			res->pp_done[i] = true;
 		}
-
-		/* short context: a few prompt tokens, then one token at a time */
-		ms_kv_reset(kv);
-		random_tokens(toks, SHORT_PROMPT, m->hp.vocab, &rng);
-		if ((r = ms_eval(ctx, kv, toks, SHORT_PROMPT, NULL, false, &err)) < 0 ||
-		    (r = time_decode(ctx, kv, o->gen, m->hp.vocab, logits, &rng,
-				     &res->tg_runs[rep], &err)) < 0)
+		if ((r = time_short_decode(ctx, kv, o->gen, toks, m->hp.vocab, logits, &rng, &res->tg_runs[rep],
+					   &err)) < 0)
 			goto eval_fail;
 		/* right next to the decode it is compared with: the machine is shared */
 		res->bw_runs[rep] = bw_best(&bw, &res->bw_probe_runs[rep], &res->bw_plain_runs[rep],
@@ -820,22 +840,11 @@ static int bench_model(const char *path, const struct opts *o, bool pp, struct r
 			r = ms_errf(&err, -EAGAIN, "cannot start %ld busy-loop processes", o->contend);
 			goto eval_fail;
 		}
-		for (long rep = 0; rep < o->repeat && r >= 0; rep++) {
-			double t;
-
-			ms_kv_reset(kv);
-			random_tokens(toks, n, m->hp.vocab, &rng);
-			t = cli_now();
-			if ((r = ms_eval(ctx, kv, toks, n, logits, false, &err)) < 0)
-				break;
-			res->contend_pp_runs[rep] = (double)n / (cli_now() - t);
-			ms_kv_reset(kv);
-			random_tokens(toks, SHORT_PROMPT, m->hp.vocab, &rng);
-			if ((r = ms_eval(ctx, kv, toks, SHORT_PROMPT, NULL, false, &err)) < 0 ||
-			    (r = time_decode(ctx, kv, o->gen, m->hp.vocab, logits, &rng, &res->contend_tg_runs[rep],
-					     &err)) < 0)
-				break;
-		}
+		for (long rep = 0; rep < o->repeat && r >= 0; rep++)
+			if ((r = time_prompt(ctx, kv, n, toks, m->hp.vocab, logits, &rng, &res->contend_pp_runs[rep],
+					     &err)) >= 0)
+				r = time_short_decode(ctx, kv, o->gen, toks, m->hp.vocab, logits, &rng,
+						      &res->contend_tg_runs[rep], &err);
 		contend_stop(pids, o->contend);
 		if (r < 0)
 			goto eval_fail;
