@@ -100,6 +100,23 @@ ok $([ $? -eq 2 ]; echo $?) "-m together with --attention exits 2"
 "$MISTRAL_BENCH" -m "$model" --layout x4 >/dev/null 2>"$tmp/err"
 ok $([ $? -eq 2 ] && grep -q layout "$tmp/err"; echo $?) "a bad --layout is a usage error naming the option"
 
+"$MISTRAL_BENCH" -m "$model" --streams 0 >/dev/null 2>"$tmp/err"
+ok $([ $? -eq 2 ] && grep -q streams "$tmp/err"; echo $?) "--streams 0 is a usage error naming the option"
+"$MISTRAL_BENCH" -m "$model" --streams 1,2,3,4,5,6,7,8,9 >/dev/null 2>"$tmp/err"
+ok $([ $? -eq 2 ] && grep -q streams "$tmp/err"; echo $?) "more than 8 --streams sizes is a usage error"
+"$MISTRAL_BENCH" -m "$model" --contend 65 >/dev/null 2>"$tmp/err"
+ok $([ $? -eq 2 ] && grep -q contend "$tmp/err"; echo $?) "--contend 65 is a usage error naming the option"
+"$MISTRAL_BENCH" -m "$model" --quick --json --streams 1,3 --contend 1 >"$tmp/sc.json" 2>/dev/null
+ok $? "--streams 1,3 --contend 1 --json exits 0"
+check "--streams and --contend put their runs in the JSON, every one a positive number" \
+	py "$tmp/sc.json" 'all(k in d["runs"] and len(d["runs"][k]) == 1 and pos(d["runs"][k][0]) for k in ["streams1_tps","streams3_tps","contend_pp_tps","contend_tg_tps","probe_gbps","plain_loop_gbps"])'
+check "the measured bandwidth is the faster of the kernel probe and the plain loop" \
+	py "$tmp/sc.json" 'close(d["runs"]["measured_gbps"][0], max(d["runs"]["probe_gbps"][0], d["runs"]["plain_loop_gbps"][0]))'
+"$MISTRAL_BENCH" -m "$model" --quick --streams 1,2 --contend 1 >"$tmp/sc.out" 2>/dev/null
+check "the table shows each --streams size and the contended figures" \
+	sh -c "grep -q '^streams 1 ' '$tmp/sc.out' && grep -q '^streams 2 .*x the 1-stream figure' '$tmp/sc.out' && grep -q '^contended    1 busy loops beside it: pp64 .* of idle' '$tmp/sc.out'"
+if pgrep -f "^$MISTRAL_BENCH" >/dev/null 2>&1; then ok 1 "no busy-loop process outlives mistral-bench --contend"; else ok 0 "no busy-loop process outlives mistral-bench --contend"; fi
+
 # --layout on a Q4_0 model: every matrix interleaved by default, none with rows.
 if [ -x "$MKMODEL" ] && "$MKMODEL" --out "$tmp/q4.gguf" --type Q4_0 --vocab-from "$model" --dim 64 \
 	--layers 2 --heads 4 --kv-heads 2 --ffn 128 >/dev/null 2>&1; then
