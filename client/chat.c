@@ -331,6 +331,8 @@ static int chat_start(struct session *s)
 	s->base = s->h.n;
 	req_bool(&s->r, "stream", true);
 	ret = conn_open(&s->c);
+	if (!ret)
+		ret = await_model(&s->c, false);
 	if (ret)
 		return ret;
 	return s->tty_in && isatty(STDOUT_FILENO) ? editor_open(s) : GO_ON;

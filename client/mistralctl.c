@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <msgpack.h>
@@ -376,6 +377,8 @@ static int cmd_generate(int argc, char **argv)
 	conn_init(&c);
 	ret = conn_open(&c);
 	if (!ret)
+		ret = await_model(&c, json);
+	if (!ret)
 		ret = call(&c, "generate", &r, stream ? on_chunk : NULL, &so, &rep);
 	if (ret == XS_INTR && so.bytes && isatty(STDOUT_FILENO))
 		end_text(&so);
@@ -405,6 +408,89 @@ out:
 	free(text);
 	req_free(&r);
 	return ret;
+}
+
+/* ------------------------------------------------- waiting for a load --- */
+
+/*
+ * Polls `status` (5 a second) until the daemon's first model serves; on a
+ * terminal (show) one line on stderr says how far the load is, erased when
+ * it ends. The daemon itself holds requests during a load (load_wait), so
+ * this only shows the wait, and bounds it for `status --wait`: limit_s > 0
+ * gives up after that long, limit_s < 0 after the daemon's own load_wait
+ * (what the request would wait). 0 once serving (a reload serves the old
+ * model meanwhile), else an exit status after saying why.
+ */
+int await_ready(struct conn *c, bool show, double limit_s)
+{
+	static const struct req none = { .n = 0 };
+	struct timespec t0, now;
+	const bool daemon_limit = limit_s < 0;
+	bool shown = false;
+	int ret;
+
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (;;) {
+		struct reply rep;
+		const msgpack_object *st;
+		double done, total;
+
+		if ((ret = call(c, "status", &none, NULL, NULL, &rep)))
+			break;
+		st = map_str(rep.result, "state");
+		if (!st || st->via.str.size != 7 || memcmp(st->via.str.ptr, "loading", 7)) {
+			if (st && st->via.str.size == 8 && !memcmp(st->via.str.ptr, "stopping", 8)) {
+				errmsg("the daemon is shutting down");
+				ret = XS_DAEMON;
+			}
+			break;
+		}
+		if (limit_s < 0) {
+			limit_s = map_num(rep.result, "load_wait");
+			if (limit_s <= 0)
+				break;   /* the daemon answers "loading" at once */
+		}
+		done = map_num(rep.result, "load_bytes");
+		total = map_num(rep.result, "load_total_bytes");
+		if (show) {
+			if (total > 0)
+				fprintf(stderr, "\rmistralctl: loading the model: %3.0f%% (%.2f of %.2f GB)\033[K",
+					100.0 * done / total, done / 1e9, total / 1e9);
+			else
+				fprintf(stderr, "\rmistralctl: loading the model...\033[K");
+			fflush(stderr);
+			shown = true;
+		}
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		if (limit_s > 0 && (double)(now.tv_sec - t0.tv_sec) + (now.tv_nsec - t0.tv_nsec) * 1e-9 >= limit_s) {
+			if (shown)
+				fputc('\n', stderr);
+			shown = false;
+			if (daemon_limit) {
+				/* what the daemon would answer the request by now */
+				errmsg("loading: the model is still loading after %g s (load_wait)", limit_s);
+				ret = XS_DAEMON;
+			} else {
+				errmsg("the model is still loading after %g s", limit_s);
+				ret = XS_PROTO;
+			}
+			break;
+		}
+		nanosleep(&(struct timespec){ 0, 200 * 1000 * 1000 }, NULL);
+		if (got_sigint) {
+			ret = XS_INTR;
+			break;
+		}
+	}
+	if (shown)
+		fputs("\r\033[K", stderr);
+	return ret;
+}
+
+/* Before a request that needs the model: the progress line, on a terminal only. */
+int await_model(struct conn *c, bool json)
+{
+	return json || !isatty(STDERR_FILENO) ? 0 : await_ready(c, true, -1);
 }
 
 /* ---------------------------------------------------- small commands --- */
@@ -438,12 +524,17 @@ static int simple_opts(const struct cmd *cmd, int argc, char **argv, bool *json)
 static int run_simple(const char *method, const struct req *r, bool json,
 		      void (*print)(FILE *, const msgpack_object *))
 {
+	static const char *const model_methods[] = { "tokenize", "detokenize", "info" };
 	struct conn c;
 	struct reply rep;
 	int ret;
 
 	conn_init(&c);
 	ret = conn_open(&c);
+	for (size_t i = 0; !ret && i < sizeof(model_methods) / sizeof(model_methods[0]); i++) {
+		if (!strcmp(method, model_methods[i]))
+			ret = await_model(&c, json);
+	}
 	if (!ret)
 		ret = call(&c, method, r, NULL, NULL, &rep);
 	if (!ret) {
@@ -491,7 +582,47 @@ static int cmd_info(int argc, char **argv)
 
 static int cmd_status(int argc, char **argv)
 {
-	return cmd_keyvalue("status", argc, argv, print_human);
+	static const struct option opts[] = {
+		COMMON_OPTS,
+		{ "json", no_argument, NULL, O_JSON },
+		{ "wait", no_argument, NULL, 'w' },
+		{ NULL, 0, NULL, 0 }
+	};
+	const struct cmd *cmd = find_cmd("status");
+	struct req r = { .n = 0 };
+	bool json = false, wait = false;
+	int o, h, ret;
+
+	while ((o = getopt_long(argc, argv, "s:t:h", opts, NULL)) != -1) {
+		if ((h = common_opt(cmd, o)) == 2)
+			return XS_OK;
+		if (h < 0)
+			return usage_error("status");
+		if (h == 0 && o == O_JSON)
+			json = true;
+		else if (h == 0 && o == 'w')
+			wait = true;
+		else if (h == 0)
+			return usage_error("status");
+	}
+	if (optind != argc) {
+		errmsg("status: unexpected argument '%s'", argv[optind]);
+		return usage_error("status");
+	}
+	if (wait) {
+		struct conn c;
+
+		conn_init(&c);
+		ret = conn_open(&c);
+		/* --timeout bounds the whole wait: the polls themselves are always answered */
+		if (!ret)
+			ret = await_ready(&c, !json && isatty(STDERR_FILENO),
+					  opt_timeout_ms > 0 ? opt_timeout_ms / 1000.0 : 0);
+		conn_free(&c);
+		if (ret)
+			return ret;
+	}
+	return run_simple("status", &r, json, print_human);
 }
 
 static int cmd_metrics(int argc, char **argv)
@@ -669,8 +800,10 @@ static const struct cmd cmds[] = {
 	{ "info", cmd_info, "[--json]",
 	  "Describe the loaded model and the daemon's configuration (key: value lines).\n\n"
 	  "  --json                   print the result object as JSON\n" },
-	{ "status", cmd_status, "[--json]",
-	  "Show the daemon's state, load and counters (key: value lines).\n\n"
+	{ "status", cmd_status, "[--wait] [--json]",
+	  "Show the daemon's state, load progress and counters (key: value lines).\n\n"
+	  "  --wait                   first wait until the model serves (a progress line\n"
+	  "                           on a terminal); --timeout S bounds the wait\n"
 	  "  --json                   print the result object as JSON\n" },
 	{ "metrics", cmd_metrics, "[--json]",
 	  "Print the daemon's counters and gauges in the Prometheus text format.\n\n"

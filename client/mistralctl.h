@@ -70,4 +70,11 @@ int sampling_opt(struct req *r, int o, const char *name, bool *stats);
 /* The chat command (chat.c). */
 int cmd_chat(int argc, char **argv);
 
+struct conn;
+/* Until the daemon's first model serves (a progress line on stderr when show; limit_s > 0 bounds it,
+ * limit_s < 0 means the daemon's load_wait). */
+int await_ready(struct conn *c, bool show, double limit_s);
+/* await_ready with the line, only when stderr is a terminal and the output is not JSON. */
+int await_model(struct conn *c, bool json);
+
 #endif

@@ -10,7 +10,7 @@
 #include "log.h"
 
 int md_bundle_load(const struct md_config *c, md_pick_kernels_fn pick,
-		   void (*progress)(void *ud, double frac), void *ud,
+		   ms_progress_fn progress, void *ud,
 		   struct md_bundle **out, char *errbuf, size_t errlen)
 {
 	struct ms_load_opts lo = {

@@ -32,11 +32,11 @@ typedef const struct ms_kernels *(*md_pick_kernels_fn)(const char *name, char *e
 /*
  * Loads c->model and everything serving it needs. Blocking (seconds to
  * minutes for a big model): the daemon runs it on its own thread while the
- * old bundle keeps serving. progress(ud, fraction) as the weights come in.
+ * old bundle keeps serving. progress(ud, bytes copied, total) as the weights come in.
  * Returns 0 and *out, or -errno with a message in err.
  */
 int md_bundle_load(const struct md_config *c, md_pick_kernels_fn pick,
-		   void (*progress)(void *ud, double frac), void *ud,
+		   ms_progress_fn progress, void *ud,
 		   struct md_bundle **out, char *err, size_t errlen);
 void md_bundle_free(struct md_bundle *b);   /* accepts NULL */
 

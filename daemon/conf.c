@@ -109,6 +109,8 @@ static const struct key keys[] = {
 	  "close a connection idle this long; 0: never" },
 	{ "shutdown_timeout", KT_U32, F(shutdown_timeout), 1, 3600, "SECONDS",
 	  "how long SIGTERM waits for requests in flight" },
+	{ "load_wait", KT_U32, F(load_wait), 0, 86400, "SECONDS",
+	  "how long a request waits for the first model to load; 0: refused at once" },
 	{ "log_level", KT_LOG_LEVEL, F(log_level), 0, 0, "LEVEL",
 	  "error, warning, notice, info or debug" },
 };
@@ -572,6 +574,7 @@ void md_config_defaults(struct md_config *c)
 	c->output_buffer_bytes = 4 * MIB;
 	c->idle_timeout = 300;
 	c->shutdown_timeout = 10;
+	c->load_wait = 600;
 	c->log_level = LOG_INFO;
 }
 

@@ -45,6 +45,7 @@ struct md_config {
 	size_t output_buffer_bytes;   /* default 4 MiB: unread output per connection */
 	uint32_t idle_timeout;        /* seconds, default 300; 0 = none */
 	uint32_t shutdown_timeout;    /* seconds SIGTERM waits for in-flight requests, default 10 */
+	uint32_t load_wait;           /* seconds a request waits for the first model, default 600; 0 = refuse */
 	int log_level;                /* log_level = error|warning|notice|info|debug (syslog LOG_*) */
 };
 

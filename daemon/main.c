@@ -24,7 +24,7 @@
 struct load {
 	pthread_t thread;
 	struct md_config cfg;         /* the settings it loads with (strings owned) */
-	atomic_int permille;          /* progress */
+	struct md_daemon *d;          /* where progress goes (load_bytes, load_total_bytes) */
 	struct md_bundle *bundle;     /* result */
 	int rc;
 	char err[512];
@@ -52,11 +52,12 @@ struct daemon_state {
 /* Loading                                                                   */
 /* ------------------------------------------------------------------------ */
 
-static void load_progress(void *ud, double frac)
+static void load_progress(void *ud, uint64_t done, uint64_t total)
 {
 	struct load *l = ud;
 
-	atomic_store(&l->permille, (int)(frac * 1000));
+	atomic_store(&l->d->load_total_bytes, total);
+	atomic_store(&l->d->load_bytes, done);
 }
 
 static int copy_config(struct md_config *dst, const struct md_config *src)
@@ -109,6 +110,7 @@ static void load_free(struct load *l)
 }
 
 static void load_done_cb(evutil_socket_t fd, short what, void *arg);
+static void begin_shutdown(struct daemon_state *st, const char *why);
 
 static int start_load(struct daemon_state *st, const struct md_config *cfg, bool initial)
 {
@@ -120,6 +122,9 @@ static int start_load(struct daemon_state *st, const struct md_config *cfg, bool
 		return -ENOMEM;
 	}
 	l->initial = initial;
+	l->d = &st->d;
+	atomic_store(&st->d.load_bytes, 0);
+	atomic_store(&st->d.load_total_bytes, 0);
 	l->done = event_new(st->base, -1, 0, load_done_cb, st);
 	if (!l->done) {
 		load_free(l);
@@ -152,9 +157,14 @@ static void load_done_cb(evutil_socket_t fd, short what, void *arg)
 	}
 	if (l->rc < 0) {
 		if (l->initial) {
+			char why[600];
+
 			md_log(LOG_ERR, "cannot load the model: %s", l->err);
 			st->exit_code = 1;
-			event_base_loopbreak(st->base);
+			/* The requests that waited for it hear why before the daemon exits. */
+			snprintf(why, sizeof(why), "the model failed to load: %s", l->err);
+			md_worker_fail_waiting(st->worker, why);
+			begin_shutdown(st, "no model");
 		} else {
 			md_log(LOG_ERR, "reload failed, the previous model stays in service: %s", l->err);
 			atomic_store(&st->d.state, MD_READY);
@@ -185,9 +195,12 @@ static void status_cb(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
-	if (st->load)
-		sd_notifyf(0, "STATUS=Loading model: %d%%\nEXTEND_TIMEOUT_USEC=%llu",
-			   atomic_load(&st->load->permille) / 10, 20000000ull);
+	if (st->load) {
+		unsigned long long total = atomic_load(&st->d.load_total_bytes);
+
+		sd_notifyf(0, "STATUS=Loading model: %llu%%\nEXTEND_TIMEOUT_USEC=%llu",
+			   total ? atomic_load(&st->d.load_bytes) * 100 / total : 0, 20000000ull);
+	}
 }
 
 /* ------------------------------------------------------------------------ */
@@ -379,7 +392,8 @@ static struct event *add_signal(struct daemon_state *st, int sig, event_callback
 
 int main(int argc, char **argv)
 {
-	struct daemon_state st = { .argc = argc, .argv = argv };
+	/* static: a load thread abandoned at exit may still report progress into st.d */
+	static struct daemon_state st;
 	struct md_config *cfg = calloc(1, sizeof(*cfg));
 	struct md_cli cli = { 0 };
 	char err[512];
@@ -387,6 +401,8 @@ int main(int argc, char **argv)
 	int r;
 
 	mistral_omp_wait_setup(argv);
+	st.argc = argc;
+	st.argv = argv;
 
 	if (!cfg) {
 		fprintf(stderr, "mistrald: out of memory\n");
@@ -433,7 +449,7 @@ int main(int argc, char **argv)
 	st.status_ev = event_new(st.base, -1, EV_PERSIST, status_cb, &st);
 	st.srv = md_server_new(st.base, &st.d);
 	if (!st.wake_ev || !st.status_ev || !st.srv ||
-	    md_worker_start(&st.worker, wake_loop, &st, cfg->queue_depth) < 0) {
+	    md_worker_start(&st.worker, wake_loop, &st, cfg->queue_depth, cfg->load_wait) < 0) {
 		md_log(LOG_ERR, "cannot start: out of memory or threads");
 		return 1;
 	}

@@ -343,6 +343,9 @@ static void do_status(struct md_daemon *d, uint32_t msgid, msgpack_sbuffer *sb)
 		const struct proto_kv kv[] = {
 			PROTO_KV_STR("state", md_state_name((enum md_state)atomic_load(&d->state))),
 			PROTO_KV_F64("uptime_s", md_now() - d->t_start),
+			PROTO_KV_U64("load_bytes", atomic_load(&d->load_bytes)),
+			PROTO_KV_U64("load_total_bytes", atomic_load(&d->load_total_bytes)),
+			PROTO_KV_U64("load_wait", d->cfg->load_wait),
 			PROTO_KV_U64("active", st.active),
 			PROTO_KV_U64("queued", st.queued),
 			PROTO_KV_U64("connections", d->connections),
@@ -415,7 +418,8 @@ int md_method_handle(struct md_daemon *d, const struct proto_msg *m, uint64_t co
 			pack_error(sb, m->msgid, PE_SHUTTING_DOWN, "the daemon is shutting down");
 			return 0;
 		}
-		if (!md_worker_has_model(d->worker)) {
+		/* Otherwise the job waits in the worker's queue for the first model (load_wait). */
+		if (!md_worker_has_model(d->worker) && d->cfg->load_wait == 0) {
 			pack_error(sb, m->msgid, PE_LOADING, "the model is still loading");
 			return 0;
 		}

@@ -21,6 +21,8 @@ struct md_daemon {
 	double t_start;               /* monotonic start time */
 	uint32_t connections;         /* open connections (event loop only) */
 	uint64_t model_weight_bytes;  /* of the model in service */
+	/* The current or last load's weight bytes copied and their total (0 until the copy starts). */
+	atomic_ullong load_bytes, load_total_bytes;
 };
 
 const char *md_state_name(enum md_state s);

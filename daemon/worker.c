@@ -32,7 +32,9 @@ struct md_worker {
 	struct md_job *q_head, *q_tail;        /* generation jobs, arrival order */
 	uint32_t n_queued;
 	struct md_job *fast_head, *fast_tail;  /* tokenize/detokenize/info: run between steps */
+	uint32_t n_fast;
 	uint32_t queue_depth;
+	uint32_t load_wait;          /* seconds a job waits for the first model */
 
 	struct md_bundle *cur;       /* serving model, worker-owned */
 	struct md_bundle *next;      /* installed, waiting for the running sequences */
@@ -640,6 +642,59 @@ static void sweep_queue(struct md_worker *w)
 	pthread_mutex_lock(&w->mu);
 }
 
+/*
+ * Called with mu held while no model serves: jobs that have waited
+ * load_wait seconds for the first one (and jobs whose client left) leave
+ * the list. A sweep per wake-up (4 a second at most while idle) over at
+ * most parallel + queue_depth jobs.
+ */
+static void expire_waiting(struct md_worker *w, struct md_job **head, struct md_job **tail, uint32_t *count,
+			   struct md_job **expired)
+{
+	const double deadline = md_now() - w->load_wait;
+	struct md_job **pp = head;
+
+	*tail = NULL;
+	while (*pp) {
+		struct md_job *j = *pp;
+
+		if (j->t_submit <= deadline || atomic_load(&j->gone) || atomic_load(&j->cancel)) {
+			*pp = j->next;
+			j->next = *expired;
+			*expired = j;
+			(*count)--;
+		} else {
+			*tail = j;
+			pp = &j->next;
+		}
+	}
+}
+
+static void expire_loading(struct md_worker *w)
+{
+	struct md_job *dead = NULL;
+
+	expire_waiting(w, &w->fast_head, &w->fast_tail, &w->n_fast, &dead);
+	expire_waiting(w, &w->q_head, &w->q_tail, &w->n_queued, &dead);
+	atomic_store(&w->st_queued, w->n_queued);
+	if (!dead)
+		return;
+	pthread_mutex_unlock(&w->mu);
+	while (dead) {
+		struct md_job *j = dead;
+
+		dead = j->next;
+		j->next = NULL;
+		if (atomic_load(&j->gone))
+			md_job_unref(j);
+		else if (atomic_load(&j->cancel))
+			fail(w, j, PE_CANCELLED, "request cancelled before it started");
+		else
+			fail(w, j, PE_LOADING, "the model is still loading after %u s (load_wait)", w->load_wait);
+	}
+	pthread_mutex_lock(&w->mu);
+}
+
 static void *worker_main(void *arg)
 {
 	struct md_worker *w = arg;
@@ -652,12 +707,14 @@ static void *worker_main(void *arg)
 		if (w->stop)
 			break;
 		maybe_swap(w);
-		if ((j = pop(&w->fast_head, &w->fast_tail))) {
+		/* Until the first model serves, every job waits for it (load_wait at most). */
+		if (!w->cur)
+			expire_loading(w);
+		if (w->cur && (j = pop(&w->fast_head, &w->fast_tail))) {
+			w->n_fast--;
 			pthread_mutex_unlock(&w->mu);
 			if (atomic_load(&j->gone))
 				md_job_unref(j);
-			else if (!w->cur)
-				fail(w, j, PE_LOADING, "the model is still loading");
 			else if (j->kind == JOB_TOKENIZE)
 				run_tokenize(w, j);
 			else if (j->kind == JOB_DETOKENIZE)
@@ -727,7 +784,8 @@ static void *worker_main(void *arg)
 /* API for the event loop                                                    */
 /* ------------------------------------------------------------------------ */
 
-int md_worker_start(struct md_worker **out, md_wake_fn wake, void *ud, uint32_t queue_depth)
+int md_worker_start(struct md_worker **out, md_wake_fn wake, void *ud, uint32_t queue_depth,
+		    uint32_t load_wait)
 {
 	struct md_worker *w = calloc(1, sizeof(*w));
 	int r;
@@ -740,6 +798,7 @@ int md_worker_start(struct md_worker **out, md_wake_fn wake, void *ud, uint32_t 
 	w->wake = wake;
 	w->wake_ud = ud;
 	w->queue_depth = queue_depth;
+	w->load_wait = load_wait;
 	r = pthread_create(&w->thread, NULL, worker_main, w);
 	if (r) {
 		free(w);
@@ -815,6 +874,21 @@ void md_worker_install(struct md_worker *w, struct md_bundle *b)
 	pthread_mutex_unlock(&w->mu);
 }
 
+void md_worker_fail_waiting(struct md_worker *w, const char *why)
+{
+	struct md_job *q, *f;
+
+	pthread_mutex_lock(&w->mu);
+	q = w->q_head;
+	f = w->fast_head;
+	w->q_head = w->q_tail = w->fast_head = w->fast_tail = NULL;
+	w->n_queued = w->n_fast = 0;
+	atomic_store(&w->st_queued, 0);
+	pthread_mutex_unlock(&w->mu);
+	fail_list(w, q, PE_LOADING, why);
+	fail_list(w, f, PE_LOADING, why);
+}
+
 bool md_worker_has_model(struct md_worker *w)
 {
 	return atomic_load(&w->has_model);
@@ -827,13 +901,16 @@ int md_worker_submit(struct md_worker *w, struct md_job *j)
 		pthread_mutex_unlock(&w->mu);
 		return -ESHUTDOWN;
 	}
-	if (j->kind == JOB_GENERATE || j->kind == JOB_CHAT) {
-		uint32_t parallel = w->cur ? w->cur->parallel : 1;
+	/* Before the first model, every kind of job waits in the queue and counts against it. */
+	uint32_t parallel = w->cur ? w->cur->parallel : 1;
+	uint32_t waiting = w->n_queued + (w->cur ? 0 : w->n_fast);
+	bool generation = j->kind == JOB_GENERATE || j->kind == JOB_CHAT;
 
-		if (w->n_active + w->n_queued >= parallel + w->queue_depth) {
-			pthread_mutex_unlock(&w->mu);
-			return -EBUSY;
-		}
+	if ((generation || !w->cur) && w->n_active + waiting >= parallel + w->queue_depth) {
+		pthread_mutex_unlock(&w->mu);
+		return -EBUSY;
+	}
+	if (generation) {
 		if (w->q_tail)
 			w->q_tail->next = j;
 		else
@@ -847,6 +924,7 @@ int md_worker_submit(struct md_worker *w, struct md_job *j)
 		else
 			w->fast_head = j;
 		w->fast_tail = j;
+		w->n_fast++;
 	}
 	pthread_cond_signal(&w->cv);
 	pthread_mutex_unlock(&w->mu);
@@ -862,7 +940,7 @@ void md_worker_kick(struct md_worker *w)
 
 void md_worker_drain(struct md_worker *w)
 {
-	struct md_job *q;
+	struct md_job *q, *f = NULL;
 
 	pthread_mutex_lock(&w->mu);
 	w->draining = true;
@@ -870,9 +948,16 @@ void md_worker_drain(struct md_worker *w)
 	w->q_head = w->q_tail = NULL;
 	w->n_queued = 0;
 	atomic_store(&w->st_queued, 0);
+	/* with no model, the quick jobs wait for one that will not come now */
+	if (!w->cur) {
+		f = w->fast_head;
+		w->fast_head = w->fast_tail = NULL;
+		w->n_fast = 0;
+	}
 	pthread_cond_signal(&w->cv);
 	pthread_mutex_unlock(&w->mu);
 	fail_list(w, q, PE_SHUTTING_DOWN, "the daemon is shutting down");
+	fail_list(w, f, PE_SHUTTING_DOWN, "the daemon is shutting down");
 }
 
 void md_worker_abort(struct md_worker *w)

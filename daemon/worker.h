@@ -13,18 +13,24 @@ typedef void (*md_wake_fn)(void *ud);
 
 struct md_worker;
 
-int md_worker_start(struct md_worker **out, md_wake_fn wake, void *ud, uint32_t queue_depth);
+/* Jobs submitted before the first model is installed wait for it up to load_wait seconds. */
+int md_worker_start(struct md_worker **out, md_wake_fn wake, void *ud, uint32_t queue_depth,
+		    uint32_t load_wait);
 /* Stops the thread: every job still queued or running is failed with shutting_down. */
 void md_worker_stop(struct md_worker *w);
 
 /* Installs a model: at once when none is serving, else as soon as the running sequences finish. */
 void md_worker_install(struct md_worker *w, struct md_bundle *b);
 bool md_worker_has_model(struct md_worker *w);
+/* The first model failed to load: every job waiting for it fails with `loading` and why. */
+void md_worker_fail_waiting(struct md_worker *w, const char *why);
 
 /*
  * Queues a job (takes the caller's reference). Returns 0, or -EBUSY when
  * parallel + queue_depth generation jobs are already admitted (model jobs
- * such as tokenize are not limited by the queue: they run between steps).
+ * such as tokenize are not limited by the queue: they run between steps),
+ * or, before the first model serves, when that many jobs of any kind wait
+ * for it (parallel counts as 1 then).
  */
 int md_worker_submit(struct md_worker *w, struct md_job *j);
 

@@ -280,7 +280,7 @@ static bool wants_x8(const struct loader *ld, const struct ms_tensor *mat)
  * us, so a 15 GB load does not keep two copies in the page cache and the
  * arena at once.
  */
-static int copy_weights(struct loader *ld, void (*progress)(void *, double), void *ud, ms_err *err)
+static int copy_weights(struct loader *ld, ms_progress_fn progress, void *ud, ms_err *err)
 {
 	struct ms_model *m = ld->m;
 	uint64_t total = 0, done = 0;
@@ -310,7 +310,7 @@ static int copy_weights(struct loader *ld, void (*progress)(void *, double), voi
 				memcpy((uint8_t *)p + off, src, len);
 			done += len;
 			if (progress && total)
-				progress(ud, (double)done / (double)total);
+				progress(ud, done, total);
 		}
 		if (mat) {
 			mat->data = p;
@@ -399,7 +399,7 @@ static void set_name(struct ms_model *m, const struct gguf *g, const char *path)
 }
 
 /* The whole load, or (out NULL) every check of it short of the arena and the copy. */
-static int load(const char *path, const struct ms_load_opts *opts, void (*progress)(void *ud, double frac),
+static int load(const char *path, const struct ms_load_opts *opts, ms_progress_fn progress,
 		void *ud, struct ms_model **out, ms_err *err)
 {
 	struct ms_load_opts def = { .arena = { .policy = MS_POLICY_THP }, .window = MS_WINDOW_AUTO };
@@ -483,7 +483,7 @@ release:
 }
 
 int ms_model_load(const char *path, const struct ms_load_opts *opts,
-		  void (*progress)(void *ud, double frac), void *ud,
+		  ms_progress_fn progress, void *ud,
 		  struct ms_model **out, ms_err *err)
 {
 	if (!out)

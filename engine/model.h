@@ -84,15 +84,18 @@ struct ms_model {
 	uint32_t types_seen[32];     /* count of tensors per ggml type id */
 };
 
+/* Load progress: weight bytes copied so far and the total, non-decreasing, ends with done == total. */
+typedef void (*ms_progress_fn)(void *ud, uint64_t done, uint64_t total);
+
 /*
  * Loads path: validates the GGUF, the llama hyperparameters and every
  * tensor's shape against them, copies the weights into a fresh arena
  * (opts->arena says which pages), builds the tokenizer. The file is
  * unmapped before returning. progress (may be NULL) is called with the
- * fraction of weight bytes copied so far, so a daemon can report it.
+ * weight bytes copied so far and their total, so a daemon can report both.
  */
 int ms_model_load(const char *path, const struct ms_load_opts *opts,
-		  void (*progress)(void *ud, double frac), void *ud,
+		  ms_progress_fn progress, void *ud,
 		  struct ms_model **out, ms_err *err);
 void ms_model_free(struct ms_model *m);   /* accepts NULL */
 

@@ -338,7 +338,9 @@ def serve(mode, conn, log):
                     continue
                 _, msgid, method, params = msg
                 p = params[0] if params else {}
-                if method == "chat" and len(p["messages"]) == 1:
+                if method == "status":     # mistralctl on a terminal asks before a chat
+                    conn.sendall(pack([1, msgid, None, {"state": "ready"}]))
+                elif method == "chat" and len(p["messages"]) == 1:
                     streaming = [msgid, ""]
                 elif method == "chat":
                     conn.sendall(pack([2, "generate.chunk", [msgid, {"response": "done.", "tokens": [5]}]]))
@@ -402,6 +404,35 @@ else
 	for t in timeout garbage oversize close; do skip "fake daemon ($t): python3 unavailable"; done
 fi
 
+# --- a daemon still loading: status --wait and the progress line ----------------
+# The model is a FIFO, so the load blocks in open() until this test lets it fail.
+mkfifo "$tmp/fifo.gguf"
+"$MISTRALD" --config /dev/null --model "$tmp/fifo.gguf" --socket "$tmp/l.sock" --load-wait 2 \
+	2>"$tmp/l.log" &
+ipid=$!
+wait_for 60 test -S "$tmp/l.sock"
+$to "$MISTRALCTL" --socket "$tmp/l.sock" --timeout 1 status --wait >"$tmp/l.out" 2>"$tmp/l.err"
+ok $([ $? -eq 4 ] && grep -q 'still loading after 1 s' "$tmp/l.err" && [ ! -s "$tmp/l.out" ]; echo $?) \
+	"status --wait --timeout 1 while the model loads: exit 4, saying so: $(head -c 100 "$tmp/l.err")"
+ctl status --wait >"$tmp/w.out" 2>"$tmp/w.err"
+ok $([ $? -eq 0 ] && grep -qx 'state: ready' "$tmp/w.out" && grep -q '^load_total_bytes: [1-9]' "$tmp/w.out" \
+	&& [ ! -s "$tmp/w.err" ]; echo $?) "status --wait on a ready daemon prints its status and load_total_bytes"
+if command -v script >/dev/null 2>&1; then
+	# stderr a terminal: the progress line; the request itself waits load_wait (2 s) and fails
+	TERM=dumb $to script -qec "'$MISTRALCTL' --socket '$tmp/l.sock' tokenize hello" /dev/null >"$tmp/l.tty" 2>&1
+	ok $(grep -q 'loading the model' "$tmp/l.tty" && grep -q 'still loading' "$tmp/l.tty"; echo $?) \
+		"on a terminal, tokenize shows a loading line while it waits: $(tr '\r' '\n' <"$tmp/l.tty" | grep -v '^ *$' | tail -n 1 | head -c 100)"
+else
+	skip "progress line: script(1) is not installed"
+fi
+$to "$MISTRALCTL" --socket "$tmp/l.sock" tokenize hello >"$tmp/l.out" 2>"$tmp/l.err"
+ok $([ $? -eq 1 ] && grep -q 'loading: the model is still loading after 2 s' "$tmp/l.err" && \
+	! grep -q 'loading the model' "$tmp/l.err"; echo $?) \
+	"piped, tokenize shows no progress line and gets the daemon's loading error after load_wait"
+kill "$ipid" 2>/dev/null
+wait "$ipid" 2>/dev/null
+ipid=
+
 # --- Ctrl-C in an interactive chat, in a tmux pane ----------------------------------
 # One tmux server per scenario: reusing a name races with the old server's exit.
 tmuxsock="$tmuxbase-a"
@@ -422,7 +453,8 @@ else
 	[ $r = 0 ] && tmux -S "$tmuxsock" send-keys -t t 'hello' Enter
 	[ $r = 0 ] && { wait_for 10 pane_has 'tick tick tick' || r=2; }
 	[ $r = 0 ] && tmux -S "$tmuxsock" send-keys -t t C-c
-	[ $r = 0 ] && { wait_for 10 log_has '"cancel", \[{"id": 1}\]' || r=3; }
+	# msgid 1 is the status call that checks for a load in progress, 2 the chat
+	[ $r = 0 ] && { wait_for 10 log_has '"cancel", \[{"id": 2}\]' || r=3; }
 	[ $r = 0 ] && { wait_for 10 pane_has 'cancelled' || r=4; }
 	[ $r = 0 ] && tmux -S "$tmuxsock" send-keys -t t 'again' Enter
 	[ $r = 0 ] && { wait_for 10 pane_has '^done\.' || r=5; }

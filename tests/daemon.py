@@ -400,6 +400,10 @@ def test_status_metrics(d):
     missing = [k for k in keys if not is_num((m or {}).get(k))]
     ok(isinstance(m, dict) and not missing, "metrics: every documented counter is a number", d,
        "missing or not numbers: %r in %r" % (missing, m))
+    ok(is_uint(st.get("load_total_bytes")) and st["load_total_bytes"] > 0 and
+       st.get("load_bytes") == st["load_total_bytes"] == (m or {}).get("model_weight_bytes"),
+       "status: the finished load copied load_bytes = load_total_bytes = the model's weight bytes", d,
+       repr((st, (m or {}).get("model_weight_bytes"))))
 
 
 def test_tokenize(d):
@@ -1430,6 +1434,107 @@ def test_ready_race(rounds=15):
        None, "; ".join(failures))
 
 
+def test_load_wait():
+    """Requests that need the model wait for its first load, bounded by load_wait and the queue.
+
+    The model path is a FIFO: the load blocks in open() until the test opens
+    the other end, so the daemon stays "loading" for exactly as long as the
+    test wants, whatever the machine's speed."""
+    tmp = tempfile.mkdtemp(prefix="mistrald-fifo.", dir=TMPROOT)
+    _tmpdirs.append(tmp)
+    fifo = os.path.join(tmp, "model.gguf")
+    os.mkfifo(fifo)
+
+    def loading_status(d):
+        deadline = time.monotonic() + 20
+        st = None
+        while time.monotonic() < deadline and d.alive():
+            try:
+                st = d.call("status", timeout=5)
+                break
+            except (OSError, EOFError):
+                time.sleep(0.02)
+        return st
+
+    d = Daemon("fifo", "--load-wait", 1, "--parallel", 1, "--queue-depth", 1, model=fifo, wait=False)
+    try:
+        st = loading_status(d)
+        ok(st is not None and st.get("state") == "loading" and st.get("load_bytes") == 0 and
+           st.get("load_total_bytes") == 0, "status while the model loads: loading, 0 of 0 bytes so far", d,
+           repr(st))
+        with d.client(15) as c:
+            t0 = time.monotonic()
+            ids = [c.send_request("tokenize", dict(text="Once upon a time")) for _ in range(3)]
+            got = [c.wait_response(i, 10) for i in ids]
+            el = time.monotonic() - t0
+        codes = [(m[2] or {}).get("code") for m in got]
+        for code in codes:
+            _codes_seen.add(code)
+        ok(codes[:2] == ["loading", "loading"] and all("load_wait" in (m[2] or {}).get("message", "")
+                                                       for m in got[:2]),
+           "requests sent during the load wait for it, and after load_wait (1 s) get loading naming "
+           "load_wait (%.2f s)" % el, d, repr(got))
+        ok(codes[2] == "busy", "a third request with parallel 1 + queue_depth 1 waiting is told busy", d,
+           repr(got[2]))
+        stop_and_check(d, "SIGTERM during a load that never ends: exit 0")
+    finally:
+        d.kill()
+
+    d = Daemon("fifo2", "--load-wait", 60, model=fifo, wait=False)
+    try:
+        st = loading_status(d)
+        with d.client(20) as c:
+            i = c.send_request("tokenize", dict(text="Once upon a time"))
+            time.sleep(0.3)
+            ok(d.alive() and d.call("status").get("state") == "loading",
+               "with load_wait 60 the request is still waiting 0.3 s later", d, repr(st))
+            # the load now fails: open() returns, the file is not a GGUF
+            fd = os.open(fifo, os.O_WRONLY)
+            os.close(fd)
+            m = c.wait_response(i, 15)
+        err = m[2] or {}
+        _codes_seen.add(err.get("code"))
+        ok(err.get("code") == "loading" and "failed to load" in err.get("message", ""),
+           "when the first load fails, the waiting request hears why", d, repr(m))
+        try:
+            rc = d.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            rc = None
+        ok(rc == 1, "and the daemon exits 1 (%r)" % rc, d)
+    finally:
+        d.kill()
+
+    # A real load: requests sent as soon as the socket accepts are served
+    # (at once or after waiting, by how fast this machine loads).
+    waited = 0
+    failures = []
+    for i in range(3):
+        d = Daemon("early%d" % i, model=SLOW, wait=False)
+        try:
+            deadline = time.monotonic() + 20
+            c = None
+            while c is None and time.monotonic() < deadline and d.alive():
+                try:
+                    c = d.client(30)
+                except OSError:
+                    time.sleep(0.005)
+            if c is None:
+                failures.append("round %d: no connection" % i)
+                continue
+            with c:
+                t = c.send_request("tokenize", dict(text="Once upon a time"))
+                g = c.send_request("generate", dict(prompt=PROMPT, max_tokens=4, temperature=0, stream=False))
+                mt, mg = c.wait_response(t, 30), c.wait_response(g, 30)
+            if mt[2] is not None or not mt[3].get("tokens") or mg[2] is not None:
+                failures.append("round %d: %r %r" % (i, mt[2:], mg[2:]))
+            elif mg[3].get("timings", {}).get("queue_ms", 0) > 1:
+                waited += 1
+        finally:
+            stop_and_check(d)
+    ok(not failures, "the first requests on a fresh daemon are served (3 rounds, %d waited for the load)"
+       % waited, None, "; ".join(failures))
+
+
 def test_socket_files():
     tmp = tempfile.mkdtemp(prefix="mistrald-stale.", dir=TMPROOT)
     _tmpdirs.append(tmp)
@@ -1693,6 +1798,7 @@ def main():
                      ("output buffer", test_output_buffer),
                      ("SIGTERM", test_sigterm),
                      ("ready means served", test_ready_race),
+                     ("requests during the load", test_load_wait),
                      ("socket files", test_socket_files),
                      ("start-up failures", test_startup_failures),
                      ("SIGHUP reload", test_reload)]:

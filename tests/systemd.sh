@@ -142,9 +142,15 @@ if have systemd-socket-activate; then
 	apid=$!
 	pids="$pids $apid"
 	wait_for 100 test -S "$sock"
+	# The connection that starts the daemon asks for the model at once: it
+	# waits for the load (load_wait) instead of being told "loading".
+	ctl "$sock" tokenize "Once upon a time" >"$tmp/act.first" 2>&1
+	ok $(grep -qx '1 403 407 261 378' "$tmp/act.first"; echo $?) \
+		"socket activation: the first connection starts the daemon and its tokenize is served"
+	diag "$tmp/act.first"
 	ctl "$sock" status >"$tmp/act.status" 2>&1
 	ok $(grep -q '^state: \(loading\|ready\)' "$tmp/act.status"; echo $?) \
-		"socket activation: the first connection starts the daemon and gets a status"
+		"socket activation: a second connection gets a status"
 	wait_for 200 sh -c "'$MISTRALCTL' --timeout 5 --socket '$sock' status 2>/dev/null | grep -q '^state: ready'"
 	ok $? "socket activation: the daemon becomes ready on the inherited socket"
 	ok $(grep -q 'socket-activated' "$tmp/act.log" && [ ! -e "$sock.lock" ]; echo $?) \
@@ -186,7 +192,7 @@ EOF
 	ok $([ $rc -eq 0 ]; echo $?) "socket activation: SIGTERM ends the daemon with status 0 (got $rc)"
 	diag "$tmp/act.log"
 else
-	skip 6 "systemd-socket-activate not installed"
+	skip 7 "systemd-socket-activate not installed"
 fi
 
 # ---- (c) sd_notify and the watchdog ------------------------------------------------

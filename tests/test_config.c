@@ -110,7 +110,7 @@ static const char *const all_keys[] = {
 	"batch", "kernels", "socket", "socket_mode", "socket_group", "hugepages",
 	"mlock", "kv_cache", "max_message_bytes", "max_nesting", "max_connections",
 	"max_requests_per_connection", "max_tokens_limit", "output_buffer_bytes",
-	"idle_timeout", "shutdown_timeout", "log_level",
+	"idle_timeout", "shutdown_timeout", "load_wait", "log_level",
 };
 #define NKEYS (sizeof(all_keys) / sizeof(all_keys[0]))
 
@@ -146,6 +146,7 @@ static void test_defaults(void)
 	ok(c.output_buffer_bytes == 4 * MIB, "default output_buffer_bytes 4 MiB");
 	ok(c.idle_timeout == 300, "default idle_timeout 300");
 	ok(c.shutdown_timeout == 10, "default shutdown_timeout 10");
+	ok(c.load_wait == 600, "default load_wait 600");
 	ok(c.log_level == LOG_INFO, "default log_level info");
 
 	for (n = 0; md_config_key(n); n++) {
@@ -253,6 +254,8 @@ static const struct {
 	{ "idle_timeout", "86400", "86400" },
 	{ "shutdown_timeout", "1", "1" },
 	{ "shutdown_timeout", "3600", "3600" },
+	{ "load_wait", "0", "0" },
+	{ "load_wait", "86400", "86400" },
 	{ "log_level", "error", "error" },
 	{ "log_level", "warning", "warning" },
 	{ "log_level", "notice", "notice" },
@@ -370,6 +373,7 @@ static void test_invalid(void)
 		{ "max_tokens_limit", "0", "1048577" },
 		{ "idle_timeout", NULL, "86401" },
 		{ "shutdown_timeout", "0", "3601" },
+		{ "load_wait", NULL, "86401" },
 		{ "max_message_bytes", "1023", "268435457" },
 		{ "output_buffer_bytes", "65535", "1073741825" },
 	};

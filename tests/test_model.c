@@ -269,13 +269,15 @@ static int count_dir_mappings(void)
 
 struct prog {
 	int calls;
+	uint64_t done, total;        /* the last call's bytes */
 	double first, last;
 	bool decreased, out_of_range;
 };
 
-static void on_progress(void *ud, double frac)
+static void on_progress(void *ud, uint64_t done, uint64_t total)
 {
 	struct prog *p = ud;
+	double frac = total ? (double)done / (double)total : -1;
 
 	if (p->calls++ == 0)
 		p->first = frac;
@@ -284,6 +286,8 @@ static void on_progress(void *ud, double frac)
 	if (!(frac > 0.0 && frac <= 1.0))
 		p->out_of_range = true;
 	p->last = frac;
+	p->done = done;
+	p->total = total;
 }
 
 static struct ms_load_opts opts_none(void)
@@ -449,6 +453,9 @@ static void test_valid(void)
 	   ms_page_kind_name(m->arena->kind), m->arena->note);
 	ok(pg.calls >= 1 && pg.last == 1.0 && !pg.decreased && !pg.out_of_range,
 	   "progress: %d calls, first %g, last %g, never decreasing", pg.calls, pg.first, pg.last);
+	ok(pg.total == m->weight_bytes && pg.done == pg.total,
+	   "progress ends with %llu of %llu bytes, the weight bytes", (unsigned long long)pg.done,
+	   (unsigned long long)pg.total);
 	ok(m->tok && ms_tok_n_vocab(m->tok) == VOC && ms_tok_bos(m->tok) == 1,
 	   "tokenizer built (%u tokens)", m->tok ? ms_tok_n_vocab(m->tok) : 0);
 	ms_model_free(m);
