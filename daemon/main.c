@@ -45,6 +45,9 @@ struct daemon_state {
 	uint64_t wd_usec, wd_last_beat;
 	double stop_deadline;
 	bool aborted;
+	bool await_swap;              /* a reload's model is installed; READY=1 once it serves */
+	char serving[512];            /* the model path READY=1 will name */
+	uint64_t next_weight_bytes;   /* of the installed model */
 	int exit_code;
 };
 
@@ -141,6 +144,25 @@ static int start_load(struct daemon_state *st, const struct md_config *cfg, bool
 	return 0;
 }
 
+/*
+ * READY=1, `ready` in status, once the installed model serves: the first
+ * model is swapped in by md_worker_install itself, a reload's only when the
+ * sequences on the old model are done (the worker then wakes the loop).
+ * Until then the state stays loading/reloading and the old model answers.
+ */
+static void check_swap(struct daemon_state *st)
+{
+	if (!st->await_swap || md_worker_swap_pending(st->worker))
+		return;
+	st->await_swap = false;
+	if (atomic_load(&st->d.state) == MD_STOPPING)
+		return;
+	st->d.model_weight_bytes = st->next_weight_bytes;
+	atomic_store(&st->d.state, MD_READY);
+	md_log(LOG_INFO, "serving %s", st->serving);
+	sd_notifyf(0, "READY=1\nSTATUS=Serving %s", st->serving);
+}
+
 static void load_done_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct daemon_state *st = arg;
@@ -181,11 +203,12 @@ static void load_done_cb(evutil_socket_t fd, short what, void *arg)
 	       b->model->hp.n_kv_heads, b->model->window, b->model->window_source, b->n_ctx,
 	       (double)b->model->weight_bytes / 1e9, ms_page_kind_name(b->model->arena->kind),
 	       b->model->arena->locked ? ", locked" : "", b->kernels->name, b->threads, b->parallel);
-	st->d.model_weight_bytes = b->model->weight_bytes;
+	st->next_weight_bytes = b->model->weight_bytes;
+	snprintf(st->serving, sizeof(st->serving), "%s", l->cfg.model);
+	st->await_swap = true;
 	md_worker_install(st->worker, b);
-	atomic_store(&st->d.state, MD_READY);
-	sd_notifyf(0, "READY=1\nSTATUS=Serving %s", l->cfg.model);
 	load_free(l);
+	check_swap(st);
 }
 
 /* While loading: progress for `systemctl status`, and more start-up time so a 15 GB copy is not killed. */
@@ -221,6 +244,7 @@ static void wake_cb(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	md_server_deliver(st->srv);
+	check_swap(st);
 }
 
 /* WATCHDOG=1 only while both threads make progress: this timer proves the

@@ -49,6 +49,7 @@ struct md_worker {
 	atomic_ullong heartbeat;
 	atomic_uint st_active, st_queued;
 	atomic_bool has_model;
+	atomic_bool swap_pending;    /* an installed model waits for the old one's sequences */
 };
 
 /* ------------------------------------------------------------------------ */
@@ -577,6 +578,8 @@ static void maybe_swap(struct md_worker *w)
 		md_log(LOG_ERR, "out of memory installing the new model; keeping the old one");
 		md_bundle_free(w->next);
 		w->next = NULL;
+		atomic_store(&w->swap_pending, false);
+		w->wake(w->wake_ud);
 		return;
 	}
 	free_seqs(w);
@@ -587,6 +590,9 @@ static void maybe_swap(struct md_worker *w)
 	/* A long prompt chunk on a big model keeps the watchdog fed layer by layer. */
 	ms_ctx_set_progress(w->cur->ctx, beat, w);
 	atomic_store(&w->has_model, true);
+	atomic_store(&w->swap_pending, false);
+	/* the loop says READY=1 for a reload only now (md_worker_swap_pending) */
+	w->wake(w->wake_ud);
 }
 
 static struct md_job *pop(struct md_job **head, struct md_job **tail)
@@ -860,6 +866,7 @@ void md_worker_install(struct md_worker *w, struct md_bundle *b)
 	pthread_mutex_lock(&w->mu);
 	md_bundle_free(w->next);
 	w->next = b;
+	atomic_store(&w->swap_pending, true);
 	/*
 	 * The first model goes into service here, before the caller says
 	 * READY: left to the worker thread's next wake-up, a request that
@@ -892,6 +899,11 @@ void md_worker_fail_waiting(struct md_worker *w, const char *why)
 bool md_worker_has_model(struct md_worker *w)
 {
 	return atomic_load(&w->has_model);
+}
+
+bool md_worker_swap_pending(struct md_worker *w)
+{
+	return atomic_load(&w->swap_pending);
 }
 
 int md_worker_submit(struct md_worker *w, struct md_job *j)

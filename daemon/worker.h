@@ -22,6 +22,12 @@ void md_worker_stop(struct md_worker *w);
 /* Installs a model: at once when none is serving, else as soon as the running sequences finish. */
 void md_worker_install(struct md_worker *w, struct md_bundle *b);
 bool md_worker_has_model(struct md_worker *w);
+/*
+ * True from md_worker_install until the installed model serves (or was
+ * dropped for lack of memory); the worker wakes the loop when it turns
+ * false, so READY=1 after a reload means the new model answers.
+ */
+bool md_worker_swap_pending(struct md_worker *w);
 /* The first model failed to load: every job waiting for it fails with `loading` and why. */
 void md_worker_fail_waiting(struct md_worker *w, const char *why);
 

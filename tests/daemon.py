@@ -117,7 +117,7 @@ def _on_alarm(signum, frame):
 class Daemon:
     """One mistrald process on its own socket in its own temporary directory."""
 
-    def __init__(self, name, *extra, sock=None, wait=True, threads=2, model=None, config=None):
+    def __init__(self, name, *extra, sock=None, wait=True, threads=2, model=None, config=None, env=None):
         self.name = name
         self.dir = tempfile.mkdtemp(prefix="mistrald-%s." % name, dir=TMPROOT)
         self.sock = sock or os.path.join(self.dir, "s.sock")
@@ -132,7 +132,8 @@ class Daemon:
         _daemons.append(self)
         with open(self.logpath, "wb") as log:
             self.proc = subprocess.Popen(self.args, stdin=subprocess.DEVNULL, stdout=log,
-                                         stderr=subprocess.STDOUT, close_fds=True)
+                                         stderr=subprocess.STDOUT, close_fds=True,
+                                         env=dict(os.environ, **env) if env else None)
         if wait:
             self.wait_ready()
 
@@ -1434,6 +1435,79 @@ def test_ready_race(rounds=15):
        None, "; ".join(failures))
 
 
+def test_reload_ready(rounds=10):
+    """After SIGHUP, READY=1 and "ready" only once the new model answers.
+
+    The new model waits for the old one's sequences: a generation running on
+    the old model holds the swap, and two busy loops make the inference
+    thread's wake-up late. Each round alternates the model and checks that
+    info names the new one right after READY=1 (from a notify socket) and
+    right after the status "ready"."""
+    tmp = tempfile.mkdtemp(prefix="mistrald-rr.", dir=TMPROOT)
+    _tmpdirs.append(tmp)
+    conf = os.path.join(tmp, "mistrald.conf")
+    nsock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    npath = os.path.join(tmp, "notify")
+    nsock.bind(npath)
+    nsock.settimeout(30)
+
+    def write(model):
+        with open(conf + ".tmp", "w") as f:
+            f.write("model = \"%s\"\nparallel = 1\n" % model)
+        os.rename(conf + ".tmp", conf)
+
+    def notes_until(word):
+        got = []
+        while True:
+            m = nsock.recv(4096).decode("utf-8", "replace")
+            got.append(m)
+            if word in m.split("\n"):
+                return got
+
+    write(SLOW)
+    busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    d = None
+    failures = []
+    try:
+        d = Daemon("rr", config=conf, env={"NOTIFY_SOCKET": npath}, wait=False)
+        notes_until("READY=1")
+        model = SLOW
+        for i in range(rounds):
+            old, model = model, (MODEL if model == SLOW else SLOW)
+            write(model)
+            with d.client(30) as c:
+                # a generation on the old model holds the swap while it runs
+                g = c.send_request("generate", dict(prompt=PROMPT, raw=True, max_tokens=60, temperature=0,
+                                                    stream=True))
+                next(c.iterate(g))
+                d.proc.send_signal(signal.SIGHUP)
+                if i % 2 == 0:
+                    how = "READY=1"
+                    notes = notes_until("READY=1")
+                else:
+                    # every other round: the status poll a client would use
+                    how = "status ready"
+                    notes = notes_until("RELOADING=1")
+                    deadline = time.monotonic() + 30
+                    while time.monotonic() < deadline and d.call("status").get("state") != "ready":
+                        time.sleep(0.002)
+                path = d.call("info").get("path")
+                if path != model:
+                    failures.append("round %d: right after %s info names %s, not %s" % (i, how, path, model))
+                collect(c.iterate(g))
+            if i % 2:
+                notes_until("READY=1")
+    finally:
+        for p in busy:
+            p.kill()
+            p.wait()
+        nsock.close()
+    ok(not failures, "%d reloads under CPU load: READY=1 and \"ready\" come only once the new model answers"
+       % rounds, d, "; ".join(failures))
+    if d is not None:
+        stop_and_check(d)
+
+
 def test_load_wait():
     """Requests that need the model wait for its first load, bounded by load_wait and the queue.
 
@@ -1799,6 +1873,7 @@ def main():
                      ("SIGTERM", test_sigterm),
                      ("ready means served", test_ready_race),
                      ("requests during the load", test_load_wait),
+                     ("READY after a reload's swap", test_reload_ready),
                      ("socket files", test_socket_files),
                      ("start-up failures", test_startup_failures),
                      ("SIGHUP reload", test_reload)]:
