@@ -556,7 +556,7 @@ static void test_shipped(void)
 	free(out);
 	free(text);
 
-	snprintf(path, sizeof(path), "%s/man/mistrald.conf.5", src_dir());
+	snprintf(path, sizeof(path), "%s/man/mistrald.conf.5.in", src_dir());
 	man = read_text(path);
 	ok(man != NULL, "read %s", path);
 	if (man) {
@@ -573,6 +573,7 @@ static void test_shipped(void)
 		ok(same, "mistrald.conf(5) documents every key");
 		free(man);
 	}
+
 
 	{
 		char *buf = NULL;
