@@ -68,6 +68,7 @@ struct md_server {
 	char *sock_path;              /* created by md_server_bind: removed at exit */
 	char *lock_path;
 	int lock_fd;
+	int spare_fd;                 /* /dev/null, given up to answer "busy" when out of fds */
 };
 
 #define CLOSE_FLUSH_SECONDS 5     /* how long a closing connection may take to read its error */
@@ -493,13 +494,12 @@ static void idle_cb(evutil_socket_t fd, short what, void *arg)
 /* Accepting                                                                 */
 /* ------------------------------------------------------------------------ */
 
-static void reject_connection(struct md_server *s, evutil_socket_t fd)
+static void reject_connection(struct md_server *s, evutil_socket_t fd, const char *msg)
 {
 	msgpack_sbuffer sb;
 	msgpack_packer pk;
-	char msg[128];
 
-	snprintf(msg, sizeof(msg), "too many connections (max_connections = %u)", s->d->cfg->max_connections);
+	(void)s;
 	msgpack_sbuffer_init(&sb);
 	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
 	proto_pack_error(&pk, false, 0, PE_BUSY, msg);
@@ -525,7 +525,10 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
 	(void)sa;
 	(void)salen;
 	if (s->d->connections >= cfg->max_connections) {
-		reject_connection(s, fd);
+		char msg[128];
+
+		snprintf(msg, sizeof(msg), "too many connections (max_connections = %u)", cfg->max_connections);
+		reject_connection(s, fd, msg);
 		return;
 	}
 	c = calloc(1, sizeof(*c));
@@ -574,14 +577,46 @@ static void accept_retry_cb(evutil_socket_t fd, short what, void *arg)
 		evconnlistener_enable(l->l);
 }
 
-/* EMFILE/ENFILE: stop accepting for a second rather than spin on a ready listener. */
+/*
+ * Out of file descriptors with clients waiting in the listen backlog: the
+ * spare descriptor is given up for one accept at a time, so each of them
+ * is told "busy" and closed at once rather than left waiting until the
+ * shortage ends. Returns true when the spare could be taken back (the
+ * listener may stay enabled: the next client is shed the same way).
+ */
+static bool shed_backlog(struct md_server *s, int lfd, int e)
+{
+	char msg[128];
+	unsigned n = 0;
+
+	snprintf(msg, sizeof(msg), "out of file descriptors (%s); try again later", strerror(e));
+	while (s->spare_fd >= 0) {
+		int fd;
+
+		close(s->spare_fd);
+		fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+		if (fd >= 0) {
+			reject_connection(s, fd, msg);
+			n++;
+		}
+		s->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+		if (fd < 0)
+			break;   /* the backlog is empty (EAGAIN), or another thread took the slot */
+	}
+	if (n)
+		md_log(LOG_WARNING, "%s: answered %u waiting client%s busy", msg, n, n > 1 ? "s" : "");
+	return s->spare_fd >= 0;
+}
+
+/* EMFILE/ENFILE: shed the waiting clients; without a spare, stop accepting for a second rather than spin. */
 static void accept_error_cb(struct evconnlistener *l, void *arg)
 {
 	struct md_server *s = arg;
 	struct timeval tv = { 1, 0 };
 	int e = EVUTIL_SOCKET_ERROR();
 
-	(void)l;
+	if ((e == EMFILE || e == ENFILE) && shed_backlog(s, evconnlistener_get_fd(l), e))
+		return;
 	md_log(LOG_WARNING, "accept failed: %s; pausing accepts for 1 s", strerror(e));
 	for (struct listener *li = s->listeners; li; li = li->next)
 		evconnlistener_disable(li->l);
@@ -772,11 +807,14 @@ struct md_server *md_server_new(struct event_base *base, struct md_daemon *d)
 	s->base = base;
 	s->d = d;
 	s->lock_fd = -1;
+	s->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	s->accept_retry = evtimer_new(base, accept_retry_cb, s);
 	s->by_id = calloc(BY_ID_BUCKETS, sizeof(*s->by_id));
 	if (!s->accept_retry || !s->by_id) {
 		if (s->accept_retry)
 			event_free(s->accept_retry);
+		if (s->spare_fd >= 0)
+			close(s->spare_fd);
 		free(s->by_id);
 		free(s);
 		return NULL;
@@ -799,6 +837,8 @@ void md_server_free(struct md_server *s)
 		unlink(s->lock_path);
 	if (s->lock_fd >= 0)
 		close(s->lock_fd);
+	if (s->spare_fd >= 0)
+		close(s->spare_fd);
 	free(s->by_id);
 	free(s->sock_path);
 	free(s->lock_path);

@@ -6,6 +6,7 @@ import math
 import os
 import pty
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -117,7 +118,8 @@ def _on_alarm(signum, frame):
 class Daemon:
     """One mistrald process on its own socket in its own temporary directory."""
 
-    def __init__(self, name, *extra, sock=None, wait=True, threads=2, model=None, config=None, env=None):
+    def __init__(self, name, *extra, sock=None, wait=True, threads=2, model=None, config=None, env=None,
+                 nofile=None):
         self.name = name
         self.dir = tempfile.mkdtemp(prefix="mistrald-%s." % name, dir=TMPROOT)
         self.sock = sock or os.path.join(self.dir, "s.sock")
@@ -133,7 +135,10 @@ class Daemon:
         with open(self.logpath, "wb") as log:
             self.proc = subprocess.Popen(self.args, stdin=subprocess.DEVNULL, stdout=log,
                                          stderr=subprocess.STDOUT, close_fds=True,
-                                         env=dict(os.environ, **env) if env else None)
+                                         env=dict(os.environ, **env) if env else None,
+                                         preexec_fn=(lambda: resource.setrlimit(resource.RLIMIT_NOFILE,
+                                                                                (nofile, nofile)))
+                                         if nofile else None)
         if wait:
             self.wait_ready()
 
@@ -1609,6 +1614,57 @@ def test_load_wait():
        % waited, None, "; ".join(failures))
 
 
+def test_fd_flood(n=80):
+    """Out of file descriptors: every connection the kernel queued is served or told busy at once.
+
+    The daemon runs with RLIMIT_NOFILE 32 (max_connections stays 64), and the
+    test opens n connections and keeps them all open, so the shortage lasts
+    until the test ends; each sends a status request and must get its answer
+    or a busy error (or be closed) while the others are still held."""
+    d = Daemon("fdflood", nofile=32)
+    conns = []
+    answers = {"served": 0, "busy": 0, "closed": 0}
+    hung = []
+    try:
+        for i in range(n):
+            c = d.client(10)
+            conns.append(c)
+            try:
+                c.send_request("status")
+            except (BrokenPipeError, ConnectionResetError):
+                pass    # already told busy and closed: the message is still there to read
+        for i, c in enumerate(conns):
+            try:
+                m = c.read_message(10)
+                if m[0] == 1 and m[2] is None:
+                    answers["served"] += 1
+                elif m[0] == 1 and (m[2] or {}).get("code") == "busy":
+                    _codes_seen.add("busy")
+                    answers["busy"] += 1
+                else:
+                    hung.append("%d: %r" % (i, m))
+            except (EOFError, ConnectionResetError, BrokenPipeError):
+                answers["closed"] += 1
+            except socket.timeout:
+                hung.append("%d: no answer within 10 s" % i)
+        ok(not hung and answers["busy"] > 0,
+           "RLIMIT_NOFILE 32, %d connections held open: every one is served or told busy (%s)"
+           % (n, ", ".join("%d %s" % (v, k) for k, v in sorted(answers.items()))), d, "; ".join(hung[:10]))
+    finally:
+        for c in conns:
+            c.close()
+    deadline = time.monotonic() + 10
+    st = None
+    while time.monotonic() < deadline:
+        try:
+            st = d.call("status", timeout=2)
+            break
+        except (OSError, EOFError, RpcError):
+            time.sleep(0.05)
+    ok(st is not None and st.get("state") == "ready", "after the flood a new connection is served", d, repr(st))
+    stop_and_check(d)
+
+
 def test_socket_files():
     tmp = tempfile.mkdtemp(prefix="mistrald-stale.", dir=TMPROOT)
     _tmpdirs.append(tmp)
@@ -1874,6 +1930,7 @@ def main():
                      ("ready means served", test_ready_race),
                      ("requests during the load", test_load_wait),
                      ("READY after a reload's swap", test_reload_ready),
+                     ("fd flood", test_fd_flood),
                      ("socket files", test_socket_files),
                      ("start-up failures", test_startup_failures),
                      ("SIGHUP reload", test_reload)]:
