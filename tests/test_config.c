@@ -71,6 +71,17 @@ static int load_text(struct md_config *c, const char *text, char *path, size_t p
 	return r;
 }
 
+/* needle in text as a whole word: followed by ',' or ' ' ("Q4_K," yes, "Q4_K_M" no). */
+static bool lists_word(const char *text, const char *needle)
+{
+	size_t n = strlen(needle);
+
+	for (const char *q = text; (q = strstr(q, needle)); q++)
+		if (q[n] == ',' || q[n] == ' ')
+			return true;
+	return false;
+}
+
 static char *read_text(const char *path)
 {
 	FILE *f = fopen(path, "re");
@@ -574,6 +585,34 @@ static void test_shipped(void)
 		free(man);
 	}
 
+	/* mistrald(8) lists every weight type the engine loads, in its "Weight types:" sentence */
+	snprintf(path, sizeof(path), "%s/man/mistrald.8.in", src_dir());
+	man = read_text(path);
+	ok(man != NULL, "read %s", path);
+	if (man) {
+		char *types = strstr(man, "Weight types:"), *end = types ? strstr(types, "in any mix") : NULL;
+		unsigned listed = 0;
+
+		same = types && end;
+		if (end)
+			*end = '\0';
+		for (uint32_t t = 0; same && t < 64; t++) {
+			const struct ggml_type_info *ti = ms_ggml_type_get(t);
+			char needle[32];
+
+			if (!ti || !ti->supported)
+				continue;
+			snprintf(needle, sizeof(needle), " %s", ti->name);
+			if (lists_word(types, needle)) {
+				listed++;
+			} else {
+				diag("mistrald(8) does not list weight type %s", ti->name);
+				same = false;
+			}
+		}
+		ok(same && listed >= 8, "mistrald(8) lists every weight type the engine supports (%u)", listed);
+		free(man);
+	}
 
 	{
 		char *buf = NULL;
