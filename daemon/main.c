@@ -44,6 +44,7 @@ struct daemon_state {
 	char **argv;
 	uint64_t wd_usec, wd_last_beat;
 	double stop_deadline;
+	size_t stop_unsent;           /* unsent bytes at the previous shutdown tick */
 	bool aborted;
 	bool await_swap;              /* a reload's model is installed; READY=1 once it serves */
 	char serving[512];            /* the model path READY=1 will name */
@@ -270,21 +271,32 @@ static void stop_tick_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct daemon_state *st = arg;
 	double now = md_now();
+	size_t running, unsent, readers;
 
 	(void)fd;
 	(void)what;
 	md_server_deliver(st->srv);
-	if (md_server_inflight(st->srv) == 0 && md_server_unsent(st->srv) == 0) {
+	running = md_server_inflight(st->srv);
+	unsent = md_server_unsent(st->srv, &readers);
+	if (running == 0 && unsent == 0) {
 		event_base_loopexit(st->base, NULL);
 		return;
 	}
 	if (!st->aborted && now > st->stop_deadline) {
-		md_log(LOG_WARNING, "shutdown timeout: ending %zu requests still in flight",
-		       md_server_inflight(st->srv));
+		md_log(LOG_WARNING, "shutdown timeout (%u s): ending %zu request%s still running; "
+		       "%zu byte%s of output that %zu client%s did not read will be dropped",
+		       st->d.cfg->shutdown_timeout, running, running == 1 ? "" : "s", unsent,
+		       unsent == 1 ? "" : "s", readers, readers == 1 ? "" : "s");
 		md_worker_abort(st->worker);
 		st->aborted = true;
+	} else if (st->aborted && running == 0 && unsent == st->stop_unsent) {
+		/* Past the deadline the ended requests' last bytes went out a tick ago
+		 * to every client that reads; the rest do not hold the exit up. */
+		event_base_loopexit(st->base, NULL);
+		return;
 	}
-	/* Clients that do not read their last bytes do not hold the exit up for long. */
+	st->stop_unsent = unsent;
+	/* An inference step that never ends does not hold it up for ever either. */
 	if (now > st->stop_deadline + 3)
 		event_base_loopexit(st->base, NULL);
 }

@@ -785,12 +785,18 @@ size_t md_server_inflight(struct md_server *s)
 	return n;
 }
 
-size_t md_server_unsent(struct md_server *s)
+size_t md_server_unsent(struct md_server *s, size_t *conns)
 {
-	size_t n = 0;
+	size_t n = 0, k = 0;
 
-	for (struct conn *c = s->conns; c; c = c->next)
-		n += evbuffer_get_length(bufferevent_get_output(c->bev));
+	for (struct conn *c = s->conns; c; c = c->next) {
+		size_t len = evbuffer_get_length(bufferevent_get_output(c->bev));
+
+		n += len;
+		k += len > 0;
+	}
+	if (conns)
+		*conns = k;
 	return n;
 }
 

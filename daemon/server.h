@@ -37,7 +37,7 @@ void md_server_deliver(struct md_server *s);
 
 /* Requests still in flight on any connection. */
 size_t md_server_inflight(struct md_server *s);
-/* Bytes still waiting to be written to clients. */
-size_t md_server_unsent(struct md_server *s);
+/* Bytes still waiting to be written to clients; *conns (may be NULL): how many clients they are for. */
+size_t md_server_unsent(struct md_server *s, size_t *conns);
 
 #endif

@@ -1411,6 +1411,49 @@ def test_sigterm():
     stop_and_check(d)
 
 
+def test_sigterm_nonreader():
+    """SIGTERM with clients that never read: the exit comes at shutdown_timeout, and the log counts right.
+
+    Two streams with 20 logprobs a token (about 1 KB each) whose clients read
+    nothing: one finishes before SIGTERM, its output stuck unread; the other
+    is still generating at the deadline."""
+    d = Daemon("noread", "--context", 4096, "--parallel", 2, "--shutdown-timeout", 2, model=SLOW)
+    a = b = None
+    try:
+        a, b = d.client(30), d.client(30)
+        p = dict(prompt=PROMPT, raw=True, temperature=0.8, logprobs=20, stream=True)
+        a.send_request("generate", dict(p, max_tokens=LONG))
+        b.send_request("generate", dict(p, max_tokens=300))
+        deadline = time.monotonic() + 60
+        st = {}
+        while time.monotonic() < deadline:
+            st = d.call("status")
+            if st.get("active") == 1 and st.get("tokens_generated_total", 0) >= 400:
+                break
+            time.sleep(0.05)
+        ok(st.get("active") == 1, "one stream finished, one still generating, neither read", d, repr(st))
+        t0 = time.monotonic()
+        d.proc.send_signal(signal.SIGTERM)
+        try:
+            rc = d.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            rc = None
+        el = time.monotonic() - t0
+        # the previous code held on for 3 s past the deadline
+        ok(rc == 0 and el < 2 + 1.5, "SIGTERM: exit 0 at shutdown_timeout (2 s) though no client reads "
+           "(%.2f s, %r)" % (el, rc), d)
+        m = re.search(r"shutdown timeout \(2 s\): ending (\d+) requests? still running; (\d+) bytes? of output "
+                      r"that (\d+) clients? did not read", d.log_text())
+        ok(m is not None and m.group(1) == "1" and int(m.group(2)) > 0 and m.group(3) == "2",
+           "the log says it ends 1 running request and drops the bytes 2 clients did not read: %s"
+           % (m.group(0) if m else "no such line"), d)
+    finally:
+        for c in (a, b):
+            if c is not None:
+                c.close()
+        d.kill()
+
+
 def test_ready_race(rounds=15):
     """READY means served: a request right after the first "ready" status is never told "loading".
 
@@ -1927,6 +1970,7 @@ def main():
                      ("small context", lambda: test_small(golden_text)),
                      ("output buffer", test_output_buffer),
                      ("SIGTERM", test_sigterm),
+                     ("SIGTERM, clients that do not read", test_sigterm_nonreader),
                      ("ready means served", test_ready_race),
                      ("requests during the load", test_load_wait),
                      ("READY after a reload's swap", test_reload_ready),
