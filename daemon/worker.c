@@ -609,65 +609,24 @@ static struct md_job *pop(struct md_job **head, struct md_job **tail)
 }
 
 /*
- * Called with mu held: queued jobs whose client cancelled or left give up
- * their place at once instead of when a slot frees. The queue is at most
- * queue_depth long, so a sweep per iteration costs nothing.
+ * Called with mu held: moves the jobs of one queue whose client cancelled
+ * or left, or that were submitted before `before` (monotonic seconds;
+ * -INFINITY for none), onto *out. A queue is at most parallel +
+ * queue_depth long, so a sweep per wake-up costs nothing.
  */
-static void sweep_queue(struct md_worker *w)
+static void take_stale(struct md_job **head, struct md_job **tail, uint32_t *count, double before,
+		       struct md_job **out)
 {
-	struct md_job **pp = &w->q_head, *dead = NULL;
-
-	w->q_tail = NULL;
-	while (*pp) {
-		struct md_job *j = *pp;
-
-		if (atomic_load(&j->cancel) || atomic_load(&j->gone)) {
-			*pp = j->next;
-			j->next = dead;
-			dead = j;
-			w->n_queued--;
-		} else {
-			w->q_tail = j;
-			pp = &j->next;
-		}
-	}
-	atomic_store(&w->st_queued, w->n_queued);
-	if (!dead)
-		return;
-	pthread_mutex_unlock(&w->mu);
-	while (dead) {
-		struct md_job *j = dead;
-
-		dead = j->next;
-		j->next = NULL;
-		if (atomic_load(&j->gone))
-			md_job_unref(j);
-		else
-			fail(w, j, PE_CANCELLED, "request cancelled before it started");
-	}
-	pthread_mutex_lock(&w->mu);
-}
-
-/*
- * Called with mu held while no model serves: jobs that have waited
- * load_wait seconds for the first one (and jobs whose client left) leave
- * the list. A sweep per wake-up (4 a second at most while idle) over at
- * most parallel + queue_depth jobs.
- */
-static void expire_waiting(struct md_worker *w, struct md_job **head, struct md_job **tail, uint32_t *count,
-			   struct md_job **expired)
-{
-	const double deadline = md_now() - w->load_wait;
 	struct md_job **pp = head;
 
 	*tail = NULL;
 	while (*pp) {
 		struct md_job *j = *pp;
 
-		if (j->t_submit <= deadline || atomic_load(&j->gone) || atomic_load(&j->cancel)) {
+		if (j->t_submit < before || atomic_load(&j->cancel) || atomic_load(&j->gone)) {
 			*pp = j->next;
-			j->next = *expired;
-			*expired = j;
+			j->next = *out;
+			*out = j;
 			(*count)--;
 		} else {
 			*tail = j;
@@ -676,12 +635,9 @@ static void expire_waiting(struct md_worker *w, struct md_job **head, struct md_
 	}
 }
 
-static void expire_loading(struct md_worker *w)
+/* Called with mu held, dropped meanwhile: answers the jobs take_stale took. */
+static void settle_stale(struct md_worker *w, struct md_job *dead)
 {
-	struct md_job *dead = NULL;
-
-	expire_waiting(w, &w->fast_head, &w->fast_tail, &w->n_fast, &dead);
-	expire_waiting(w, &w->q_head, &w->q_tail, &w->n_queued, &dead);
 	atomic_store(&w->st_queued, w->n_queued);
 	if (!dead)
 		return;
@@ -699,6 +655,28 @@ static void expire_loading(struct md_worker *w)
 			fail(w, j, PE_LOADING, "the model is still loading after %u s (load_wait)", w->load_wait);
 	}
 	pthread_mutex_lock(&w->mu);
+}
+
+/* Called with mu held: queued jobs whose client cancelled or left give up their place
+ * at once instead of when a slot frees. */
+static void sweep_queue(struct md_worker *w)
+{
+	struct md_job *dead = NULL;
+
+	take_stale(&w->q_head, &w->q_tail, &w->n_queued, -INFINITY, &dead);
+	settle_stale(w, dead);
+}
+
+/* Called with mu held while no model serves: jobs that waited load_wait seconds for
+ * the first one leave too. */
+static void expire_loading(struct md_worker *w)
+{
+	const double before = md_now() - w->load_wait;
+	struct md_job *dead = NULL;
+
+	take_stale(&w->fast_head, &w->fast_tail, &w->n_fast, before, &dead);
+	take_stale(&w->q_head, &w->q_tail, &w->n_queued, before, &dead);
+	settle_stale(w, dead);
 }
 
 static void *worker_main(void *arg)
