@@ -77,6 +77,7 @@ struct md_http {
 	bool allow_remote;
 	uint32_t timeout, max_conns;
 	size_t out_limit;
+	size_t in_limit;                   /* a whole request, headers and body */
 	mode_t unix_mode;
 	struct hconn *conns;
 	uint32_t n_conns;                  /* not yet gone */
@@ -302,6 +303,8 @@ static void close_cb(struct evhttp_connection *evcon, void *arg)
 	struct hreq *r = hc->cur;
 
 	(void)evcon;
+	/* evhttp frees it next; nothing more is read into it while the sweep comes */
+	bufferevent_disable(hc->bev, EV_READ);
 	if (r) {
 		md_log(LOG_DEBUG, "http: client left during a request; cancelling it");
 		/* detached (end of file, timeout): evhttp left the request to us; else it frees it */
@@ -324,8 +327,10 @@ static void reap(struct md_http *h);
 
 /*
  * Every connection starts here. Its input is capped so that a client
- * pouring bytes into a connection evhttp has already given up cannot grow
- * it (evhttp drains the input as it parses, so the cap never stalls it).
+ * pouring bytes into a connection evhttp has already given up (freed, but
+ * still referenced here until the sweep) cannot grow it without bound. The
+ * cap is a whole request: evhttp takes a body out of the input only once
+ * all of it is there.
  */
 static struct bufferevent *bev_cb(struct event_base *base, void *arg)
 {
@@ -345,7 +350,7 @@ static struct bufferevent *bev_cb(struct event_base *base, void *arg)
 		return NULL;
 	}
 	bufferevent_incref(hc->bev);
-	bufferevent_setwatermark(hc->bev, EV_READ, 0, 64 * 1024);
+	bufferevent_setwatermark(hc->bev, EV_READ, 0, h->in_limit);
 	hc->h = h;
 	hc->over_limit = h->n_conns >= h->max_conns;
 	/* one over the limit gets a second to ask, and a 503 for its answer */
@@ -857,6 +862,7 @@ struct md_http *md_http_new(struct event_base *base, struct md_daemon *d, char *
 	h->timeout = cfg->http_timeout;
 	h->max_conns = cfg->http_max_connections;
 	h->out_limit = cfg->output_buffer_bytes;
+	h->in_limit = cfg->http_max_body_bytes + cfg->http_max_header_bytes + 4096;
 	h->unix_mode = cfg->socket_mode;
 	if (cfg->http_api_key && read_key(h, cfg->http_api_key, err, errlen) < 0) {
 		md_http_free(h);

@@ -369,6 +369,9 @@ def test_errors(w):
        "a prompt longer than the context: 400 context_length_exceeded", d, repr(body))
     st, hd, raw = w.request("POST", "/v1/completions", b"x" * (2 << 20))
     ok(st == 413, "a body over http_max_body_bytes: 413", d, "%d %r" % (st, raw[:200]))
+    st, body = w.post("/v1/completions", {"prompt": dt.PROMPT, "max_tokens": 4, "user": "u" * 1000000})
+    ok(st == 200 and body["choices"][0]["text"], "a body just under http_max_body_bytes (1 MiB) is served", d,
+       repr(body)[:300])
     m = metrics(w)
     ok(m.get("http_errors_total", 0) >= 10, "metrics count the error answers (%d)" % m.get("http_errors_total", 0),
        d, repr(m))
