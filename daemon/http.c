@@ -59,6 +59,7 @@ struct hreq {
 	struct md_job *job;                /* our reference */
 	struct md_api_req rq;
 	bool sse;                          /* the event-stream headers are out */
+	bool cut;                          /* its socket was shut: waiting for evhttp's close_cb to free req */
 	struct hreq *prev, *next;
 };
 
@@ -193,7 +194,9 @@ static void cut(struct hconn *hc)
 /*
  * Sends SSE bytes, first the headers. A client that stops reading would
  * make evhttp buffer without end, so the backlog is checked first, as on
- * the socket (output_buffer_bytes), and such a client is cut off.
+ * the socket (output_buffer_bytes), and such a client is cut off: its
+ * sequence is cancelled now, while the request stays until evhttp, seeing
+ * the shut socket, hands it back in close_cb to be freed.
  */
 static bool sse_send(struct md_http *h, struct hreq *r, struct evbuffer *b)
 {
@@ -203,7 +206,10 @@ static bool sse_send(struct md_http *h, struct hreq *r, struct evbuffer *b)
 		md_log(LOG_WARNING, "http: client is not reading its stream (%zu bytes unsent, limit %zu); closing it",
 		       unsent, h->out_limit);
 		cut(r->hc);
-		req_abandon(h, r);
+		r->cut = true;
+		atomic_store(&r->job->gone, true);
+		atomic_store(&r->job->cancel, true);
+		md_worker_kick(h->d->worker);
 		return false;
 	}
 	if (!r->sse) {
@@ -224,7 +230,7 @@ void md_http_deliver(struct md_http *h, struct md_out *o)
 	struct evbuffer *b;
 	struct md_api_err e;
 
-	if (!r || !(b = evbuffer_new())) {
+	if (!r || r->cut || !(b = evbuffer_new())) {
 		md_out_free(o);
 		return;
 	}
@@ -239,7 +245,7 @@ void md_http_deliver(struct md_http *h, struct md_out *o)
 		} else if (sse_send(h, r, b)) {
 			evhttp_send_reply_end(r->req);
 		} else {
-			break;   /* abandoned */
+			break;   /* cut off */
 		}
 		req_finish(h, r);
 		break;

@@ -182,23 +182,13 @@ static int get_int(json_t *body, const char *key, long long lo, long long hi, lo
 	return 1;
 }
 
-static char *dup_bytes(const char *p, size_t n)
-{
-	char *s = malloc(n + 1);
-
-	if (s) {
-		memcpy(s, p, n);
-		s[n] = '\0';
-	}
-	return s;
-}
-
 static int oom(struct md_api_err *e)
 {
 	md_api_errf(e, 500, "server_error", "internal", NULL, "out of memory");
 	return -1;
 }
 
+/* jansson refuses \u0000 in strings (no JSON_ALLOW_NUL), so strndup copies all of one. */
 static int parse_stop(json_t *body, struct md_job *j, struct md_api_err *e)
 {
 	json_t *v = field(body, "stop");
@@ -222,7 +212,7 @@ static int parse_stop(json_t *body, struct md_job *j, struct md_api_err *e)
 		if (!json_is_string(s) || len == 0 || len > MS_STOP_MAX_LEN)
 			return bad(e, "stop", "'stop': element %zu must be a string of 1 to %d bytes", i,
 				   MS_STOP_MAX_LEN);
-		if (!(j->stops[i] = dup_bytes(json_string_value(s), len)))
+		if (!(j->stops[i] = strndup(json_string_value(s), len)))
 			return oom(e);
 		j->stop_lens[i] = len;
 		j->n_stops++;
@@ -326,7 +316,7 @@ static int message_content(json_t *c, size_t i, char **out, size_t *len, struct 
 	snprintf(param, sizeof(param), "messages[%zu].content", i);
 	if (json_is_string(c)) {
 		*len = json_string_length(c);
-		*out = dup_bytes(json_string_value(c), *len);
+		*out = strndup(json_string_value(c), *len);
 		return *out ? 0 : oom(e);
 	}
 	if (!json_is_array(c))
@@ -392,7 +382,7 @@ static int parse_prompt(json_t *body, struct md_job *j, struct md_api_err *e)
 	if (!json_is_string(p))
 		return bad(e, "prompt", "'prompt' must be a string");
 	j->prompt_len = json_string_length(p);
-	j->prompt = dup_bytes(json_string_value(p), j->prompt_len);
+	j->prompt = strndup(json_string_value(p), j->prompt_len);
 	return j->prompt ? 0 : oom(e);
 }
 

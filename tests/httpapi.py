@@ -324,6 +324,9 @@ def test_errors(w):
     ok(st == 400 and is_error(body, None, "invalid_json"), "malformed JSON: 400 invalid_json", d, repr(body))
     st, body = w.json("POST", "/v1/chat/completions", b'{"a": 1, "a": 2}')
     ok(st == 400 and is_error(body, None, "invalid_json"), "duplicate keys: 400", d, repr(body))
+    st, body = w.json("POST", "/v1/completions", b'{"prompt": "a\\u0000b"}')
+    ok(st == 400 and is_error(body, None, "invalid_json"), "a NUL character in a string: 400 invalid_json", d,
+       repr(body))
     st, body = w.json("POST", "/v1/chat/completions", b'[1, 2]')
     ok(st == 400 and is_error(body, None), "a body that is not an object: 400", d, repr(body))
     st, body = w.json("POST", "/v1/chat/completions", b'')
@@ -477,6 +480,7 @@ def test_never_reads():
     d, w = start("http-noread", "--context", 16384, "--max-tokens-limit", 16000, "--output-buffer-bytes", "64K",
                  model=fast_long_model())
     try:
+        rss = d.rss_kib()
         s = socket.socket()
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         s.connect(("127.0.0.1", w.port))
@@ -488,6 +492,8 @@ def test_never_reads():
         m = d.call("metrics")
         ok(st and "not reading its stream" in d.log_text() and m["tokens_generated_total"] < 16000,
            "a client that never reads its stream is cut off and its sequence cancelled", d, repr(m))
+        ok(d.rss_kib() - rss < 64 * 1024, "the daemon did not buffer the unread stream (RSS %d -> %d KiB)"
+           % (rss, d.rss_kib()), d)
         s.close()
         st, body = w.post("/v1/completions", {"prompt": "x", "max_tokens": 4})
         ok(st == 200 and d.alive(), "the daemon serves on after it", d, repr(body))
