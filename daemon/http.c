@@ -589,6 +589,8 @@ static void gen_cb(struct evhttp_request *req, void *arg)
 	const struct route *rt = NULL;
 
 	atomic_fetch_add(&md_counters.http_requests_total, 1);
+	md_log(LOG_DEBUG, "http: %s %.200s", method == EVHTTP_REQ_GET ? "GET" : method == EVHTTP_REQ_POST ? "POST" : "other",
+	       path ? path : "");
 	if (hc) {
 		if (!hc->evcon) {
 			hc->evcon = evcon;

@@ -464,6 +464,46 @@ def test_busy_and_cancel(slow):
         stop_and_check(d)
 
 
+def test_shutdown(slow):
+    """SIGTERM: keep-alive clients are told 503, a running stream ends with an error event, the exit is clean."""
+    d, w = start("http-stop", "--context", 4096, model=slow)
+    a = w.conn(60)
+    a.request("POST", "/v1/completions", body=json.dumps({"prompt": dt.PROMPT, "max_tokens": dt.LONG,
+                                                          "stream": True}),
+              headers={"Content-Type": "application/json"})
+    ra = a.getresponse()
+    first = ra.readline()
+    b = w.conn(30)
+    b.request("GET", "/health")
+    rb = b.getresponse()
+    ok(rb.status == 200 and json.loads(rb.read()) == {"status": "ready"} and first.startswith(b"data: "),
+       "a stream runs and a keep-alive client is served", d)
+    d.proc.send_signal(signal.SIGTERM)
+    wait_for(lambda: "shutting down" in d.log_text())
+    b.request("GET", "/health")
+    rb = b.getresponse()
+    body = rb.read()
+    ok(rb.status == 503 and json.loads(body) == {"status": "stopping"}, "GET /health while stopping: 503 stopping",
+       d, "%d %r" % (rb.status, body))
+    b.request("POST", "/v1/chat/completions", body=json.dumps({"messages": CHAT}),
+              headers={"Content-Type": "application/json"})
+    rb = b.getresponse()
+    body = json.loads(rb.read())
+    ok(rb.status == 503 and body["error"]["code"] == "shutting_down", "a request while stopping: 503 shutting_down",
+       d, repr(body))
+    rest = ra.read()
+    events = [e for e in (first + rest).split(b"\n\n") if e]
+    try:
+        last = json.loads(events[-1][len(b"data: "):])
+        good = last["error"]["code"] == "shutting_down" and all(e.startswith(b"data: ") for e in events)
+    except (ValueError, KeyError, IndexError):
+        good = False
+    ok(good, "the stream still running at the shutdown deadline ends with an error event", d, repr(events[-2:]))
+    a.close()
+    b.close()
+    stop_and_check(d)
+
+
 def fast_long_model():
     """A tiny random model with a long context: thousands of tokens a second, for many megabytes of stream."""
     path = os.path.join(tempfile.mkdtemp(prefix="mistrald-fast.", dir=dt.TMPROOT), "fast.gguf")
@@ -596,6 +636,7 @@ def main():
     ok(not os.path.exists(unix), "the unix: socket is removed at exit")
     for desc, fn in [("auth", test_auth), ("loading", test_loading),
                      ("busy and cancel", lambda: test_busy_and_cancel(dt.SLOW)),
+                     ("shutdown", lambda: test_shutdown(dt.SLOW)),
                      ("a client that never reads", test_never_reads), ("abuse", test_abuse)]:
         dt.scenario(desc, None, fn)
     dt.finish()
