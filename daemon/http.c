@@ -347,9 +347,8 @@ static struct bufferevent *bev_cb(struct event_base *base, void *arg)
 	if (h->n_conns >= h->max_conns)
 		reap(h);
 	hc = calloc(1, sizeof(*hc));
-
 	if (!hc)
-		return NULL;   /* evhttp makes its own: served, but without a deadline */
+		return NULL;   /* evhttp makes its own; gen_cb refuses its requests */
 	hc->bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
 	if (!hc->bev) {
 		free(hc);
@@ -559,8 +558,7 @@ static void do_generate(struct md_http *h, struct hconn *hc, struct evhttp_reque
 		h->reqs->prev = r;
 	h->reqs = r;
 	h->n_reqs++;
-	if (hc)
-		hc->cur = r;
+	hc->cur = r;
 }
 
 enum route_kind { R_HEALTH, R_METRICS, R_MODELS, R_CHAT, R_COMPLETIONS, R_WORKERS };
@@ -591,18 +589,22 @@ static void gen_cb(struct evhttp_request *req, void *arg)
 	atomic_fetch_add(&md_counters.http_requests_total, 1);
 	md_log(LOG_DEBUG, "http: %s %.200s", method == EVHTTP_REQ_GET ? "GET" : method == EVHTTP_REQ_POST ? "POST" : "other",
 	       path ? path : "");
-	if (hc) {
-		if (!hc->evcon) {
-			hc->evcon = evcon;
-			evhttp_connection_set_closecb(evcon, close_cb, hc);
-		}
-		hc->deadline = 0;
-		evhttp_request_set_on_complete_cb(req, complete_cb, hc);
-		if (hc->over_limit) {
-			evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
-			errorf(req, 503, "server_error", "busy", "too many HTTP connections (http_max_connections)");
-			return;
-		}
+	if (!hc) {
+		/* bev_cb had no memory for it: without a record its client's leaving would go unseen */
+		evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
+		errorf(req, 500, "server_error", "internal", "out of memory");
+		return;
+	}
+	if (!hc->evcon) {
+		hc->evcon = evcon;
+		evhttp_connection_set_closecb(evcon, close_cb, hc);
+	}
+	hc->deadline = 0;
+	evhttp_request_set_on_complete_cb(req, complete_cb, hc);
+	if (hc->over_limit) {
+		evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
+		errorf(req, 503, "server_error", "busy", "too many HTTP connections (http_max_connections)");
+		return;
 	}
 	if (!authorized(h, req)) {
 		errorf(req, 401, "invalid_request_error", "invalid_api_key", "%s",

@@ -234,8 +234,9 @@ static int parse_sampling(struct md_daemon *d, json_t *body, struct md_api_req *
 	j->max_tokens = limit < 256 ? limit : 256;
 	for (const char *const *k = (const char *const[]){ "max_tokens", "max_completion_tokens", NULL }; *k; k++) {
 		if ((r = get_int(body, *k, 1, limit, &v, e)) < 0) {
-			snprintf(e->message + strlen(e->message), sizeof(e->message) - strlen(e->message),
-				 " (max_tokens_limit)");
+			if (json_is_integer(field(body, *k)))   /* out of range: say where the bound comes from */
+				snprintf(e->message + strlen(e->message), sizeof(e->message) - strlen(e->message),
+					 " (max_tokens_limit)");
 			return -1;
 		}
 		if (r)
