@@ -24,11 +24,19 @@ for f in "$MISTRALD" "$MISTRAL_RUN"; do
 done
 command -v node >/dev/null 2>&1 || skip_all "npm cannot install the SDKs: no node"
 command -v npm >/dev/null 2>&1 || skip_all "npm cannot install the SDKs: no npm"
+# The current SDKs support Node 20 and later; Debian 12's nodejs is 18, for
+# which the last majors that support it are taken (the same calls).
+if [ "$(node -p 'process.versions.node.split(".")[0]')" -ge 20 ]; then
+	sdks="openai @mistralai/mistralai"
+else
+	sdks="openai@4 @mistralai/mistralai@1"
+fi
 if [ ! -f "$clients/node_modules/openai/package.json" ] ||
    [ ! -f "$clients/node_modules/@mistralai/mistralai/package.json" ]; then
 	mkdir -p "$clients"
+	# shellcheck disable=SC2086
 	if ! timeout 600 npm install --prefix "$clients" --no-audit --no-fund --no-save --loglevel=error \
-		openai @mistralai/mistralai >"$tmp/npm.log" 2>&1; then
+		$sdks >"$tmp/npm.log" 2>&1; then
 		why=$(grep -m 1 -E '^npm (ERR!|error) (code|errno|network)' "$tmp/npm.log" || tail -n 1 "$tmp/npm.log")
 		skip_all "npm cannot install openai and @mistralai/mistralai: $why"
 	fi
