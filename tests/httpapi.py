@@ -16,7 +16,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import daemon as dt  # noqa: E402  (the Daemon helper and the TAP output of tests/daemon.py)
 from daemon import ok, diag, Daemon, stop_and_check  # noqa: E402
 
-SUITE_SECONDS = 150
+SUITE_SECONDS = 240     # the whole file, whatever happens (ASan and a loaded machine included)
 CHAT = [{"role": "system", "content": "You tell stories."}, {"role": "user", "content": "Tell me about a cat."}]
 
 
