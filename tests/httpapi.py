@@ -434,16 +434,20 @@ def test_loading():
 
 # ---- load, cancellation, abuse -----------------------------------------------------
 
+def long_stream(w):
+    """A streamed completion of LONG tokens on the slow model: its connection, response and first event line."""
+    c = w.conn(60)
+    c.request("POST", "/v1/completions", body=json.dumps({"prompt": dt.PROMPT, "max_tokens": dt.LONG, "stream": True}),
+              headers={"Content-Type": "application/json"})
+    r = c.getresponse()
+    return c, r, r.readline()
+
+
 def test_busy_and_cancel(slow):
     d, w = start("http-busy", "--context", 4096, "--parallel", 1, "--queue-depth", 0, model=slow)
     try:
         before = d.call("metrics")
-        c = w.conn(60)
-        c.request("POST", "/v1/completions", body=json.dumps({"prompt": dt.PROMPT, "max_tokens": dt.LONG,
-                                                              "stream": True}),
-                  headers={"Content-Type": "application/json"})
-        r = c.getresponse()
-        first = r.readline()
+        c, r, first = long_stream(w)
         ok(r.status == 200 and first.startswith(b"data: "), "a long stream starts", d, repr(first))
         st, body = w.post("/v1/completions", {"prompt": "x", "max_tokens": 4})
         ok(st == 429 and body["error"]["code"] == "busy", "the one slot busy, no queue: 429", d, repr(body))
@@ -467,12 +471,7 @@ def test_busy_and_cancel(slow):
 def test_shutdown(slow):
     """SIGTERM: keep-alive clients are told 503, a running stream ends with an error event, the exit is clean."""
     d, w = start("http-stop", "--context", 4096, model=slow)
-    a = w.conn(60)
-    a.request("POST", "/v1/completions", body=json.dumps({"prompt": dt.PROMPT, "max_tokens": dt.LONG,
-                                                          "stream": True}),
-              headers={"Content-Type": "application/json"})
-    ra = a.getresponse()
-    first = ra.readline()
+    a, ra, first = long_stream(w)
     b = w.conn(30)
     b.request("GET", "/health")
     rb = b.getresponse()
