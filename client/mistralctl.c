@@ -20,6 +20,7 @@
 
 #include "mistralctl.h"
 #include "output.h"
+#include "promtext.h"
 #include "proto.h"
 #include "rpc.h"
 
@@ -627,7 +628,7 @@ static int cmd_status(int argc, char **argv)
 
 static int cmd_metrics(int argc, char **argv)
 {
-	return cmd_keyvalue("metrics", argc, argv, metrics_print);
+	return cmd_keyvalue("metrics", argc, argv, prom_print);
 }
 
 static void print_tokens(FILE *f, const msgpack_object *res)

@@ -21,8 +21,6 @@ void json_obj(FILE *f, const msgpack_object *o);
 void human_value(FILE *f, const msgpack_object *o);
 /* "key: value" lines; nested maps become dotted keys (hparams.dim: 4096). */
 void human_print(FILE *f, const char *prefix, const msgpack_object *o);
-/* Prometheus text exposition format; counters are the names ending in _total. */
-void metrics_print(FILE *f, const msgpack_object *o);
 
 /* Lookups in a reply map: NULL (0 for map_num) when map is not a map or the key is absent or mistyped. */
 const msgpack_object *map_get(const msgpack_object *map, const char *key);

@@ -13,6 +13,8 @@
 #include <sys/un.h>
 #include <syslog.h>
 #include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 
 #include "conf.h"
 
@@ -50,6 +52,8 @@ enum key_type {
 	KT_KVCACHE,     /* f16 | f32 */
 	KT_MLOCK,       /* no | yes | required (and the other booleans) */
 	KT_LOG_LEVEL,   /* error | warning | notice | info | debug */
+	KT_BOOL,        /* yes | no (and the other spellings parse_bool takes) */
+	KT_LISTEN,      /* http_listen: addresses, each appended; "none" empties the list */
 };
 
 struct key {
@@ -113,6 +117,20 @@ static const struct key keys[] = {
 	  "how long a request waits for the first model to load; 0: refused at once" },
 	{ "log_level", KT_LOG_LEVEL, F(log_level), 0, 0, "LEVEL",
 	  "error, warning, notice, info or debug" },
+	{ "http_listen", KT_LISTEN, F(http_listen), 0, 0, "ADDR",
+	  "HTTP API address (HOST:PORT, [V6]:PORT, unix:PATH); repeatable" },
+	{ "http_api_key", KT_PATH, F(http_api_key), 0, 0, "FILE",
+	  "file holding the bearer token every HTTP request must show" },
+	{ "http_allow_remote", KT_BOOL, F(http_allow_remote), 0, 0, "no|yes",
+	  "allow non-loopback http_listen addresses (needs http_api_key)" },
+	{ "http_max_body_bytes", KT_SIZE, F(http_max_body_bytes), KIB, 256 * MIB, "SIZE",
+	  "largest HTTP request body accepted" },
+	{ "http_max_header_bytes", KT_SIZE, F(http_max_header_bytes), KIB, MIB, "SIZE",
+	  "largest HTTP request line and headers accepted" },
+	{ "http_timeout", KT_U32, F(http_timeout), 1, 3600, "SECONDS",
+	  "time an HTTP request may take to arrive, idle time included" },
+	{ "http_max_connections", KT_U32, F(http_max_connections), 1, 65536, "N",
+	  "HTTP clients connected at once" },
 };
 
 #undef F
@@ -424,6 +442,129 @@ static int parse_string(const struct key *k, const char *value, char **out,
 	return 0;
 }
 
+/* ---- http_listen addresses ------------------------------------------------ */
+
+int md_listen_parse(const char *spec, struct md_listen_addr *out, char *why, size_t wlen)
+{
+	struct md_listen_addr a;
+	char host[64], v[64];
+	const char *colon, *h = spec;
+	size_t hl;
+	uint64_t port;
+	bool overflow;
+	const char *end;
+
+	memset(&a, 0, sizeof(a));
+	if (strncmp(spec, "unix:", 5) == 0) {
+		if (spec[5] != '/')
+			return fail(why, wlen, "'%s': a unix: address needs an absolute path", shown(spec, v, sizeof(v)));
+		if (strlen(spec + 5) >= sizeof(a.path))
+			return fail(why, wlen, "'%s': the path is longer than %zu bytes", shown(spec, v, sizeof(v)),
+				    sizeof(a.path) - 1);
+		a.is_unix = true;
+		a.loopback = true;
+		memcpy(a.path, spec + 5, strlen(spec + 5) + 1);
+		*out = a;
+		return 0;
+	}
+	colon = strrchr(spec, ':');
+	if (!colon)
+		return fail(why, wlen, "'%s' is not HOST:PORT, [V6]:PORT or unix:PATH", shown(spec, v, sizeof(v)));
+	hl = (size_t)(colon - spec);
+	if (spec[0] == '[') {
+		if (hl < 2 || colon[-1] != ']')
+			return fail(why, wlen, "'%s': an IPv6 address goes in brackets: [::1]:8080",
+				    shown(spec, v, sizeof(v)));
+		h = spec + 1;
+		hl -= 2;
+	}
+	if (hl == 0 || hl >= sizeof(host))
+		return fail(why, wlen, "'%s': no host, or a host longer than %zu bytes", shown(spec, v, sizeof(v)),
+			    sizeof(host) - 1);
+	memcpy(host, h, hl);
+	host[hl] = '\0';
+	end = scan_digits(colon + 1, 10, &port, &overflow);
+	if (!end || *end || overflow || port == 0 || port > 65535)
+		return fail(why, wlen, "'%s': the port must be 1..65535", shown(spec, v, sizeof(v)));
+	if (strcmp(host, "localhost") == 0)
+		snprintf(host, sizeof(host), "127.0.0.1");
+	/* Numeric only: a name would be resolved again on every start, to whatever it means then. */
+	if (spec[0] != '[') {
+		struct sockaddr_in *sin = (struct sockaddr_in *)&a.addr;
+
+		if (inet_pton(AF_INET, host, &sin->sin_addr) != 1)
+			return fail(why, wlen, "'%s': '%s' is not an IPv4 address (names other than localhost are not resolved)",
+				    shown(spec, v, sizeof(v)), host);
+		sin->sin_family = AF_INET;
+		sin->sin_port = htons((uint16_t)port);
+		a.addr_len = sizeof(*sin);
+		a.loopback = (ntohl(sin->sin_addr.s_addr) >> 24) == 127;
+	} else {
+		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&a.addr;
+
+		if (inet_pton(AF_INET6, host, &sin6->sin6_addr) != 1)
+			return fail(why, wlen, "'%s': '%s' is not an IPv6 address", shown(spec, v, sizeof(v)), host);
+		sin6->sin6_family = AF_INET6;
+		sin6->sin6_port = htons((uint16_t)port);
+		a.addr_len = sizeof(*sin6);
+		a.loopback = IN6_IS_ADDR_LOOPBACK(&sin6->sin6_addr);
+	}
+	*out = a;
+	return 0;
+}
+
+static void clear_listen(struct md_config *c)
+{
+	for (uint32_t i = 0; i < c->n_http_listen; i++) {
+		free(c->http_listen[i]);
+		c->http_listen[i] = NULL;
+	}
+	c->n_http_listen = 0;
+}
+
+/* Appends every blank-separated address in value; all or none. */
+static int add_listen(struct md_config *c, const char *value, char *why, size_t wlen)
+{
+	char *copy, *save = NULL, *tok;
+	char *added[MD_HTTP_LISTEN_MAX];
+	uint32_t n = 0;
+	struct md_listen_addr a;
+	int r = 0;
+
+	if (strcasecmp(value, "none") == 0) {
+		clear_listen(c);
+		return 0;
+	}
+	for (const char *p = value; *p; p++)
+		if (((unsigned char)*p < 0x20 && *p != '\t') || *p == 0x7f)
+			return fail(why, wlen, "control character in the value");
+	copy = strdup(value);
+	if (!copy)
+		return fail(why, wlen, "out of memory");
+	for (tok = strtok_r(copy, " \t", &save); tok; tok = strtok_r(NULL, " \t", &save)) {
+		if ((r = md_listen_parse(tok, &a, why, wlen)) < 0)
+			break;
+		if (c->n_http_listen + n >= MD_HTTP_LISTEN_MAX) {
+			r = fail(why, wlen, "more than %d addresses", MD_HTTP_LISTEN_MAX);
+			break;
+		}
+		if (!(added[n] = strdup(tok))) {
+			r = fail(why, wlen, "out of memory");
+			break;
+		}
+		n++;
+	}
+	free(copy);
+	if (r < 0) {
+		while (n)
+			free(added[--n]);
+		return r;
+	}
+	for (uint32_t i = 0; i < n; i++)
+		c->http_listen[c->n_http_listen++] = added[i];
+	return 0;
+}
+
 /*
  * Parses value for k and stores it. Nothing changes on failure, so a bad
  * override leaves the previous value in place.
@@ -542,6 +683,14 @@ static int set_key(struct md_config *c, const struct key *k, const char *value,
 			}
 		return fail(why, wlen, "'%s' is not one of error, warning, notice, info, debug",
 			    shown(value, v, sizeof(v)));
+	case KT_BOOL:
+		r = parse_bool(value);
+		if (r < 0)
+			return fail(why, wlen, "'%s' is not one of no, yes", shown(value, v, sizeof(v)));
+		*(bool *)field(c, k) = r == 1;
+		return 0;
+	case KT_LISTEN:
+		return add_listen(c, value, why, wlen);
 	}
 	return fail(why, wlen, "internal error: key type %d", (int)k->type);
 }
@@ -576,6 +725,10 @@ void md_config_defaults(struct md_config *c)
 	c->shutdown_timeout = 10;
 	c->load_wait = 600;
 	c->log_level = LOG_INFO;
+	c->http_max_body_bytes = 1 * MIB;
+	c->http_max_header_bytes = 16 * KIB;
+	c->http_timeout = 30;
+	c->http_max_connections = 64;
 }
 
 void md_config_free(struct md_config *c)
@@ -586,6 +739,33 @@ void md_config_free(struct md_config *c)
 	replace_string(&c->kernels, NULL);
 	replace_string(&c->socket_path, NULL);
 	replace_string(&c->socket_group, NULL);
+	replace_string(&c->http_api_key, NULL);
+	clear_listen(c);
+}
+
+int md_config_copy(struct md_config *dst, const struct md_config *src)
+{
+	char **strs[] = { &dst->model, &dst->kernels, &dst->socket_path, &dst->socket_group, &dst->http_api_key };
+	bool short_of_memory = false;
+
+	*dst = *src;
+	/* dst's strings still point at src's: each is replaced by its own copy */
+	for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++) {
+		if (*strs[i] && !is_default_string(*strs[i])) {
+			*strs[i] = strdup(*strs[i]);
+			short_of_memory |= !*strs[i];
+		}
+	}
+	for (uint32_t i = 0; i < src->n_http_listen; i++) {
+		dst->http_listen[i] = strdup(src->http_listen[i]);
+		short_of_memory |= !dst->http_listen[i];
+	}
+	if (short_of_memory) {
+		md_config_free(dst);
+		md_config_defaults(dst);
+		return -ENOMEM;
+	}
+	return 0;
 }
 
 int md_config_set(struct md_config *c, const char *key, const char *value, char *err, size_t errlen)
@@ -667,6 +847,22 @@ int md_config_get(const struct md_config *c, const char *key, char *buf, size_t 
 				s = log_levels[i].name;
 		n = snprintf(buf, len, "%s", s);
 		break;
+	case KT_BOOL:
+		n = snprintf(buf, len, "%s", *(const bool *)cfield(c, k) ? "yes" : "no");
+		break;
+	case KT_LISTEN: {
+		size_t o = 0;
+
+		buf[0] = '\0';
+		for (i = 0; i < c->n_http_listen; i++) {
+			n = snprintf(buf + o, len - o, "%s%s", i ? " " : "", c->http_listen[i]);
+			if (n < 0 || (size_t)n >= len - o)
+				return -ENOSPC;
+			o += (size_t)n;
+		}
+		n = 0;
+		break;
+	}
 	}
 	if (n < 0 || (size_t)n >= len)
 		return -ENOSPC;
@@ -961,6 +1157,18 @@ int md_config_validate(const struct md_config *c, char *err, size_t errlen)
 	if (c->hugepages != MS_POLICY_HUGETLB && c->hugepages != MS_POLICY_THP &&
 	    c->hugepages != MS_POLICY_NONE)
 		return fail(err, errlen, "hugepages: unknown policy %d", (int)c->hugepages);
+	if (c->http_allow_remote && !c->http_api_key)
+		return fail(err, errlen, "http_allow_remote: remote HTTP clients need an http_api_key");
+	for (i = 0; i < c->n_http_listen; i++) {
+		struct md_listen_addr a;
+
+		if (md_listen_parse(c->http_listen[i], &a, why, sizeof(why)) < 0)
+			return fail(err, errlen, "http_listen: %s", why);
+		if (!a.loopback && !c->http_allow_remote)
+			return fail(err, errlen,
+				    "http_listen: %s is not a loopback address; serving it needs http_allow_remote = yes and an http_api_key",
+				    shown(c->http_listen[i], v, sizeof(v)));
+	}
 	return 0;
 }
 

@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/socket.h>
 #include <sys/types.h>
 
 #include "arena.h"
@@ -20,6 +21,9 @@
 
 /* Sequences generating at once: the worker batches them all into one step's fixed arrays. */
 #define MD_MAX_PARALLEL 64
+
+/* http_listen addresses at most (the key repeats). */
+#define MD_HTTP_LISTEN_MAX 8
 
 struct md_config {
 	char *model;                  /* model = PATH (required) */
@@ -47,7 +51,32 @@ struct md_config {
 	uint32_t shutdown_timeout;    /* seconds SIGTERM waits for in-flight requests, default 10 */
 	uint32_t load_wait;           /* seconds a request waits for the first model, default 600; 0 = refuse */
 	int log_level;                /* log_level = error|warning|notice|info|debug (syslog LOG_*) */
+	/* The HTTP API (off while http_listen is empty and no socket named "http" is passed in) */
+	char *http_listen[MD_HTTP_LISTEN_MAX];  /* http_listen = HOST:PORT | [V6]:PORT | unix:PATH, repeatable */
+	uint32_t n_http_listen;
+	char *http_api_key;           /* http_api_key = FILE holding the bearer token (NULL: no key) */
+	bool http_allow_remote;       /* http_allow_remote = no: only loopback and unix: addresses */
+	size_t http_max_body_bytes;   /* default 1 MiB */
+	size_t http_max_header_bytes; /* default 16 KiB: request line and headers together */
+	uint32_t http_timeout;        /* seconds a request may take to arrive in full, default 30 */
+	uint32_t http_max_connections;/* default 64 */
 };
+
+/*
+ * One parsed http_listen value. For TCP, addr holds the address and port;
+ * for unix:PATH, path is set and addr unused. loopback: 127.0.0.0/8, ::1
+ * or a unix socket, the only kinds served without http_allow_remote.
+ */
+struct md_listen_addr {
+	bool is_unix;
+	bool loopback;
+	char path[108];               /* sun_path's size */
+	struct sockaddr_storage addr;
+	socklen_t addr_len;
+};
+
+/* Parses "127.0.0.1:8080", "[::1]:8080", "localhost:8080" or "unix:/run/x.sock". 0 or -EINVAL with a reason. */
+int md_listen_parse(const char *spec, struct md_listen_addr *out, char *why, size_t wlen);
 
 /* Command-line things that are not configuration keys. */
 struct md_cli {
@@ -60,6 +89,8 @@ struct md_cli {
 
 void md_config_defaults(struct md_config *c);
 void md_config_free(struct md_config *c);          /* frees strings; accepts NULL */
+/* A deep copy (strings duplicated), for a thread that outlives a reload. 0 or -ENOMEM. */
+int md_config_copy(struct md_config *dst, const struct md_config *src);
 
 /*
  * Sets one key from its text value, as in the file. Returns 0, or -EINVAL

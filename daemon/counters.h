@@ -10,6 +10,7 @@ struct md_counters {
 	atomic_ullong busy_rejections_total, prompt_tokens_total, tokens_generated_total;
 	atomic_ullong connections_total, protocol_errors_total;
 	atomic_ullong prompt_us_total, generate_us_total;
+	atomic_ullong http_requests_total, http_errors_total, http_connections_total;
 };
 extern struct md_counters md_counters;
 

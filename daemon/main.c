@@ -14,6 +14,7 @@
 #include "conf.h"
 #include "counters.h"
 #include "gguf.h"
+#include "http.h"
 #include "log.h"
 #include "methods.h"
 #include "server.h"
@@ -36,6 +37,7 @@ struct daemon_state {
 	struct event_base *base;
 	struct md_daemon d;
 	struct md_server *srv;
+	struct md_http *http;         /* NULL: no HTTP API */
 	struct md_worker *worker;
 	struct event *wake_ev, *status_ev, *watchdog_ev, *stop_ev;
 	struct event *sigterm, *sigint, *sighup;
@@ -49,6 +51,7 @@ struct daemon_state {
 	bool await_swap;              /* a reload's model is installed; READY=1 once it serves */
 	char serving[512];            /* the model path READY=1 will name */
 	uint64_t next_weight_bytes;   /* of the installed model */
+	char next_name[128];          /* its name, the HTTP API's model id once it serves */
 	int exit_code;
 };
 
@@ -62,21 +65,6 @@ static void load_progress(void *ud, uint64_t done, uint64_t total)
 
 	atomic_store(&l->d->load_total_bytes, total);
 	atomic_store(&l->d->load_bytes, done);
-}
-
-static int copy_config(struct md_config *dst, const struct md_config *src)
-{
-	*dst = *src;
-	dst->model = src->model ? strdup(src->model) : NULL;
-	dst->kernels = src->kernels ? strdup(src->kernels) : NULL;
-	dst->socket_path = src->socket_path ? strdup(src->socket_path) : NULL;
-	dst->socket_group = src->socket_group ? strdup(src->socket_group) : NULL;
-	if ((src->model && !dst->model) || (src->kernels && !dst->kernels) ||
-	    (src->socket_path && !dst->socket_path) || (src->socket_group && !dst->socket_group)) {
-		md_config_free(dst);
-		return -ENOMEM;
-	}
-	return 0;
 }
 
 static const struct ms_kernels *pick_kernels(const char *name, char *err, size_t n)
@@ -121,7 +109,7 @@ static int start_load(struct daemon_state *st, const struct md_config *cfg, bool
 	struct load *l = calloc(1, sizeof(*l));
 	int r;
 
-	if (!l || copy_config(&l->cfg, cfg) < 0) {
+	if (!l || md_config_copy(&l->cfg, cfg) < 0) {
 		free(l);
 		return -ENOMEM;
 	}
@@ -159,6 +147,7 @@ static void check_swap(struct daemon_state *st)
 	if (atomic_load(&st->d.state) == MD_STOPPING)
 		return;
 	st->d.model_weight_bytes = st->next_weight_bytes;
+	snprintf(st->d.model_name, sizeof(st->d.model_name), "%s", st->next_name);
 	atomic_store(&st->d.state, MD_READY);
 	md_log(LOG_INFO, "serving %s", st->serving);
 	sd_notifyf(0, "READY=1\nSTATUS=Serving %s", st->serving);
@@ -205,6 +194,7 @@ static void load_done_cb(evutil_socket_t fd, short what, void *arg)
 	       (double)b->model->weight_bytes / 1e9, ms_page_kind_name(b->model->arena->kind),
 	       b->model->arena->locked ? ", locked" : "", b->kernels->name, b->threads, b->parallel);
 	st->next_weight_bytes = b->model->weight_bytes;
+	snprintf(st->next_name, sizeof(st->next_name), "%s", b->model->name);
 	snprintf(st->serving, sizeof(st->serving), "%s", l->cfg.model);
 	st->await_swap = true;
 	md_worker_install(st->worker, b);
@@ -238,13 +228,29 @@ static void wake_loop(void *ud)
 	event_active(st->wake_ev, EV_READ, 0);
 }
 
+/* The worker's outputs to their front doors, told apart by the connection id's HTTP bit. */
+static void deliver_all(struct daemon_state *st)
+{
+	struct md_out *o = md_worker_take_outputs(st->worker);
+
+	while (o) {
+		struct md_out *next = o->next;
+
+		if (o->conn_id & MD_HTTP_ID_BIT)
+			md_http_deliver(st->http, o);
+		else
+			md_server_deliver(st->srv, o);
+		o = next;
+	}
+}
+
 static void wake_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct daemon_state *st = arg;
 
 	(void)fd;
 	(void)what;
-	md_server_deliver(st->srv);
+	deliver_all(st);
 	check_swap(st);
 }
 
@@ -275,8 +281,8 @@ static void stop_tick_cb(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
-	md_server_deliver(st->srv);
-	running = md_server_inflight(st->srv);
+	deliver_all(st);
+	running = md_server_inflight(st->srv) + md_http_inflight(st->http);
 	unsent = md_server_unsent(st->srv, &readers);
 	if (running == 0 && unsent == 0) {
 		event_base_loopexit(st->base, NULL);
@@ -311,6 +317,7 @@ static void begin_shutdown(struct daemon_state *st, const char *why)
 	atomic_store(&st->d.state, MD_STOPPING);
 	sd_notify(0, "STOPPING=1\nSTATUS=Shutting down");
 	md_server_stop_listening(st->srv);
+	md_http_stop_listening(st->http);
 	md_worker_drain(st->worker);
 	st->stop_deadline = md_now() + st->d.cfg->shutdown_timeout;
 	st->stop_ev = event_new(st->base, -1, EV_PERSIST, stop_tick_cb, st);
@@ -325,6 +332,20 @@ static void sigterm_cb(evutil_socket_t sig, short what, void *arg)
 {
 	(void)what;
 	begin_shutdown(arg, sig == SIGINT ? "SIGINT" : "SIGTERM");
+}
+
+static bool http_settings_differ(const struct md_config *a, const struct md_config *b)
+{
+	if (a->n_http_listen != b->n_http_listen || !a->http_api_key != !b->http_api_key ||
+	    (a->http_api_key && strcmp(a->http_api_key, b->http_api_key) != 0) ||
+	    a->http_allow_remote != b->http_allow_remote || a->http_timeout != b->http_timeout ||
+	    a->http_max_body_bytes != b->http_max_body_bytes || a->http_max_header_bytes != b->http_max_header_bytes ||
+	    a->http_max_connections != b->http_max_connections)
+		return true;
+	for (uint32_t i = 0; i < a->n_http_listen; i++)
+		if (strcmp(a->http_listen[i], b->http_listen[i]) != 0)
+			return true;
+	return false;
 }
 
 /*
@@ -366,6 +387,8 @@ static void sighup_cb(evutil_socket_t sig, short what, void *arg)
 	}
 	if (strcmp(nc->socket_path, st->d.cfg->socket_path) != 0)
 		md_log(LOG_WARNING, "reload: the socket path changed; that takes a restart");
+	if (http_settings_differ(nc, st->d.cfg))
+		md_log(LOG_WARNING, "reload: the http_* settings changed; they take a restart");
 	md_log_set_level(nc->log_level);
 	md_config_free(st->d.cfg);
 	free(st->d.cfg);
@@ -383,37 +406,81 @@ static void sighup_cb(evutil_socket_t sig, short what, void *arg)
 /* main                                                                      */
 /* ------------------------------------------------------------------------ */
 
+static int start_http(struct daemon_state *st)
+{
+	char err[512];
+
+	if (st->http)
+		return 0;
+	st->http = md_http_new(st->base, &st->d, err, sizeof(err));
+	if (!st->http) {
+		md_log(LOG_ERR, "%s", err);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/*
+ * Inherited sockets named "http" (FileDescriptorName=http) serve the HTTP
+ * API, the others MessagePack-RPC. Either kind missing from systemd's set
+ * is made from the configuration instead: the socket path, http_listen.
+ */
 static int setup_listeners(struct daemon_state *st)
 {
 	const struct md_config *cfg = st->d.cfg;
 	char err[512];
-	int n = sd_listen_fds(1), fd, r;
+	char **names = NULL;
+	int n = sd_listen_fds_with_names(1, &names), fd, r = 0, n_rpc = 0, n_http = 0;
 
 	if (n < 0) {
 		md_log(LOG_ERR, "socket activation: %s", strerror(-n));
 		return n;
 	}
-	for (int i = 0; i < n; i++) {
+	for (int i = 0; i < n && r == 0; i++) {
 		fd = SD_LISTEN_FDS_START + i;
+		if (names && names[i] && strcmp(names[i], "http") == 0) {
+			if ((r = start_http(st)) < 0)
+				break;
+			if ((r = md_http_add_fd(st->http, fd, err, sizeof(err))) < 0)
+				md_log(LOG_ERR, "socket activation: %s", err);
+			n_http++;
+			continue;
+		}
 		if (sd_is_socket_unix(fd, SOCK_STREAM, 1, NULL, 0) <= 0) {
 			md_log(LOG_ERR, "socket activation: fd %d is not a listening Unix stream socket", fd);
-			return -EINVAL;
+			r = -EINVAL;
+			break;
+		}
+		r = md_server_add_listener(st->srv, fd);
+		n_rpc++;
+	}
+	for (int i = 0; names && i < n; i++)
+		free(names[i]);
+	free(names);
+	if (r < 0)
+		return r;
+	if (n > 0)
+		md_log(LOG_INFO, "listening on %d socket-activated socket%s (%d HTTP)", n, n > 1 ? "s" : "", n_http);
+	if (n_rpc == 0) {
+		r = md_server_bind(st->srv, cfg->socket_path, cfg->socket_mode, cfg->socket_group, &fd, err, sizeof(err));
+		if (r < 0) {
+			md_log(LOG_ERR, "%s", err);
+			return r;
 		}
 		if ((r = md_server_add_listener(st->srv, fd)) < 0)
 			return r;
+		md_log(LOG_INFO, "listening on %s", cfg->socket_path);
 	}
-	if (n > 0) {
-		md_log(LOG_INFO, "listening on %d socket-activated socket%s", n, n > 1 ? "s" : "");
-		return 0;
+	if (n_http == 0 && cfg->n_http_listen) {
+		if ((r = start_http(st)) < 0)
+			return r;
+		for (uint32_t i = 0; i < cfg->n_http_listen; i++) {
+			if ((r = md_http_bind(st->http, cfg->http_listen[i], err, sizeof(err))) < 0) {
+				md_log(LOG_ERR, "%s", err);
+				return r;
+			}
+		}
 	}
-	r = md_server_bind(st->srv, cfg->socket_path, cfg->socket_mode, cfg->socket_group, &fd, err, sizeof(err));
-	if (r < 0) {
-		md_log(LOG_ERR, "%s", err);
-		return r;
-	}
-	if ((r = md_server_add_listener(st->srv, fd)) < 0)
-		return r;
-	md_log(LOG_INFO, "listening on %s", cfg->socket_path);
 	return 0;
 }
 
@@ -515,6 +582,7 @@ int main(int argc, char **argv)
 out:
 	/* A load still running at exit is abandoned: exit() ends its thread. */
 	md_worker_stop(st.worker);
+	md_http_free(st.http);
 	md_server_free(st.srv);
 	if (st.stop_ev)
 		event_free(st.stop_ev);

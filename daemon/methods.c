@@ -360,10 +360,9 @@ static void do_status(struct md_daemon *d, uint32_t msgid, msgpack_sbuffer *sb)
 	}
 }
 
-static void do_metrics(struct md_daemon *d, uint32_t msgid, msgpack_sbuffer *sb)
+void md_metrics_pack(struct md_daemon *d, msgpack_packer *pk)
 {
 	struct md_worker_stats st;
-	msgpack_packer pk;
 
 	md_worker_stats(d->worker, &st);
 	{
@@ -383,12 +382,23 @@ static void do_metrics(struct md_daemon *d, uint32_t msgid, msgpack_sbuffer *sb)
 			PROTO_KV_F64("generate_seconds_total", (double)atomic_load(&md_counters.generate_us_total) * 1e-6),
 			PROTO_KV_U64("model_weight_bytes", d->model_weight_bytes),
 			PROTO_KV_F64("uptime_seconds", md_now() - d->t_start),
+			PROTO_KV_U64("http_requests_total", atomic_load(&md_counters.http_requests_total)),
+			PROTO_KV_U64("http_errors_total", atomic_load(&md_counters.http_errors_total)),
+			PROTO_KV_U64("http_connections_total", atomic_load(&md_counters.http_connections_total)),
+			PROTO_KV_U64("http_connections_current", d->http_connections),
 		};
 
-		msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
-		proto_pack_result_head(&pk, msgid);
-		proto_pack_map(&pk, kv, PROTO_KV_LEN(kv));
+		proto_pack_map(pk, kv, PROTO_KV_LEN(kv));
 	}
+}
+
+static void do_metrics(struct md_daemon *d, uint32_t msgid, msgpack_sbuffer *sb)
+{
+	msgpack_packer pk;
+
+	msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+	proto_pack_result_head(&pk, msgid);
+	md_metrics_pack(d, &pk);
 }
 
 int md_method_handle(struct md_daemon *d, const struct proto_msg *m, uint64_t conn_id,

@@ -19,13 +19,18 @@ struct md_daemon {
 	struct md_worker *worker;
 	atomic_int state;             /* enum md_state */
 	double t_start;               /* monotonic start time */
-	uint32_t connections;         /* open connections (event loop only) */
+	uint32_t connections;         /* open socket connections (event loop only) */
+	uint32_t http_connections;    /* open HTTP connections (event loop only) */
 	uint64_t model_weight_bytes;  /* of the model in service */
+	char model_name[128];         /* of the model in service: the HTTP API's model id */
 	/* The current or last load's weight bytes copied and their total (0 until the copy starts). */
 	atomic_ullong load_bytes, load_total_bytes;
 };
 
 const char *md_state_name(enum md_state s);
+
+/* The metrics map, as the metrics method answers it (socket and HTTP counters both). */
+void md_metrics_pack(struct md_daemon *d, msgpack_packer *pk);
 
 /*
  * Handles a parsed request other than `cancel` (the connection layer owns

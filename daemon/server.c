@@ -755,25 +755,19 @@ static void drop_inflight(struct conn *c, struct md_job *job)
 	}
 }
 
-void md_server_deliver(struct md_server *s)
+void md_server_deliver(struct md_server *s, struct md_out *o)
 {
-	struct md_out *o = md_worker_take_outputs(s->d->worker);
+	struct conn *c = find_conn(s, o->conn_id);
 
-	while (o) {
-		struct md_out *next = o->next;
-		struct conn *c = find_conn(s, o->conn_id);
+	if (c && !c->closing) {
+		bool alive = conn_send(c, o->data, o->len);
 
-		if (c && !c->closing) {
-			bool alive = conn_send(c, o->data, o->len);
-
-			if (alive && o->final) {
-				drop_inflight(c, o->job);
-				c->last_active = md_now();
-			}
+		if (alive && o->final) {
+			drop_inflight(c, o->job);
+			c->last_active = md_now();
 		}
-		md_out_free(o);
-		o = next;
 	}
+	md_out_free(o);
 }
 
 size_t md_server_inflight(struct md_server *s)

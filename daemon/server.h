@@ -32,8 +32,8 @@ int md_server_bind(struct md_server *s, const char *path, mode_t mode, const cha
 /* Stops accepting; existing connections go on. */
 void md_server_stop_listening(struct md_server *s);
 
-/* Moves the worker's pending outputs to their connections. */
-void md_server_deliver(struct md_server *s);
+/* Sends one output of the worker to its connection (dropped when that has closed) and frees it. */
+void md_server_deliver(struct md_server *s, struct md_out *o);
 
 /* Requests still in flight on any connection. */
 size_t md_server_inflight(struct md_server *s);

@@ -415,7 +415,8 @@ def test_status_metrics(d):
             "busy_rejections_total", "prompt_tokens_total", "tokens_generated_total",
             "connections_total", "connections_current", "protocol_errors_total",
             "active_sequences", "queued_requests", "prompt_seconds_total",
-            "generate_seconds_total", "model_weight_bytes", "uptime_seconds")
+            "generate_seconds_total", "model_weight_bytes", "uptime_seconds", "http_requests_total",
+            "http_errors_total", "http_connections_total", "http_connections_current")
     missing = [k for k in keys if not is_num((m or {}).get(k))]
     ok(isinstance(m, dict) and not missing, "metrics: every documented counter is a number", d,
        "missing or not numbers: %r in %r" % (missing, m))

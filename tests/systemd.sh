@@ -94,10 +94,16 @@ check "generated units have no @placeholders@ left" sh -c "! grep -n '@[a-z]*@' 
 
 if have systemd-analyze; then
 	# --man=no: the manual pages named in Documentation= are not installed yet.
-	(cd "$tmp/units" && timeout 60 systemd-analyze verify --man=no ./mistrald.service ./mistrald.socket) \
-		>"$tmp/verify" 2>&1
+	cp "$srcdir/systemd/mistrald-http.socket" "$tmp/units/"
+	(cd "$tmp/units" && timeout 60 systemd-analyze verify --man=no ./mistrald.service ./mistrald.socket \
+		./mistrald-http.socket) >"$tmp/verify" 2>&1
 	rc=$?
-	ok $([ $rc -eq 0 ] && [ ! -s "$tmp/verify" ]; echo $?) "systemd-analyze verify: mistrald.service and mistrald.socket are clean"
+	ok $([ $rc -eq 0 ] && [ ! -s "$tmp/verify" ]; echo $?) \
+		"systemd-analyze verify: mistrald.service, mistrald.socket and mistrald-http.socket are clean"
+	ok $(grep -q '^FileDescriptorName=http$' "$tmp/units/mistrald-http.socket" &&
+		grep -q '^Service=mistrald.service$' "$tmp/units/mistrald-http.socket" &&
+		grep -q '^ListenStream=127\.0\.0\.1:' "$tmp/units/mistrald-http.socket"; echo $?) \
+		"mistrald-http.socket: loopback, named http, for mistrald.service"
 	diag "$tmp/verify"
 
 	timeout 60 systemd-analyze security --offline=yes "$tmp/units/mistrald.service" >"$tmp/security" 2>&1
@@ -107,7 +113,7 @@ if have systemd-analyze; then
 	[ -n "$level" ] || diag "$tmp/security"
 	grep '✗' "$tmp/security" | sed 's/^/# /'
 else
-	skip 2 "systemd-analyze not installed"
+	skip 3 "systemd-analyze not installed"
 fi
 
 if [ "$(id -u)" = 0 ] && have systemd-sysusers && have systemd-tmpfiles; then
@@ -127,7 +133,7 @@ else
 fi
 
 if [ ! -x "$MISTRALD" ] || [ ! -x "$MISTRALCTL" ]; then
-	skip 20 "$MISTRALD or $MISTRALCTL not built"
+	skip 22 "$MISTRALD or $MISTRALCTL not built"
 	echo "1..$n"
 	exit 0
 fi
@@ -136,8 +142,12 @@ fi
 
 if have systemd-socket-activate; then
 	sock="$tmp/act.sock"
+	# A free loopback port for the HTTP API's socket, named "http" as mistrald-http.socket names it.
+	port=
+	[ -n "$py" ] && port=$("$py" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 	# It listens, and execs the daemon in its own place on the first connection.
-	systemd-socket-activate -l "$sock" "$MISTRALD" --config /dev/null --model "$model" \
+	systemd-socket-activate -l "$sock" ${port:+-l 127.0.0.1:$port --fdname=rpc:http} \
+		"$MISTRALD" --config /dev/null --model "$model" \
 		--threads 2 --log-level info >"$tmp/act.out" 2>"$tmp/act.log" &
 	apid=$!
 	pids="$pids $apid"
@@ -157,6 +167,23 @@ if have systemd-socket-activate; then
 		"socket activation: sd_listen_fds used, no socket or lock file of its own"
 	ctl "$sock" info >"$tmp/act.info" 2>&1
 	ok $(grep -q "^path: $model\$" "$tmp/act.info"; echo $?) "socket activation: info names the model"
+	if [ -n "$port" ]; then
+		"$py" - "$port" >"$tmp/act.http" 2>&1 <<'EOF'
+import http.client, json, sys
+c = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]), timeout=20)
+c.request("GET", "/health")
+r = c.getresponse()
+body = r.read()
+print(r.status, body)
+sys.exit(0 if r.status == 200 and json.loads(body) == {"status": "ready"} else 1)
+EOF
+		ok $? "socket activation: the fd named http serves the HTTP API (GET /health: 200 ready)"
+		diag "$tmp/act.http"
+		ok $(grep -q 'socket-activated sockets (1 HTTP)' "$tmp/act.log"; echo $?) \
+			"socket activation: the daemon logs one of its two inherited sockets as HTTP"
+	else
+		skip 2 "no python3 to pick a port"
+	fi
 
 	# The byte-level example of mistrald-protocol(7), sent as it is printed.
 	if [ -n "$py" ]; then
@@ -192,7 +219,7 @@ EOF
 	ok $([ $rc -eq 0 ]; echo $?) "socket activation: SIGTERM ends the daemon with status 0 (got $rc)"
 	diag "$tmp/act.log"
 else
-	skip 7 "systemd-socket-activate not installed"
+	skip 9 "systemd-socket-activate not installed"
 fi
 
 # ---- (c) sd_notify and the watchdog ------------------------------------------------

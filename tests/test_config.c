@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <syslog.h>
 #include <unistd.h>
@@ -122,6 +123,8 @@ static const char *const all_keys[] = {
 	"mlock", "kv_cache", "max_message_bytes", "max_nesting", "max_connections",
 	"max_requests_per_connection", "max_tokens_limit", "output_buffer_bytes",
 	"idle_timeout", "shutdown_timeout", "load_wait", "log_level",
+	"http_listen", "http_api_key", "http_allow_remote", "http_max_body_bytes",
+	"http_max_header_bytes", "http_timeout", "http_max_connections",
 };
 #define NKEYS (sizeof(all_keys) / sizeof(all_keys[0]))
 
@@ -159,6 +162,9 @@ static void test_defaults(void)
 	ok(c.shutdown_timeout == 10, "default shutdown_timeout 10");
 	ok(c.load_wait == 600, "default load_wait 600");
 	ok(c.log_level == LOG_INFO, "default log_level info");
+	ok(c.n_http_listen == 0 && !c.http_api_key && !c.http_allow_remote, "default: no HTTP API, no key, loopback only");
+	ok(c.http_max_body_bytes == MIB && c.http_max_header_bytes == 16 * 1024 && c.http_timeout == 30 &&
+	   c.http_max_connections == 64, "default HTTP limits: 1 MiB body, 16 KiB headers, 30 s, 64 connections");
 
 	for (n = 0; md_config_key(n); n++) {
 		for (i = 0; i < NKEYS; i++)
@@ -273,6 +279,24 @@ static const struct {
 	{ "log_level", "info", "info" },
 	{ "log_level", "debug", "debug" },
 	{ "log_level", "DEBUG", "debug" },
+	/* http_listen appends; none empties the list */
+	{ "http_listen", "127.0.0.1:8080", "127.0.0.1:8080" },
+	{ "http_listen", "[::1]:8081", "127.0.0.1:8080 [::1]:8081" },
+	{ "http_listen", "none", "" },
+	{ "http_listen", "unix:/run/mistrald/http.sock localhost:80", "unix:/run/mistrald/http.sock localhost:80" },
+	{ "http_listen", "NONE", "" },
+	{ "http_listen", "0.0.0.0:65535", "0.0.0.0:65535" },
+	{ "http_api_key", "/etc/mistrald/key", "/etc/mistrald/key" },
+	{ "http_allow_remote", "yes", "yes" },
+	{ "http_allow_remote", "off", "no" },
+	{ "http_max_body_bytes", "1K", "1K" },
+	{ "http_max_body_bytes", "256M", "256M" },
+	{ "http_max_header_bytes", "1K", "1K" },
+	{ "http_max_header_bytes", "1M", "1M" },
+	{ "http_timeout", "1", "1" },
+	{ "http_timeout", "3600", "3600" },
+	{ "http_max_connections", "1", "1" },
+	{ "http_max_connections", "65536", "65536" },
 };
 
 static void test_valid(void)
@@ -387,6 +411,17 @@ static void test_invalid(void)
 		{ "load_wait", NULL, "86401" },
 		{ "max_message_bytes", "1023", "268435457" },
 		{ "output_buffer_bytes", "65535", "1073741825" },
+		{ "http_max_body_bytes", "1023", "268435457" },
+		{ "http_max_header_bytes", "1023", "1048577" },
+		{ "http_timeout", "0", "3601" },
+		{ "http_max_connections", "0", "65537" },
+	};
+	static const struct { const char *value, *reason; } listen_bad[] = {
+		{ "8080", "HOST:PORT" }, { "127.0.0.1", "HOST:PORT" }, { "127.0.0.1:0", "port" },
+		{ "127.0.0.1:65536", "port" }, { "127.0.0.1:80x", "port" }, { ":80", "no host" },
+		{ "::1:80", "IPv4" }, { "[::1:80", "brackets" }, { "[nope]:80", "IPv6" },
+		{ "example.com:80", "not resolved" }, { "unix:relative.sock", "absolute" },
+		{ "127.0.0.1:80 bogus", "HOST:PORT" }, { "unix:/a\x01b", "control" },
 	};
 	static const char *const garbage[] = {
 		"abc", "12abc", " 5", "5 ", "+5", "0x10", "1.5", "1e3", "\t",
@@ -413,6 +448,16 @@ static void test_invalid(void)
 			expect_invalid(k, garbage[j], NULL);
 	}
 	expect_invalid("max_message_bytes", "1T", NULL);
+	for (i = 0; i < sizeof(listen_bad) / sizeof(listen_bad[0]); i++)
+		expect_invalid("http_listen", listen_bad[i].value, listen_bad[i].reason);
+	expect_invalid("http_allow_remote", "maybe", "no, yes");
+	{
+		char many[512] = "";
+
+		for (i = 0; i < MD_HTTP_LISTEN_MAX + 1; i++)
+			snprintf(many + strlen(many), sizeof(many) - strlen(many), "127.0.0.1:%zu ", 8000 + i);
+		expect_invalid("http_listen", many, "more than");
+	}
 	expect_invalid("max_message_bytes", "1KB", NULL);
 	expect_invalid("max_message_bytes", "K", NULL);
 	expect_invalid("max_message_bytes", "-1K", "negative");
@@ -853,7 +898,39 @@ static void test_validate(void)
 	   "a log level that is not one of the five is caught (%s)", err);
 	c.log_level = LOG_INFO;
 	ok(md_config_validate(&c, err, sizeof(err)) == 0, "and valid again");
+	md_config_set(&c, "http_listen", "127.0.0.1:8080 [::1]:8080 unix:/tmp/h.sock", err, sizeof(err));
+	ok(md_config_validate(&c, err, sizeof(err)) == 0, "loopback and unix: HTTP addresses validate");
+	md_config_set(&c, "http_listen", "192.168.1.2:8080", err, sizeof(err));
+	ok(md_config_validate(&c, err, sizeof(err)) == -EINVAL && strstr(err, "http_allow_remote"),
+	   "a non-loopback HTTP address needs http_allow_remote (%s)", err);
+	md_config_set(&c, "http_allow_remote", "yes", err, sizeof(err));
+	ok(md_config_validate(&c, err, sizeof(err)) == -EINVAL && strstr(err, "http_api_key"),
+	   "http_allow_remote needs an http_api_key (%s)", err);
+	md_config_set(&c, "http_api_key", "/k", err, sizeof(err));
+	ok(md_config_validate(&c, err, sizeof(err)) == 0, "with both, a remote address validates");
+	{
+		struct md_config copy;
+
+		ok(md_config_copy(&copy, &c) == 0 && copy.n_http_listen == 4 && copy.http_listen[3] != c.http_listen[3] &&
+		   strcmp(copy.http_listen[3], "192.168.1.2:8080") == 0 && copy.http_api_key != c.http_api_key &&
+		   strcmp(copy.http_api_key, "/k") == 0 && copy.model != c.model && strcmp(copy.model, c.model) == 0,
+		   "md_config_copy duplicates every string, the HTTP addresses too");
+		md_config_free(&copy);
+	}
 	md_config_free(&c);
+	{
+		struct md_listen_addr a;
+		char why[256];
+
+		ok(md_listen_parse("127.8.9.10:80", &a, why, sizeof(why)) == 0 && a.loopback && !a.is_unix,
+		   "127.8.9.10 is loopback");
+		ok(md_listen_parse("[::1]:80", &a, why, sizeof(why)) == 0 && a.loopback && a.addr.ss_family == AF_INET6,
+		   "[::1] is loopback IPv6");
+		ok(md_listen_parse("[::]:80", &a, why, sizeof(why)) == 0 && !a.loopback, "[::] is not loopback");
+		ok(md_listen_parse("localhost:80", &a, why, sizeof(why)) == 0 && a.loopback, "localhost is 127.0.0.1");
+		ok(md_listen_parse("unix:/run/x", &a, why, sizeof(why)) == 0 && a.is_unix && a.loopback &&
+		   strcmp(a.path, "/run/x") == 0, "unix:/run/x is local");
+	}
 }
 
 /* ---- the command line ---------------------------------------------------------- */
@@ -1046,6 +1123,28 @@ static void test_args(void)
 	unlink(path);
 }
 
+static void test_http_args(void)
+{
+	struct md_config c;
+	struct md_cli cli;
+	static const char *const twice[] = { "--config", "/dev/null", "--model", "/m", "--http-listen", "127.0.0.1:1",
+					     "--http_listen=unix:/tmp/h.sock", NULL };
+	static const char *const reset[] = { "--config", "/dev/null", "--model", "/m", "--http-listen", "127.0.0.1:1",
+					     "--http-listen", "none", "--http-listen", "[::1]:2", NULL };
+	static const char *const remote[] = { "--config", "/dev/null", "--model", "/m", "--http-listen", "10.0.0.1:80",
+					      NULL };
+
+	ok(from_args(&c, &cli, twice) == 0 && c.n_http_listen == 2 && strcmp(c.http_listen[1], "unix:/tmp/h.sock") == 0,
+	   "--http-listen given twice: both addresses (%s)", err);
+	md_config_free(&c);
+	ok(from_args(&c, &cli, reset) == 0 && c.n_http_listen == 1 && strcmp(c.http_listen[0], "[::1]:2") == 0,
+	   "--http-listen none drops the earlier ones (%s)", err);
+	md_config_free(&c);
+	ok(from_args(&c, &cli, remote) == -EINVAL && strstr(err, "http_allow_remote") && !cli.usage_error,
+	   "a remote address without http_allow_remote fails as configuration (%s)", err);
+	md_config_free(&c);
+}
+
 int main(void)
 {
 	test_defaults();
@@ -1057,5 +1156,6 @@ int main(void)
 	test_limits();
 	test_validate();
 	test_args();
+	test_http_args();
 	return done_testing();
 }
