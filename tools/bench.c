@@ -653,7 +653,7 @@ static int time_streams(const struct ms_model *m, struct ms_ctx *ctx, const stru
 	if (!logits)
 		return ms_errf(err, -ENOMEM, "no memory for %zu streams' logits", n);
 	for (size_t i = 0; i < n; i++) {
-		if ((r = ms_kv_create(m, SHORT_PROMPT + (uint32_t)o->gen + CTX_SLACK, m->window, o->kv_type, &kv[i],
+		if ((r = ms_kv_create(m, SHORT_PROMPT + (uint32_t)o->gen + CTX_SLACK, m->window, 0, o->kv_type, &kv[i],
 				      err)) < 0)
 			goto out;
 		random_tokens(toks[i], SHORT_PROMPT, m->hp.vocab, rng);
@@ -770,8 +770,8 @@ static int bench_model(const char *path, const struct opts *o, bool pp, struct r
 	if (n_ctx < max_prompt + (size_t)o->gen + CTX_SLACK)
 		n_ctx = (uint32_t)(max_prompt + (size_t)o->gen + CTX_SLACK);
 	res->kv_type = ms_ggml_type_name(o->kv_type);
-	res->kv_bytes_per_token = ms_kv_bytes(m, 1, 0, o->kv_type);
-	res->kv_bytes_long = ms_kv_bytes(m, (uint32_t)o->long_ctx, m->window, o->kv_type);
+	res->kv_bytes_per_token = ms_kv_bytes(m, 1, 0, 0, o->kv_type);
+	res->kv_bytes_long = ms_kv_bytes(m, (uint32_t)o->long_ctx, m->window, 0, o->kv_type);
 	res->long_keys = (m->window && m->window < o->long_ctx + 1) ? m->window : (uint32_t)o->long_ctx + 1;
 
 	toks = malloc(max_prompt * sizeof(*toks));
@@ -781,7 +781,7 @@ static int bench_model(const char *path, const struct opts *o, bool pp, struct r
 		r = -ENOMEM;
 		goto out;
 	}
-	if ((r = ms_kv_create(m, n_ctx, m->window, o->kv_type, &kv, &err)) < 0 ||
+	if ((r = ms_kv_create(m, n_ctx, m->window, 0, o->kv_type, &kv, &err)) < 0 ||
 	    (r = ms_ctx_create(m, k, (uint32_t)(o->batch > MAX_STREAMS_N ? o->batch : MAX_STREAMS_N),
 				 (uint32_t)o->threads, &ctx, &err)) < 0 ||
 	    (r = bw_create(&bw, (size_t)o->bw_mib << 20, o, &err)) < 0) {
