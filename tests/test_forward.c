@@ -301,6 +301,21 @@ out:
 	ms_model_free(plain);
 }
 
+/* A 64-wide two-layer F32 model with kv_heads of 4 heads and this window, written, loaded and unlinked. */
+static struct ms_model *small_model(const struct ms_kernels *k, const char *label, int kv_heads, int window)
+{
+	char path[256];
+	struct ms_model *m;
+
+	snprintf(path, sizeof(path), "%s/mistrald-test-%d-%s.gguf",
+		 getenv("TEST_TMPDIR") ? getenv("TEST_TMPDIR") : "/tmp", (int)getpid(), label);
+	if (!ok(mkmodel(path, "F32", 64, 96, 4, kv_heads, window) == 0, "[%s] %s: model written", k->name, label))
+		return NULL;
+	m = load(path, MS_WINDOW_AUTO);
+	unlink(path);
+	return m;
+}
+
 /*
  * Three sequences with different prompt lengths evaluated together: one
  * batch of prefills (chunks of several sequences share a round), then
@@ -311,7 +326,6 @@ static void test_batch(const struct ms_kernels *k)
 	const uint32_t W = 16, N = 60, CTX = 128;
 	const size_t prefill[3] = { 7, 33, 1 };
 	const uint32_t windows[3] = { 16, 0, 16 };
-	char path[256];
 	struct ms_model *m;
 	struct ms_ctx *c = NULL;
 	struct ms_kv *kv[3] = { NULL };
@@ -321,12 +335,7 @@ static void test_batch(const struct ms_kernels *k)
 	size_t vocab;
 	int r = 0;
 
-	snprintf(path, sizeof(path), "%s/mistrald-test-%d-batch.gguf",
-		 getenv("TEST_TMPDIR") ? getenv("TEST_TMPDIR") : "/tmp", (int)getpid());
-	if (!ok(mkmodel(path, "F32", 64, 96, 4, 2, (int)W) == 0, "[%s] batch: model written", k->name))
-		return;
-	m = load(path, MS_WINDOW_AUTO);
-	unlink(path);
+	m = small_model(k, "batch", 2, (int)W);
 	if (!m)
 		return;
 	vocab = m->hp.vocab;
@@ -486,7 +495,6 @@ static void test_reuse(const struct ms_kernels *k)
 		{ 50, 44, false, "after a wrap, rolled back 6: beyond the margin" },
 		{ 50, 3, false, "after a wrap, back to a short prefix" },
 	};
-	char path[256];
 	struct ms_model *m;
 	int32_t toks[60], alt[60];
 	float *lg = NULL, *full = NULL, *ref = NULL;
@@ -495,12 +503,7 @@ static void test_reuse(const struct ms_kernels *k)
 	ms_err err = { 0 };
 	size_t vocab;
 
-	snprintf(path, sizeof(path), "%s/mistrald-test-%d-reuse.gguf",
-		 getenv("TEST_TMPDIR") ? getenv("TEST_TMPDIR") : "/tmp", (int)getpid());
-	if (!ok(mkmodel(path, "F32", 64, 96, 4, 2, (int)W) == 0, "[%s] reuse: model written", k->name))
-		return;
-	m = load(path, MS_WINDOW_AUTO);
-	unlink(path);
+	m = small_model(k, "reuse", 2, (int)W);
 	if (!m)
 		return;
 	vocab = m->hp.vocab;
