@@ -155,7 +155,8 @@ static void usage(FILE *f)
 "                           system prompt tokens (default 0), tokens each user\n"
 "                           message and answer add (default 64, 64), answer\n"
 "                           tokens re-tokenized differently in the next prompt\n"
-"                           (default 2)\n"
+"                           (default 2); --repeat times the cached and the\n"
+"                           new-tokens-only evaluations (medians)\n"
 "\n"
 "  --attention LIST         instead of -m: write same-size random models that\n"
 "                           differ only in key/value heads (LIST: mha, gqa, mqa\n"
@@ -1294,7 +1295,7 @@ int main(int argc, char **argv)
 		const struct bench_chat_opts co = {
 			.model = o.model, .isa = o.isa, .threads = o.threads, .turns = o.chat,
 			.system = o.chat_system, .user = o.chat_user, .answer = o.chat_answer,
-			.retok = o.chat_retok, .batch = o.batch, .kv_type = o.kv_type, .pages = o.pages,
+			.retok = o.chat_retok, .batch = o.batch, .repeat = o.repeat, .kv_type = o.kv_type, .pages = o.pages,
 			.mlock = o.mlock, .plain_rows = o.plain_rows,
 		};
 

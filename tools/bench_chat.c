@@ -28,6 +28,19 @@ struct chat {
 	uint64_t rng;
 };
 
+static int cmp_double(const void *a, const void *b)
+{
+	const double x = *(const double *)a, y = *(const double *)b;
+
+	return (x > y) - (x < y);
+}
+
+static double median(double *v, long n)
+{
+	qsort(v, (size_t)n, sizeof(*v), cmp_double);
+	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
 static void add_random(struct chat *c, int32_t *t, size_t n)
 {
 	for (size_t i = 0; i < n; i++) {
@@ -104,8 +117,8 @@ static int play(struct chat *c, int32_t *hist, size_t cap, ms_err *err)
 	printf("%-5s %8s %7s %6s %12s %12s %12s %8s %8s %8s\n", "turn", "prompt", "cached", "new",
 	       "ttft_on_ms", "ttft_off_ms", "new_only_ms", "on/new", "off/on", "keep_ms");
 	for (long t = 1; t <= o->turns; t++) {
-		double on, copy_s, off, only, keep_s = 0;
-		uint32_t cached, n_prompt;
+		double on, copy_s, off, only, keep_s = 0, on_runs[BENCH_CHAT_MAX_REPEAT], only_runs[BENCH_CHAT_MAX_REPEAT];
+		uint32_t cached = 0, n_prompt;
 
 		if (t == 1) {
 			hist[n++] = 1;   /* BOS */
@@ -119,24 +132,25 @@ static int play(struct chat *c, int32_t *hist, size_t cap, ms_err *err)
 		n_prompt = n + (uint32_t)o->user;
 		if (n_prompt + (size_t)o->answer > cap)
 			break;
-		/* on and off alternate their order so a noisy neighbour hurts both alike */
-		if (t % 2) {
-			if ((r = turn_cached(c, hist, n_prompt, &on, &copy_s, &cached, err)) < 0)
+		/*
+		 * Off once (it is the long one); on and the new tokens alone
+		 * alternately, repeat times each, medians: on a shared CPU one
+		 * run of either can be off by half.
+		 */
+		ms_kv_reset(c->cold);
+		if ((r = timed_eval(c, c->cold, hist, n_prompt, &off, err)) < 0)
+			return r;
+		/* turn 1 has nothing cached: on and new-only are the same evaluation */
+		for (long i = 0; i < (t == 1 ? 1 : o->repeat); i++) {
+			if ((r = turn_cached(c, hist, n_prompt, &on_runs[i], &copy_s, &cached, err)) < 0)
 				return r;
 			ms_kv_reset(c->cold);
-			if ((r = timed_eval(c, c->cold, hist, n_prompt, &off, err)) < 0)
-				return r;
-		} else {
-			ms_kv_reset(c->cold);
-			if ((r = timed_eval(c, c->cold, hist, n_prompt, &off, err)) < 0)
-				return r;
-			if ((r = turn_cached(c, hist, n_prompt, &on, &copy_s, &cached, err)) < 0)
+			if ((r = timed_eval(c, c->cold, hist + cached, n_prompt - cached, &only_runs[i], err)) < 0)
 				return r;
 		}
-		/* The same new tokens on an empty cache: the evaluation they cost by themselves. */
-		ms_kv_reset(c->cold);
-		if ((r = timed_eval(c, c->cold, hist + cached, n_prompt - cached, &only, err)) < 0)
-			return r;
+		on = median(on_runs, t == 1 ? 1 : o->repeat);
+		only = median(only_runs, t == 1 ? 1 : o->repeat);
+		/* the sequence must hold this turn's prompt for the answer: the last run did that */
 		add_random(c, hist + n_prompt, (size_t)o->answer);
 		n = n_prompt + (uint32_t)o->answer;
 		if ((r = keep_turn(c, hist, n - 1, &keep_s, err)) < 0)
@@ -183,10 +197,11 @@ int bench_chat(const struct bench_chat_opts *o)
 		fprintf(stderr, PROG ": %s\n", err.msg);
 		goto out;
 	}
-	printf("# %s: %s, %s kernels, %ld threads, window %u (+%u rollback slots), batch %ld\n"
+	printf("# %s: %s, %s kernels, %ld threads, window %u (+%u rollback slots), batch %ld, "
+	       "on and new-only: medians of %ld\n"
 	       "# each turn: %ld user tokens, an answer of %ld whose last %ld come back re-tokenized; "
 	       "system prompt %ld\n", o->model, c.m->name, k->name, o->threads, c.m->window, CHAT_MARGIN,
-	       o->batch, o->user, o->answer, o->retok, o->system);
+	       o->batch, o->repeat, o->user, o->answer, o->retok, o->system);
 	/* One token first: thread team start-up and first-touch scratch are not speed. */
 	hist[0] = 1;
 	if ((r = ms_eval(c.ctx, c.cold, hist, 1, c.logits, false, &err)) < 0 ||

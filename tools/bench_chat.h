@@ -7,6 +7,8 @@
 
 #include "arena.h"
 
+#define BENCH_CHAT_MAX_REPEAT 100
+
 struct bench_chat_opts {
 	const char *model;
 	const char *isa;
@@ -17,6 +19,7 @@ struct bench_chat_opts {
 	long answer;             /* tokens each answer adds */
 	long retok;              /* last answer tokens the next prompt spells differently */
 	long batch;
+	long repeat;             /* runs of the cached and new-only timings per turn (median) */
 	uint32_t kv_type;
 	enum ms_page_policy pages;
 	bool mlock, plain_rows;
