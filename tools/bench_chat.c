@@ -114,10 +114,11 @@ static int play(struct chat *c, int32_t *hist, size_t cap, ms_err *err)
 	uint32_t n = 0;
 	int r;
 
-	printf("%-5s %8s %7s %6s %12s %12s %12s %8s %8s %8s\n", "turn", "prompt", "cached", "new",
-	       "ttft_on_ms", "ttft_off_ms", "new_only_ms", "on/new", "off/on", "keep_ms");
+	printf("%-5s %8s %7s %6s %12s %12s %12s %8s %8s %8s %8s\n", "turn", "prompt", "cached", "new",
+	       "ttft_on_ms", "ttft_off_ms", "new_only_ms", "on/new", "off/on", "copy_ms", "keep_ms");
 	for (long t = 1; t <= o->turns; t++) {
-		double on, copy_s, off, only, keep_s = 0, on_runs[BENCH_CHAT_MAX_REPEAT], only_runs[BENCH_CHAT_MAX_REPEAT];
+		double on, copy_s, off, only, keep_s = 0;
+		double on_runs[BENCH_CHAT_MAX_REPEAT], only_runs[BENCH_CHAT_MAX_REPEAT], copy_runs[BENCH_CHAT_MAX_REPEAT];
 		uint32_t cached = 0, n_prompt;
 
 		if (t == 1) {
@@ -142,21 +143,23 @@ static int play(struct chat *c, int32_t *hist, size_t cap, ms_err *err)
 			return r;
 		/* turn 1 has nothing cached: on and new-only are the same evaluation */
 		for (long i = 0; i < (t == 1 ? 1 : o->repeat); i++) {
-			if ((r = turn_cached(c, hist, n_prompt, &on_runs[i], &copy_s, &cached, err)) < 0)
+			if ((r = turn_cached(c, hist, n_prompt, &on_runs[i], &copy_runs[i], &cached, err)) < 0)
 				return r;
 			ms_kv_reset(c->cold);
 			if ((r = timed_eval(c, c->cold, hist + cached, n_prompt - cached, &only_runs[i], err)) < 0)
 				return r;
 		}
 		on = median(on_runs, t == 1 ? 1 : o->repeat);
+		copy_s = median(copy_runs, t == 1 ? 1 : o->repeat);
 		only = median(only_runs, t == 1 ? 1 : o->repeat);
 		/* the sequence must hold this turn's prompt for the answer: the last run did that */
 		add_random(c, hist + n_prompt, (size_t)o->answer);
 		n = n_prompt + (uint32_t)o->answer;
 		if ((r = keep_turn(c, hist, n - 1, &keep_s, err)) < 0)
 			return r;
-		printf("%-5ld %8u %7u %6u %12.1f %12.1f %12.1f %8.2f %8.1f %8.1f\n", t, n_prompt, cached,
-		       n_prompt - cached, on * 1e3, off * 1e3, only * 1e3, on / only, off / on, keep_s * 1e3);
+		printf("%-5ld %8u %7u %6u %12.1f %12.1f %12.1f %8.2f %8.1f %8.1f %8.1f\n", t, n_prompt, cached,
+		       n_prompt - cached, on * 1e3, off * 1e3, only * 1e3, on / only, off / on, copy_s * 1e3,
+		       keep_s * 1e3);
 		fflush(stdout);
 	}
 	return 0;
