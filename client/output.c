@@ -300,9 +300,11 @@ void print_stats(const msgpack_object *res)
 	const msgpack_object *dr = map_str(res, "done_reason"), *seed = map_get(res, "seed");
 
 	fflush(stdout);
-	fprintf(stderr, "mistralctl: prompt %.0f tokens in %.1f ms (%.1f tok/s), "
+	/* tok/s counts the evaluated tokens: cached ones are copied, not computed */
+	fprintf(stderr, "mistralctl: prompt %.0f tokens in %.1f ms (%.1f tok/s; %.0f cached, %.0f new), "
 		"generated %.0f tokens in %.1f ms (%.1f tok/s), queued %.1f ms",
 		map_num(u, "prompt_tokens"), map_num(t, "prompt_ms"), map_num(t, "prompt_tokens_per_s"),
+		map_num(u, "cached_tokens"), map_num(u, "prompt_tokens") - map_num(u, "cached_tokens"),
 		map_num(u, "completion_tokens"), map_num(t, "generate_ms"), map_num(t, "generate_tokens_per_s"),
 		map_num(t, "queue_ms"));
 	if (dr)

@@ -8,6 +8,7 @@
 #include "bundle.h"
 #include "conf.h"
 #include "log.h"
+#include "pcache.h"
 
 int md_bundle_load(const struct md_config *c, md_pick_kernels_fn pick,
 		   ms_progress_fn progress, void *ud,
@@ -53,6 +54,15 @@ int md_bundle_load(const struct md_config *c, md_pick_kernels_fn pick,
 	/* F16 (the default) is half the bytes of F32 per cached token, so twice
 	 * the context per GiB and half the cache traffic per decode step. */
 	b->kv_type = c->kv_cache;
+	/* auto: sized now that the weights are resident, leaving the running
+	 * sequences' own caches room to be allocated. */
+	b->pcache_entries = c->prompt_cache ? c->prompt_cache_entries : 0;
+	b->pcache_bytes = c->prompt_cache == MD_PROMPT_CACHE_AUTO ?
+		md_pcache_auto_bytes(b->parallel * ms_kv_bytes(b->model, b->n_ctx, b->model->window,
+								MD_PCACHE_MARGIN, b->kv_type)) :
+		c->prompt_cache;
+	if (!b->pcache_bytes)
+		b->pcache_entries = 0;
 	rc = ms_ctx_create(b->model, b->kernels, b->batch, b->threads, &b->ctx, &err);
 	if (rc < 0) {
 		snprintf(errbuf, errlen, "%s", err.msg);

@@ -23,6 +23,8 @@ struct md_bundle {
 	uint32_t threads;
 	uint32_t batch;
 	uint32_t kv_type;            /* GGML_TYPE_F16 or GGML_TYPE_F32 */
+	uint32_t pcache_entries;     /* prompt cache limits, resolved (auto sized); 0: off */
+	size_t pcache_bytes;
 	enum ms_template tmpl;
 };
 

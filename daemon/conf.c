@@ -50,6 +50,7 @@ enum key_type {
 	KT_KERNELS,     /* auto | generic | avx2 | avx512 */
 	KT_HUGEPAGES,   /* hugetlb | thp | none */
 	KT_KVCACHE,     /* f16 | f32 */
+	KT_PCACHE,      /* auto | off | bytes as KT_SIZE in [min, max]; 0 also means off */
 	KT_MLOCK,       /* no | yes | required (and the other booleans) */
 	KT_LOG_LEVEL,   /* error | warning | notice | info | debug */
 	KT_BOOL,        /* yes | no (and the other spellings parse_bool takes) */
@@ -97,6 +98,10 @@ static const struct key keys[] = {
 	  "lock the weights in RAM; required: fail if that fails" },
 	{ "kv_cache", KT_KVCACHE, F(kv_cache), 0, 0, "f16|f32",
 	  "KV cache element type; f32: twice the memory, exact" },
+	{ "prompt_cache", KT_PCACHE, F(prompt_cache), 0, 1024 * GIB, "SIZE|auto|off",
+	  "memory for finished sequences' prompt state; auto: half the free" },
+	{ "prompt_cache_entries", KT_U32, F(prompt_cache_entries), 0, 4096, "N",
+	  "finished sequences kept for prompt reuse; 0: none" },
 	{ "max_message_bytes", KT_SIZE, F(max_message_bytes), KIB, 256 * MIB, "SIZE",
 	  "largest request accepted (K, M, G suffixes)" },
 	{ "max_nesting", KT_U32, F(max_nesting), 5, 32, "N",
@@ -257,7 +262,7 @@ static void format_range(const struct key *k, char *buf, size_t len)
 {
 	char lo[24], hi[24];
 
-	if (k->type == KT_SIZE) {
+	if (k->type == KT_SIZE || k->type == KT_PCACHE) {
 		format_size(k->min, lo, sizeof(lo));
 		format_size(k->max, hi, sizeof(hi));
 		snprintf(buf, len, "%s..%s", lo, hi);
@@ -317,7 +322,7 @@ static int not_a_number(const struct key *k, const char *value, char *why, size_
 {
 	char r[64], v[64];
 	const char *what = k->type == KT_MODE ? "an octal mode" :
-			   k->type == KT_SIZE ? "a size" : "a number";
+			   k->type == KT_SIZE || k->type == KT_PCACHE ? "a size" : "a number";
 
 	format_range(k, r, sizeof(r));
 	if (value[0] == '-' && value[1] >= '0' && value[1] <= '9')
@@ -325,7 +330,7 @@ static int not_a_number(const struct key *k, const char *value, char *why, size_
 			    shown(value, v, sizeof(v)), r);
 	return fail(why, wlen, "'%s' is not %s (expected %s%s)", shown(value, v, sizeof(v)),
 		    what, k->type == KT_THREADS ? "auto or " :
-		    k->type == KT_WINDOW ? "auto, off or " : "", r);
+		    k->type == KT_WINDOW || k->type == KT_PCACHE ? "auto, off or " : "", r);
 }
 
 static int parse_number(const struct key *k, const char *value, uint64_t *out,
@@ -658,6 +663,20 @@ static int set_key(struct md_config *c, const struct key *k, const char *value,
 		c->hugepages = p;
 		return 0;
 	}
+	case KT_PCACHE:
+		if (strcasecmp(value, "auto") == 0) {
+			c->prompt_cache = MD_PROMPT_CACHE_AUTO;
+			return 0;
+		}
+		if (strcasecmp(value, "off") == 0) {
+			c->prompt_cache = 0;
+			return 0;
+		}
+		r = parse_size(k, value, &n, why, wlen);
+		if (r)
+			return r;
+		c->prompt_cache = (size_t)n;
+		return 0;
 	case KT_KVCACHE:
 		if (ms_kv_type_parse(value, &c->kv_cache) < 0)
 			return fail(why, wlen, "'%s' is not one of f16, f32", shown(value, v, sizeof(v)));
@@ -713,6 +732,8 @@ void md_config_defaults(struct md_config *c)
 	c->socket_group = NULL;
 	c->hugepages = MS_POLICY_THP;
 	c->kv_cache = GGML_TYPE_F16;
+	c->prompt_cache = MD_PROMPT_CACHE_AUTO;
+	c->prompt_cache_entries = 64;
 	c->mlock = false;
 	c->mlock_required = false;
 	c->max_message_bytes = 1 * MIB;
@@ -835,6 +856,14 @@ int md_config_get(const struct md_config *c, const char *key, char *buf, size_t 
 		break;
 	case KT_KVCACHE:
 		n = snprintf(buf, len, "%s", c->kv_cache == GGML_TYPE_F32 ? "f32" : "f16");
+		break;
+	case KT_PCACHE:
+		if (c->prompt_cache == MD_PROMPT_CACHE_AUTO)
+			n = snprintf(buf, len, "auto");
+		else if (c->prompt_cache == 0)
+			n = snprintf(buf, len, "off");
+		else
+			format_size(c->prompt_cache, buf, len);
 		break;
 	case KT_MLOCK:
 		n = snprintf(buf, len, "%s", c->mlock_required ? "required" :
@@ -1127,6 +1156,11 @@ int md_config_validate(const struct md_config *c, char *err, size_t errlen)
 			break;
 		case KT_SIZE:
 			n = *(const size_t *)cfield(c, k);
+			break;
+		case KT_PCACHE:
+			if (c->prompt_cache == MD_PROMPT_CACHE_AUTO)
+				continue;
+			n = c->prompt_cache;
 			break;
 		case KT_MODE:
 			n = *(const mode_t *)cfield(c, k);

@@ -24,6 +24,8 @@
 
 /* http_listen addresses at most (the key repeats). */
 #define MD_HTTP_LISTEN_MAX 8
+/* prompt_cache = auto: sized at load time to the memory beside the model. */
+#define MD_PROMPT_CACHE_AUTO SIZE_MAX
 
 struct md_config {
 	char *model;                  /* model = PATH (required) */
@@ -39,6 +41,8 @@ struct md_config {
 	char *socket_group;           /* socket_group = NAME (NULL: leave as created) */
 	enum ms_page_policy hugepages;/* hugepages = hugetlb | thp | none (default thp) */
 	uint32_t kv_cache;            /* kv_cache = f16 | f32: GGML_TYPE_F16 (default) or _F32 */
+	size_t prompt_cache;          /* prompt_cache = auto | off | SIZE: bytes kept (MD_PROMPT_CACHE_AUTO, 0 = off) */
+	uint32_t prompt_cache_entries;/* prompt_cache_entries = N finished sequences kept at most (default 64, 0 = off) */
 	bool mlock;                   /* mlock = no | yes | required */
 	bool mlock_required;
 	size_t max_message_bytes;     /* default 1 MiB; range 1 KiB .. 256 MiB */

@@ -11,6 +11,11 @@ struct md_counters {
 	atomic_ullong connections_total, protocol_errors_total;
 	atomic_ullong prompt_us_total, generate_us_total;
 	atomic_ullong http_requests_total, http_errors_total, http_connections_total;
+	/* the prompt cache: requests that reused a prefix or did not, entries
+	 * evicted, prompt tokens not evaluated thanks to it; pool gauges */
+	atomic_ullong prompt_cache_hits_total, prompt_cache_misses_total;
+	atomic_ullong prompt_cache_evictions_total, prompt_cache_tokens_total;
+	atomic_ullong prompt_cache_entries, prompt_cache_bytes;
 };
 extern struct md_counters md_counters;
 

@@ -264,7 +264,8 @@ static int parse_sampling(struct md_daemon *d, json_t *body, struct md_api_req *
 	}
 	if (!seeded && getrandom(&sp->seed, sizeof(sp->seed), GRND_NONBLOCK) != sizeof(sp->seed))
 		sp->seed = (uint64_t)(md_now() * 1e9);
-	if (get_bool(body, "stream", &rq->stream, e) < 0)
+	/* cache_prompt: the socket's opt-out of the prompt cache, llama.cpp's name for it */
+	if (get_bool(body, "stream", &rq->stream, e) < 0 || get_bool(body, "cache_prompt", &j->cache_prompt, e) < 0)
 		return -1;
 	j->stream = rq->stream;
 	if ((r = get_int(body, "n", 1, 1, &v, e)) < 0) {
@@ -547,9 +548,11 @@ static json_t *usage_json(const msgpack_object *res)
 {
 	const msgpack_object *u = mp_get(res, "usage");
 
-	return json_pack("{s:I, s:I, s:I}", "prompt_tokens", (json_int_t)mp_u64(u, "prompt_tokens"),
+	/* OpenAI reports prompt-cache reuse as prompt_tokens_details.cached_tokens */
+	return json_pack("{s:I, s:I, s:I, s:{s:I}}", "prompt_tokens", (json_int_t)mp_u64(u, "prompt_tokens"),
 			 "completion_tokens", (json_int_t)mp_u64(u, "completion_tokens"),
-			 "total_tokens", (json_int_t)mp_u64(u, "total_tokens"));
+			 "total_tokens", (json_int_t)mp_u64(u, "total_tokens"),
+			 "prompt_tokens_details", "cached_tokens", (json_int_t)mp_u64(u, "cached_tokens"));
 }
 
 /* {"token", "logprob", "bytes"} of one daemon logprobs entry or alternative. */

@@ -14,6 +14,7 @@ struct md_job *md_job_new(enum md_job_kind kind)
 	j->kind = kind;
 	j->t_submit = md_now();
 	ms_sampler_params_default(&j->sp);
+	j->cache_prompt = true;
 	return j;
 }
 

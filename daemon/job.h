@@ -44,6 +44,7 @@ struct md_job {
 	size_t *stop_lens;
 	size_t n_stops;
 	uint32_t logprobs;           /* top alternatives per token, 0 = none */
+	bool cache_prompt;           /* reuse a cached prefix and keep this sequence (default true) */
 
 	/* tokenize / detokenize */
 	char *text;                  /* owned */

@@ -118,7 +118,8 @@ static int parse_sampling(struct md_daemon *d, const msgpack_object *p, struct m
 
 	j->stream = true;
 	j->max_tokens = limit < 256 ? limit : 256;
-	if (proto_get_bool(p, "stream", &j->stream, msg, n) < 0)
+	if (proto_get_bool(p, "stream", &j->stream, msg, n) < 0 ||
+	    proto_get_bool(p, "cache_prompt", &j->cache_prompt, msg, n) < 0)
 		return -1;
 	if ((r = proto_get_uint(p, KEY(MAX_TOKENS), UINT32_MAX, &u, msg, n)) < 0)
 		return -1;
@@ -380,6 +381,12 @@ void md_metrics_pack(struct md_daemon *d, msgpack_packer *pk)
 			PROTO_KV_U64("queued_requests", st.queued),
 			PROTO_KV_F64("prompt_seconds_total", (double)atomic_load(&md_counters.prompt_us_total) * 1e-6),
 			PROTO_KV_F64("generate_seconds_total", (double)atomic_load(&md_counters.generate_us_total) * 1e-6),
+			PROTO_KV_U64("prompt_cache_hits_total", atomic_load(&md_counters.prompt_cache_hits_total)),
+			PROTO_KV_U64("prompt_cache_misses_total", atomic_load(&md_counters.prompt_cache_misses_total)),
+			PROTO_KV_U64("prompt_cache_evictions_total", atomic_load(&md_counters.prompt_cache_evictions_total)),
+			PROTO_KV_U64("prompt_cache_tokens_total", atomic_load(&md_counters.prompt_cache_tokens_total)),
+			PROTO_KV_U64("prompt_cache_entries", atomic_load(&md_counters.prompt_cache_entries)),
+			PROTO_KV_U64("prompt_cache_bytes", atomic_load(&md_counters.prompt_cache_bytes)),
 			PROTO_KV_U64("model_weight_bytes", d->model_weight_bytes),
 			PROTO_KV_F64("uptime_seconds", md_now() - d->t_start),
 			PROTO_KV_U64("http_requests_total", atomic_load(&md_counters.http_requests_total)),

@@ -5,7 +5,9 @@
 
 #include <msgpack.h>
 
+#include "counters.h"
 #include "kvmap.h"
+#include "pcache.h"
 #include "proto.h"
 #include "replies.h"
 #include "seq.h"
@@ -123,6 +125,17 @@ void md_reply_info(msgpack_packer *pk, uint32_t msgid, const struct md_bundle *b
 		PROTO_KV_STR("page_kind", ms_page_kind_name(m->arena->kind)),
 		PROTO_KV_BOOL("locked", m->arena->locked),
 	};
+	const struct proto_kv pcache[] = {
+		PROTO_KV_U64("max_entries", b->pcache_entries),
+		PROTO_KV_U64("max_bytes", b->pcache_bytes),
+		PROTO_KV_U64("rollback_margin", MD_PCACHE_MARGIN),
+		PROTO_KV_U64("entries", atomic_load(&md_counters.prompt_cache_entries)),
+		PROTO_KV_U64("bytes", atomic_load(&md_counters.prompt_cache_bytes)),
+		PROTO_KV_U64("hits", atomic_load(&md_counters.prompt_cache_hits_total)),
+		PROTO_KV_U64("misses", atomic_load(&md_counters.prompt_cache_misses_total)),
+		PROTO_KV_U64("evictions", atomic_load(&md_counters.prompt_cache_evictions_total)),
+		PROTO_KV_U64("tokens_saved", atomic_load(&md_counters.prompt_cache_tokens_total)),
+	};
 	const struct proto_kv info[] = {
 		PROTO_KV_STR("name", m->name),
 		PROTO_KV_STR("architecture", "llama"),
@@ -132,12 +145,14 @@ void md_reply_info(msgpack_packer *pk, uint32_t msgid, const struct md_bundle *b
 		PROTO_KV_U64("context", b->n_ctx),
 		PROTO_KV_U64("sliding_window", m->window),
 		PROTO_KV_STR("sliding_window_source", m->window_source),
-		PROTO_KV_U64("kv_cache_bytes_per_sequence", ms_kv_bytes(m, b->n_ctx, m->window, b->kv_type)),
+		PROTO_KV_U64("kv_cache_bytes_per_sequence",
+			     ms_kv_bytes(m, b->n_ctx, m->window, MD_PCACHE_MARGIN, b->kv_type)),
 		PROTO_KV_U64("kv_cache_bytes_per_token",
 			  2ull * hp->n_layers * hp->kv_dim * (b->kv_type == GGML_TYPE_F16 ? 2 : 4)),
 		PROTO_KV_STR("kv_cache_type", ms_ggml_type_name(b->kv_type)),
 		PROTO_KV_MAP_N("tensor_types", types, n_types),
 		PROTO_KV_MAP("memory", memory),
+		PROTO_KV_MAP("prompt_cache", pcache),
 		PROTO_KV_U64("threads", b->threads),
 		PROTO_KV_U64("parallel", b->parallel),
 		PROTO_KV_STR("kernel_isa", b->kernels->name),
@@ -173,12 +188,14 @@ void md_reply_final(msgpack_packer *pk, const struct md_seq *s, enum ms_finish r
 		PROTO_KV_U64("prompt_tokens", s->n_prompt),
 		PROTO_KV_U64("completion_tokens", s->n_gen),
 		PROTO_KV_U64("total_tokens", s->n_prompt + s->n_gen),
+		PROTO_KV_U64("cached_tokens", s->n_cached),
 	};
 	const struct proto_kv timings[] = {
 		PROTO_KV_F64("queue_ms", (s->t_start - j->t_submit) * 1e3),
 		PROTO_KV_F64("prompt_ms", prompt_s * 1e3),
 		PROTO_KV_F64("generate_ms", gen_s * 1e3),
-		PROTO_KV_F64("prompt_tokens_per_s", prompt_s > 0 ? (double)s->n_prompt / prompt_s : 0.0),
+		/* the tokens evaluated: cached ones cost (almost) nothing */
+		PROTO_KV_F64("prompt_tokens_per_s", prompt_s > 0 ? (double)(s->n_prompt - s->n_cached) / prompt_s : 0.0),
 		PROTO_KV_F64("generate_tokens_per_s", gen_s > 0 ? (double)s->n_gen / gen_s : 0.0),
 	};
 	const struct proto_kv result[] = {

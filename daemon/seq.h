@@ -35,6 +35,10 @@ struct md_seq {
 	struct md_lp_alt *lps;       /* [limit][1 + logprobs]: chosen, then the top */
 	int32_t pending;             /* sampled, to be fed next step */
 	bool prompt_done;
+	bool cache;                  /* the prompt cache applies: reuse a prefix, keep the state at the end */
+	bool dirty;                  /* an evaluation failed: its state is not worth keeping */
+	bool waiting;                /* has waited for another sequence's prefix (logged once) */
+	uint32_t n_cached;           /* prompt tokens taken from the cache or another sequence, not evaluated */
 	double t_start, t_prompt;
 	size_t step_n;               /* tokens in the current step's batch item */
 };

@@ -13,6 +13,7 @@
 #include "conf.h"
 #include "counters.h"
 #include "log.h"
+#include "pcache.h"
 #include "proto.h"
 #include "replies.h"
 #include "seq.h"
@@ -40,6 +41,7 @@ struct md_worker {
 	struct md_bundle *next;      /* installed, waiting for the running sequences */
 	struct md_seq *seqs;         /* [cur->parallel] */
 	uint32_t n_active;
+	struct md_pcache pc;         /* finished sequences of cur, for prompt reuse */
 
 	pthread_mutex_t out_mu;
 	struct md_out *out_head, *out_tail;
@@ -242,8 +244,98 @@ static int build_prompt(struct md_worker *w, struct md_seq *s, ms_err *err)
 	}
 }
 
+/* ------------------------------------------------------------------------ */
+/* Prompt reuse                                                              */
+/* ------------------------------------------------------------------------ */
+
+/* Keeps a sequence that ends in the prompt cache: the tokens its cache holds, and their state. */
+static void keep(struct md_worker *w, struct md_seq *s)
+{
+	const uint32_t n = s->kv ? s->kv->pos : 0;
+	int32_t *toks;
+
+	if (!s->cache || s->dirty || !n || !s->prompt || w->stop)
+		return;
+	toks = malloc(n * sizeof(int32_t));
+	if (!toks)
+		return;
+	for (uint32_t i = 0; i < n; i++)
+		toks[i] = i < s->n_prompt ? s->prompt[i] : s->gen[i - s->n_prompt];
+	md_pcache_put(&w->pc, toks, s->kv);
+	free(toks);
+}
+
+/* How much of toks[0..n) running sequence t's cache holds: its prompt, then what it generated and fed. */
+static uint32_t held_prefix(const struct md_seq *t, const int32_t *toks, size_t n)
+{
+	const size_t held = t->kv->pos;
+	size_t c = ms_common_prefix(t->prompt, held < t->n_prompt ? held : t->n_prompt, toks, n);
+
+	if (c == t->n_prompt && held > t->n_prompt)
+		c += ms_common_prefix(t->gen, held - t->n_prompt, toks + c, n - c);
+	return (uint32_t)c;
+}
+
+/*
+ * Before a prompt chunk: continues from the furthest position that a kept
+ * entry or another running sequence holds of this prompt (copying keys
+ * and values costs about a thousandth of evaluating them), or waits this
+ * step for a sequence ahead of it that is still evaluating the same
+ * prefix, so that N requests with one long system prompt evaluate it
+ * once, even when they arrive together. Sequences rank by position, then
+ * slot: a total order, so the highest of any waiting chain always runs.
+ * One token is always left to evaluate: its logits start the answer.
+ * Returns true to wait.
+ */
+static bool reuse(struct md_worker *w, struct md_seq *s)
+{
+	const uint32_t limit = (uint32_t)s->n_prompt - 1, window = s->kv->window;
+	uint32_t best = (uint32_t)s->n_fed, wait_for = 0, p;
+	const struct ms_kv *from = NULL;
+	long e;
+
+	if (!s->cache || s->n_fed >= limit)
+		return false;
+	for (uint32_t i = 0; i < w->cur->parallel; i++) {
+		const struct md_seq *t = &w->seqs[i];
+		uint32_t c, shared;
+
+		if (t == s || !t->job || !t->cache)
+			continue;
+		c = held_prefix(t, s->prompt, limit);
+		if (c > best && ms_kv_resumable(t->kv, window, c)) {
+			best = c;
+			from = t->kv;
+		}
+		if (t->kv->pos > s->kv->pos || (t->kv->pos == s->kv->pos && t < s)) {
+			shared = (uint32_t)ms_common_prefix(t->prompt, t->n_prompt, s->prompt, limit);
+			if (t->kv->pos < shared && shared > wait_for)
+				wait_for = shared;
+		}
+	}
+	if ((e = md_pcache_match(&w->pc, s->prompt, limit, window, best, &p)) >= 0) {
+		best = p;
+		from = w->pc.e[e].kv;
+		md_pcache_touch(&w->pc, (size_t)e);
+	}
+	if (wait_for > best) {
+		if (!s->waiting)
+			md_log(LOG_DEBUG, "request %u waits for the prefix another sequence is evaluating (%u tokens)",
+			       s->job->msgid, wait_for);
+		s->waiting = true;
+		return true;
+	}
+	if (from && ms_kv_copy(s->kv, from, best) == 0) {
+		atomic_fetch_add(&md_counters.prompt_cache_tokens_total, best - s->n_fed);
+		s->n_cached += best - (uint32_t)s->n_fed;
+		s->n_fed = best;
+	}
+	return false;
+}
+
 static void seq_release(struct md_worker *w, struct md_seq *s)
 {
+	keep(w, s);
 	ms_gen_free(s->g);
 	free(s->prompt);
 	free(s->gen);
@@ -297,11 +389,13 @@ static void seq_start(struct md_worker *w, struct md_seq *s, struct md_job *j)
 		fail(w, j, PE_CONTEXT_OVERFLOW, "prompt is %zu tokens, context is %u", s->n_prompt, b->n_ctx);
 		goto out;
 	}
-	if (!s->kv && (r = ms_kv_create(b->model, b->n_ctx, b->model->window, b->kv_type, &s->kv, &err)) < 0) {
+	if (!s->kv && (r = ms_kv_create(b->model, b->n_ctx, b->model->window, MD_PCACHE_MARGIN, b->kv_type,
+					&s->kv, &err)) < 0) {
 		fail(w, j, PE_INTERNAL, "%s", err.msg);
 		goto out;
 	}
 	ms_kv_reset(s->kv);
+	s->cache = j->cache_prompt && md_pcache_enabled(&w->pc);
 	s->limit = j->max_tokens;
 	if (s->limit > b->n_ctx - s->n_prompt)
 		s->limit = b->n_ctx - (uint32_t)s->n_prompt;
@@ -490,7 +584,11 @@ static void step(struct md_worker *w)
 			continue;
 		}
 		if (!s->prompt_done) {
-			size_t left = s->n_prompt - s->n_fed;
+			size_t left;
+
+			if (reuse(w, s))
+				continue;
+			left = s->n_prompt - s->n_fed;
 
 			s->step_n = left < b->batch ? left : b->batch;
 			items[n] = (struct ms_batch_item){ s->kv, s->prompt + s->n_fed, s->step_n,
@@ -507,6 +605,8 @@ static void step(struct md_worker *w)
 		return;
 	r = ms_eval_batch(b->ctx, items, n, &err);
 	if (r < 0 && r != -ECANCELED) {
+		for (size_t i = 0; i < n; i++)
+			who[i]->dirty = true;
 		md_log(LOG_ERR, "evaluation failed: %s", err.msg);
 		fail_active(w, PE_INTERNAL, err.msg);
 		return;
@@ -525,6 +625,9 @@ static void step(struct md_worker *w)
 				continue;
 			s->prompt_done = true;
 			s->t_prompt = md_now();
+			if (s->cache)
+				atomic_fetch_add(s->n_cached ? &md_counters.prompt_cache_hits_total :
+						 &md_counters.prompt_cache_misses_total, 1);
 		} else if (done == 0) {
 			continue;
 		}
@@ -583,10 +686,13 @@ static void maybe_swap(struct md_worker *w)
 		return;
 	}
 	free_seqs(w);
+	/* Entries hold the old model's state: they never serve another. */
+	md_pcache_clear(&w->pc);
 	md_bundle_free(w->cur);
 	w->cur = w->next;
 	w->next = NULL;
 	w->seqs = seqs;
+	md_pcache_init(&w->pc, w->cur->pcache_entries, w->cur->pcache_bytes);
 	/* A long prompt chunk on a big model keeps the watchdog fed layer by layer. */
 	ms_ctx_set_progress(w->cur->ctx, beat, w);
 	atomic_store(&w->has_model, true);
@@ -822,6 +928,7 @@ void md_worker_stop(struct md_worker *w)
 	fail_list(w, f, PE_SHUTTING_DOWN, "the daemon is shutting down");
 	fail_active(w, PE_SHUTTING_DOWN, "the daemon is shutting down");
 	free_seqs(w);
+	md_pcache_clear(&w->pc);
 	md_bundle_free(w->cur);
 	md_bundle_free(w->next);
 	/* Outputs nobody collected any more. */

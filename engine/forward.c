@@ -78,59 +78,76 @@ static size_t kv_elt(uint32_t type)
 	return type == GGML_TYPE_F16 ? 2 : 4;
 }
 
-size_t ms_kv_bytes(const struct ms_model *m, uint32_t n_ctx, uint32_t window, uint32_t type)
+static uint32_t ring_slots(uint32_t n_ctx, uint32_t window, uint32_t margin)
 {
 	uint32_t w = effective_window(n_ctx, window);
-	size_t slots = w ? w : n_ctx;
 
-	return 2 * (size_t)m->hp.n_layers * slots * m->hp.kv_dim * kv_elt(type);
+	if (!w)
+		return n_ctx;
+	return margin < n_ctx - w ? w + margin : n_ctx;
 }
 
-int ms_kv_create(const struct ms_model *m, uint32_t n_ctx, uint32_t window, uint32_t type,
+size_t ms_kv_bytes(const struct ms_model *m, uint32_t n_ctx, uint32_t window, uint32_t margin, uint32_t type)
+{
+	return 2 * (size_t)m->hp.n_layers * ring_slots(n_ctx, window, margin) * m->hp.kv_dim * kv_elt(type);
+}
+
+/* The struct and its two arrays, n_slots deep, in pages of the given policy. */
+static int kv_alloc(struct ms_kv *proto, enum ms_page_policy policy, struct ms_kv **out, ms_err *err)
+{
+	struct ms_kv *kv = malloc(sizeof(*kv));
+	size_t n = (size_t)proto->n_layers * proto->n_slots * proto->kv_dim;
+	struct ms_arena_opts ao = { .policy = policy };
+	int r;
+
+	if (!kv)
+		return ms_errf(err, -ENOMEM, "out of memory for a KV cache");
+	*kv = *proto;
+	kv->k = kv->v = NULL;
+	kv->mem = NULL;
+	if ((r = ms_arena_create(2 * n * kv->elt + 128, &ao, &kv->mem, err)) < 0) {
+		free(kv);
+		return r;
+	}
+	kv->k = ms_arena_alloc(kv->mem, n * kv->elt, 64);
+	kv->v = ms_arena_alloc(kv->mem, n * kv->elt, 64);
+	if (!kv->k || !kv->v) {
+		ms_kv_free(kv);
+		return ms_errf(err, -ENOMEM, "out of memory for a KV cache of %zu bytes", 2 * n * proto->elt);
+	}
+	*out = kv;
+	return 0;
+}
+
+int ms_kv_create(const struct ms_model *m, uint32_t n_ctx, uint32_t window, uint32_t margin, uint32_t type,
 		 struct ms_kv **out, ms_err *err)
 {
-	struct ms_kv *kv;
-	size_t n;
+	struct ms_kv proto = { 0 };
 
 	if (n_ctx == 0)
 		return ms_errf(err, -EINVAL, "context length must be at least 1");
 	if (type != GGML_TYPE_F16 && type != GGML_TYPE_F32)
 		return ms_errf(err, -EINVAL, "KV cache type %s is not supported (F16 or F32)",
 			       ms_ggml_type_name(type));
-	kv = calloc(1, sizeof(*kv));
-	if (!kv)
-		return ms_errf(err, -ENOMEM, "out of memory for a KV cache");
-	kv->n_ctx = n_ctx;
-	kv->window = effective_window(n_ctx, window);
-	kv->n_slots = kv->window ? kv->window : n_ctx;
-	kv->kv_dim = m->hp.kv_dim;
-	kv->n_layers = m->hp.n_layers;
-	kv->type = type;
-	kv->elt = kv_elt(type);
-	n = (size_t)kv->n_layers * kv->n_slots * kv->kv_dim;
+	proto.n_ctx = n_ctx;
+	proto.window = effective_window(n_ctx, window);
+	proto.n_slots = ring_slots(n_ctx, window, margin);
+	proto.kv_dim = m->hp.kv_dim;
+	proto.n_layers = m->hp.n_layers;
+	proto.n_kv_heads = m->hp.n_kv_heads;
+	proto.type = type;
+	proto.elt = kv_elt(type);
 	/*
 	 * Decode reads the whole window of every layer each step: the same
 	 * page kind as the weights (huge pages when they got them) spares the
 	 * TLB the same way. Falls back quietly; the cache is not locked.
 	 */
-	{
-		struct ms_arena_opts ao = { .policy = m->page_policy };
-		int r = ms_arena_create(2 * n * kv->elt + 128, &ao, &kv->mem, err);
+	return kv_alloc(&proto, m->page_policy, out, err);
+}
 
-		if (r < 0) {
-			free(kv);
-			return r;
-		}
-	}
-	kv->k = ms_arena_alloc(kv->mem, n * kv->elt, 64);
-	kv->v = ms_arena_alloc(kv->mem, n * kv->elt, 64);
-	if (!kv->k || !kv->v) {
-		ms_kv_free(kv);
-		return ms_errf(err, -ENOMEM, "out of memory for a KV cache of %zu bytes",
-			       ms_kv_bytes(m, n_ctx, window, type));
-	}
-	*out = kv;
-	return 0;
+size_t ms_kv_mapped_bytes(const struct ms_kv *kv)
+{
+	return kv->mem->size;
 }
 
 int ms_kv_fill_synthetic(struct ms_kv *kv, uint32_t pos, uint64_t seed)
@@ -153,12 +170,14 @@ int ms_kv_fill_synthetic(struct ms_kv *kv, uint32_t pos, uint64_t seed)
 			((float *)(i < n ? kv->k : kv->v))[i % n] = f;
 	}
 	kv->pos = pos;
+	kv->first = pos > kv->n_slots ? pos - kv->n_slots : 0;
 	return 0;
 }
 
 void ms_kv_reset(struct ms_kv *kv)
 {
 	kv->pos = 0;
+	kv->first = 0;
 }
 
 void ms_kv_free(struct ms_kv *kv)
@@ -167,6 +186,95 @@ void ms_kv_free(struct ms_kv *kv)
 		return;
 	ms_arena_destroy(kv->mem);
 	free(kv);
+}
+
+/* Oldest position the query at p attends to. */
+static uint32_t window_low(uint32_t window, uint32_t p)
+{
+	return window && p + 1 > window ? p + 1 - window : 0;
+}
+
+bool ms_kv_resumable(const struct ms_kv *kv, uint32_t window, uint32_t p)
+{
+	return p <= kv->pos && (p == 0 || kv->first <= window_low(window, p));
+}
+
+int ms_kv_truncate(struct ms_kv *kv, uint32_t p)
+{
+	if (!ms_kv_resumable(kv, kv->window, p))
+		return -ERANGE;
+	kv->pos = p;
+	if (p == 0)
+		kv->first = 0;
+	return 0;
+}
+
+/* Keys and values of positions [lo, hi) from src's slots to dst's, in runs contiguous in both rings. */
+static void kv_copy_positions(struct ms_kv *dst, const struct ms_kv *src, uint32_t lo, uint32_t hi)
+{
+	const size_t hrow = (size_t)(src->kv_dim / src->n_kv_heads) * src->elt;
+	const size_t heads = (size_t)src->n_layers * src->n_kv_heads;
+
+	for (uint32_t j = lo; j < hi;) {
+		const uint32_t ss = j % src->n_slots, ds = j % dst->n_slots;
+		uint32_t run = hi - j;
+
+		run = run < src->n_slots - ss ? run : src->n_slots - ss;
+		run = run < dst->n_slots - ds ? run : dst->n_slots - ds;
+		for (size_t h = 0; h < heads; h++) {
+			const size_t so = (h * src->n_slots + ss) * hrow, d = (h * dst->n_slots + ds) * hrow;
+
+			memcpy((uint8_t *)dst->k + d, (const uint8_t *)src->k + so, run * hrow);
+			memcpy((uint8_t *)dst->v + d, (const uint8_t *)src->v + so, run * hrow);
+		}
+		j += run;
+	}
+}
+
+int ms_kv_copy(struct ms_kv *dst, const struct ms_kv *src, uint32_t n)
+{
+	uint32_t lo;
+
+	if (dst->type != src->type || dst->kv_dim != src->kv_dim || dst->n_layers != src->n_layers ||
+	    dst->n_kv_heads != src->n_kv_heads || n > src->pos || dst == src)
+		return -EINVAL;
+	if (n > dst->n_ctx)
+		return -ENOSPC;
+	lo = n > dst->n_slots ? n - dst->n_slots : 0;
+	lo = lo > src->first ? lo : src->first;
+	lo = lo < n ? lo : n;
+	kv_copy_positions(dst, src, lo, n);
+	dst->pos = n;
+	dst->first = lo;
+	return 0;
+}
+
+int ms_kv_snapshot(const struct ms_kv *src, uint32_t n, struct ms_kv **out, ms_err *err)
+{
+	struct ms_kv proto = *src, *kv;
+	int r;
+
+	if (n == 0 || n > src->pos)
+		return ms_errf(err, -EINVAL, "cannot keep %u positions of a cache holding %u", n, src->pos);
+	proto.n_ctx = n;
+	proto.n_slots = n < src->n_slots ? n : src->n_slots;
+	proto.pos = proto.first = 0;
+	/* Read once per reuse, streaming: huge pages would buy nothing and
+	 * round a small model's entries up to 2 MiB. */
+	if ((r = kv_alloc(&proto, MS_POLICY_NONE, &kv, err)) < 0)
+		return r;
+	ms_kv_copy(kv, src, n);
+	*out = kv;
+	return 0;
+}
+
+size_t ms_common_prefix(const int32_t *a, size_t na, const int32_t *b, size_t nb)
+{
+	size_t n = na < nb ? na : nb, i = 0;
+
+	while (i < n && a[i] == b[i])
+		i++;
+	return i;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -774,6 +882,18 @@ static int check_item(const struct ms_ctx *c, const struct ms_batch_item *it, si
 	return 0;
 }
 
+/*
+ * Slots up to position end - 1 have been written (a finished round, or
+ * some layers of an abandoned one): the positions those slots held before
+ * are gone. An abandoned round leaves pos where it was, so its sequence
+ * can still be rolled back to what survived.
+ */
+static void forget_overwritten(struct ms_kv *kv, uint32_t end)
+{
+	if (end > kv->n_slots && kv->first < end - kv->n_slots)
+		kv->first = end - kv->n_slots < kv->pos ? end - kv->n_slots : kv->pos;
+}
+
 int ms_eval_batch(struct ms_ctx *c, const struct ms_batch_item *items, size_t n_items, ms_err *err)
 {
 	size_t *done;
@@ -819,6 +939,8 @@ int ms_eval_batch(struct ms_ctx *c, const struct ms_batch_item *items, size_t n_
 		if (!rows)
 			break;
 		r = eval_round(c, rows);
+		for (size_t si = 0; r < 0 && si < c->n_segs; si++)
+			forget_overwritten(c->segs[si].kv, c->segs[si].kv->pos + (uint32_t)c->segs[si].b);
 		if (r == -ECANCELED)
 			return ms_errf(err, r, "evaluation abandoned by the caller");
 		if (r < 0)
@@ -829,6 +951,7 @@ int ms_eval_batch(struct ms_ctx *c, const struct ms_batch_item *items, size_t n_
 			while (items[i].kv != sg->kv)
 				i++;
 			sg->kv->pos += (uint32_t)sg->b;
+			forget_overwritten(sg->kv, sg->kv->pos);
 			done[i] += sg->b;
 		}
 	}

@@ -12,21 +12,39 @@
 
 /*
  * One sequence's key/value cache. With a sliding window W the cache is a
- * ring of min(W, n_ctx) slots: position j lives in slot j % n_slots, so a
- * Mistral 7B sequence of any length costs at most W slots: 4096 slots x
- * 128 KiB (F16 keys and values, 32 layers x 1024) = 512 MiB per sequence,
- * four times less than the same model with multi-head attention would need.
- * Keys are stored after RoPE, so slot order never matters to attention.
+ * ring of min(W + margin, n_ctx) slots: position j lives in slot
+ * j % n_slots, so a Mistral 7B sequence of any length costs at most
+ * W + margin slots: 4096 slots x 128 KiB (F16 keys and values, 32 layers x
+ * 1024) = 512 MiB per sequence, four times less than the same model with
+ * multi-head attention would need. Keys are stored after RoPE, so slot
+ * order never matters to attention.
+ *
+ * What the ring still holds, and when it may be rolled back (the prompt
+ * cache's rule). The positions held are [first, pos): evaluating position
+ * p overwrites the slot of p - n_slots, so first >= pos - n_slots always.
+ * A sequence may continue at position P <= pos (truncate, or copy the
+ * first P positions into another cache) only when every key the query at
+ * P attends to is still held: first <= max(0, P + 1 - W). Without a window
+ * nothing is overwritten and any P is fine. With exactly W slots the ring
+ * can give back one position (the query at pos - 1 needs W - 1 keys), so
+ * a cache built with a margin of M extra slots can roll back M + 1
+ * positions: what a chat turn needs when the previous answer's last
+ * tokens are tokenized differently the second time. Rolling back further
+ * means evaluating from position 0; shorter prefixes are never easier,
+ * since a smaller P needs older keys. The margin costs M x 128 KiB on
+ * Mistral 7B (8 MiB for 64).
  */
 struct ms_kv {
 	uint32_t n_ctx;      /* positions this sequence may reach (RoPE positions) */
 	uint32_t window;     /* effective window, 0 = none (a window >= n_ctx is none) */
-	uint32_t n_slots;    /* window ? min(window, n_ctx) : n_ctx */
+	uint32_t n_slots;    /* window ? min(window + margin, n_ctx) : n_ctx */
 	uint32_t kv_dim;
 	uint32_t n_layers;
+	uint32_t n_kv_heads;
 	uint32_t type;       /* GGML_TYPE_F16 (default) or GGML_TYPE_F32 (exact, for tests) */
 	size_t elt;          /* bytes per element: 2 or 4 */
 	uint32_t pos;        /* tokens already in the cache = next position */
+	uint32_t first;      /* oldest position still held: [first, pos) are valid */
 	/*
 	 * [n_layers][n_kv_heads][n_slots][head_dim] of type: a KV head's slots
 	 * are one contiguous run, so an attention task streams its rows back
@@ -39,13 +57,19 @@ struct ms_kv {
 	struct ms_arena *mem;   /* k and v, in the pages the model's weights asked for */
 };
 
-/* window: 0 = none; otherwise the attention window in tokens. type: F16 or F32. */
-int ms_kv_create(const struct ms_model *m, uint32_t n_ctx, uint32_t window, uint32_t type,
+/*
+ * window: 0 = none; otherwise the attention window in tokens. margin:
+ * ring slots beyond the window, positions that can be rolled back (see
+ * above; ignored without a window). type: F16 or F32.
+ */
+int ms_kv_create(const struct ms_model *m, uint32_t n_ctx, uint32_t window, uint32_t margin, uint32_t type,
 		 struct ms_kv **out, ms_err *err);
 void ms_kv_reset(struct ms_kv *kv);           /* forget every position */
 void ms_kv_free(struct ms_kv *kv);            /* accepts NULL */
 /* Bytes a cache of this shape takes (for limits and `info`). */
-size_t ms_kv_bytes(const struct ms_model *m, uint32_t n_ctx, uint32_t window, uint32_t type);
+size_t ms_kv_bytes(const struct ms_model *m, uint32_t n_ctx, uint32_t window, uint32_t margin, uint32_t type);
+/* Bytes this cache's mapping takes (rounded to its pages). */
+size_t ms_kv_mapped_bytes(const struct ms_kv *kv);
 /*
  * Benchmarks: fills every slot that positions below pos would occupy with
  * deterministic pseudo-random values in [-1, 1] and sets kv->pos = pos, so
@@ -53,6 +77,33 @@ size_t ms_kv_bytes(const struct ms_model *m, uint32_t n_ctx, uint32_t window, ui
  * -EINVAL when pos > n_ctx.
  */
 int ms_kv_fill_synthetic(struct ms_kv *kv, uint32_t pos, uint64_t seed);
+
+/*
+ * Whether a sequence attending over `window` positions (0: all) can
+ * continue at position p from what kv holds (the rule above): p <= pos and
+ * first <= max(0, p + 1 - window).
+ */
+bool ms_kv_resumable(const struct ms_kv *kv, uint32_t window, uint32_t p);
+/* Rolls back to position p: -ERANGE (nothing changed) unless resumable with kv's own window. */
+int ms_kv_truncate(struct ms_kv *kv, uint32_t p);
+/*
+ * Makes dst hold src's positions below n, as many of them as src holds
+ * and dst's ring has slots for; dst->pos = n. Costs a copy of those
+ * positions' keys and values (128 KiB a position on Mistral 7B, about a
+ * thousandth of evaluating one). -EINVAL when the shapes or types differ
+ * or n > src->pos, -ENOSPC when n > dst->n_ctx. Whether dst can then
+ * continue is ms_kv_resumable's answer.
+ */
+int ms_kv_copy(struct ms_kv *dst, const struct ms_kv *src, uint32_t n);
+/*
+ * A compact copy of src's positions below n (n >= 1, n <= src->pos):
+ * min(n, src->n_slots) slots in normal pages, for keeping a finished
+ * sequence's state around; restore it with ms_kv_copy.
+ */
+int ms_kv_snapshot(const struct ms_kv *src, uint32_t n, struct ms_kv **out, ms_err *err);
+
+/* Length of the longest common prefix of two token sequences. */
+size_t ms_common_prefix(const int32_t *a, size_t na, const int32_t *b, size_t nb);
 
 /* Scratch for evaluating up to max_batch tokens at once, shared by all sequences. */
 struct ms_ctx;

@@ -158,5 +158,18 @@ else
 	done
 fi
 
+# --chat: stories260K has no window; every turn after the first reuses the
+# previous one but for the re-tokenized answer tokens.
+"$MISTRAL_BENCH" -m "$model" --chat 4 --chat-system 10 --chat-user 8 --chat-answer 6 --chat-retok 2 >"$tmp/chat.out" 2>"$tmp/err"
+ok $? "--chat 4 exits 0"
+check "--chat prints one line per turn: prompt = cached + new, turn 1 all new, later turns reuse all but the last answer's tokens" \
+	awk '$1 ~ /^[0-9]+$/ { n++; if ($2 != $3 + $4) bad = 1
+		if ($1 == 1 && $3 != 0) bad = 1
+		if ($1 > 1 && $3 != prev + 6 - 2) bad = 1
+		prev = $2 }
+		END { exit !(n == 4 && !bad) }' "$tmp/chat.out"
+"$MISTRAL_BENCH" -m "$model" --chat 2 --chat-answer 2 --chat-retok 2 >/dev/null 2>"$tmp/err"
+ok $([ $? -eq 2 ] && grep -q 'chat-retok' "$tmp/err"; echo $?) "--chat-retok not below --chat-answer is a usage error"
+
 echo "1..$n"
 [ "$fails" -eq 0 ]

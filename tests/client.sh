@@ -170,6 +170,10 @@ check "chat: the second turn carries the first (prompt grows)" sh -c "
 	p1=\$(sed -n 's/.*prompt \\([0-9]*\\) tokens.*/\\1/p' '$tmp/chat.err' | sed -n 1p)
 	p2=\$(sed -n 's/.*prompt \\([0-9]*\\) tokens.*/\\1/p' '$tmp/chat.err' | sed -n 2p)
 	[ -n \"\$p1\" ] && [ -n \"\$p2\" ] && [ \"\$p2\" -gt \"\$p1\" ]"
+check "chat --stats: the second turn's prompt reuses the first turn's (cached tokens shown)" sh -c "
+	c2=\$(sed -n 's/.*tok\/s; \([0-9]*\) cached, \([0-9]*\) new.*/\1/p' '$tmp/chat.err' | sed -n 2p)
+	p1=\$(sed -n 's/.*prompt \\([0-9]*\\) tokens.*/\\1/p' '$tmp/chat.err' | sed -n 1p)
+	[ -n \"\$c2\" ] && [ \"\$c2\" -ge \"\$p1\" ]"
 printf 'Hello there\n/reset\nTell me a story\n' | ctl chat --temperature 0 --max-tokens 12 --stats >/dev/null 2>"$tmp/chat2.err"
 check "chat /reset forgets the conversation (second prompt as short as a first one)" sh -c "
 	p=\$(sed -n 's/.*prompt \\([0-9]*\\) tokens.*/\\1/p' '$tmp/chat2.err' | sed -n 2p)

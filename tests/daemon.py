@@ -466,7 +466,7 @@ def test_greedy(d, golden_text):
         ok(r.get("tokens") == GOLDEN, "greedy generate tokens equal the 64 golden ids", d,
            repr(r.get("tokens")))
         ok(r.get("done_reason") == "length" and r.get("usage") ==
-           {"prompt_tokens": 5, "completion_tokens": 64, "total_tokens": 69},
+           {"prompt_tokens": 5, "completion_tokens": 64, "total_tokens": 69, "cached_tokens": 0},
            "greedy: done_reason length, usage 5 + 64 = 69", d, repr((r.get("done_reason"), r.get("usage"))))
 
         chunks, r2 = collect(c.generate(stream=True, **greedy()))
@@ -1889,18 +1889,22 @@ def test_reload():
             ok(seen and d.alive() and r.get("tokens") == GOLDEN[:8] and info.get("path", "").endswith(
                 "stories260K.gguf"), "SIGHUP with %s in the config: the old model keeps serving" % desc, d,
                repr((seen, r, info.get("path")))[:400])
+        kept = d.call("info").get("prompt_cache", {}).get("entries")
         write(SLOW)
         d.proc.send_signal(signal.SIGHUP)
         deadline = time.monotonic() + 15
-        path = None
+        path = pc = None
         while time.monotonic() < deadline:
             try:
-                path = d.call("info").get("path")
+                info = d.call("info")
+                path, pc = info.get("path"), info.get("prompt_cache")
             except (RpcError, OSError, EOFError):
                 pass
             if path == SLOW:
                 break
             time.sleep(0.05)
+        ok(kept and pc and pc.get("entries") == 0 and pc.get("bytes") == 0,
+           "the reload empties the prompt cache (%r entries before)" % kept, d, repr(pc))
         r = d.call("generate", greedy(max_tokens=8, stream=False))
         ok(path == SLOW and len(r.get("tokens", [])) == 8 and r.get("tokens") != GOLDEN[:8],
            "SIGHUP with a new good model: the daemon switches to it without dropping the socket", d,
@@ -1910,6 +1914,204 @@ def test_reload():
         if d is not None:
             d.kill()
         shutil.rmtree(tmp, ignore_errors=True)
+
+# ---- the prompt cache ------------------------------------------------------------
+
+PC_WINDOW = 32          # the windowed model's sliding window
+PC_MARGIN = 64          # MD_PCACHE_MARGIN: ring slots beyond the window
+
+
+def windowed_model():
+    """A small fast model with a 32-token window, so prompts of a few hundred tokens wrap its ring."""
+    path = os.path.join(tempfile.mkdtemp(prefix="mistrald-win.", dir=TMPROOT), "win.gguf")
+    _tmpdirs.append(os.path.dirname(path))
+    p = subprocess.run([MKMODEL, "--out", path, "--type", "F32", "--vocab-from", MODEL, "--dim", "64",
+                        "--layers", "2", "--heads", "4", "--kv-heads", "2", "--ffn", "128", "--context",
+                        "1024", "--window", str(PC_WINDOW), "--seed", "11"], stdin=subprocess.DEVNULL,
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60)
+    if p.returncode != 0:
+        raise RuntimeError(p.stdout.decode("utf-8", "replace"))
+    return path
+
+
+def rand_tokens(seed, n):
+    """n token ids from a seeded generator, no BOS: prompts of distinct seeds share no prefix."""
+    x = seed * 2654435761 + 12345
+    out = []
+    for _ in range(n):
+        x = (x * 6364136223846793005 + 1442695040888963407) % (1 << 64)
+        out.append(3 + (x >> 33) % (VOCAB - 3))
+    return out
+
+
+def gen_tokens(c, toks, n=12, **kw):
+    p = {"tokens": toks, "max_tokens": n, "temperature": 0, "stream": False, "logprobs": 1}
+    p.update(kw)
+    return c.call("generate", p)
+
+
+def same_output(a, b):
+    """Same greedy tokens and text, logprobs equal to float rounding."""
+    if a.get("tokens") != b.get("tokens") or a.get("response") != b.get("response"):
+        return False
+    la, lb = a.get("logprobs") or [], b.get("logprobs") or []
+    return len(la) == len(lb) and all(abs(x["logprob"] - y["logprob"]) <= 1e-4 for x, y in zip(la, lb))
+
+
+def test_prompt_cache():
+    model = windowed_model()
+    d = Daemon("pcache", "--context", 1024, "--parallel", 4, "--batch", 64, model=model)
+
+    def exact():
+        info = d.call("info")
+        pc = info.get("prompt_cache", {})
+        ok(pc.get("max_entries") == 64 and pc.get("max_bytes", 0) > 0 and pc.get("rollback_margin") == PC_MARGIN
+           and pc.get("entries") == 0 and info.get("sliding_window") == PC_WINDOW,
+           "info shows the prompt cache: 64 entries, auto-sized bytes, rollback margin %d, empty" % PC_MARGIN,
+           d, repr(pc))
+        with d.client(30) as c:
+            t1 = rand_tokens(1, 20)
+            r1 = gen_tokens(c, t1)
+            ok(r1.get("usage", {}).get("cached_tokens") == 0, "a first prompt has no cached tokens", d, repr(r1))
+            # the next turn: the prompt, the answer, and more
+            t2 = t1 + r1["tokens"] + rand_tokens(2, 30)
+            r2 = gen_tokens(c, t2)
+            ref = gen_tokens(c, t2, cache_prompt=False)
+            held = len(t1) + len(r1["tokens"]) - 1
+            ok(r2["usage"]["cached_tokens"] == held and ref["usage"]["cached_tokens"] == 0,
+               "an extended prompt reuses the %d positions evaluated before (inside the window); "
+               "cache_prompt false reuses none" % held, d, repr((r2["usage"], ref["usage"])))
+            ok(same_output(r2, ref), "greedy output and logprobs equal with the cache and without", d,
+               repr((r2, ref))[:1500])
+            # a prompt identical to a kept sequence: everything but its last token is reused
+            r3 = gen_tokens(c, t2)
+            ok(r3["usage"]["cached_tokens"] == len(t2) - 1 and same_output(r3, ref),
+               "the same prompt again: %d of %d tokens cached, same output" % (len(t2) - 1, len(t2)), d,
+               repr(r3["usage"]))
+            # exactly at the window: a 32-token common prefix
+            t4 = rand_tokens(4, PC_WINDOW + 10)
+            gen_tokens(c, t4, n=2)
+            t5 = t4[:PC_WINDOW] + rand_tokens(5, 15)
+            r5, ref5 = gen_tokens(c, t5), gen_tokens(c, t5, cache_prompt=False)
+            ok(r5["usage"]["cached_tokens"] == PC_WINDOW and same_output(r5, ref5),
+               "a common prefix exactly the window (%d) long is reused, same output" % PC_WINDOW, d,
+               repr(r5["usage"]))
+
+    def wrap():
+        with d.client(30) as c:
+            t = rand_tokens(7, 300)
+            r = gen_tokens(c, t, n=10)
+            n = len(t) + len(r["tokens"]) - 1        # positions the kept sequence holds the tokens of
+            held = t + r["tokens"][:-1]
+            first = n - (PC_WINDOW + PC_MARGIN)     # oldest position still in its ring
+            edge = first + PC_WINDOW - 1            # the shortest prefix whose keys are all still there
+            ok(n - edge == PC_MARGIN + 1, "wrapped ring: %d positions, holds [%d, %d)" % (n, first, n), d)
+            # refusals first: each run is kept too, and could serve the next case
+            for p, cached in ((edge - 1, 0), (100, 0), (edge, edge), (n - 1, n - 1)):
+                q = held[:p] + rand_tokens(100 + p, 7)
+                rq, refq = gen_tokens(c, q, n=6), gen_tokens(c, q, n=6, cache_prompt=False)
+                ok(rq["usage"]["cached_tokens"] == cached and same_output(rq, refq),
+                   "after a wrap, a prefix of %d (rolled back %d): %d cached%s, same output" %
+                   (p, n - p, cached, "" if cached else ", full evaluation"), d, repr(rq["usage"]))
+
+    def chat():
+        msgs = [{"role": "system", "content": "You tell stories. " * 20},
+                {"role": "user", "content": "Tell me about a cat."}]
+        with d.client(30) as c:
+            r1 = c.call("chat", {"messages": msgs, "max_tokens": 16, "temperature": 0, "stream": False})
+            msgs2 = msgs + [{"role": "assistant", "content": r1["response"]},
+                            {"role": "user", "content": "And then?"}]
+            r2 = c.call("chat", {"messages": msgs2, "max_tokens": 16, "temperature": 0, "stream": False})
+            ref = c.call("chat", {"messages": msgs2, "max_tokens": 16, "temperature": 0, "stream": False,
+                                  "cache_prompt": False})
+            u1, u2 = r1["usage"], r2["usage"]
+            ok(u2["cached_tokens"] >= u1["prompt_tokens"] and r2["tokens"] == ref["tokens"],
+               "chat turn 2 reuses turn 1 (%d of %d prompt tokens cached; turn 1 had %d), same answer"
+               % (u2["cached_tokens"], u2["prompt_tokens"], u1["prompt_tokens"]), d, repr((u1, u2)))
+
+    def visible():
+        m = d.call("metrics")
+        pc = d.call("info")["prompt_cache"]
+        ok(m.get("prompt_cache_hits_total", 0) >= 5 and m.get("prompt_cache_misses_total", 0) >= 3
+           and m.get("prompt_cache_tokens_total", 0) > 300 and m.get("prompt_cache_entries") == pc["entries"] > 0
+           and m.get("prompt_cache_bytes") == pc["bytes"] > 0 and pc["hits"] == m["prompt_cache_hits_total"],
+           "metrics and info agree on hits, misses, tokens saved, entries and bytes", d, repr((m, pc)))
+
+    for desc, fn in (("prompt cache exactness", exact), ("prompt cache after a wrap", wrap),
+                     ("prompt cache across chat turns", chat), ("prompt cache counters", visible)):
+        scenario(desc, d, fn)
+    stop_and_check(d)
+
+    # a flood of distinct prompts against small limits
+    d = Daemon("pcache-flood", "--context", 1024, "--parallel", 2, "--prompt-cache", "160K",
+               "--prompt-cache-entries", 6, model=model)
+
+    def flood():
+        worst_b = worst_n = 0
+        with d.client(30) as c:
+            for i in range(30):
+                gen_tokens(c, rand_tokens(1000 + i, 60 + 7 * i), n=4, logprobs=0)
+                pc = c.call("info")["prompt_cache"]
+                worst_b, worst_n = max(worst_b, pc["bytes"]), max(worst_n, pc["entries"])
+        ok(pc["max_bytes"] == 160 * 1024 and worst_b <= 160 * 1024 and worst_n <= 6 and pc["evictions"] >= 20
+           and pc["entries"] >= 1, "30 distinct prompts against 160K / 6 entries: at most %d bytes and %d entries "
+           "held, %d evictions" % (worst_b, worst_n, pc["evictions"]), d, repr(pc))
+
+    scenario("prompt cache memory bound", d, flood)
+    stop_and_check(d)
+
+    d = Daemon("pcache-off", "--context", 1024, "--prompt-cache", "off", model=model)
+
+    def off():
+        with d.client(30) as c:
+            t = rand_tokens(3, 50)
+            gen_tokens(c, t)
+            r = gen_tokens(c, t)
+            pc = c.call("info")["prompt_cache"]
+        ok(r["usage"]["cached_tokens"] == 0 and pc["max_entries"] == 0 and pc["entries"] == 0,
+           "--prompt-cache off: nothing kept, nothing reused", d, repr((r["usage"], pc)))
+
+    scenario("prompt cache off", d, off)
+    stop_and_check(d)
+
+
+def test_shared_prefix():
+    """8 requests with one long system prompt arrive together: the prefix is evaluated once."""
+    d = Daemon("pcache-shared", "--context", 2048, "--parallel", 8, "--batch", 128, model=SLOW)
+    shared = [1] + rand_tokens(42, 399)
+    tails = [rand_tokens(50 + i, 5) for i in range(8)]
+    results = [None] * 8
+    barrier = threading.Barrier(8)
+
+    def worker(i):
+        try:
+            with d.client(60) as cl:
+                barrier.wait(10)
+                results[i] = cl.call("generate", {"tokens": shared + tails[i], "max_tokens": 2,
+                                                  "temperature": 0, "stream": False})
+        except Exception as e:
+            results[i] = e
+
+    def body():
+        threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        bad = [r for r in results if not isinstance(r, dict)]
+        ok(not bad, "8 concurrent requests sharing a 400-token prefix all answer", d, repr(bad))
+        if bad:
+            return
+        diag("requests that waited for another to evaluate the prefix: %d"
+             % d.log_text().count("waits for the prefix"))
+        evaluated = sum(r["usage"]["prompt_tokens"] - r["usage"]["cached_tokens"] for r in results)
+        ok(evaluated == len(shared) + 8 * len(tails[0]),
+           "together they evaluate %d prompt tokens: the shared prefix once (%d) plus 8 tails of %d"
+           % (evaluated, len(shared), len(tails[0])), d, repr([r["usage"] for r in results]))
+
+    scenario("shared prefix across concurrent requests", d, body)
+    stop_and_check(d)
+
 
 
 def budget(cal):
@@ -2009,6 +2211,8 @@ def main():
                      ("fd flood", test_fd_flood),
                      ("socket files", test_socket_files),
                      ("start-up failures", test_startup_failures),
+                     ("prompt cache", test_prompt_cache),
+                     ("prompt cache: shared prefix", test_shared_prefix),
                      ("SIGHUP reload", test_reload)]:
         scenario(desc, None, fn)
     ok(_codes_seen <= ERROR_CODES, "every error code the daemon sent is a documented one (%s)"

@@ -120,7 +120,7 @@ static const char *get(const struct md_config *c, const char *key)
 static const char *const all_keys[] = {
 	"model", "threads", "context", "sliding_window", "parallel", "queue_depth",
 	"batch", "kernels", "socket", "socket_mode", "socket_group", "hugepages",
-	"mlock", "kv_cache", "max_message_bytes", "max_nesting", "max_connections",
+	"mlock", "kv_cache", "prompt_cache", "prompt_cache_entries", "max_message_bytes", "max_nesting", "max_connections",
 	"max_requests_per_connection", "max_tokens_limit", "output_buffer_bytes",
 	"idle_timeout", "shutdown_timeout", "load_wait", "log_level",
 	"http_listen", "http_api_key", "http_allow_remote", "http_max_body_bytes",
@@ -151,6 +151,8 @@ static void test_defaults(void)
 	ok(c.socket_group == NULL, "default socket_group unset");
 	ok(c.hugepages == MS_POLICY_THP, "default hugepages thp");
 	ok(c.kv_cache == GGML_TYPE_F16, "default kv_cache f16");
+	ok(c.prompt_cache == MD_PROMPT_CACHE_AUTO, "default prompt_cache auto");
+	ok(c.prompt_cache_entries == 64, "default prompt_cache_entries 64");
 	ok(!c.mlock && !c.mlock_required, "default mlock no");
 	ok(c.max_message_bytes == 1 * MIB, "default max_message_bytes 1 MiB");
 	ok(c.max_nesting == 16, "default max_nesting 16");
@@ -237,6 +239,14 @@ static const struct {
 	{ "hugepages", "THP", "thp" },
 	{ "kv_cache", "f16", "f16" },
 	{ "kv_cache", "F32", "f32" },
+	{ "prompt_cache", "auto", "auto" },
+	{ "prompt_cache", "off", "off" },
+	{ "prompt_cache", "0", "off" },
+	{ "prompt_cache", "2G", "2G" },
+	{ "prompt_cache", "1536M", "1536M" },
+	{ "prompt_cache", "4096", "4K" },
+	{ "prompt_cache_entries", "0", "0" },
+	{ "prompt_cache_entries", "4096", "4096" },
 	{ "mlock", "yes", "yes" },
 	{ "mlock", "no", "no" },
 	{ "mlock", "required", "required" },
@@ -488,6 +498,9 @@ static void test_invalid(void)
 	expect_invalid("hugepages", "thpthpthpthpthpthp", "not one of");
 	expect_invalid("mlock", "maybe", "not one of");
 	expect_invalid("kv_cache", "q8_0", "not one of");
+	expect_invalid("prompt_cache", "1025G", "out of range");
+	expect_invalid("prompt_cache", "lots", "not a size");
+	expect_invalid("prompt_cache_entries", "4097", "out of range");
 	expect_invalid("log_level", "crit", "not one of");
 
 	expect_invalid("model", "a\nb", "control character");

@@ -101,7 +101,7 @@ static float *engine_logits(const struct ms_model *m, const struct ms_kernels *k
 	ms_err err = { 0 };
 	int r = 0;
 
-	if (!lg || ms_kv_create(m, n_ctx, window, kv_type, &kv, &err) < 0 ||
+	if (!lg || ms_kv_create(m, n_ctx, window, 0, kv_type, &kv, &err) < 0 ||
 	    ms_ctx_create(m, k, chunk, 2, &c, &err) < 0)
 		r = -1;
 	if (!r)
@@ -138,7 +138,7 @@ static void test_stories(const struct ms_kernels *k)
 	   "[%s] stories260K: GQA 8/4, no window, own output.weight", k->name);
 	lg = malloc(vocab * sizeof(float));
 	memcpy(seq, golden_prompt, sizeof(golden_prompt));
-	r = ms_kv_create(m, 128, 0, GGML_TYPE_F32, &kv, NULL) | ms_ctx_create(m, k, 64, 2, &c, NULL);
+	r = ms_kv_create(m, 128, 0, 0, GGML_TYPE_F32, &kv, NULL) | ms_ctx_create(m, k, 64, 2, &c, NULL);
 	r |= ms_eval(c, kv, seq, 5, lg, false, NULL);
 	for (int i = 0; !r && i < 64; i++) {
 		seq[n] = argmax(lg, vocab);
@@ -301,6 +301,21 @@ out:
 	ms_model_free(plain);
 }
 
+/* A 64-wide two-layer F32 model with kv_heads of 4 heads and this window, written, loaded and unlinked. */
+static struct ms_model *small_model(const struct ms_kernels *k, const char *label, int kv_heads, int window)
+{
+	char path[256];
+	struct ms_model *m;
+
+	snprintf(path, sizeof(path), "%s/mistrald-test-%d-%s.gguf",
+		 getenv("TEST_TMPDIR") ? getenv("TEST_TMPDIR") : "/tmp", (int)getpid(), label);
+	if (!ok(mkmodel(path, "F32", 64, 96, 4, kv_heads, window) == 0, "[%s] %s: model written", k->name, label))
+		return NULL;
+	m = load(path, MS_WINDOW_AUTO);
+	unlink(path);
+	return m;
+}
+
 /*
  * Three sequences with different prompt lengths evaluated together: one
  * batch of prefills (chunks of several sequences share a round), then
@@ -311,7 +326,6 @@ static void test_batch(const struct ms_kernels *k)
 	const uint32_t W = 16, N = 60, CTX = 128;
 	const size_t prefill[3] = { 7, 33, 1 };
 	const uint32_t windows[3] = { 16, 0, 16 };
-	char path[256];
 	struct ms_model *m;
 	struct ms_ctx *c = NULL;
 	struct ms_kv *kv[3] = { NULL };
@@ -321,12 +335,7 @@ static void test_batch(const struct ms_kernels *k)
 	size_t vocab;
 	int r = 0;
 
-	snprintf(path, sizeof(path), "%s/mistrald-test-%d-batch.gguf",
-		 getenv("TEST_TMPDIR") ? getenv("TEST_TMPDIR") : "/tmp", (int)getpid());
-	if (!ok(mkmodel(path, "F32", 64, 96, 4, 2, (int)W) == 0, "[%s] batch: model written", k->name))
-		return;
-	m = load(path, MS_WINDOW_AUTO);
-	unlink(path);
+	m = small_model(k, "batch", 2, (int)W);
 	if (!m)
 		return;
 	vocab = m->hp.vocab;
@@ -335,7 +344,7 @@ static void test_batch(const struct ms_kernels *k)
 		toks[s][1] = 3 + s;   /* distinct sequences */
 		ref[s] = ref_forward(m, toks[s], N, windows[s]);
 		lg[s] = malloc(N * vocab * sizeof(float));
-		r |= ms_kv_create(m, CTX, windows[s], s == 1 ? GGML_TYPE_F16 : GGML_TYPE_F32, &kv[s], &err);
+		r |= ms_kv_create(m, CTX, windows[s], 0, s == 1 ? GGML_TYPE_F16 : GGML_TYPE_F32, &kv[s], &err);
 	}
 	r |= ms_ctx_create(m, k, 24, 2, &c, &err);
 	if (!r) {
@@ -426,6 +435,177 @@ static int count_progress(void *ud)
 	return ++progress_calls == progress_abort_at;
 }
 
+/* The same tokens as toks below p, different ones from p on (a new turn after a shared prefix). */
+static void diverge(int32_t *dst, const int32_t *toks, size_t n, size_t p, uint32_t vocab)
+{
+	for (size_t i = 0; i < n; i++)
+		dst[i] = i < p ? toks[i] : (int32_t)(3 + (uint32_t)(toks[i] * 7 + 11) % (vocab - 3));
+}
+
+/*
+ * Continues at position p from src's first p positions copied into a fresh
+ * cache (window W, margin M) and evaluates toks[p..n) in chunks of 8:
+ * logits for rows [p, n) into lg. -ERANGE when the ring rule forbids it.
+ */
+static int continue_from(const struct ms_model *m, const struct ms_kernels *k, const struct ms_kv *src,
+			 uint32_t p, const int32_t *toks, size_t n, uint32_t W, uint32_t M, float *lg)
+{
+	struct ms_kv *kv = NULL;
+	struct ms_ctx *c = NULL;
+	ms_err err = { 0 };
+	int r = ms_kv_create(m, 128, W, M, GGML_TYPE_F32, &kv, &err);
+
+	if (!r)
+		r = ms_ctx_create(m, k, 8, 2, &c, &err);
+	if (!r)
+		r = ms_kv_copy(kv, src, p);
+	if (!r && !ms_kv_resumable(kv, W, p))
+		r = -ERANGE;
+	if (!r)
+		r = ms_eval(c, kv, toks + p, n - p, lg + (size_t)p * m->hp.vocab, true, &err);
+	ms_ctx_free(c);
+	ms_kv_free(kv);
+	return r;
+}
+
+/* Same greedy choice on every row of [from, to). */
+static bool same_argmax(const float *a, const float *b, size_t from, size_t to, size_t vocab)
+{
+	for (size_t i = from; i < to; i++)
+		if (argmax(a + i * vocab, vocab) != argmax(b + i * vocab, vocab))
+			return false;
+	return true;
+}
+
+/*
+ * The prompt cache's engine side: a sequence continued from another's
+ * first P positions (copied, snapshotted, or rolled back in place) gives
+ * the logits a full evaluation gives, at each edge of the ring rule
+ * (forward.h): a window of 16 with a margin of 4 (20 slots).
+ */
+static void test_reuse(const struct ms_kernels *k)
+{
+	const uint32_t W = 16, M = 4, N = 60;
+	static const struct { uint32_t src, p; bool ok; const char *what; } cases[] = {
+		{ 12, 10, true, "inside the window, before any wrap" },
+		{ 20, 16, true, "at the window, ring full" },
+		{ 16, 16, true, "exactly at the window, nothing rolled back" },
+		{ 50, 49, true, "after a wrap, rolled back 1" },
+		{ 50, 45, true, "after a wrap, rolled back M + 1 = 5 (the margin's edge)" },
+		{ 50, 44, false, "after a wrap, rolled back 6: beyond the margin" },
+		{ 50, 3, false, "after a wrap, back to a short prefix" },
+	};
+	struct ms_model *m;
+	int32_t toks[60], alt[60];
+	float *lg = NULL, *full = NULL, *ref = NULL;
+	struct ms_kv *src = NULL, *snap = NULL;
+	struct ms_ctx *c = NULL;
+	ms_err err = { 0 };
+	size_t vocab;
+
+	m = small_model(k, "reuse", 2, (int)W);
+	if (!m)
+		return;
+	vocab = m->hp.vocab;
+	make_tokens(toks, N, m->hp.vocab);
+	lg = malloc(N * vocab * sizeof(float));
+	if (!lg || ms_kv_create(m, 128, W, M, GGML_TYPE_F32, &src, &err) < 0 || ms_ctx_create(m, k, 8, 2, &c, &err) < 0)
+		goto out;
+	ok(src->n_slots == W + M, "[%s] reuse: window %u + margin %u = %u ring slots", k->name, W, M, src->n_slots);
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		const uint32_t S = cases[i].src, P = cases[i].p;
+		int r;
+
+		ms_kv_reset(src);
+		diverge(alt, toks, N, P, m->hp.vocab);
+		if (ms_eval(c, src, toks, S, NULL, false, &err) < 0)
+			break;
+		ok(src->first == (S > W + M ? S - W - M : 0) && ms_kv_resumable(src, W, P) == cases[i].ok,
+		   "[%s] reuse: %u positions evaluated hold [%u, %u); continuing at %u %s", k->name, S, src->first,
+		   src->pos, P, cases[i].ok ? "is allowed" : "is refused");
+		free(ref);
+		free(full);
+		ref = ref_forward(m, alt, N, W);
+		full = engine_logits(m, k, alt, N, N, 8, W, 128, GGML_TYPE_F32);
+		r = continue_from(m, k, src, P, alt, N, W, M, lg);
+		if (!cases[i].ok) {
+			ok(r == -ERANGE && ms_kv_truncate(src, P) == -ERANGE && src->pos == S,
+			   "[%s] reuse: %s: refused, the caller evaluates from position 0", k->name, cases[i].what);
+			continue;
+		}
+		if (!ref || !full || r < 0) {
+			ok(0, "[%s] reuse: %s: ran (%d)", k->name, cases[i].what, r);
+			continue;
+		}
+		ok(rel_err(lg, ref, P, N, vocab) <= REL_TOL && rel_err(lg, full, P, N, vocab) <= 1e-5 &&
+		   same_argmax(lg, full, P, N, vocab),
+		   "[%s] reuse: %s: logits of positions %u..%u equal the reference (%.3g) and the full evaluation (%.3g), same greedy tokens",
+		   k->name, cases[i].what, P, N - 1, rel_err(lg, ref, P, N, vocab), rel_err(lg, full, P, N, vocab));
+		/* In place: roll the ring itself back and continue. */
+		if (ms_kv_truncate(src, P) == 0 && ms_eval(c, src, alt + P, N - P, lg + (size_t)P * vocab, true, &err) == 0)
+			ok(rel_err(lg, full, P, N, vocab) <= 1e-5, "[%s] reuse: %s, rolled back in place: %.3g",
+			   k->name, cases[i].what, rel_err(lg, full, P, N, vocab));
+		else
+			ok(0, "[%s] reuse: %s: in-place rollback failed", k->name, cases[i].what);
+	}
+	/* A compact snapshot of a wrapped sequence keeps the same rule. */
+	ms_kv_reset(src);
+	diverge(alt, toks, N, 47, m->hp.vocab);
+	if (ms_eval(c, src, toks, 50, NULL, false, &err) == 0 && ms_kv_snapshot(src, 50, &snap, &err) == 0) {
+		float *fl = engine_logits(m, k, alt, N, N, 8, W, 128, GGML_TYPE_F32);
+		int r = continue_from(m, k, snap, 47, alt, N, W, M, lg);
+
+		ok(snap->n_slots == W + M && snap->first == 30 && ms_kv_mapped_bytes(snap) >= 2 * 20 * 2 * 32 * 4,
+		   "[%s] reuse: a snapshot of 50 positions keeps the ring's 20 slots, [30, 50)", k->name);
+		ok(r == 0 && fl && rel_err(lg, fl, 47, N, vocab) <= 1e-5,
+		   "[%s] reuse: continuing at 47 from the snapshot equals the full evaluation", k->name);
+		ok(continue_from(m, k, snap, 44, alt, N, W, M, lg) == -ERANGE,
+		   "[%s] reuse: the snapshot refuses 44 like the ring it came from", k->name);
+		free(fl);
+	}
+	/* An abandoned round overwrote slots: what it clobbered is no longer held. */
+	{
+		ms_kv_reset(src);
+		if (ms_eval(c, src, toks, 50, NULL, false, &err) == 0) {
+			int r;
+
+			ms_ctx_set_progress(c, count_progress, NULL);
+			progress_calls = 0;
+			progress_abort_at = 1;
+			r = ms_eval(c, src, toks + 50, 3, NULL, false, &err);
+			ms_ctx_set_progress(c, NULL, NULL);
+			ok(r == -ECANCELED && src->pos == 50 && src->first == 33 && ms_kv_resumable(src, W, 50) &&
+			   !ms_kv_resumable(src, W, 47),
+			   "[%s] reuse: after an abandoned 3-token round the cache holds [%u, 50): 50 can continue, 47 cannot",
+			   k->name, src->first);
+		}
+	}
+	/* Without a window nothing is ever overwritten. */
+	{
+		struct ms_kv *nw = NULL;
+
+		if (ms_kv_create(m, 128, 0, M, GGML_TYPE_F32, &nw, &err) == 0 && ms_eval(c, nw, toks, 50, NULL, false, &err) == 0)
+			ok(nw->n_slots == 128 && ms_kv_resumable(nw, 0, 3) && ms_kv_truncate(nw, 3) == 0 && nw->pos == 3,
+			   "[%s] reuse: without a window any prefix can be continued", k->name);
+		ms_kv_free(nw);
+	}
+	{
+		const int32_t a[] = { 1, 2, 3, 4 }, b[] = { 1, 2, 5 };
+
+		ok(ms_common_prefix(a, 4, b, 3) == 2 && ms_common_prefix(a, 4, a, 2) == 2 && ms_common_prefix(a, 0, b, 3) == 0,
+		   "[%s] common prefix lengths", k->name);
+	}
+out:
+	free(lg);
+	free(full);
+	free(ref);
+	ms_kv_free(src);
+	ms_kv_free(snap);
+	ms_ctx_free(c);
+	ms_model_free(m);
+}
+
+
 static void test_errors(const struct ms_kernels *k)
 {
 	char path[4200];
@@ -442,7 +622,7 @@ static void test_errors(const struct ms_kernels *k)
 	if (!m)
 		return;
 	lg = malloc(m->hp.vocab * sizeof(float));
-	if (ms_kv_create(m, 16, 0, GGML_TYPE_F32, &kv, &err) == 0 && ms_ctx_create(m, k, 8, 1, &c, &err) == 0) {
+	if (ms_kv_create(m, 16, 0, 0, GGML_TYPE_F32, &kv, &err) == 0 && ms_ctx_create(m, k, 8, 1, &c, &err) == 0) {
 		for (int i = 1; i < 20; i++)
 			toks[i] = 300 + i;
 		ok(ms_eval(c, kv, toks, 17, lg, false, &err) == -ENOSPC && kv->pos == 0 && strstr(err.msg, "16"),
@@ -493,6 +673,7 @@ static void test_table(const struct ms_kernels *k)
 	test_layout(k, "mqa", "Q6_K", 4, 1, 256, 512);
 	test_batch(k);
 	test_split(k);
+	test_reuse(k);
 	test_errors(k);
 }
 

@@ -15,6 +15,7 @@
 
 #include "config.h"
 #include "arena.h"
+#include "bench_chat.h"
 #include "cli.h"
 #include "forward.h"
 #include "kernels.h"
@@ -53,6 +54,7 @@ struct opts {
 	size_t n_prompts;
 	long streams[MAX_STREAMS];   /* --streams: concurrent sequences per batched decode */
 	long contend;                /* --contend: busy-loop processes beside a second measurement */
+	long chat, chat_system, chat_user, chat_answer, chat_retok;   /* --chat TURNS and its shape */
 	size_t n_streams;
 	uint32_t kv_type;
 	bool json, mlock, quick, repeat_set, gen_set, keep, plain_rows;
@@ -143,6 +145,18 @@ static void usage(FILE *f)
 "                           (a CPU shared with other work) and show both\n"
 "      --quick              one run, 8 decode tokens, prompts above 64 skipped,\n"
 "                           a 256 MiB bandwidth buffer\n"
+"      --chat TURNS         instead: play a conversation of TURNS turns, each\n"
+"                           prompt the whole history plus a user message, with\n"
+"                           the prompt cache (the kept state of the previous\n"
+"                           turn, as mistrald keeps it) and without; print per\n"
+"                           turn the prompt, cached and new tokens and the time\n"
+"                           to first token both ways and for the new tokens alone\n"
+"      --chat-system N --chat-user N --chat-answer N --chat-retok N  its shape:\n"
+"                           system prompt tokens (default 0), tokens each user\n"
+"                           message and answer add (default 64, 64), answer\n"
+"                           tokens re-tokenized differently in the next prompt\n"
+"                           (default 2); --repeat times the cached and the\n"
+"                           new-tokens-only evaluations (medians)\n"
 "\n"
 "  --attention LIST         instead of -m: write same-size random models that\n"
 "                           differ only in key/value heads (LIST: mha, gqa, mqa\n"
@@ -225,7 +239,7 @@ static void parse_variants(const char *s, struct opts *o)
 enum {
 	O_ISA = 256, O_PAGES, O_MLOCK, O_JSON, O_ATTENTION, O_PROMPT, O_GEN, O_CTX, O_REPEAT,
 	O_QUICK, O_BATCH, O_BW, O_KV, O_VOCAB, O_DIM, O_LAYERS, O_HEADS, O_FFN, O_TYPE, O_KEEP, O_LAYOUT,
-	O_STREAMS, O_CONTEND,
+	O_STREAMS, O_CONTEND, O_CHAT, O_CHAT_SYSTEM, O_CHAT_USER, O_CHAT_ANSWER, O_CHAT_RETOK,
 };
 
 static void parse_args(int argc, char **argv, struct opts *o)
@@ -258,6 +272,11 @@ static void parse_args(int argc, char **argv, struct opts *o)
 		{ "layout", required_argument, NULL, O_LAYOUT },
 		{ "streams", required_argument, NULL, O_STREAMS },
 		{ "contend", required_argument, NULL, O_CONTEND },
+		{ "chat", required_argument, NULL, O_CHAT },
+		{ "chat-system", required_argument, NULL, O_CHAT_SYSTEM },
+		{ "chat-user", required_argument, NULL, O_CHAT_USER },
+		{ "chat-answer", required_argument, NULL, O_CHAT_ANSWER },
+		{ "chat-retok", required_argument, NULL, O_CHAT_RETOK },
 		{ NULL, 0, NULL, 0 },
 	};
 	bool bw_set = false;
@@ -268,6 +287,7 @@ static void parse_args(int argc, char **argv, struct opts *o)
 		.prompts = { 64, 512 }, .n_prompts = 2, .pages = MS_POLICY_THP,
 		.kv_type = GGML_TYPE_F16,
 		.dim = 1024, .layers = 8, .heads = 16, .ffn = 2816, .type = "Q8_0",
+		.chat_user = 64, .chat_answer = 64, .chat_retok = 2,
 	};
 	o->isa = getenv("MISTRAL_ISA");
 	opterr = 0;
@@ -288,6 +308,11 @@ static void parse_args(int argc, char **argv, struct opts *o)
 		case O_PROMPT: parse_prompts(optarg, o); break;
 		case O_STREAMS: parse_streams(optarg, o); break;
 		case O_CONTEND: o->contend = cli_long("--contend", optarg, 0, 64); break;
+		case O_CHAT: o->chat = cli_long("--chat", optarg, 1, 1000); break;
+		case O_CHAT_SYSTEM: o->chat_system = cli_long("--chat-system", optarg, 0, 1L << 20); break;
+		case O_CHAT_USER: o->chat_user = cli_long("--chat-user", optarg, 1, 1L << 20); break;
+		case O_CHAT_ANSWER: o->chat_answer = cli_long("--chat-answer", optarg, 1, 1L << 20); break;
+		case O_CHAT_RETOK: o->chat_retok = cli_long("--chat-retok", optarg, 0, 1L << 20); break;
 		case O_GEN: o->gen = cli_long("--gen", optarg, 1, 4096); o->gen_set = true; break;
 		case O_CTX: o->long_ctx = cli_long("--ctx", optarg, 1, 1L << 20); break;
 		case O_REPEAT:
@@ -324,6 +349,10 @@ static void parse_args(int argc, char **argv, struct opts *o)
 		cli_die_usage("unexpected argument '%s'", argv[optind]);
 	if (o->attention == !!o->model)
 		cli_die_usage("give exactly one of -m MODEL and --attention LIST");
+	if (o->chat && (o->attention || o->json))
+		cli_die_usage("--chat plays against -m MODEL and prints a table (no --attention, no --json)");
+	if (o->chat_retok >= o->chat_answer)
+		cli_die_usage("--chat-retok %ld must be less than --chat-answer %ld", o->chat_retok, o->chat_answer);
 	if (o->attention && !o->vocab_from)
 		cli_die_usage("--attention needs --vocab-from GGUF (any GGUF with a tokenizer)");
 	if (o->attention && (o->dim % o->heads || o->heads % 4 || (o->dim / o->heads) % 2))
@@ -653,7 +682,7 @@ static int time_streams(const struct ms_model *m, struct ms_ctx *ctx, const stru
 	if (!logits)
 		return ms_errf(err, -ENOMEM, "no memory for %zu streams' logits", n);
 	for (size_t i = 0; i < n; i++) {
-		if ((r = ms_kv_create(m, SHORT_PROMPT + (uint32_t)o->gen + CTX_SLACK, m->window, o->kv_type, &kv[i],
+		if ((r = ms_kv_create(m, SHORT_PROMPT + (uint32_t)o->gen + CTX_SLACK, m->window, 0, o->kv_type, &kv[i],
 				      err)) < 0)
 			goto out;
 		random_tokens(toks[i], SHORT_PROMPT, m->hp.vocab, rng);
@@ -770,8 +799,8 @@ static int bench_model(const char *path, const struct opts *o, bool pp, struct r
 	if (n_ctx < max_prompt + (size_t)o->gen + CTX_SLACK)
 		n_ctx = (uint32_t)(max_prompt + (size_t)o->gen + CTX_SLACK);
 	res->kv_type = ms_ggml_type_name(o->kv_type);
-	res->kv_bytes_per_token = ms_kv_bytes(m, 1, 0, o->kv_type);
-	res->kv_bytes_long = ms_kv_bytes(m, (uint32_t)o->long_ctx, m->window, o->kv_type);
+	res->kv_bytes_per_token = ms_kv_bytes(m, 1, 0, 0, o->kv_type);
+	res->kv_bytes_long = ms_kv_bytes(m, (uint32_t)o->long_ctx, m->window, 0, o->kv_type);
 	res->long_keys = (m->window && m->window < o->long_ctx + 1) ? m->window : (uint32_t)o->long_ctx + 1;
 
 	toks = malloc(max_prompt * sizeof(*toks));
@@ -781,7 +810,7 @@ static int bench_model(const char *path, const struct opts *o, bool pp, struct r
 		r = -ENOMEM;
 		goto out;
 	}
-	if ((r = ms_kv_create(m, n_ctx, m->window, o->kv_type, &kv, &err)) < 0 ||
+	if ((r = ms_kv_create(m, n_ctx, m->window, 0, o->kv_type, &kv, &err)) < 0 ||
 	    (r = ms_ctx_create(m, k, (uint32_t)(o->batch > MAX_STREAMS_N ? o->batch : MAX_STREAMS_N),
 				 (uint32_t)o->threads, &ctx, &err)) < 0 ||
 	    (r = bw_create(&bw, (size_t)o->bw_mib << 20, o, &err)) < 0) {
@@ -1262,6 +1291,16 @@ int main(int argc, char **argv)
 	parse_args(argc, argv, &o);
 	if (o.attention)
 		return attention_mode(&o);
+	if (o.chat) {
+		const struct bench_chat_opts co = {
+			.model = o.model, .isa = o.isa, .threads = o.threads, .turns = o.chat,
+			.system = o.chat_system, .user = o.chat_user, .answer = o.chat_answer,
+			.retok = o.chat_retok, .batch = o.batch, .repeat = o.repeat, .kv_type = o.kv_type, .pages = o.pages,
+			.mlock = o.mlock, .plain_rows = o.plain_rows,
+		};
+
+		return bench_chat(&co) < 0 ? 1 : 0;
+	}
 	if (bench_model(o.model, &o, true, &res) < 0)
 		return 1;
 	if (o.json) {

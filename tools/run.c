@@ -377,7 +377,7 @@ static int prepare(struct run *r)
 	};
 	ms_err err = { 0 };
 
-	if (ms_kv_create(r->m, r->n_ctx, r->m->window, o->kv_type, &r->kv, &err) < 0 ||
+	if (ms_kv_create(r->m, r->n_ctx, r->m->window, 0, o->kv_type, &r->kv, &err) < 0 ||
 	    ms_ctx_create(r->m, r->k, (uint32_t)o->batch, (uint32_t)o->threads, &r->ctx, &err) < 0 ||
 	    ms_gen_create(r->m->tok, &gp, &r->gen, &err) < 0) {
 		fprintf(stderr, "mistral-run: %s\n", err.msg);
