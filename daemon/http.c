@@ -28,6 +28,7 @@
 #define SWEEP_SECONDS 1           /* deadline granularity, and how late a closed connection's fd is released */
 #define KEY_FILE_MAX  4096        /* a bearer token is tens of bytes; anything near this is the wrong file */
 #define MAX_LISTENERS (MD_HTTP_LISTEN_MAX * 2)
+#define WORKERS_PREFIX "/ai/run/"
 
 struct hreq;
 
@@ -117,6 +118,15 @@ static void reply(struct evhttp_request *req, int status, const char *type, stru
 	evhttp_send_reply(req, status, reason(status), body);
 }
 
+/* Requests under /ai/run/ get their errors in the Workers AI shape, whatever stage refused them. */
+static bool workers_path(struct evhttp_request *req)
+{
+	const struct evhttp_uri *u = evhttp_request_get_evhttp_uri(req);
+	const char *path = u ? evhttp_uri_get_path(u) : NULL;
+
+	return path && strncmp(path, WORKERS_PREFIX, strlen(WORKERS_PREFIX)) == 0;
+}
+
 static void reply_error(struct evhttp_request *req, const struct md_api_err *e)
 {
 	struct evbuffer *b = evbuffer_new();
@@ -125,7 +135,7 @@ static void reply_error(struct evhttp_request *req, const struct md_api_err *e)
 		evhttp_send_error(req, 500, NULL);
 		return;
 	}
-	md_api_error_body(e, b);
+	md_api_error_body(e, workers_path(req), b);
 	if (e->status == 401)
 		evhttp_add_header(evhttp_request_get_output_headers(req), "WWW-Authenticate", "Bearer");
 	reply(req, e->status, "application/json", b);
@@ -253,7 +263,7 @@ void md_http_deliver(struct md_http *h, struct md_out *o)
 		if (r->sse) {
 			/* too late for a status: the error goes out as the stream's last event */
 			evbuffer_add(b, "data: ", 6);
-			md_api_error_body(&e, b);
+			md_api_error_body(&e, r->rq.api == API_WORKERS, b);
 			evbuffer_add(b, "\n\n", 2);
 			if (sse_send(h, r, b))
 				evhttp_send_reply_end(r->req);
@@ -574,7 +584,7 @@ static const struct route {
 	{ "/v1/models", false, EVHTTP_REQ_GET, R_MODELS },
 	{ "/v1/chat/completions", false, EVHTTP_REQ_POST, R_CHAT },
 	{ "/v1/completions", false, EVHTTP_REQ_POST, R_COMPLETIONS },
-	{ "/ai/run/", true, EVHTTP_REQ_POST, R_WORKERS },
+	{ WORKERS_PREFIX, true, EVHTTP_REQ_POST, R_WORKERS },
 };
 
 static void gen_cb(struct evhttp_request *req, void *arg)

@@ -110,10 +110,22 @@ static json_t *jbytes(const char *s, size_t n)
 	return a;
 }
 
-void md_api_error_body(const struct md_api_err *e, struct evbuffer *out)
+/*
+ * The message may quote client bytes cut at a length (a model name, a
+ * path) in the middle of a character: jansson refuses such a string, and
+ * the answer would be "null", so it goes through jstr_lossy.
+ */
+void md_api_error_body(const struct md_api_err *e, bool workers, struct evbuffer *out)
 {
-	put_json(out, json_pack("{s:{s:s%, s:s, s:o, s:o}}", "error",
-				"message", e->message, strlen(e->message),
+	json_t *msg = jstr_lossy(e->message, strlen(e->message));
+
+	if (workers) {
+		put_json(out, json_pack("{s:n, s:b, s:[{s:i, s:o}], s:[]}", "result", "success", 0, "errors",
+					"code", e->status, "message", msg, "messages"));
+		return;
+	}
+	put_json(out, json_pack("{s:{s:o, s:s, s:o, s:o}}", "error",
+				"message", msg,
 				"type", e->type ? e->type : "invalid_request_error",
 				"param", e->param[0] ? json_string(e->param) : json_null(),
 				"code", e->code ? json_string(e->code) : json_null()));

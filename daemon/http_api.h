@@ -54,8 +54,12 @@ enum md_api_msg {
 enum md_api_msg md_api_render(struct md_api_req *rq, const char *data, size_t len,
 			      struct evbuffer *out, struct md_api_err *e);
 
-/* The error object {"error": {...}} as JSON into out. */
-void md_api_error_body(const struct md_api_err *e, struct evbuffer *out);
+/*
+ * The error as JSON into out: OpenAI's {"error": {...}}, or with workers
+ * Workers AI's {"result": null, "success": false, "errors": [{"code":
+ * status, "message"}], "messages": []}.
+ */
+void md_api_error_body(const struct md_api_err *e, bool workers, struct evbuffer *out);
 
 /* Fills e; the message is printf-formatted. */
 void md_api_errf(struct md_api_err *e, int status, const char *type, const char *code, const char *param,

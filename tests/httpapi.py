@@ -309,6 +309,13 @@ BAD_FIELDS = [
 ]
 
 
+def is_workers_error(body, status, says):
+    """The Workers AI error shape, its one error's code the HTTP status and its message mentioning says."""
+    return isinstance(body, dict) and body.get("result", 0) is None and body.get("success") is False and \
+        body.get("messages") == [] and isinstance(body.get("errors"), list) and len(body["errors"]) == 1 and \
+        body["errors"][0].get("code") == status and says in body["errors"][0].get("message", "")
+
+
 def test_errors(w):
     d = w.d
     base = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}
@@ -348,17 +355,32 @@ def test_errors(w):
     for path, req, param in [("/v1/completions", {"prompt": 5}, "prompt"),
                              ("/v1/completions", {"prompt": "x", "echo": True}, "echo"),
                              ("/v1/completions", {"prompt": "x", "logprobs": True}, "logprobs"),
-                             ("/v1/completions", {}, "prompt"),
-                             ("/ai/run/x", {"prompt": "x", "raw": "yes"}, "raw"),
-                             ("/ai/run/x", {"prompt": "x", "messages": CHAT}, "prompt"),
-                             ("/ai/run/x", {"prompt": "x", "max_tokens": 10 ** 9}, "max_tokens")]:
+                             ("/v1/completions", {}, "prompt")]:
         st, body = w.post(path, req)
         if st != 400 or not is_error(body, param):
             bad.append("%s %r: %d %r" % (path, req, st, body))
-    ok(not bad, "completions and Workers AI fields: 400 naming the param", d, "\n".join(bad))
+    ok(not bad, "completions fields: 400 naming the param", d, "\n".join(bad))
+    bad = []
+    for method, path, req, want, param in [
+            ("POST", "/ai/run/x", {"prompt": "x", "raw": "yes"}, 400, "raw"),
+            ("POST", "/ai/run/x", {"prompt": "x", "messages": CHAT}, 400, "prompt"),
+            ("POST", "/ai/run/x", {"prompt": "x", "max_tokens": 10 ** 9}, 400, "max_tokens"),
+            ("POST", "/ai/run/x", b'{"prompt": ', 400, "JSON"),
+            ("POST", "/ai/run/x", {"prompt": "x", "model": "gpt-4o"}, 404, "gpt-4o"),
+            ("POST", "/ai/run/", {"prompt": "x"}, 404, "/ai/run/"),
+            ("GET", "/ai/run/x", None, 405, "POST")]:
+        st, body = w.json(method, path, req)
+        if st != want or not is_workers_error(body, want, param):
+            bad.append("%s %s %r: %d %r" % (method, path, req, st, body))
+    ok(not bad, "Workers AI errors: {result: null, success: false, errors: [{code: status, message}], "
+       "messages: []} with the same status", d, "\n".join(bad))
     st, body = w.post("/v1/chat/completions", dict(base, model="gpt-4o"))
     ok(st == 404 and is_error(body, "model", "model_not_found"), "another model's name: 404 model_not_found", d,
        repr(body))
+    # the message quotes the name cut at 100 bytes, here inside a two-byte character
+    st, body = w.post("/v1/chat/completions", dict(base, model="a" + "\u00e9" * 60))
+    ok(st == 404 and is_error(body, "model", "model_not_found"),
+       "a model name cut inside a UTF-8 character still gets a JSON error object", d, repr(body))
     st, body = w.json("GET", "/v1/nothing")
     ok(st == 404 and is_error(body, None, "not_found"), "unknown path: 404", d, repr(body))
     st, hd, raw = w.request("GET", "/v1/chat/completions")
@@ -425,6 +447,9 @@ def test_loading():
            "%d %r" % (st, raw))
         st, body = w.post("/v1/chat/completions", {"messages": CHAT})
         ok(st == 503 and body["error"]["code"] == "loading", "a chat request while loading: 503 loading", d,
+           repr(body))
+        st, body = w.post("/ai/run/x", {"prompt": "x"})
+        ok(st == 503 and is_workers_error(body, 503, "loading"), "/ai/run/ while loading: 503, Workers AI shape", d,
            repr(body))
     finally:
         fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
