@@ -427,11 +427,14 @@ static void sweep_cb(evutil_socket_t fd, short what, void *arg)
 /* Routing                                                                   */
 /* ------------------------------------------------------------------------ */
 
-/* Constant time in the token's length, so timing does not reveal how much of a guess was right. */
+/*
+ * The loop always runs over the whole key, whatever the guess's length, so
+ * timing reveals neither how much of a guess was right nor the key's length.
+ */
 static bool authorized(struct md_http *h, struct evhttp_request *req)
 {
 	const char *a = evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
-	unsigned char diff = 0;
+	unsigned char diff;
 	size_t n;
 
 	if (!h->key)
@@ -440,10 +443,9 @@ static bool authorized(struct md_http *h, struct evhttp_request *req)
 		return false;
 	a += 7;
 	n = strlen(a);
-	if (n != h->key_len)
-		return false;
-	for (size_t i = 0; i < n; i++)
-		diff |= (unsigned char)(a[i] ^ h->key[i]);
+	diff = n != h->key_len;
+	for (size_t i = 0; i < h->key_len; i++)
+		diff |= (unsigned char)(h->key[i] ^ (i < n ? a[i] : 0));
 	return diff == 0;
 }
 
@@ -818,29 +820,44 @@ void md_http_stop_listening(struct md_http *h)
 	for (size_t i = 0; i < h->n_bound; i++)
 		evhttp_del_accept_socket(h->http, h->bound[i]);
 	h->n_bound = 0;
-	event_del(h->accept_retry);
+	if (h->accept_retry)   /* NULL when md_http_new failed before making it */
+		event_del(h->accept_retry);
 }
 
 /* ------------------------------------------------------------------------ */
 /* Lifetime                                                                  */
 /* ------------------------------------------------------------------------ */
 
-/* The token: the file's first line, surrounding blanks dropped. */
+/*
+ * The token: the file's first line, surrounding blanks dropped. Only a
+ * regular file: a FIFO or a device would hang or feed the start-up
+ * (O_NONBLOCK keeps the open of a FIFO from waiting for a writer).
+ */
 static int read_key(struct md_http *h, const char *path, char *err, size_t errlen)
 {
 	char buf[KEY_FILE_MAX + 1];
-	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+	struct stat st;
 	ssize_t n;
 	char *s, *e;
+	int r;
 
 	if (fd < 0) {
+		r = -errno;
 		snprintf(err, errlen, "http_api_key %s: %s", path, strerror(errno));
-		return -errno;
+		return r;
+	}
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		close(fd);
+		snprintf(err, errlen, "http_api_key %s: not a regular file", path);
+		return -EINVAL;
 	}
 	n = read(fd, buf, KEY_FILE_MAX + 1);
+	r = errno;
 	close(fd);
 	if (n < 0 || n > KEY_FILE_MAX) {
-		snprintf(err, errlen, "http_api_key %s: %s", path, n < 0 ? strerror(errno) : "larger than 4 KiB");
+		snprintf(err, errlen, "http_api_key %s: %s", path, n < 0 ? strerror(r) : "larger than 4 KiB");
+		explicit_bzero(buf, sizeof(buf));
 		return -EINVAL;
 	}
 	buf[n] = '\0';
@@ -853,11 +870,13 @@ static int read_key(struct md_http *h, const char *path, char *err, size_t errle
 	for (char *p = s; *p; p++) {
 		if ((unsigned char)*p <= 0x20 || (unsigned char)*p >= 0x7f) {
 			snprintf(err, errlen, "http_api_key %s: the token must be printable ASCII without blanks", path);
+			explicit_bzero(buf, sizeof(buf));
 			return -EINVAL;
 		}
 	}
 	if (e - s < 8) {
 		snprintf(err, errlen, "http_api_key %s: the token is shorter than 8 characters", path);
+		explicit_bzero(buf, sizeof(buf));
 		return -EINVAL;
 	}
 	h->key_len = (size_t)(e - s);

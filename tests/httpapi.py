@@ -419,15 +419,31 @@ def test_auth():
         ok(st == 401, "a longer token: 401", d, repr(body))
         st, body = w.json("GET", "/v1/models")
         ok(st == 200 and body.get("data"), "the right token: 200", d, repr(body))
+        st, body = w.post("/ai/run/x", {"prompt": "x"}, key=False)
+        ok(st == 401 and is_workers_error(body, 401, "API key"), "no key on /ai/run/: 401 in the Workers AI shape",
+           d, repr(body))
     finally:
         stop_and_check(d)
+    fifo = os.path.join(os.path.dirname(keyfile), "fifo")
+    os.mkfifo(fifo)
+    short = os.path.join(os.path.dirname(keyfile), "short")
+    with open(short, "w") as f:
+        f.write("abc\n")
+    sock = os.path.join(os.path.dirname(keyfile), "s.sock")
     # a non-loopback address is refused without http_allow_remote, and allow_remote needs a key
     for args, want, rc in [(["--http-listen", "0.0.0.0:%d" % free_port()], "http_allow_remote", 1),
                            (["--http-listen", "127.0.0.1:1", "--http-allow-remote", "yes"], "http_api_key", 1),
                            (["--http-listen", "nohost:80"], "not an IPv4 address", 2),
-                           (["--http-listen", "[::1]:0"], "port", 2)]:
-        p = subprocess.run([dt.MISTRALD, "--config", "/dev/null", "--model", dt.MODEL] + args,
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=20)
+                           (["--http-listen", "[::1]:0"], "port", 2),
+                           (["--http-listen", "127.0.0.1:%d" % free_port(), "--http-api-key", fifo, "--socket", sock],
+                            "not a regular file", 1),
+                           (["--http-listen", "127.0.0.1:%d" % free_port(), "--http-api-key", short, "--socket", sock],
+                            "shorter than 8", 1)]:
+        try:
+            p = subprocess.run([dt.MISTRALD, "--config", "/dev/null", "--model", dt.MODEL] + args,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=20)
+        except subprocess.TimeoutExpired as e:
+            p = subprocess.CompletedProcess(e.cmd, None, b"", b"hung at start-up")
         ok(p.returncode == rc and want.encode() in p.stderr, "start-up refuses %s (%s)" % (" ".join(args), want),
            None, repr(p.stderr))
 
