@@ -13,6 +13,9 @@
 
 enum md_api { API_CHAT, API_COMPLETIONS, API_WORKERS };
 
+/* A model's id: its name's 127 bytes, each possibly replaced by the 3 of U+FFFD, and the NUL. */
+#define MD_API_MODEL_MAX (127 * 3 + 1)
+
 /* An error answer: the HTTP status and the fields of the OpenAI error object. */
 struct md_api_err {
 	int status;
@@ -33,7 +36,7 @@ struct md_api_req {
 	size_t text_offset;        /* completions logprobs: bytes of text streamed so far */
 	char id[48];
 	long long created;
-	char model[128];
+	char model[MD_API_MODEL_MAX];   /* the model's id (see md_api_models_body) */
 };
 
 /*

@@ -473,6 +473,28 @@ def test_loading():
         d.kill()
 
 
+def test_model_name():
+    """general.name is the file's bytes cut at 127: here a byte that is not UTF-8, and a cut inside a character."""
+    tmp = tempfile.mkdtemp(prefix="mistrald-name.", dir=dt.TMPROOT)
+    dt._tmpdirs.append(tmp)
+    path = os.path.join(tmp, "named.gguf")
+    p = subprocess.run([dt.MKMODEL, "--out", path, "--type", "F32", "--vocab-from", dt.MODEL,
+                        "--name", b"x\xff" + "\u00e9".encode() * 70], stdin=subprocess.DEVNULL,
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60)
+    ok(p.returncode == 0, "mistral-mkmodel writes a model whose general.name is not UTF-8", None, repr(p.stdout))
+    want = "x\ufffd" + "\u00e9" * 62 + "\ufffd"
+    d, w = start("http-name", model=path)
+    try:
+        st, body = w.json("GET", "/v1/models")
+        ok(st == 200 and isinstance(body, dict) and body["data"][0]["id"] == want,
+           "GET /v1/models: the name's invalid bytes as U+FFFD, not a null body", d, repr(body))
+        st, body = w.post("/v1/chat/completions", {"model": want, "messages": CHAT, "max_tokens": 2})
+        ok(st == 200 and isinstance(body, dict) and body.get("model") == want,
+           "that id is accepted as 'model' and answered with", d, repr(body))
+    finally:
+        stop_and_check(d)
+
+
 # ---- load, cancellation, abuse -----------------------------------------------------
 
 def long_stream(w):
@@ -675,6 +697,7 @@ def main():
     stop_and_check(d)
     ok(not os.path.exists(unix), "the unix: socket is removed at exit")
     for desc, fn in [("auth", test_auth), ("loading", test_loading),
+                     ("a model name that is not UTF-8", test_model_name),
                      ("busy and cancel", lambda: test_busy_and_cancel(dt.SLOW)),
                      ("shutdown", lambda: test_shutdown(dt.SLOW)),
                      ("a client that never reads", test_never_reads), ("abuse", test_abuse)]:
