@@ -334,6 +334,15 @@ def test_errors(w):
     st, body = w.json("POST", "/v1/completions", b'{"prompt": "a\\u0000b"}')
     ok(st == 400 and is_error(body, None, "invalid_json"), "a NUL character in a string: 400 invalid_json", d,
        repr(body))
+    bad = []
+    for raw in [b'{"prompt": "x", "temperature": NaN}', b'{"prompt": "x", "max_tokens": 1e400}',
+                b'{"prompt": "x", "max_tokens": 99999999999999999999999}', b"[" * 100000 + b"]" * 100000,
+                b'{"prompt": "\xff"}']:
+        st, body = w.json("POST", "/v1/completions", raw)
+        if st != 400 or not is_error(body, None, "invalid_json"):
+            bad.append("%r: %d %r" % (raw[:40], st, body))
+    ok(not bad, "NaN, a huge real, a huge integer, 100000 levels of nesting, bytes not UTF-8: 400 invalid_json",
+       d, "\n".join(bad))
     st, body = w.json("POST", "/v1/chat/completions", b'[1, 2]')
     ok(st == 400 and is_error(body, None), "a body that is not an object: 400", d, repr(body))
     st, body = w.json("POST", "/v1/chat/completions", b'')
