@@ -405,7 +405,39 @@ static void reap(struct md_http *h)
 	h->d->http_connections = h->n_conns;
 }
 
-/* Deadlines, and connections evhttp has freed. */
+/*
+ * evhttp stops reading a connection while its request is answered, so a
+ * client that leaves before its whole answer is ready went unseen: its
+ * sequence generated to the end for nobody, holding a slot. The sweep
+ * peeks for the end of file instead and frees such a connection, and
+ * close_cb cancels the request. A client that half-closes after sending
+ * counts as gone, as in nginx (its 499). Costs a recv per request in
+ * flight per sweep; a client is noticed within SWEEP_SECONDS.
+ */
+static void drop_departed(struct md_http *h)
+{
+	struct hreq *r, *next;
+
+	for (r = h->reqs; r; r = next) {
+		evutil_socket_t fd;
+		ssize_t n;
+		char c;
+
+		next = r->next;   /* evhttp_connection_free frees r through close_cb */
+		if (r->cut || !r->hc || !r->hc->evcon || r->hc->gone)
+			continue;
+		fd = bufferevent_getfd(r->hc->bev);
+		if (fd < 0)
+			continue;
+		n = recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+		if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+			md_log(LOG_DEBUG, "http: a client left before its answer; cancelling it");
+			evhttp_connection_free(r->hc->evcon);
+		}
+	}
+}
+
+/* Deadlines, clients gone while answered, and connections evhttp has freed. */
 static void sweep_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct md_http *h = arg;
@@ -413,6 +445,7 @@ static void sweep_cb(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
+	drop_departed(h);
 	reap(h);
 	for (struct hconn *hc = h->conns; hc; hc = hc->next) {
 		if (hc->deadline && now > hc->deadline) {

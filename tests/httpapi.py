@@ -535,7 +535,25 @@ def test_busy_and_cancel(slow):
            "a client that closes mid-stream cancels its sequence", d, "%r\n%r" % (before, after))
         st, body = w.post("/v1/completions", {"prompt": "x", "max_tokens": 4})
         ok(st == 200, "the slot is free again", d, repr(body))
-
+        # a client waiting for a whole answer is read from by no one until the answer is due
+        for how in ("close", "reset"):
+            before = d.call("metrics")
+            s = socket.create_connection(("127.0.0.1", w.port))
+            body = json.dumps({"prompt": dt.PROMPT, "max_tokens": dt.LONG}).encode()
+            s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+            started = wait_for(lambda: d.call("status").get("active") == 1)
+            if how == "reset":
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            s.close()
+            st = wait_for(lambda: d.call("status").get("active") == 0)
+            after = d.call("metrics")
+            ok(started and st and after["requests_cancelled_total"] == before["requests_cancelled_total"] + 1 and
+               after["tokens_generated_total"] - before["tokens_generated_total"] < dt.LONG,
+               "a client that leaves (%s) while waiting for a whole answer cancels its sequence" % how, d,
+               "%r\n%r" % (before, after))
+        ok(wait_for(lambda: d.call("metrics")["http_connections_current"] == 0),
+           "their connections are freed", d, repr(d.call("metrics")))
     finally:
         stop_and_check(d)
 
