@@ -28,6 +28,7 @@
 #define SWEEP_SECONDS 1           /* deadline granularity, and how late a closed connection's fd is released */
 #define KEY_FILE_MAX  4096        /* a bearer token is tens of bytes; anything near this is the wrong file */
 #define MAX_LISTENERS (MD_HTTP_LISTEN_MAX * 2)
+#define WORKERS_PREFIX "/ai/run/"
 
 struct hreq;
 
@@ -117,6 +118,15 @@ static void reply(struct evhttp_request *req, int status, const char *type, stru
 	evhttp_send_reply(req, status, reason(status), body);
 }
 
+/* Requests under /ai/run/ get their errors in the Workers AI shape, whatever stage refused them. */
+static bool workers_path(struct evhttp_request *req)
+{
+	const struct evhttp_uri *u = evhttp_request_get_evhttp_uri(req);
+	const char *path = u ? evhttp_uri_get_path(u) : NULL;
+
+	return path && strncmp(path, WORKERS_PREFIX, strlen(WORKERS_PREFIX)) == 0;
+}
+
 static void reply_error(struct evhttp_request *req, const struct md_api_err *e)
 {
 	struct evbuffer *b = evbuffer_new();
@@ -125,7 +135,7 @@ static void reply_error(struct evhttp_request *req, const struct md_api_err *e)
 		evhttp_send_error(req, 500, NULL);
 		return;
 	}
-	md_api_error_body(e, b);
+	md_api_error_body(e, workers_path(req), b);
 	if (e->status == 401)
 		evhttp_add_header(evhttp_request_get_output_headers(req), "WWW-Authenticate", "Bearer");
 	reply(req, e->status, "application/json", b);
@@ -253,7 +263,7 @@ void md_http_deliver(struct md_http *h, struct md_out *o)
 		if (r->sse) {
 			/* too late for a status: the error goes out as the stream's last event */
 			evbuffer_add(b, "data: ", 6);
-			md_api_error_body(&e, b);
+			md_api_error_body(&e, r->rq.api == API_WORKERS, b);
 			evbuffer_add(b, "\n\n", 2);
 			if (sse_send(h, r, b))
 				evhttp_send_reply_end(r->req);
@@ -395,7 +405,39 @@ static void reap(struct md_http *h)
 	h->d->http_connections = h->n_conns;
 }
 
-/* Deadlines, and connections evhttp has freed. */
+/*
+ * evhttp stops reading a connection while its request is answered, so a
+ * client that leaves before its whole answer is ready went unseen: its
+ * sequence generated to the end for nobody, holding a slot. The sweep
+ * peeks for the end of file instead and frees such a connection, and
+ * close_cb cancels the request. A client that half-closes after sending
+ * counts as gone, as in nginx (its 499). Costs a recv per request in
+ * flight per sweep; a client is noticed within SWEEP_SECONDS.
+ */
+static void drop_departed(struct md_http *h)
+{
+	struct hreq *r, *next;
+
+	for (r = h->reqs; r; r = next) {
+		evutil_socket_t fd;
+		ssize_t n;
+		char c;
+
+		next = r->next;   /* evhttp_connection_free frees r through close_cb */
+		if (r->cut || !r->hc || !r->hc->evcon || r->hc->gone)
+			continue;
+		fd = bufferevent_getfd(r->hc->bev);
+		if (fd < 0)
+			continue;
+		n = recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+		if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+			md_log(LOG_DEBUG, "http: a client left before its answer; cancelling it");
+			evhttp_connection_free(r->hc->evcon);
+		}
+	}
+}
+
+/* Deadlines, clients gone while answered, and connections evhttp has freed. */
 static void sweep_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct md_http *h = arg;
@@ -403,6 +445,7 @@ static void sweep_cb(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
+	drop_departed(h);
 	reap(h);
 	for (struct hconn *hc = h->conns; hc; hc = hc->next) {
 		if (hc->deadline && now > hc->deadline) {
@@ -417,11 +460,14 @@ static void sweep_cb(evutil_socket_t fd, short what, void *arg)
 /* Routing                                                                   */
 /* ------------------------------------------------------------------------ */
 
-/* Constant time in the token's length, so timing does not reveal how much of a guess was right. */
+/*
+ * The loop always runs over the whole key, whatever the guess's length, so
+ * timing reveals neither how much of a guess was right nor the key's length.
+ */
 static bool authorized(struct md_http *h, struct evhttp_request *req)
 {
 	const char *a = evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
-	unsigned char diff = 0;
+	unsigned char diff;
 	size_t n;
 
 	if (!h->key)
@@ -430,10 +476,9 @@ static bool authorized(struct md_http *h, struct evhttp_request *req)
 		return false;
 	a += 7;
 	n = strlen(a);
-	if (n != h->key_len)
-		return false;
-	for (size_t i = 0; i < n; i++)
-		diff |= (unsigned char)(a[i] ^ h->key[i]);
+	diff = n != h->key_len;
+	for (size_t i = 0; i < h->key_len; i++)
+		diff |= (unsigned char)(h->key[i] ^ (i < n ? a[i] : 0));
 	return diff == 0;
 }
 
@@ -574,7 +619,7 @@ static const struct route {
 	{ "/v1/models", false, EVHTTP_REQ_GET, R_MODELS },
 	{ "/v1/chat/completions", false, EVHTTP_REQ_POST, R_CHAT },
 	{ "/v1/completions", false, EVHTTP_REQ_POST, R_COMPLETIONS },
-	{ "/ai/run/", true, EVHTTP_REQ_POST, R_WORKERS },
+	{ WORKERS_PREFIX, true, EVHTTP_REQ_POST, R_WORKERS },
 };
 
 static void gen_cb(struct evhttp_request *req, void *arg)
@@ -808,29 +853,44 @@ void md_http_stop_listening(struct md_http *h)
 	for (size_t i = 0; i < h->n_bound; i++)
 		evhttp_del_accept_socket(h->http, h->bound[i]);
 	h->n_bound = 0;
-	event_del(h->accept_retry);
+	if (h->accept_retry)   /* NULL when md_http_new failed before making it */
+		event_del(h->accept_retry);
 }
 
 /* ------------------------------------------------------------------------ */
 /* Lifetime                                                                  */
 /* ------------------------------------------------------------------------ */
 
-/* The token: the file's first line, surrounding blanks dropped. */
+/*
+ * The token: the file's first line, surrounding blanks dropped. Only a
+ * regular file: a FIFO or a device would hang or feed the start-up
+ * (O_NONBLOCK keeps the open of a FIFO from waiting for a writer).
+ */
 static int read_key(struct md_http *h, const char *path, char *err, size_t errlen)
 {
 	char buf[KEY_FILE_MAX + 1];
-	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+	struct stat st;
 	ssize_t n;
 	char *s, *e;
+	int r;
 
 	if (fd < 0) {
+		r = -errno;
 		snprintf(err, errlen, "http_api_key %s: %s", path, strerror(errno));
-		return -errno;
+		return r;
+	}
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		close(fd);
+		snprintf(err, errlen, "http_api_key %s: not a regular file", path);
+		return -EINVAL;
 	}
 	n = read(fd, buf, KEY_FILE_MAX + 1);
+	r = errno;
 	close(fd);
 	if (n < 0 || n > KEY_FILE_MAX) {
-		snprintf(err, errlen, "http_api_key %s: %s", path, n < 0 ? strerror(errno) : "larger than 4 KiB");
+		snprintf(err, errlen, "http_api_key %s: %s", path, n < 0 ? strerror(r) : "larger than 4 KiB");
+		explicit_bzero(buf, sizeof(buf));
 		return -EINVAL;
 	}
 	buf[n] = '\0';
@@ -843,11 +903,13 @@ static int read_key(struct md_http *h, const char *path, char *err, size_t errle
 	for (char *p = s; *p; p++) {
 		if ((unsigned char)*p <= 0x20 || (unsigned char)*p >= 0x7f) {
 			snprintf(err, errlen, "http_api_key %s: the token must be printable ASCII without blanks", path);
+			explicit_bzero(buf, sizeof(buf));
 			return -EINVAL;
 		}
 	}
 	if (e - s < 8) {
 		snprintf(err, errlen, "http_api_key %s: the token is shorter than 8 characters", path);
+		explicit_bzero(buf, sizeof(buf));
 		return -EINVAL;
 	}
 	h->key_len = (size_t)(e - s);

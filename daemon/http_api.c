@@ -110,19 +110,48 @@ static json_t *jbytes(const char *s, size_t n)
 	return a;
 }
 
-void md_api_error_body(const struct md_api_err *e, struct evbuffer *out)
+/*
+ * The message may quote client bytes cut at a length (a model name, a
+ * path) in the middle of a character: jansson refuses such a string, and
+ * the answer would be "null", so it goes through jstr_lossy.
+ */
+void md_api_error_body(const struct md_api_err *e, bool workers, struct evbuffer *out)
 {
-	put_json(out, json_pack("{s:{s:s%, s:s, s:o, s:o}}", "error",
-				"message", e->message, strlen(e->message),
+	json_t *msg = jstr_lossy(e->message, strlen(e->message));
+
+	if (workers) {
+		put_json(out, json_pack("{s:n, s:b, s:[{s:i, s:o}], s:[]}", "result", "success", 0, "errors",
+					"code", e->status, "message", msg, "messages"));
+		return;
+	}
+	put_json(out, json_pack("{s:{s:o, s:s, s:o, s:o}}", "error",
+				"message", msg,
 				"type", e->type ? e->type : "invalid_request_error",
 				"param", e->param[0] ? json_string(e->param) : json_null(),
 				"code", e->code ? json_string(e->code) : json_null()));
 }
 
+/*
+ * The model's id: its general.name, which is the file's bytes cut at 127,
+ * so not always UTF-8. The id is the name with invalid bytes as U+FFFD,
+ * everywhere: in the list, in answers, and what a request's "model" is
+ * compared with. Returns an empty id without memory.
+ */
+static void model_id(const char *name, char out[MD_API_MODEL_MAX])
+{
+	json_t *v = jstr_lossy(name, strlen(name));
+
+	snprintf(out, MD_API_MODEL_MAX, "%s", v ? json_string_value(v) : "");
+	json_decref(v);
+}
+
 void md_api_models_body(const char *model, long long created, struct evbuffer *out)
 {
+	char id[MD_API_MODEL_MAX];
+
+	model_id(model, id);
 	put_json(out, json_pack("{s:s, s:[{s:s, s:s, s:I, s:s}]}", "object", "list", "data",
-				"id", model, "object", "model", "created", (json_int_t)created,
+				"id", id, "object", "model", "created", (json_int_t)created,
 				"owned_by", "mistrald"));
 }
 
@@ -392,15 +421,15 @@ static int check_model(struct md_daemon *d, json_t *body, struct md_api_req *rq,
 {
 	json_t *m = field(body, "model");
 
-	snprintf(rq->model, sizeof(rq->model), "%s", d->model_name);
+	model_id(d->model_name, rq->model);
 	if (!m)
 		return 0;
 	if (!json_is_string(m))
 		return bad(e, "model", "'model' must be a string");
-	if (strcmp(json_string_value(m), d->model_name) != 0) {
+	if (strcmp(json_string_value(m), rq->model) != 0) {
 		md_api_errf(e, 404, "invalid_request_error", "model_not_found", "model",
 			    "The model '%.100s' does not exist; this server serves '%s'", json_string_value(m),
-			    d->model_name);
+			    rq->model);
 		return -1;
 	}
 	return 0;

@@ -13,6 +13,9 @@
 
 enum md_api { API_CHAT, API_COMPLETIONS, API_WORKERS };
 
+/* A model's id: its name's 127 bytes, each possibly replaced by the 3 of U+FFFD, and the NUL. */
+#define MD_API_MODEL_MAX (127 * 3 + 1)
+
 /* An error answer: the HTTP status and the fields of the OpenAI error object. */
 struct md_api_err {
 	int status;
@@ -33,7 +36,7 @@ struct md_api_req {
 	size_t text_offset;        /* completions logprobs: bytes of text streamed so far */
 	char id[48];
 	long long created;
-	char model[128];
+	char model[MD_API_MODEL_MAX];   /* the model's id (see md_api_models_body) */
 };
 
 /*
@@ -54,8 +57,12 @@ enum md_api_msg {
 enum md_api_msg md_api_render(struct md_api_req *rq, const char *data, size_t len,
 			      struct evbuffer *out, struct md_api_err *e);
 
-/* The error object {"error": {...}} as JSON into out. */
-void md_api_error_body(const struct md_api_err *e, struct evbuffer *out);
+/*
+ * The error as JSON into out: OpenAI's {"error": {...}}, or with workers
+ * Workers AI's {"result": null, "success": false, "errors": [{"code":
+ * status, "message"}], "messages": []}.
+ */
+void md_api_error_body(const struct md_api_err *e, bool workers, struct evbuffer *out);
 
 /* Fills e; the message is printf-formatted. */
 void md_api_errf(struct md_api_err *e, int status, const char *type, const char *code, const char *param,

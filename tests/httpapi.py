@@ -309,6 +309,13 @@ BAD_FIELDS = [
 ]
 
 
+def is_workers_error(body, status, says):
+    """The Workers AI error shape, its one error's code the HTTP status and its message mentioning says."""
+    return isinstance(body, dict) and body.get("result", 0) is None and body.get("success") is False and \
+        body.get("messages") == [] and isinstance(body.get("errors"), list) and len(body["errors"]) == 1 and \
+        body["errors"][0].get("code") == status and says in body["errors"][0].get("message", "")
+
+
 def test_errors(w):
     d = w.d
     base = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}
@@ -327,6 +334,15 @@ def test_errors(w):
     st, body = w.json("POST", "/v1/completions", b'{"prompt": "a\\u0000b"}')
     ok(st == 400 and is_error(body, None, "invalid_json"), "a NUL character in a string: 400 invalid_json", d,
        repr(body))
+    bad = []
+    for raw in [b'{"prompt": "x", "temperature": NaN}', b'{"prompt": "x", "max_tokens": 1e400}',
+                b'{"prompt": "x", "max_tokens": 99999999999999999999999}', b"[" * 100000 + b"]" * 100000,
+                b'{"prompt": "\xff"}']:
+        st, body = w.json("POST", "/v1/completions", raw)
+        if st != 400 or not is_error(body, None, "invalid_json"):
+            bad.append("%r: %d %r" % (raw[:40], st, body))
+    ok(not bad, "NaN, a huge real, a huge integer, 100000 levels of nesting, bytes not UTF-8: 400 invalid_json",
+       d, "\n".join(bad))
     st, body = w.json("POST", "/v1/chat/completions", b'[1, 2]')
     ok(st == 400 and is_error(body, None), "a body that is not an object: 400", d, repr(body))
     st, body = w.json("POST", "/v1/chat/completions", b'')
@@ -348,17 +364,32 @@ def test_errors(w):
     for path, req, param in [("/v1/completions", {"prompt": 5}, "prompt"),
                              ("/v1/completions", {"prompt": "x", "echo": True}, "echo"),
                              ("/v1/completions", {"prompt": "x", "logprobs": True}, "logprobs"),
-                             ("/v1/completions", {}, "prompt"),
-                             ("/ai/run/x", {"prompt": "x", "raw": "yes"}, "raw"),
-                             ("/ai/run/x", {"prompt": "x", "messages": CHAT}, "prompt"),
-                             ("/ai/run/x", {"prompt": "x", "max_tokens": 10 ** 9}, "max_tokens")]:
+                             ("/v1/completions", {}, "prompt")]:
         st, body = w.post(path, req)
         if st != 400 or not is_error(body, param):
             bad.append("%s %r: %d %r" % (path, req, st, body))
-    ok(not bad, "completions and Workers AI fields: 400 naming the param", d, "\n".join(bad))
+    ok(not bad, "completions fields: 400 naming the param", d, "\n".join(bad))
+    bad = []
+    for method, path, req, want, param in [
+            ("POST", "/ai/run/x", {"prompt": "x", "raw": "yes"}, 400, "raw"),
+            ("POST", "/ai/run/x", {"prompt": "x", "messages": CHAT}, 400, "prompt"),
+            ("POST", "/ai/run/x", {"prompt": "x", "max_tokens": 10 ** 9}, 400, "max_tokens"),
+            ("POST", "/ai/run/x", b'{"prompt": ', 400, "JSON"),
+            ("POST", "/ai/run/x", {"prompt": "x", "model": "gpt-4o"}, 404, "gpt-4o"),
+            ("POST", "/ai/run/", {"prompt": "x"}, 404, "/ai/run/"),
+            ("GET", "/ai/run/x", None, 405, "POST")]:
+        st, body = w.json(method, path, req)
+        if st != want or not is_workers_error(body, want, param):
+            bad.append("%s %s %r: %d %r" % (method, path, req, st, body))
+    ok(not bad, "Workers AI errors: {result: null, success: false, errors: [{code: status, message}], "
+       "messages: []} with the same status", d, "\n".join(bad))
     st, body = w.post("/v1/chat/completions", dict(base, model="gpt-4o"))
     ok(st == 404 and is_error(body, "model", "model_not_found"), "another model's name: 404 model_not_found", d,
        repr(body))
+    # the message quotes the name cut at 100 bytes, here inside a two-byte character
+    st, body = w.post("/v1/chat/completions", dict(base, model="a" + "\u00e9" * 60))
+    ok(st == 404 and is_error(body, "model", "model_not_found"),
+       "a model name cut inside a UTF-8 character still gets a JSON error object", d, repr(body))
     st, body = w.json("GET", "/v1/nothing")
     ok(st == 404 and is_error(body, None, "not_found"), "unknown path: 404", d, repr(body))
     st, hd, raw = w.request("GET", "/v1/chat/completions")
@@ -397,15 +428,31 @@ def test_auth():
         ok(st == 401, "a longer token: 401", d, repr(body))
         st, body = w.json("GET", "/v1/models")
         ok(st == 200 and body.get("data"), "the right token: 200", d, repr(body))
+        st, body = w.post("/ai/run/x", {"prompt": "x"}, key=False)
+        ok(st == 401 and is_workers_error(body, 401, "API key"), "no key on /ai/run/: 401 in the Workers AI shape",
+           d, repr(body))
     finally:
         stop_and_check(d)
+    fifo = os.path.join(os.path.dirname(keyfile), "fifo")
+    os.mkfifo(fifo)
+    short = os.path.join(os.path.dirname(keyfile), "short")
+    with open(short, "w") as f:
+        f.write("abc\n")
+    sock = os.path.join(os.path.dirname(keyfile), "s.sock")
     # a non-loopback address is refused without http_allow_remote, and allow_remote needs a key
     for args, want, rc in [(["--http-listen", "0.0.0.0:%d" % free_port()], "http_allow_remote", 1),
                            (["--http-listen", "127.0.0.1:1", "--http-allow-remote", "yes"], "http_api_key", 1),
                            (["--http-listen", "nohost:80"], "not an IPv4 address", 2),
-                           (["--http-listen", "[::1]:0"], "port", 2)]:
-        p = subprocess.run([dt.MISTRALD, "--config", "/dev/null", "--model", dt.MODEL] + args,
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=20)
+                           (["--http-listen", "[::1]:0"], "port", 2),
+                           (["--http-listen", "127.0.0.1:%d" % free_port(), "--http-api-key", fifo, "--socket", sock],
+                            "not a regular file", 1),
+                           (["--http-listen", "127.0.0.1:%d" % free_port(), "--http-api-key", short, "--socket", sock],
+                            "shorter than 8", 1)]:
+        try:
+            p = subprocess.run([dt.MISTRALD, "--config", "/dev/null", "--model", dt.MODEL] + args,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=20)
+        except subprocess.TimeoutExpired as e:
+            p = subprocess.CompletedProcess(e.cmd, None, b"", b"hung at start-up")
         ok(p.returncode == rc and want.encode() in p.stderr, "start-up refuses %s (%s)" % (" ".join(args), want),
            None, repr(p.stderr))
 
@@ -426,10 +473,35 @@ def test_loading():
         st, body = w.post("/v1/chat/completions", {"messages": CHAT})
         ok(st == 503 and body["error"]["code"] == "loading", "a chat request while loading: 503 loading", d,
            repr(body))
+        st, body = w.post("/ai/run/x", {"prompt": "x"})
+        ok(st == 503 and is_workers_error(body, 503, "loading"), "/ai/run/ while loading: 503, Workers AI shape", d,
+           repr(body))
     finally:
         fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
         os.close(fd)
         d.kill()
+
+
+def test_model_name():
+    """general.name is the file's bytes cut at 127: here a byte that is not UTF-8, and a cut inside a character."""
+    tmp = tempfile.mkdtemp(prefix="mistrald-name.", dir=dt.TMPROOT)
+    dt._tmpdirs.append(tmp)
+    path = os.path.join(tmp, "named.gguf")
+    p = subprocess.run([dt.MKMODEL, "--out", path, "--type", "F32", "--vocab-from", dt.MODEL,
+                        "--name", b"x\xff" + "\u00e9".encode() * 70], stdin=subprocess.DEVNULL,
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60)
+    ok(p.returncode == 0, "mistral-mkmodel writes a model whose general.name is not UTF-8", None, repr(p.stdout))
+    want = "x\ufffd" + "\u00e9" * 62 + "\ufffd"
+    d, w = start("http-name", model=path)
+    try:
+        st, body = w.json("GET", "/v1/models")
+        ok(st == 200 and isinstance(body, dict) and body["data"][0]["id"] == want,
+           "GET /v1/models: the name's invalid bytes as U+FFFD, not a null body", d, repr(body))
+        st, body = w.post("/v1/chat/completions", {"model": want, "messages": CHAT, "max_tokens": 2})
+        ok(st == 200 and isinstance(body, dict) and body.get("model") == want,
+           "that id is accepted as 'model' and answered with", d, repr(body))
+    finally:
+        stop_and_check(d)
 
 
 # ---- load, cancellation, abuse -----------------------------------------------------
@@ -463,7 +535,25 @@ def test_busy_and_cancel(slow):
            "a client that closes mid-stream cancels its sequence", d, "%r\n%r" % (before, after))
         st, body = w.post("/v1/completions", {"prompt": "x", "max_tokens": 4})
         ok(st == 200, "the slot is free again", d, repr(body))
-
+        # a client waiting for a whole answer is read from by no one until the answer is due
+        for how in ("close", "reset"):
+            before = d.call("metrics")
+            s = socket.create_connection(("127.0.0.1", w.port))
+            body = json.dumps({"prompt": dt.PROMPT, "max_tokens": dt.LONG}).encode()
+            s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+            started = wait_for(lambda: d.call("status").get("active") == 1)
+            if how == "reset":
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            s.close()
+            st = wait_for(lambda: d.call("status").get("active") == 0)
+            after = d.call("metrics")
+            ok(started and st and after["requests_cancelled_total"] == before["requests_cancelled_total"] + 1 and
+               after["tokens_generated_total"] - before["tokens_generated_total"] < dt.LONG,
+               "a client that leaves (%s) while waiting for a whole answer cancels its sequence" % how, d,
+               "%r\n%r" % (before, after))
+        ok(wait_for(lambda: d.call("metrics")["http_connections_current"] == 0),
+           "their connections are freed", d, repr(d.call("metrics")))
     finally:
         stop_and_check(d)
 
@@ -634,6 +724,7 @@ def main():
     stop_and_check(d)
     ok(not os.path.exists(unix), "the unix: socket is removed at exit")
     for desc, fn in [("auth", test_auth), ("loading", test_loading),
+                     ("a model name that is not UTF-8", test_model_name),
                      ("busy and cancel", lambda: test_busy_and_cancel(dt.SLOW)),
                      ("shutdown", lambda: test_shutdown(dt.SLOW)),
                      ("a client that never reads", test_never_reads), ("abuse", test_abuse)]:
