@@ -166,6 +166,16 @@ def test_endpoints(w, golden):
        body["usage"]["total_tokens"] == 64 + sock["usage"]["prompt_tokens"],
        "POST /v1/completions (greedy) equals the socket's generate byte for byte, with usage", d,
        "%r\n%r" % (body, sock.get("response")))
+    # the socket's generate left its prompt in the prompt cache; HTTP requests share it
+    cached = body.get("usage", {}).get("prompt_tokens_details", {}).get("cached_tokens")
+    ok(isinstance(cached, int) and 0 < cached < body["usage"]["prompt_tokens"],
+       "usage.prompt_tokens_details.cached_tokens: the prompt the socket evaluated is reused over HTTP", d,
+       repr(body.get("usage")))
+    st, body = w.post("/v1/completions", {"prompt": dt.PROMPT, "max_tokens": 4, "temperature": 0,
+                                          "cache_prompt": False})
+    ok(st == 200 and body.get("usage", {}).get("prompt_tokens_details") == {"cached_tokens": 0} and
+       body["choices"][0]["text"] == golden[:len(body["choices"][0]["text"])],
+       "cache_prompt: false evaluates the whole prompt, with the same text", d, repr(body))
     st, hd, raw = w.request("POST", "/v1/completions", {"prompt": dt.PROMPT, "max_tokens": 64, "temperature": 0,
                                                         "stream": True})
     try:
@@ -304,7 +314,7 @@ BAD_FIELDS = [
     ("max_tokens", 1.5), ("max_completion_tokens", -1), ("temperature", "hot"), ("temperature", -1),
     ("top_p", 2), ("top_p", []), ("seed", "s"), ("seed", -5), ("random_seed", 1.25), ("stop", 3),
     ("stop", [1]), ("stop", [""]), ("presence_penalty", 3), ("frequency_penalty", "no"), ("n", 2), ("n", "1"),
-    ("logprobs", 1), ("top_logprobs", 50), ("stream", "yes"), ("stream_options", 5), ("top_k", -1),
+    ("logprobs", 1), ("top_logprobs", 50), ("stream", "yes"), ("cache_prompt", 1), ("stream_options", 5), ("top_k", -1),
     ("min_p", 1.5), ("repetition_penalty", 0),
 ]
 
