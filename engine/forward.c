@@ -299,9 +299,7 @@ int ms_ctx_create(const struct ms_model *m, const struct ms_kernels *k,
 	c->out_dst = malloc(OUT_ROWS * sizeof(*c->out_dst));
 	c->kct = malloc(b * hp->kv_dim * sizeof(float));
 	c->vct = malloc(b * hp->kv_dim * sizeof(float));
-	c->ak = ms_attn_kernels_get(k->isa);
-	if (!c->ak)
-		c->ak = &ms_attn_generic;
+	c->ak = k->attn ? k->attn : &ms_attn_generic;
 	/* Per thread: a block of scores for a whole group (the kernels read K and V in place). */
 	c->att_stride = (size_t)(hp->n_heads / hp->n_kv_heads) * ATT_BLOCK;
 	c->att_scratch = malloc((size_t)n_threads * c->att_stride * sizeof(float));
