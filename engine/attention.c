@@ -78,16 +78,7 @@ const struct ms_attn_kernels ms_attn_generic = {
 
 const struct ms_attn_kernels *ms_attn_kernels_get(enum ms_isa isa)
 {
-	if (isa == MS_ISA_GENERIC)
-		return &ms_attn_generic;
-#ifdef HAVE_X86
-	/*
-	 * The AVX-512 level has no attention kernels of its own yet: its
-	 * tables (native, or the SIMDe twin on an AVX2-only CPU) use these,
-	 * which need only AVX2.
-	 */
-	if ((isa == MS_ISA_AVX2 || isa == MS_ISA_AVX512) && ms_cpu_best_isa() >= MS_ISA_AVX2)
-		return &ms_attn_avx2;
-#endif
-	return NULL;
+	const struct ms_kernels *k = ms_kernels_get(isa);
+
+	return k ? k->attn : NULL;
 }

@@ -42,10 +42,17 @@ struct ms_attn_kernels {
 
 /* Generic twin: always available. */
 extern const struct ms_attn_kernels ms_attn_generic;
-/* Defined only in x86 builds (engine/attention_avx2.c); reached through ms_attn_kernels_get(). */
+/*
+ * Defined only in x86 builds (engine/attention_avx2.c, attention_avx512.c);
+ * reached through the kernel tables' attn (ms_kernels_get). The _simde
+ * twin is the AVX-512 source compiled against SIMDe, linked into tests
+ * only, as ms_kernels_avx512_simde_part (which carries it).
+ */
 extern const struct ms_attn_kernels ms_attn_avx2;
+extern const struct ms_attn_kernels ms_attn_avx512;
+extern const struct ms_attn_kernels ms_attn_avx512_simde;
 
-/* The table for isa (NULL when the build or CPU lacks it, as ms_kernels_get). */
+/* ms_kernels_get(isa)->attn (NULL when the build or CPU lacks isa). */
 const struct ms_attn_kernels *ms_attn_kernels_get(enum ms_isa isa);
 
 #endif

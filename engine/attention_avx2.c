@@ -30,24 +30,6 @@ static inline __m256 kv8(const void *row, uint32_t type, size_t i)
 }
 
 /*
- * Rows this far ahead are requested explicitly, past the block's end too
- * (the next block continues the same stride). The cache keeps a KV head's
- * rows back to back (forward.h), yet the hardware prefetchers alone leave
- * the kernels about 20% slower at 4096 positions (9.6 against 8.0 ms for
- * 8 layers of a 7B, two threads): a block's rows are walked once per
- * 16-element piece in accum, which does not look like one stream.
- */
-#define ATT_PF_ROWS 16
-
-static inline void prefetch_row(const void *base, size_t t, size_t stride, size_t bytes)
-{
-	const uintptr_t at = (uintptr_t)base + (t + ATT_PF_ROWS) * stride;
-
-	for (size_t off = 0; off < bytes; off += 64)
-		_mm_prefetch((const char *)(at + off), _MM_HINT_T0);
-}
-
-/*
  * Two keys against up to four query heads per pass: each 8-element piece
  * of a query is loaded once for both keys and each converted key piece
  * serves four heads, 8 FMAs per 6 loads (the FMA units, not the loads,
@@ -103,8 +85,8 @@ static void scores_avx2(size_t hd, size_t G, const float *q, const void *k, size
 	for (size_t t = 0; t < nk; t += 2) {
 		const void *k0 = (const char *)k + t * kstride;
 
-		prefetch_row(k, t, kstride, hd * (type == GGML_TYPE_F16 ? 2 : 4));
-		prefetch_row(k, t + 1, kstride, hd * (type == GGML_TYPE_F16 ? 2 : 4));
+		att_prefetch_row(k, t, kstride, hd * (type == GGML_TYPE_F16 ? 2 : 4));
+		att_prefetch_row(k, t + 1, kstride, hd * (type == GGML_TYPE_F16 ? 2 : 4));
 		/* an odd last key is scored twice, the second result dropped */
 		const void *k1 = t + 1 < nk ? (const char *)k0 + kstride : k0;
 
@@ -210,7 +192,7 @@ static inline __attribute__((always_inline)) void accum_16(size_t nh, const floa
 		const __m256 x0 = kv8(vr, type, i), x1 = kv8(vr, type, i + 8);
 
 		if (i == 0 && first)
-			prefetch_row(v, t, vstride, hd * (type == GGML_TYPE_F16 ? 2 : 4));
+			att_prefetch_row(v, t, vstride, hd * (type == GGML_TYPE_F16 ? 2 : 4));
 
 		_Pragma("GCC unroll 4")
 		for (size_t h = 0; h < SC_HEADS; h++) {

@@ -133,6 +133,8 @@ int ms_kernels_overlay(struct ms_kernels *out, const struct ms_kernels *base, co
 		out->axpy_f32 = over->axpy_f32;
 	if (over->sum_f32)
 		out->sum_f32 = over->sum_f32;
+	if (over->attn)
+		out->attn = over->attn;
 	return 0;
 }
 

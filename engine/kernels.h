@@ -7,6 +7,8 @@
 
 #include "quant.h"
 
+struct ms_attn_kernels;
+
 #define MS_TYPE_SLOTS 32   /* table indexed by ggml type id (all ids we know are < 32) */
 
 /*
@@ -163,6 +165,12 @@ struct ms_kernels {
 	 * rounding, not bits.
 	 */
 	float (*sum_f32)(size_t n, const float *x, unsigned streams);
+	/*
+	 * This level's attention kernels (engine/attention.h), so a table and
+	 * the attention it runs with travel together: the SIMDe test table
+	 * carries the SIMDe attention build, which a lookup by ISA could not.
+	 */
+	const struct ms_attn_kernels *attn;
 };
 
 /*
@@ -207,7 +215,7 @@ const struct ms_kernels *ms_kernels_avx512_wide(void);
 /*
  * out = base with every non-NULL kernel of over in its place (per field:
  * dot, dot_x4, gemm_x8, act_conv with its act_type, dot_f32, axpy_f32,
- * sum_f32), and over's isa and name. -EINVAL when over replaces a conversion with
+ * sum_f32, attn), and over's isa and name. -EINVAL when over replaces a conversion with
  * one of another activation format while keeping base's dots.
  */
 int ms_kernels_overlay(struct ms_kernels *out, const struct ms_kernels *base, const struct ms_kernels *over);

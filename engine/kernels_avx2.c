@@ -7,6 +7,7 @@
 
 #include <immintrin.h>
 
+#include "attention.h"
 #include "kernels.h"
 #include "quant.h"
 #include "simd_avx2.h"
@@ -1426,4 +1427,5 @@ const struct ms_kernels ms_kernels_avx2 = {
 	.dot_f32 = dot_f32_avx2,
 	.axpy_f32 = axpy_f32_avx2,
 	.sum_f32 = sum_f32_avx2,
+	.attn = &ms_attn_avx2,
 };

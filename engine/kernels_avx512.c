@@ -16,13 +16,16 @@
 #define MS_AVX512_PART ms_kernels_avx512_simde_part
 #define MS_AVX512_WIDE_PART ms_kernels_avx512_simde_wide_part
 #define MS_AVX512_NAME "avx512-simde"
+#define MS_ATTN_AVX512 ms_attn_avx512_simde
 #else
 #include <immintrin.h>
 #define MS_AVX512_PART ms_kernels_avx512_part
 #define MS_AVX512_WIDE_PART ms_kernels_avx512_wide_part
 #define MS_AVX512_NAME "avx512"
+#define MS_ATTN_AVX512 ms_attn_avx512
 #endif
 
+#include "attention.h"
 #include "kernels.h"
 #include "quant.h"
 #include "simd_avx2.h"
@@ -599,6 +602,7 @@ const struct ms_kernels MS_AVX512_PART = {
 		[GGML_TYPE_Q6_K] = { .act_type = GGML_TYPE_Q8_K, .gemm_x8 = gemm_q6_Kx8_avx512 },
 	},
 	.sum_f32 = sum_f32_avx512,
+	.attn = &MS_ATTN_AVX512,
 };
 
 /*

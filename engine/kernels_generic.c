@@ -5,6 +5,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "attention.h"
 #include "kernels.h"
 #include "quant.h"
 
@@ -547,4 +548,5 @@ const struct ms_kernels ms_kernels_generic = {
 	.dot_f32 = dot_f32_generic,
 	.axpy_f32 = axpy_f32_generic,
 	.sum_f32 = sum_f32_generic,
+	.attn = &ms_attn_generic,
 };

@@ -1,11 +1,25 @@
-/* Attention-side kernels: every ISA's KV row conversion, scores, exp and value sums against the generic twin and exact or double-precision expectations. */
+/*
+ * Attention-side kernels: every ISA's KV row conversion, scores, exp and
+ * value sums against the generic twin and exact or double-precision
+ * expectations, for every level this CPU runs natively and for the
+ * AVX-512 source built against SIMDe.
+ *
+ * The contract: f32_to_f16 is bit-exact (one rounding, to nearest even).
+ * scores, exp_sum and accum are not bit-identical across levels (the
+ * generic twin sums 8 lanes with separate multiplies and adds, AVX2 8
+ * lanes with FMAs, AVX-512 16 lanes folded by a tree), so each level,
+ * the generic twin included, is held to the same error bound against a
+ * double-precision sum; no caller compares attention bits across levels.
+ */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "attention.h"
+#include "kernels.h"
 #include "quant.h"
+#include "simde_part.h"
 #include "tap.h"
 
 static uint64_t rng = 88172645463325252ull;
@@ -98,15 +112,17 @@ static void make_row(uint32_t type, size_t n, float scale, void *dst, float *as_
 
 /*
  * scores and accum against double sums over the same rows, for head
- * dimensions on and off the SIMD width (the AVX2 kernels hand those to the
- * generic ones), group sizes around the 4 heads a pass handles, odd key
- * counts, both cache types; nothing written outside the block.
+ * dimensions on and off the SIMD widths (the AVX2 and AVX-512 kernels
+ * hand those that are not multiples of 8 to the generic ones; AVX-512's
+ * tiles take 64 elements a pass, then 16-element pieces, then 8), group
+ * sizes around the 4 heads a pass handles, key counts around the 2 and 4
+ * keys a pass scores, both cache types; nothing written outside the block.
  */
 static void test_block_kernels(const struct ms_attn_kernels *k)
 {
-	static const size_t hds[] = { 8, 12, 16, 24, 128 };
-	static const size_t gs[] = { 1, 3, 4, 5, 8 };
-	static const size_t nks[] = { 1, 2, 7, 64 };
+	static const size_t hds[] = { 8, 12, 16, 24, 40, 48, 72, 80, 96, 120, 128 };
+	static const size_t gs[] = { 1, 2, 3, 4, 5, 8 };
+	static const size_t nks[] = { 1, 2, 3, 4, 5, 7, 9, 64, 65 };
 	static const uint32_t tys[] = { GGML_TYPE_F16, GGML_TYPE_F32 };
 
 	for (size_t ti = 0; ti < 2; ti++)
@@ -183,9 +199,9 @@ static void test_block_kernels(const struct ms_attn_kernels *k)
 			free(kr);
 			free(vr);
 		}
-		ok(sc_ok, "[%s] scores, %s, hd %zu, %zu heads, 1-64 keys: match the double sums (worst %.2g of "
+		ok(sc_ok, "[%s] scores, %s, hd %zu, %zu heads, 1-65 keys: match the double sums (worst %.2g of "
 		   "sum|q*k|), nothing past the block", k->name, type == GGML_TYPE_F16 ? "F16" : "F32", hd, G, sc_worst);
-		ok(ac_ok, "[%s] accum, %s, hd %zu, %zu heads, 1-64 rows: match the double sums (worst %.2g), "
+		ok(ac_ok, "[%s] accum, %s, hd %zu, %zu heads, 1-65 rows: match the double sums (worst %.2g), "
 		   "nothing past the head", k->name, type == GGML_TYPE_F16 ? "F16" : "F32", hd, G, ac_worst);
 	}
 }
@@ -239,8 +255,18 @@ static void test_exp_sum(const struct ms_attn_kernels *k)
 	}
 }
 
+static void test_all(const struct ms_attn_kernels *k, const char *how)
+{
+	diag("%s attention kernels: %s", k->name, how);
+	test_isa(k);
+	test_block_kernels(k);
+	test_exp_sum(k);
+}
+
 int main(void)
 {
+	const struct ms_kernels *simde = test_simde_part();
+
 	for (int isa = 0; isa < MS_ISA_COUNT; isa++) {
 		const struct ms_attn_kernels *k = ms_attn_kernels_get((enum ms_isa)isa);
 
@@ -248,9 +274,14 @@ int main(void)
 			skip("%s attention kernels: not supported by this CPU or build", ms_isa_name((enum ms_isa)isa));
 			continue;
 		}
-		test_isa(k);
-		test_block_kernels(k);
-		test_exp_sum(k);
+		test_all(k, "native");
 	}
+	/* the AVX-512 source through SIMDe, whatever this CPU has (SIMDe itself is built on AVX2 here) */
+	if (!simde || !simde->attn)
+		skip("avx512 attention kernels through SIMDe: this build has no SIMDe (libsimde-dev)");
+	else if (ms_cpu_best_isa() < MS_ISA_AVX2)
+		skip("avx512 attention kernels through SIMDe: SIMDe is built on AVX2 here, which this CPU lacks");
+	else
+		test_all(simde->attn, "portable AVX-512 (SIMDe) on AVX2");
 	return done_testing();
 }
