@@ -179,19 +179,25 @@ static int get_bool(json_t *body, const char *key, bool *out, struct md_api_err 
 	return 1;
 }
 
-static int get_num(json_t *body, const char *key, double lo, double hi, float *out, struct md_api_err *e)
+/*
+ * A sampling field, held to the sampler's own ranges (ms_sampler_params_check,
+ * the socket's check too) so the two front doors cannot drift apart. The
+ * fields are set one at a time over valid defaults, so a failed check right
+ * after setting this one names it.
+ */
+static int get_sampling(json_t *body, const char *key, float *out, const struct ms_sampler_params *sp,
+			struct md_api_err *e)
 {
 	json_t *v = field(body, key);
-	double x;
+	ms_err err = { 0 };
 
 	if (!v)
 		return 0;
 	if (!json_is_number(v))
 		return bad(e, key, "'%s' must be a number", key);
-	x = json_number_value(v);
-	if (!(x >= lo && x <= hi))
-		return bad(e, key, "'%s' must be between %g and %g, not %g", key, lo, hi, x);
-	*out = (float)x;
+	*out = (float)json_number_value(v);
+	if (ms_sampler_params_check(sp, &err) < 0)
+		return bad(e, key, "%s", err.msg);
 	return 1;
 }
 
@@ -271,12 +277,12 @@ static int parse_sampling(struct md_daemon *d, json_t *body, struct md_api_req *
 		if (r)
 			j->max_tokens = (uint32_t)v;
 	}
-	if (get_num(body, "temperature", 0, 100, &sp->temperature, e) < 0 ||
-	    get_num(body, "top_p", 1e-9, 1, &sp->top_p, e) < 0 ||
-	    get_num(body, "min_p", 0, 1, &sp->min_p, e) < 0 ||
-	    get_num(body, "repetition_penalty", 1e-9, 10, &sp->repetition_penalty, e) < 0 ||
-	    get_num(body, "frequency_penalty", -2, 2, &sp->frequency_penalty, e) < 0 ||
-	    get_num(body, "presence_penalty", -2, 2, &sp->presence_penalty, e) < 0)
+	if (get_sampling(body, "temperature", &sp->temperature, sp, e) < 0 ||
+	    get_sampling(body, "top_p", &sp->top_p, sp, e) < 0 ||
+	    get_sampling(body, "min_p", &sp->min_p, sp, e) < 0 ||
+	    get_sampling(body, "repetition_penalty", &sp->repetition_penalty, sp, e) < 0 ||
+	    get_sampling(body, "frequency_penalty", &sp->frequency_penalty, sp, e) < 0 ||
+	    get_sampling(body, "presence_penalty", &sp->presence_penalty, sp, e) < 0)
 		return -1;
 	if ((r = get_int(body, "top_k", 0, INT32_MAX, &v, e)) < 0)
 		return -1;
