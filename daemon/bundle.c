@@ -48,8 +48,7 @@ int md_bundle_load(const struct md_config *c, md_pick_kernels_fn pick,
 	ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	b->threads = c->threads ? c->threads : (uint32_t)(ncpu > 0 ? ncpu : 1);
 	b->parallel = c->parallel;
-	/* One round may carry a row for every running sequence. */
-	b->batch = c->batch > c->parallel ? c->batch : c->parallel;
+	b->batch = c->batch;
 	b->tmpl = ms_template_detect(b->model->tok);
 	/* F16 (the default) is half the bytes of F32 per cached token, so twice
 	 * the context per GiB and half the cache traffic per decode step. */
@@ -63,7 +62,13 @@ int md_bundle_load(const struct md_config *c, md_pick_kernels_fn pick,
 		c->prompt_cache;
 	if (!b->pcache_bytes)
 		b->pcache_entries = 0;
-	rc = ms_ctx_create(b->model, b->kernels, b->batch, b->threads, &b->ctx, &err);
+	/*
+	 * Rows of a round: one sequence's whole prompt chunk beside the decode
+	 * token of every other, so the engine never cuts the chunk (which would
+	 * change its logits' bits and add a round that reads every weight for
+	 * a few rows); parallel - 1 rows more scratch.
+	 */
+	rc = ms_ctx_create(b->model, b->kernels, b->batch + b->parallel - 1, b->threads, &b->ctx, &err);
 	if (rc < 0) {
 		snprintf(errbuf, errlen, "%s", err.msg);
 		goto fail;

@@ -83,7 +83,7 @@ static const struct key keys[] = {
 	{ "queue_depth", KT_U32, F(queue_depth), 0, 4096, "N",
 	  "requests waiting for a slot before new ones get 'busy'" },
 	{ "batch", KT_U32, F(batch), 1, 4096, "N",
-	  "prompt tokens evaluated per round" },
+	  "prompt tokens a sequence evaluates per round" },
 	{ "kernels", KT_KERNELS, F(kernels), 0, 0, "auto|generic|avx2|avx512",
 	  "maths kernels; auto: the best the CPU has" },
 	{ "socket", KT_SOCKET, F(socket_path), 0, 0, "PATH",

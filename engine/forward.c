@@ -929,8 +929,17 @@ int ms_eval_batch(struct ms_ctx *c, const struct ms_batch_item *items, size_t n_
 	memset(done, 0, n_items * sizeof(*done));
 	omp_set_num_threads((int)c->n_threads);
 
-	/* Rounds: every unfinished sequence contributes its next chunk, as many
-	 * rows as fit in max_batch, so concurrent decodes share each weight read. */
+	/*
+	 * Rounds: every unfinished sequence contributes its next chunk, whole,
+	 * where it fits in what max_batch leaves, so concurrent decodes share
+	 * each weight read. A chunk that does not fit waits for the next round
+	 * rather than being cut: a sequence's chunks then start where they
+	 * would alone (every max_chunk tokens), and since attention sums its
+	 * keys in blocks counted from a chunk's start, its logits are the same
+	 * bits alone or batched with others (the matmuls' are by contract).
+	 * It costs a round that is not full where the cut would have filled
+	 * it; the first unfinished item always fits an empty round.
+	 */
 	for (;;) {
 		size_t rows = 0;
 
@@ -943,7 +952,8 @@ int ms_eval_batch(struct ms_ctx *c, const struct ms_batch_item *items, size_t n_
 			if (!left)
 				continue;
 			b = b < left ? b : left;
-			b = b < c->max_batch - rows ? b : c->max_batch - rows;
+			if (b > c->max_batch - rows)
+				continue;
 			sg = &c->segs[c->n_segs++];
 			*sg = (struct segment){
 				.kv = it->kv, .p0 = it->kv->pos, .row0 = rows, .b = b, .done = done[i],

@@ -390,6 +390,79 @@ static void test_batch(const struct ms_kernels *k)
 }
 
 /*
+ * Batched against alone, bit for bit: three sequences whose prompts take
+ * several chunks (max_batch 24: 50 = 24 + 24 + 2 and 30 = 24 + 6) share
+ * rounds with each other and with a third sequence's decode tokens. A
+ * round never cuts a chunk, so each sequence's chunks start where they
+ * do alone and its logits must be the same bits, not merely close: cutting
+ * B's first chunk at 22 to fill a round regroups its attention sums.
+ */
+static void test_batch_bits(const struct ms_kernels *k)
+{
+	enum { N = 64, DECODE = 6 };
+	const size_t prompt[3] = { 50, 30, 1 };
+	struct ms_model *m;
+	struct ms_ctx *c = NULL;
+	struct ms_kv *kv[3] = { NULL }, *alone = NULL;
+	int32_t toks[3][N];
+	float *lg[3] = { NULL }, *ref = NULL;
+	ms_err err = { 0 };
+	size_t vocab;
+	int r = 0;
+
+	m = small_model(k, "bits", 2, 0);
+	if (!m)
+		return;
+	vocab = m->hp.vocab;
+	for (int s = 0; s < 3; s++) {
+		make_tokens(toks[s], N, m->hp.vocab);
+		toks[s][1] = 3 + s;
+		lg[s] = calloc(N * vocab, sizeof(float));
+		r |= ms_kv_create(m, N, 0, 0, GGML_TYPE_F16, &kv[s], &err);
+	}
+	ref = calloc(N * vocab, sizeof(float));
+	r |= ms_kv_create(m, N, 0, 0, GGML_TYPE_F16, &alone, &err);
+	r |= ms_ctx_create(m, k, 24, 2, &c, &err);
+	if (!r && (!lg[0] || !lg[1] || !lg[2] || !ref))
+		r = -ENOMEM;
+	if (!r) {
+		struct ms_batch_item it[3];
+
+		for (int s = 0; s < 3; s++)
+			it[s] = (struct ms_batch_item){ kv[s], toks[s], prompt[s], lg[s], true };
+		r = ms_eval_batch(c, it, 3, &err);
+		for (size_t d = 0; !r && d < DECODE; d++) {
+			for (int s = 0; s < 3; s++)
+				it[s] = (struct ms_batch_item){ kv[s], &toks[s][prompt[s] + d], 1,
+								lg[s] + (prompt[s] + d) * vocab, true };
+			r = ms_eval_batch(c, it, 3, &err);
+		}
+	}
+	for (int s = 0; s < 3; s++) {
+		const size_t n = prompt[s] + DECODE;
+		bool same = false;
+
+		if (!r) {
+			ms_kv_reset(alone);
+			r = ms_eval(c, alone, toks[s], prompt[s], ref, true, &err);
+			for (size_t d = 0; !r && d < DECODE; d++)
+				r = ms_eval(c, alone, &toks[s][prompt[s] + d], 1, ref + (prompt[s] + d) * vocab, true, &err);
+			same = !r && memcmp(lg[s], ref, n * vocab * sizeof(float)) == 0;
+		}
+		ok(same, "[%s] batch: sequence %d (prompt %zu, %d decode steps) batched equals its run alone, bit for bit",
+		   k->name, s, prompt[s], DECODE);
+	}
+	for (int s = 0; s < 3; s++) {
+		free(lg[s]);
+		ms_kv_free(kv[s]);
+	}
+	free(ref);
+	ms_kv_free(alone);
+	ms_ctx_free(c);
+	ms_model_free(m);
+}
+
+/*
  * A single decode row on a multi-query model with a long cache: too few
  * (row, KV head) tasks for the team, so attention splits the keys into
  * pieces and merges their softmax states. Checked against the reference.
@@ -672,6 +745,7 @@ static void test_table(const struct ms_kernels *k)
 	test_layout(k, "gqa", "Q5_K_M", 4, 2, 256, 512);
 	test_layout(k, "mqa", "Q6_K", 4, 1, 256, 512);
 	test_batch(k);
+	test_batch_bits(k);
 	test_split(k);
 	test_reuse(k);
 	test_errors(k);
