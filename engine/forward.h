@@ -54,7 +54,7 @@ struct ms_kv {
 	 */
 	void *k;
 	void *v;
-	struct ms_arena *mem;   /* k and v, in the pages the model's weights asked for */
+	struct ms_arena *mem;   /* k and v: a ring in the pages the weights asked for, a snapshot see ms_kv_snapshot */
 };
 
 /*
