@@ -1962,6 +1962,18 @@ def same_output(a, b):
     return len(la) == len(lb) and all(abs(x["logprob"] - y["logprob"]) <= 1e-4 for x, y in zip(la, lb))
 
 
+def pool_flood(d, prompts, n):
+    """Sends one distinct prompt per (seed, length), n tokens each; the most bytes and entries the pool
+    held after any of them, and its last info."""
+    worst_b = worst_n = 0
+    with d.client(60) as c:
+        for seed, length in prompts:
+            gen_tokens(c, rand_tokens(seed, length), n=n, logprobs=0)
+            pc = c.call("info")["prompt_cache"]
+            worst_b, worst_n = max(worst_b, pc["bytes"]), max(worst_n, pc["entries"])
+    return worst_b, worst_n, pc
+
+
 def test_prompt_cache():
     model = windowed_model()
     d = Daemon("pcache", "--context", 1024, "--parallel", 4, "--batch", 64, model=model)
@@ -2051,12 +2063,7 @@ def test_prompt_cache():
                "--prompt-cache-entries", 6, model=model)
 
     def flood():
-        worst_b = worst_n = 0
-        with d.client(30) as c:
-            for i in range(30):
-                gen_tokens(c, rand_tokens(1000 + i, 60 + 7 * i), n=4, logprobs=0)
-                pc = c.call("info")["prompt_cache"]
-                worst_b, worst_n = max(worst_b, pc["bytes"]), max(worst_n, pc["entries"])
+        worst_b, worst_n, pc = pool_flood(d, [(1000 + i, 60 + 7 * i) for i in range(30)], 4)
         ok(pc["max_bytes"] == 160 * 1024 and worst_b <= 160 * 1024 and worst_n <= 6 and pc["evictions"] >= 20
            and pc["entries"] >= 1, "30 distinct prompts against 160K / 6 entries: at most %d bytes and %d entries "
            "held, %d evictions" % (worst_b, worst_n, pc["evictions"]), d, repr(pc))
@@ -2072,12 +2079,7 @@ def test_prompt_cache():
 
     def flood_big():
         # 32 KiB a position (16 layers x 256 x 4 bytes x keys and values): 530-600 positions are 16.6-18.8 MiB
-        worst_b = worst_n = 0
-        with d.client(60) as c:
-            for i in range(7):
-                gen_tokens(c, rand_tokens(2000 + i, 530 + 10 * i), n=2, logprobs=0)
-                pc = c.call("info")["prompt_cache"]
-                worst_b, worst_n = max(worst_b, pc["bytes"]), max(worst_n, pc["entries"])
+        worst_b, worst_n, pc = pool_flood(d, [(2000 + i, 530 + 10 * i) for i in range(7)], 2)
         ok(pc["max_bytes"] == 80 << 20 and worst_b <= 80 << 20 and 1 <= worst_n <= 4 and pc["evictions"] >= 3,
            "7 prompts of 16-19 MiB against 80M: at most %d bytes and %d entries held, %d evictions"
            % (worst_b, worst_n, pc["evictions"]), d, repr(pc))
