@@ -58,15 +58,6 @@ static void evict_lru(struct md_pcache *pc)
 	atomic_fetch_add(&md_counters.prompt_cache_evictions_total, 1);
 }
 
-/* Bytes a snapshot of kv's first n positions will map: its slots, rounded up to normal pages. */
-static size_t snapshot_bytes(const struct ms_kv *kv, uint32_t n)
-{
-	size_t slots = n < kv->n_slots ? n : kv->n_slots;
-	size_t b = 2 * (size_t)kv->n_layers * slots * kv->kv_dim * kv->elt + 128;
-
-	return (b + 4095) & ~(size_t)4095;
-}
-
 int md_pcache_put(struct md_pcache *pc, const int32_t *toks, const struct ms_kv *kv)
 {
 	const uint32_t n = kv->pos;
@@ -86,7 +77,7 @@ int md_pcache_put(struct md_pcache *pc, const int32_t *toks, const struct ms_kv 
 			return -EEXIST;
 		}
 	}
-	need = snapshot_bytes(kv, n) + n * sizeof(int32_t);
+	need = ms_kv_snapshot_bytes(kv, n) + n * sizeof(int32_t);
 	if (need > pc->max_bytes)
 		return -E2BIG;
 	/* Redundant entries go first, then the least recently used, before allocating. */
@@ -118,10 +109,8 @@ int md_pcache_put(struct md_pcache *pc, const int32_t *toks, const struct ms_kv 
 	e.bytes = ms_kv_mapped_bytes(e.kv) + n * sizeof(int32_t);
 	e.used = ++pc->clock;
 	pc->e[pc->n++] = e;
+	/* e.bytes <= need: the room made above was enough (ms_kv_snapshot_bytes) */
 	pc->bytes += e.bytes;
-	/* The estimate matched the mapping unless pages are bigger than 4 KiB. */
-	while (pc->n > 1 && pc->bytes > pc->max_bytes)
-		evict_lru(pc);
 	publish(pc);
 	return 0;
 }

@@ -41,6 +41,7 @@ struct md_seq {
 	uint32_t n_cached;           /* prompt tokens taken from the cache or another sequence, not evaluated */
 	double t_start, t_prompt;
 	size_t step_n;               /* tokens in the current step's batch item */
+	int32_t *keep;               /* ended: the kv->pos tokens its cache holds, to keep after the step */
 };
 
 #endif

@@ -248,21 +248,38 @@ static int build_prompt(struct md_worker *w, struct md_seq *s, ms_err *err)
 /* Prompt reuse                                                              */
 /* ------------------------------------------------------------------------ */
 
-/* Keeps a sequence that ends in the prompt cache: the tokens its cache holds, and their state. */
+/*
+ * A sequence that ends: notes the tokens its cache holds, to keep them and
+ * their state in the prompt cache once the step is over (flush_keeps).
+ * Sequences that end in the same step all get their final replies before
+ * any of their states is copied into the pool.
+ */
 static void keep(struct md_worker *w, struct md_seq *s)
 {
 	const uint32_t n = s->kv ? s->kv->pos : 0;
-	int32_t *toks;
 
-	if (!s->cache || s->dirty || !n || !s->prompt || w->stop)
+	if (!s->cache || s->dirty || !n || !s->prompt || w->stop || s->keep)
 		return;
-	toks = malloc(n * sizeof(int32_t));
-	if (!toks)
+	s->keep = malloc(n * sizeof(int32_t));
+	if (!s->keep)
 		return;
 	for (uint32_t i = 0; i < n; i++)
-		toks[i] = i < s->n_prompt ? s->prompt[i] : s->gen[i - s->n_prompt];
-	md_pcache_put(&w->pc, toks, s->kv);
-	free(toks);
+		s->keep[i] = i < s->n_prompt ? s->prompt[i] : s->gen[i - s->n_prompt];
+}
+
+/* Keeps what the sequences that ended since the last call hold: their slots are untouched until then. */
+static void flush_keeps(struct md_worker *w)
+{
+	for (uint32_t i = 0; w->seqs && i < w->cur->parallel; i++) {
+		struct md_seq *s = &w->seqs[i];
+
+		if (!s->keep)
+			continue;
+		if (!w->stop)
+			md_pcache_put(&w->pc, s->keep, s->kv);
+		free(s->keep);
+		s->keep = NULL;
+	}
 }
 
 /* How much of toks[0..n) running sequence t's cache holds: its prompt, then what it generated and fed. */
@@ -365,8 +382,10 @@ static void seq_start(struct md_worker *w, struct md_seq *s, struct md_job *j)
 	ms_err err = { 0 };
 	int r;
 
-	struct ms_kv *kv = s->kv;
+	struct ms_kv *kv;
 
+	flush_keeps(w);
+	kv = s->kv;
 	memset(s, 0, sizeof(*s));
 	s->kv = kv;
 	s->job = j;
@@ -559,7 +578,7 @@ static void fail_active(struct md_worker *w, enum proto_err e, const char *why)
  * are evaluated together, so concurrent decodes share each read of the
  * weights and a long prompt never holds up the others for more than a chunk.
  */
-static void step(struct md_worker *w)
+static void step_eval(struct md_worker *w)
 {
 	const struct md_bundle *b = w->cur;
 	struct ms_batch_item items[MD_MAX_PARALLEL];
@@ -635,6 +654,13 @@ static void step(struct md_worker *w)
 	}
 }
 
+/* A step, then the prompt-cache keeps of the sequences that ended in it (their replies are out). */
+static void step(struct md_worker *w)
+{
+	step_eval(w);
+	flush_keeps(w);
+}
+
 /* ------------------------------------------------------------------------ */
 /* The thread                                                                */
 /* ------------------------------------------------------------------------ */
@@ -643,8 +669,10 @@ static void free_seqs(struct md_worker *w)
 {
 	if (!w->seqs)
 		return;
-	for (uint32_t i = 0; i < w->cur->parallel; i++)
+	for (uint32_t i = 0; i < w->cur->parallel; i++) {
 		ms_kv_free(w->seqs[i].kv);
+		free(w->seqs[i].keep);
+	}
 	free(w->seqs);
 	w->seqs = NULL;
 }

@@ -324,6 +324,23 @@ fail:
 	return rc;
 }
 
+size_t ms_arena_map_bytes(size_t size, enum ms_page_policy policy)
+{
+	size_t normal, thp, tlb;
+
+	if (!round_up(size, normal_page_size(), &normal) || !round_up(size, thp_size(), &thp))
+		return 0;
+	if (policy == MS_POLICY_NONE)
+		return normal;
+	/* try_thp keeps its rounded length even when madvise is refused */
+	thp = thp > normal ? thp : normal;
+	if (policy == MS_POLICY_THP)
+		return thp;
+	if (!round_up(size, hugetlb_page_size(), &tlb))
+		return 0;
+	return tlb > thp ? tlb : thp;
+}
+
 void *ms_arena_alloc(struct ms_arena *a, size_t n, size_t align)
 {
 	size_t off;

@@ -45,6 +45,13 @@ struct ms_arena {
 int ms_arena_create(size_t size, const struct ms_arena_opts *opts,
 		    struct ms_arena **out, ms_err *err);
 
+/*
+ * The most bytes ms_arena_create(size, policy) maps: size rounded up to
+ * the biggest page the policy may obtain (exactly what it maps when it gets
+ * that kind; less when it falls back). 0 when size cannot be rounded.
+ */
+size_t ms_arena_map_bytes(size_t size, enum ms_page_policy policy);
+
 /* Bump allocation, zeroed, aligned to align (a power of two <= 4096); NULL when full. */
 void *ms_arena_alloc(struct ms_arena *a, size_t n, size_t align);
 

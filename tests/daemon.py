@@ -1921,17 +1921,21 @@ PC_WINDOW = 32          # the windowed model's sliding window
 PC_MARGIN = 64          # MD_PCACHE_MARGIN: ring slots beyond the window
 
 
-def windowed_model():
-    """A small fast model with a 32-token window, so prompts of a few hundred tokens wrap its ring."""
-    path = os.path.join(tempfile.mkdtemp(prefix="mistrald-win.", dir=TMPROOT), "win.gguf")
+def small_model_file(name, shape):
+    """A random F32 model of the given mistral-mkmodel shape options, written once per run."""
+    path = os.path.join(tempfile.mkdtemp(prefix="mistrald-%s." % name, dir=TMPROOT), name + ".gguf")
     _tmpdirs.append(os.path.dirname(path))
-    p = subprocess.run([MKMODEL, "--out", path, "--type", "F32", "--vocab-from", MODEL, "--dim", "64",
-                        "--layers", "2", "--heads", "4", "--kv-heads", "2", "--ffn", "128", "--context",
-                        "1024", "--window", str(PC_WINDOW), "--seed", "11"], stdin=subprocess.DEVNULL,
-                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60)
+    p = subprocess.run([MKMODEL, "--out", path, "--type", "F32", "--vocab-from", MODEL, "--seed", "11"] + shape,
+                       stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60)
     if p.returncode != 0:
         raise RuntimeError(p.stdout.decode("utf-8", "replace"))
     return path
+
+
+def windowed_model():
+    """A small fast model with a 32-token window, so prompts of a few hundred tokens wrap its ring."""
+    return small_model_file("win", ["--dim", "64", "--layers", "2", "--heads", "4", "--kv-heads", "2", "--ffn",
+                                    "128", "--context", "1024", "--window", str(PC_WINDOW)])
 
 
 def rand_tokens(seed, n):
@@ -1956,6 +1960,18 @@ def same_output(a, b):
         return False
     la, lb = a.get("logprobs") or [], b.get("logprobs") or []
     return len(la) == len(lb) and all(abs(x["logprob"] - y["logprob"]) <= 1e-4 for x, y in zip(la, lb))
+
+
+def pool_flood(d, prompts, n):
+    """Sends one distinct prompt per (seed, length), n tokens each; the most bytes and entries the pool
+    held after any of them, and its last info."""
+    worst_b = worst_n = 0
+    with d.client(60) as c:
+        for seed, length in prompts:
+            gen_tokens(c, rand_tokens(seed, length), n=n, logprobs=0)
+            pc = c.call("info")["prompt_cache"]
+            worst_b, worst_n = max(worst_b, pc["bytes"]), max(worst_n, pc["entries"])
+    return worst_b, worst_n, pc
 
 
 def test_prompt_cache():
@@ -2047,17 +2063,29 @@ def test_prompt_cache():
                "--prompt-cache-entries", 6, model=model)
 
     def flood():
-        worst_b = worst_n = 0
-        with d.client(30) as c:
-            for i in range(30):
-                gen_tokens(c, rand_tokens(1000 + i, 60 + 7 * i), n=4, logprobs=0)
-                pc = c.call("info")["prompt_cache"]
-                worst_b, worst_n = max(worst_b, pc["bytes"]), max(worst_n, pc["entries"])
+        worst_b, worst_n, pc = pool_flood(d, [(1000 + i, 60 + 7 * i) for i in range(30)], 4)
         ok(pc["max_bytes"] == 160 * 1024 and worst_b <= 160 * 1024 and worst_n <= 6 and pc["evictions"] >= 20
            and pc["entries"] >= 1, "30 distinct prompts against 160K / 6 entries: at most %d bytes and %d entries "
            "held, %d evictions" % (worst_b, worst_n, pc["evictions"]), d, repr(pc))
 
     scenario("prompt cache memory bound", d, flood)
+    stop_and_check(d)
+
+    # entries of 16 MiB and more: in huge pages where the rings got them, rounded to 2 MiB, still bounded
+    big = small_model_file("pcache-big", ["--dim", "256", "--layers", "16", "--heads", "4", "--kv-heads", "4",
+                                          "--ffn", "64", "--context", "1024"])
+    d = Daemon("pcache-big", "--context", 1024, "--parallel", 2, "--kv-cache", "f32", "--prompt-cache", "80M",
+               "--prompt-cache-entries", 8, model=big)
+
+    def flood_big():
+        # 32 KiB a position (16 layers x 256 x 4 bytes x keys and values): 530-600 positions are 16.6-18.8 MiB
+        worst_b, worst_n, pc = pool_flood(d, [(2000 + i, 530 + 10 * i) for i in range(7)], 2)
+        ok(pc["max_bytes"] == 80 << 20 and worst_b <= 80 << 20 and 1 <= worst_n <= 4 and pc["evictions"] >= 3,
+           "7 prompts of 16-19 MiB against 80M: at most %d bytes and %d entries held, %d evictions"
+           % (worst_b, worst_n, pc["evictions"]), d, repr(pc))
+        diag("pool after the big flood: %r" % pc)
+
+    scenario("prompt cache memory bound, entries in huge pages", d, flood_big)
     stop_and_check(d)
 
     d = Daemon("pcache-off", "--context", 1024, "--prompt-cache", "off", model=model)

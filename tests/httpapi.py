@@ -547,6 +547,8 @@ def test_busy_and_cancel(slow):
         ok(st == 200, "the slot is free again", d, repr(body))
         # a client waiting for a whole answer is read from by no one until the answer is due
         for how in ("close", "reset"):
+            # the answer reaches the client just before the worker frees the slot
+            wait_for(lambda: d.call("status").get("active") == 0)
             before = d.call("metrics")
             s = socket.create_connection(("127.0.0.1", w.port))
             body = json.dumps({"prompt": dt.PROMPT, "max_tokens": dt.LONG}).encode()

@@ -266,6 +266,40 @@ static void test_thp(void)
 	ms_arena_destroy(a);
 }
 
+/* What ms_arena_map_bytes promises: never less than ms_arena_create maps, exact for the kind asked. */
+static void test_map_bytes(void)
+{
+	static const enum ms_page_policy pol[] = { MS_POLICY_NONE, MS_POLICY_THP, MS_POLICY_HUGETLB };
+	static const size_t sizes[] = { 1, 10000, 2 * MIB, 3 * MIB + 5 };
+	const size_t ps = (size_t)sysconf(_SC_PAGESIZE);
+
+	ok(ms_arena_map_bytes(10000, MS_POLICY_NONE) == (10000 + ps - 1) / ps * ps &&
+	   ms_arena_map_bytes(3 * MIB + 5, MS_POLICY_THP) % (2 * MIB) == 0 &&
+	   ms_arena_map_bytes(3 * MIB + 5, MS_POLICY_THP) >= 4 * MIB &&
+	   ms_arena_map_bytes(3 * MIB + 5, MS_POLICY_HUGETLB) >= ms_arena_map_bytes(3 * MIB + 5, MS_POLICY_THP),
+	   "map bytes: page-rounded for none, 2 MiB-rounded for thp, at least that for hugetlb");
+	ok(ms_arena_map_bytes(SIZE_MAX - 5, MS_POLICY_NONE) == 0 && ms_arena_map_bytes(SIZE_MAX - 5, MS_POLICY_THP) == 0,
+	   "map bytes: a size that cannot be rounded is 0");
+	for (size_t i = 0; i < sizeof(pol) / sizeof(pol[0]); i++) {
+		for (size_t j = 0; j < sizeof(sizes) / sizeof(sizes[0]); j++) {
+			struct ms_arena_opts o = { .policy = pol[i] };
+			struct ms_arena *a = NULL;
+			ms_err err = { 0 };
+			size_t promised = ms_arena_map_bytes(sizes[j], pol[i]);
+
+			if (ms_arena_create(sizes[j], &o, &a, &err) < 0) {
+				ok(0, "map bytes: policy %d, %zu bytes: created (%s)", (int)pol[i], sizes[j], err.msg);
+				continue;
+			}
+			/* the promise is exact when the policy's first choice was had, an upper bound otherwise */
+			ok(a->size <= promised && (a->kind != MS_PAGES_THP || pol[i] != MS_POLICY_THP || a->size == promised),
+			   "map bytes: policy %d, %zu bytes: maps %zu (%s), promised %zu", (int)pol[i], sizes[j], a->size,
+			   ms_page_kind_name(a->kind), promised);
+			ms_arena_destroy(a);
+		}
+	}
+}
+
 /* Requests one page more than the pool has free: fallback with a note, or a strict error. */
 static void test_hugetlb_short_pool(void)
 {
@@ -489,6 +523,7 @@ int main(void)
 	test_normal_and_alloc();
 	test_huge_size();
 	test_thp();
+	test_map_bytes();
 	test_mlock_ok();
 	test_mlock_limited();
 	test_hugetlb_real();

@@ -729,6 +729,62 @@ static void test_errors(const struct ms_kernels *k)
 	ms_model_free(m);
 }
 
+/*
+ * Snapshot pages: a Mistral-7B-shaped cache (128 KiB a position in F16),
+ * no model needed. 200 positions (25 MiB) go in huge pages when the ring
+ * got them, 8 (1 MiB) in normal pages; the promised bytes are never below
+ * what is mapped, and the contents survive the round trip.
+ */
+static void test_snapshot_pages(void)
+{
+	struct ms_model m = { .hp = { .n_layers = 32, .kv_dim = 1024, .n_kv_heads = 8, .head_dim = 128 } };
+	static const enum ms_page_policy pol[] = { MS_POLICY_THP, MS_POLICY_NONE };
+	ms_err err = { 0 };
+
+	for (size_t i = 0; i < 2; i++) {
+		struct ms_kv *src = NULL, *back = NULL;
+		const size_t hrow = 128 * 2, heads = 32 * 8;
+
+		m.page_policy = pol[i];
+		if (ms_kv_create(&m, 256, 0, 0, GGML_TYPE_F16, &src, &err) < 0 ||
+		    ms_kv_create(&m, 256, 0, 0, GGML_TYPE_F16, &back, &err) < 0 || ms_kv_fill_synthetic(src, 200, 7) < 0) {
+			ok(0, "snapshot pages: caches created (%s)", err.msg);
+			ms_kv_free(src);
+			ms_kv_free(back);
+			return;
+		}
+		for (uint32_t n = 8; n <= 200; n += 192) {
+			struct ms_kv *snap = NULL;
+			const size_t promised = ms_kv_snapshot_bytes(src, n), need = (size_t)n * 128 * 1024;
+			const bool huge = src->mem->kind != MS_PAGES_NORMAL && n == 200;
+			bool same = true;
+
+			if (ms_kv_snapshot(src, n, &snap, &err) < 0) {
+				ok(0, "snapshot pages: %u positions kept (%s)", n, err.msg);
+				continue;
+			}
+			ok(ms_kv_mapped_bytes(snap) <= promised && promised >= need &&
+			   (huge ? promised % (2u << 20) == 0 && promised - need < (2u << 20) && snap->mem->kind != MS_PAGES_HUGETLB
+				 : snap->mem->kind == MS_PAGES_NORMAL && promised == ms_kv_mapped_bytes(snap) && promised - need < 8192),
+			   "snapshot pages: ring in %s pages, %u positions (%zu bytes): %s pages, %zu mapped, %zu promised",
+			   ms_page_kind_name(src->mem->kind), n, need, ms_page_kind_name(snap->mem->kind),
+			   ms_kv_mapped_bytes(snap), promised);
+			ms_kv_reset(back);
+			ms_kv_copy(back, snap, n);
+			for (size_t h = 0; h < heads && same; h++)
+				same = !memcmp((char *)back->k + h * 256 * hrow, (char *)src->k + h * 256 * hrow, n * hrow) &&
+				       !memcmp((char *)back->v + h * 256 * hrow, (char *)src->v + h * 256 * hrow, n * hrow);
+			ok(same && back->pos == n && back->first == 0,
+			   "snapshot pages: %u positions copied back from the snapshot are the ring's, byte for byte", n);
+			ms_kv_free(snap);
+		}
+		ok(ms_kv_snapshot_bytes(src, 0) == 0 && ms_kv_snapshot_bytes(src, 201) == 0,
+		   "snapshot pages: no bytes promised for 0 positions or more than the cache holds");
+		ms_kv_free(src);
+		ms_kv_free(back);
+	}
+}
+
 static void test_table(const struct ms_kernels *k)
 {
 	test_stories(k);
@@ -777,5 +833,6 @@ int main(void)
 		     strstr(extra[i].name, "simde") ? "portable AVX-512 (SIMDe) on AVX2" : "native");
 		test_table(&extra[i]);
 	}
+	test_snapshot_pages();
 	return done_testing();
 }
