@@ -25,10 +25,15 @@ struct segment {
 #define ATT_MAX_SPLIT 16   /* most pieces one query's keys are split into */
 /*
  * Consecutive rows of one sequence per attention task (a tile): each block
- * of keys and values is read once for ATT_TILE x group query heads, from
- * L1, instead of once per row from L2 or memory.
+ * of keys and values is read from memory once for ATT_TILE x group query
+ * heads, then from L1, instead of once per row. A tile of several rows
+ * scores ATT_TILE_BLOCK keys at a time: at the 7B shape (66 rows over
+ * 3,127 cached positions, one thread, CPU time) 128 took 13% less than
+ * 64 (fewer softmax rescales per key) and 256 no less than 128; tiles of
+ * 4, 6, 8 and 16 rows took 61, 53, 50 and 50 ms for two layers.
  */
 #define ATT_TILE 8
+#define ATT_TILE_BLOCK 128
 
 /* Rows [r0, r0 + nr) of one segment, attended to together. */
 struct att_tile {
@@ -422,7 +427,7 @@ int ms_ctx_create(const struct ms_model *m, const struct ms_kernels *k,
 	c->vct = malloc(b * hp->kv_dim * sizeof(float));
 	c->ak = k->attn ? k->attn : &ms_attn_generic;
 	/* Per thread: a tile's queries and a block of their scores (the kernels read K and V in place). */
-	c->att_stride = (size_t)ATT_TILE * (hp->n_heads / hp->n_kv_heads) * (ATT_BLOCK + hp->head_dim);
+	c->att_stride = (size_t)ATT_TILE * (hp->n_heads / hp->n_kv_heads) * (ATT_TILE_BLOCK + hp->head_dim);
 	c->att_scratch = malloc((size_t)n_threads * c->att_stride * sizeof(float));
 	/* attention() splits keys only while tiles x KV heads x splits < 2 x threads */
 	c->max_tasks = b * hp->n_kv_heads + 4 * (size_t)n_threads * ATT_TILE;
@@ -603,12 +608,13 @@ static uint32_t row_low(const struct ms_ctx *c, size_t r)
 /*
  * One task: the G query heads of KV head g for the rows of tile tl, over
  * keys [k0, k1) of the tile's key list (positions row_low(first row) to
- * the last row's own), with an online softmax over blocks of ATT_BLOCK
- * keys. The kernels read each key and value row straight from the cache
- * once per four query heads, and a block (16 kB of F16 keys at the 7B
- * shape) stays in L1 while every row of the tile reads it: one pass over
- * the cache per tile where there was one per row, which was what made a
- * chunk of 66 rows over 3,127 cached positions memory-bound. Rows whose
+ * the last row's own), with an online softmax over blocks of blk keys.
+ * The kernels read each key and value row straight from the cache once
+ * per four query heads, and a block (32 kB of F16 keys at the 7B shape)
+ * stays in L1 or L2 while every row of the tile reads it: one pass over
+ * the cache from memory per tile where there was one per row (a chunk of
+ * 66 rows over 3,127 cached positions read 27 GB of keys and values per
+ * token of output, and two threads contended for it). Rows whose
  * last (causality) or first (window) key falls inside a block have the
  * keys they do not see left out of their softmax and given weight 0.
  * Leaves (max, sum, unnormalised output) per query, row-major, in st.
@@ -621,14 +627,16 @@ static void attend_task(const struct ms_ctx *c, uint32_t l, const struct att_til
 	const struct ms_kv *kv = c->segs[c->row_seg[tl->r0]].kv;
 	const float scale = (float)(1.0 / sqrt((double)hd));
 	const uint32_t lo = row_low(c, tl->r0), plast = c->row_pos[tl->r0 + tl->nr - 1];
-	float *s = scratch;   /* [nq][ATT_BLOCK] scores, then softmax numerators */
+	/* one row: the decode step's block, tuned for one row's four heads and left as it was */
+	const size_t blk = tl->nr > 1 ? ATT_TILE_BLOCK : ATT_BLOCK;
+	float *s = scratch;   /* [nq][blk] scores, then softmax numerators */
 	const float *q = c->q + tl->r0 * hp->dim + g * G * hd;
 	struct key_run runs[3];
 	size_t n_runs = key_runs(c, tl->r0, l, g, lo, plast, runs), base = 0;
 
 	if (tl->nr > 1) {
 		/* the tile's queries side by side, as the kernels take them */
-		float *qt = scratch + (size_t)ATT_TILE * G * ATT_BLOCK;
+		float *qt = scratch + (size_t)ATT_TILE * G * ATT_TILE_BLOCK;
 
 		for (size_t i = 0; i < tl->nr; i++)
 			memcpy(qt + i * G * hd, q + i * hp->dim, G * hd * sizeof(float));
@@ -646,18 +654,18 @@ static void attend_task(const struct ms_ctx *c, uint32_t l, const struct att_til
 
 		if (k1 <= base || from >= runs[ri].n)
 			continue;
-		for (size_t b0 = from; b0 < to; b0 += ATT_BLOCK) {
-			const size_t nb = to - b0 < ATT_BLOCK ? to - b0 : ATT_BLOCK, off = b0 * runs[ri].stride;
+		for (size_t b0 = from; b0 < to; b0 += blk) {
+			const size_t nb = to - b0 < blk ? to - b0 : blk, off = b0 * runs[ri].stride;
 			const size_t t0 = base + b0;   /* the block's first key, position lo + t0 */
 
-			c->ak->scores(hd, nq, q, runs[ri].k + off, runs[ri].stride, kv->type, nb, scale, s, ATT_BLOCK);
+			c->ak->scores(hd, nq, q, runs[ri].k + off, runs[ri].stride, kv->type, nb, scale, s, blk);
 			for (size_t i = 0; i < tl->nr; i++) {
 				/* the part [a, z) of the block row i sees */
 				const size_t rl = row_low(c, tl->r0 + i) - lo, rh = c->row_pos[tl->r0 + i] - lo + 1;
 				const size_t a = rl > t0 ? rl - t0 : 0, z = rh < t0 + nb ? (rh > t0 ? rh - t0 : 0) : nb;
 
 				for (size_t h = 0; h < G; h++) {
-					float *e = st + (i * G + h) * (hd + 2), *sq = s + (i * G + h) * ATT_BLOCK;
+					float *e = st + (i * G + h) * (hd + 2), *sq = s + (i * G + h) * blk;
 					float mx, corr;
 
 					if (a >= z) {
@@ -677,7 +685,7 @@ static void attend_task(const struct ms_ctx *c, uint32_t l, const struct att_til
 					memset(sq + z, 0, (nb - z) * sizeof(float));
 				}
 			}
-			c->ak->accum(hd, nq, s, ATT_BLOCK, runs[ri].v + off, runs[ri].stride, kv->type, nb, st + 2, hd + 2);
+			c->ak->accum(hd, nq, s, blk, runs[ri].v + off, runs[ri].stride, kv->type, nb, st + 2, hd + 2);
 		}
 	}
 }
