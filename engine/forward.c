@@ -613,8 +613,8 @@ static uint32_t row_low(const struct ms_ctx *c, size_t r)
  * per four query heads, and a block (32 kB of F16 keys at the 7B shape)
  * stays in L1 or L2 while every row of the tile reads it: one pass over
  * the cache from memory per tile where there was one per row (a chunk of
- * 66 rows over 3,127 cached positions read 27 GB of keys and values per
- * token of output, and two threads contended for it). Rows whose
+ * 66 rows over 3,127 cached positions read 27 GB of keys and values in
+ * 32 layers, and two threads contended for it). Rows whose
  * last (causality) or first (window) key falls inside a block have the
  * keys they do not see left out of their softmax and given weight 0.
  * Leaves (max, sum, unnormalised output) per query, row-major, in st.
