@@ -27,10 +27,10 @@ struct segment {
  * Consecutive rows of one sequence per attention task (a tile): each block
  * of keys and values is read from memory once for ATT_TILE x group query
  * heads, then from L1, instead of once per row. A tile of several rows
- * scores ATT_TILE_BLOCK keys at a time: at the 7B shape (66 rows over
- * 3,127 cached positions, one thread, CPU time) 128 took 13% less than
- * 64 (fewer softmax rescales per key) and 256 no less than 128; tiles of
- * 4, 6, 8 and 16 rows took 61, 53, 50 and 50 ms for two layers.
+ * scores ATT_TILE_BLOCK keys at a time. At the 7B shape (66 rows over
+ * 3,127 cached positions, two layers, one thread, CPU time, loaded
+ * machine): 8 rows x 64 keys 57-59 ms, x 128 50-52, x 256 49-52; 6 and
+ * 16 rows x 128 50-53; 4 rows x 64 61 or more (BENCHMARKS.md, 0fc8f78).
  */
 #define ATT_TILE 8
 #define ATT_TILE_BLOCK 128
