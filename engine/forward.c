@@ -23,6 +23,22 @@ struct segment {
 #define OUT_ROWS 32   /* rows per output-projection group: 32 x vocab floats of scratch */
 #define ATT_BLOCK 64  /* keys scored at once per group: the scores stay in L1 */
 #define ATT_MAX_SPLIT 16   /* most pieces one query's keys are split into */
+/*
+ * Consecutive rows of one sequence per attention task (a tile): each block
+ * of keys and values is read from memory once for ATT_TILE x group query
+ * heads, then from L1, instead of once per row. A tile of several rows
+ * scores ATT_TILE_BLOCK keys at a time. At the 7B shape (66 rows over
+ * 3,127 cached positions, two layers, one thread, CPU time, loaded
+ * machine): 8 rows x 64 keys 57-59 ms, x 128 50-52, x 256 49-52; 6 and
+ * 16 rows x 128 50-53; 4 rows x 64 61 or more (BENCHMARKS.md, 0fc8f78).
+ */
+#define ATT_TILE 8
+#define ATT_TILE_BLOCK 128
+
+/* Rows [r0, r0 + nr) of one segment, attended to together. */
+struct att_tile {
+	size_t r0, nr;
+};
 
 struct ms_ctx {
 	const struct ms_model *m;
@@ -45,10 +61,11 @@ struct ms_ctx {
 	float *rope_sin;         /* [B][rope_dims/2] */
 	double *inv_freq;        /* [rope_dims/2] base^(-2i/rope_dims) */
 	const struct ms_attn_kernels *ak;
-	float *att_scratch;      /* [n_threads][att_stride]: one block's scores per query head */
+	float *att_scratch;      /* [n_threads][att_stride]: a tile's queries and one block's scores */
 	size_t att_stride;
 	float *partial;          /* [max_tasks][group][head_dim + 2]: per-split softmax state */
 	size_t max_tasks;
+	struct att_tile *tiles;  /* [max_batch] */
 	void *mm_scratch;        /* activation conversion for ms_matmul */
 	/* the round being evaluated */
 	struct segment *segs;    /* [max_batch] */
@@ -342,6 +359,7 @@ void ms_ctx_free(struct ms_ctx *c)
 	free(c->inv_freq);
 	free(c->att_scratch);
 	free(c->partial);
+	free(c->tiles);
 	free(c->mm_scratch);
 	free(c->segs);
 	free(c->row_seg);
@@ -449,17 +467,19 @@ int ms_ctx_create(const struct ms_model *m, const struct ms_kernels *k,
 	c->kct = malloc(b * hp->kv_dim * sizeof(float));
 	c->vct = malloc(b * hp->kv_dim * sizeof(float));
 	c->ak = k->attn ? k->attn : &ms_attn_generic;
-	/* Per thread: a block of scores for a whole group (the kernels read K and V in place). */
-	c->att_stride = (size_t)(hp->n_heads / hp->n_kv_heads) * ATT_BLOCK;
+	/* Per thread: a tile's queries and a block of their scores (the kernels read K and V in place). */
+	c->att_stride = (size_t)ATT_TILE * (hp->n_heads / hp->n_kv_heads) * (ATT_TILE_BLOCK + hp->head_dim);
 	c->att_scratch = malloc((size_t)n_threads * c->att_stride * sizeof(float));
-	c->max_tasks = b * hp->n_kv_heads + 2 * (size_t)n_threads * ATT_MAX_SPLIT;
+	/* attention() splits keys only while tiles x KV heads x splits < 2 x threads */
+	c->max_tasks = b * hp->n_kv_heads + 4 * (size_t)n_threads * ATT_TILE;
+	c->tiles = malloc(b * sizeof(*c->tiles));
 	c->partial = malloc(c->max_tasks * (hp->n_heads / hp->n_kv_heads) * (hp->head_dim + 2) * sizeof(float));
 	mm = model_mm_scratch(m, k, b);
 	c->mm_scratch = mm ? malloc(mm) : NULL;
 	if (!c->x || !c->xn || !c->q || !c->kc || !c->vc || !c->att || !c->tmp ||
 	    !c->hg || !c->hu || !c->rope_cos || !c->rope_sin || !c->inv_freq ||
 	    !c->segs || !c->row_seg || !c->row_pos || !c->row_tok || !c->item_done ||
-	    !c->out || !c->out_dst || !c->kct || !c->vct || !c->att_scratch || !c->partial ||
+	    !c->out || !c->out_dst || !c->kct || !c->vct || !c->att_scratch || !c->partial || !c->tiles ||
 	    (mm && !c->mm_scratch)) {
 		ms_ctx_free(c);
 		return ms_errf(err, -ENOMEM, "out of memory for scratch buffers of a %u-token batch",
@@ -558,18 +578,20 @@ static size_t chunk_row_bytes(const struct ms_ctx *c)
 }
 
 /*
- * The keys query row r sees at layer l, as at most three runs: the cached
- * positions [lo, p0) (two runs when they wrap around the ring) and the
- * chunk's own positions [max(lo, p0), p]. Softmax does not care about
- * order, so the ring is read in slot order, never reassembled.
+ * The keys of positions [lo, p] of row r's sequence at layer l, as at most
+ * three runs: the cached positions [lo, p0) (two runs when they wrap
+ * around the ring) and the chunk's own positions [max(lo, p0), p]; p is at
+ * most the last row of r's segment. Softmax does not care about order, so
+ * the ring is read in slot order, never reassembled; position lo + t is
+ * element t of the runs put end to end.
  */
-static size_t key_runs(const struct ms_ctx *c, size_t r, uint32_t l, size_t g, struct key_run *runs)
+static size_t key_runs(const struct ms_ctx *c, size_t r, uint32_t l, size_t g, uint32_t lo, uint32_t p,
+		       struct key_run *runs)
 {
 	const struct segment *sg = &c->segs[c->row_seg[r]];
 	const struct ms_kv *kv = sg->kv;
 	const size_t hd = c->m->hp.head_dim, hrow = hd * kv->elt, head = g * hd * kv->elt;
-	const uint32_t p0 = sg->p0, p = c->row_pos[r];
-	const uint32_t lo = (kv->window && p + 1 > kv->window) ? p + 1 - kv->window : 0;
+	const uint32_t p0 = sg->p0;
 	/* this layer's slots of KV head g: one contiguous run of rows (forward.h) */
 	const size_t at = ((size_t)l * c->m->hp.n_kv_heads + g) * kv->n_slots * hrow;
 	const uint8_t *kr = (const uint8_t *)kv->k + at;
@@ -618,133 +640,182 @@ static float block_max(const float *s, size_t n, float m)
 	return m;
 }
 
+/* Oldest position row r attends to (window and causality only). */
+static uint32_t row_low(const struct ms_ctx *c, size_t r)
+{
+	return window_low(c->segs[c->row_seg[r]].kv->window, c->row_pos[r]);
+}
+
 /*
- * One task: the G query heads of KV head g for row r, over keys
- * [k0, k1) of that row's key list, with an online softmax over blocks of
- * ATT_BLOCK keys. The kernels read each key and value row straight from
- * the cache once per four query heads (once for the whole group with
- * Mistral's 4): with GQA the cache traffic is divided by G, which is what
- * grouped-query attention is for. Leaves (max, sum, unnormalised output)
- * per query head in st.
+ * One task: the G query heads of KV head g for the rows of tile tl, over
+ * keys [k0, k1) of the tile's key list (positions row_low(first row) to
+ * the last row's own), with an online softmax over blocks of blk keys.
+ * The kernels read each key and value row straight from the cache once
+ * per four query heads, and a block (32 kB of F16 keys at the 7B shape)
+ * stays in L1 or L2 while every row of the tile reads it: one pass over
+ * the cache from memory per tile where there was one per row (a chunk of
+ * 66 rows over 3,127 cached positions read 27 GB of keys and values in
+ * 32 layers, and two threads contended for it). Rows whose
+ * last (causality) or first (window) key falls inside a block have the
+ * keys they do not see left out of their softmax and given weight 0.
+ * Leaves (max, sum, unnormalised output) per query, row-major, in st.
  */
-static void attend_task(const struct ms_ctx *c, uint32_t l, size_t r, size_t g, size_t k0, size_t k1,
-			float *st, float *scratch)
+static void attend_task(const struct ms_ctx *c, uint32_t l, const struct att_tile *tl, size_t g, size_t k0,
+			size_t k1, float *st, float *scratch)
 {
 	const struct ms_hparams *hp = &c->m->hp;
-	const size_t hd = hp->head_dim, G = hp->n_heads / hp->n_kv_heads;
-	const struct ms_kv *kv = c->segs[c->row_seg[r]].kv;
+	const size_t hd = hp->head_dim, G = hp->n_heads / hp->n_kv_heads, nq = tl->nr * G;
+	const struct ms_kv *kv = c->segs[c->row_seg[tl->r0]].kv;
 	const float scale = (float)(1.0 / sqrt((double)hd));
-	const float *q = c->q + r * hp->dim + g * G * hd;
-	float *s = scratch;   /* [G][ATT_BLOCK] scores, then softmax numerators */
+	const uint32_t lo = row_low(c, tl->r0), plast = c->row_pos[tl->r0 + tl->nr - 1];
+	/* one row: the decode step's block, tuned for one row's four heads and left as it was */
+	const size_t blk = tl->nr > 1 ? ATT_TILE_BLOCK : ATT_BLOCK;
+	float *s = scratch;   /* [nq][blk] scores, then softmax numerators */
+	const float *q = c->q + tl->r0 * hp->dim + g * G * hd;
 	struct key_run runs[3];
-	size_t n_runs = key_runs(c, r, l, g, runs), skip = k0, want = k1 - k0;
+	size_t n_runs = key_runs(c, tl->r0, l, g, lo, plast, runs), base = 0;
 
-	for (size_t qi = 0; qi < G; qi++) {
+	if (tl->nr > 1) {
+		/* the tile's queries side by side, as the kernels take them */
+		float *qt = scratch + (size_t)ATT_TILE * G * ATT_TILE_BLOCK;
+
+		for (size_t i = 0; i < tl->nr; i++)
+			memcpy(qt + i * G * hd, q + i * hp->dim, G * hd * sizeof(float));
+		q = qt;
+	}
+	for (size_t qi = 0; qi < nq; qi++) {
 		float *e = st + qi * (hd + 2);
 
 		e[0] = -INFINITY;
 		e[1] = 0;
 		memset(e + 2, 0, hd * sizeof(float));
 	}
-	for (size_t ri = 0; ri < n_runs && want; ri++) {
-		size_t from, len;
+	for (size_t ri = 0; ri < n_runs; base += runs[ri].n, ri++) {
+		const size_t from = k0 > base ? k0 - base : 0, to = k1 - base < runs[ri].n ? k1 - base : runs[ri].n;
 
-		if (skip >= runs[ri].n) {
-			skip -= runs[ri].n;
+		if (k1 <= base || from >= runs[ri].n)
 			continue;
-		}
-		from = skip;
-		len = runs[ri].n - skip < want ? runs[ri].n - skip : want;
-		skip = 0;
-		want -= len;
-		for (size_t b0 = from; b0 < from + len; b0 += ATT_BLOCK) {
-			size_t nb = from + len - b0 < ATT_BLOCK ? from + len - b0 : ATT_BLOCK;
-			const size_t off = b0 * runs[ri].stride;
+		for (size_t b0 = from; b0 < to; b0 += blk) {
+			const size_t nb = to - b0 < blk ? to - b0 : blk, off = b0 * runs[ri].stride;
+			const size_t t0 = base + b0;   /* the block's first key, position lo + t0 */
 
-			c->ak->scores(hd, G, q, runs[ri].k + off, runs[ri].stride, kv->type, nb, scale, s, ATT_BLOCK);
-			for (size_t qi = 0; qi < G; qi++) {
-				float *e = st + qi * (hd + 2), *sq = s + qi * ATT_BLOCK;
-				float mx = block_max(sq, nb, e[0]), corr;
+			c->ak->scores(hd, nq, q, runs[ri].k + off, runs[ri].stride, kv->type, nb, scale, s, blk);
+			for (size_t i = 0; i < tl->nr; i++) {
+				/* the part [a, z) of the block row i sees */
+				const size_t rl = row_low(c, tl->r0 + i) - lo, rh = c->row_pos[tl->r0 + i] - lo + 1;
+				const size_t a = rl > t0 ? rl - t0 : 0, z = rh < t0 + nb ? (rh > t0 ? rh - t0 : 0) : nb;
 
-				corr = expf(e[0] - mx);
-				if (corr != 1.0f) {
-					e[1] *= corr;
-					for (size_t i = 0; i < hd; i++)
-						e[2 + i] *= corr;
+				for (size_t h = 0; h < G; h++) {
+					float *e = st + (i * G + h) * (hd + 2), *sq = s + (i * G + h) * blk;
+					float mx, corr;
+
+					if (a >= z) {
+						memset(sq, 0, nb * sizeof(float));
+						continue;
+					}
+					mx = block_max(sq + a, z - a, e[0]);
+					corr = expf(e[0] - mx);
+					if (corr != 1.0f) {
+						e[1] *= corr;
+						for (size_t j = 0; j < hd; j++)
+							e[2 + j] *= corr;
+					}
+					e[1] += c->ak->exp_sum(z - a, mx, sq + a);
+					e[0] = mx;
+					memset(sq, 0, a * sizeof(float));
+					memset(sq + z, 0, (nb - z) * sizeof(float));
 				}
-				e[1] += c->ak->exp_sum(nb, mx, sq);
-				e[0] = mx;
 			}
-			c->ak->accum(hd, G, s, ATT_BLOCK, runs[ri].v + off, runs[ri].stride, kv->type, nb, st + 2, hd + 2);
+			c->ak->accum(hd, nq, s, blk, runs[ri].v + off, runs[ri].stride, kv->type, nb, st + 2, hd + 2);
 		}
 	}
 }
 
-/* Keys row r sees at layer-independent positions: window and causality only. */
-static size_t n_keys_of(const struct ms_ctx *c, size_t r)
+/*
+ * Splits the round's rows into tiles: each segment's rows in runs of at
+ * most ATT_TILE, of even sizes (66 rows: six of 7 and three of 8, not
+ * eight of 8 and one of 2), so the tasks weigh about the same.
+ */
+static size_t make_tiles(struct ms_ctx *c)
 {
-	const struct ms_kv *kv = c->segs[c->row_seg[r]].kv;
-	const uint32_t p = c->row_pos[r];
-	const uint32_t lo = (kv->window && p + 1 > kv->window) ? p + 1 - kv->window : 0;
+	size_t n = 0;
 
-	return p - lo + 1;
+	for (size_t si = 0; si < c->n_segs; si++) {
+		const struct segment *sg = &c->segs[si];
+		const size_t nt = (sg->b + ATT_TILE - 1) / ATT_TILE;
+
+		for (size_t i = 0; i < nt; i++)
+			c->tiles[n++] = (struct att_tile){ sg->row0 + sg->b * i / nt,
+							   sg->b * (i + 1) / nt - sg->b * i / nt };
+	}
+	return n;
+}
+
+/* Keys tile tl sees: from its first row's oldest key to its last row. */
+static size_t n_keys_of(const struct ms_ctx *c, const struct att_tile *tl)
+{
+	return c->row_pos[tl->r0 + tl->nr - 1] - row_low(c, tl->r0) + 1;
 }
 
 /*
  * Causal sliding-window attention at layer l for every row of the round:
- * query p sees keys j with p - W < j <= p. Tasks are (row, KV head, piece
+ * query p sees keys j with p - W < j <= p. Tasks are (tile, KV head, piece
  * of the key list); a single decode row on a model with few KV heads is
  * split along its keys so both cores share a long cache, and the pieces'
- * softmax states are merged afterwards.
+ * softmax states are merged afterwards. State of (KV head g, piece sp,
+ * row r) at ((g * splits + sp) * rows + r) * st_size, so a tile's rows are
+ * side by side.
  */
 static void attention(struct ms_ctx *c, uint32_t l, size_t rows)
 {
 	const struct ms_hparams *hp = &c->m->hp;
 	const size_t hd = hp->head_dim, G = hp->n_heads / hp->n_kv_heads, nkv = hp->n_kv_heads;
-	const size_t st_size = G * (hd + 2);
+	const size_t st_size = G * (hd + 2), n_tiles = make_tiles(c);
 	size_t splits = 1, max_keys = 0;
 	uint64_t work = 0;
 	long n_tasks;
 
-	for (size_t r = 0; r < rows; r++) {
-		size_t nk = n_keys_of(c, r);
+	for (size_t ti = 0; ti < n_tiles; ti++) {
+		size_t nk = n_keys_of(c, &c->tiles[ti]);
 
 		max_keys = nk > max_keys ? nk : max_keys;
-		work += (uint64_t)nk * hp->n_heads * hd;
+		work += (uint64_t)nk * c->tiles[ti].nr * hp->n_heads * hd;
 	}
 	/* Split only when there are too few tasks for the team and enough keys
 	 * (>= 256 a piece) that a piece outweighs merging it. */
-	while (rows * nkv * splits < 2 * (size_t)c->n_threads && splits < ATT_MAX_SPLIT &&
+	while (n_tiles * nkv * splits < 2 * (size_t)c->n_threads && splits < ATT_MAX_SPLIT &&
 	       max_keys / (splits * 2) >= 256)
 		splits *= 2;
-	n_tasks = (long)(rows * nkv * splits);
+	n_tasks = (long)(n_tiles * nkv * splits);
 
 #pragma omp parallel for num_threads(c->n_threads) schedule(dynamic, 1) if (work >= (1u << 18))
 	for (long t = 0; t < n_tasks; t++) {
-		const size_t r = (size_t)t / (nkv * splits), g = (size_t)t / splits % nkv, sp = (size_t)t % splits;
-		const size_t nk = n_keys_of(c, r);
+		const size_t ti = (size_t)t / (nkv * splits), g = (size_t)t / splits % nkv, sp = (size_t)t % splits;
+		const struct att_tile *tl = &c->tiles[ti];
+		const size_t nk = n_keys_of(c, tl);
 
-		attend_task(c, l, r, g, nk * sp / splits, nk * (sp + 1) / splits,
-			    c->partial + (size_t)t * st_size,
+		attend_task(c, l, tl, g, nk * sp / splits, nk * (sp + 1) / splits,
+			    c->partial + ((g * splits + sp) * rows + tl->r0) * st_size,
 			    c->att_scratch + (size_t)omp_get_thread_num() * c->att_stride);
 	}
 	/* Merge the pieces: rescale each to the common max, then normalise. */
 	for (size_t r = 0; r < rows; r++) {
 		for (size_t g = 0; g < nkv; g++) {
-			const float *base = c->partial + ((r * nkv + g) * splits) * st_size;
+			const float *base = c->partial + (g * splits * rows + r) * st_size;
+			const size_t piece = rows * st_size;   /* from one piece's state to the next */
 
 			for (size_t qi = 0; qi < G; qi++) {
 				float *o = c->att + r * hp->dim + (g * G + qi) * hd;
 				float mx = -INFINITY, sum = 0;
 
 				for (size_t sp = 0; sp < splits; sp++) {
-					float m = base[sp * st_size + qi * (hd + 2)];
+					float m = base[sp * piece + qi * (hd + 2)];
 
 					mx = m > mx ? m : mx;
 				}
 				memset(o, 0, hd * sizeof(float));
 				for (size_t sp = 0; sp < splits; sp++) {
-					const float *e = base + sp * st_size + qi * (hd + 2);
+					const float *e = base + sp * piece + qi * (hd + 2);
 					float w;
 
 					if (e[1] == 0)

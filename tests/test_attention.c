@@ -115,21 +115,23 @@ static void make_row(uint32_t type, size_t n, float scale, void *dst, float *as_
  * dimensions on and off the SIMD widths (the AVX2 and AVX-512 kernels
  * hand those that are not multiples of 8 to the generic ones; AVX-512's
  * tiles take 64 elements a pass, then 16-element pieces, then 8), group
- * sizes around the 4 heads a pass handles, key counts around the 2 and 4
- * keys a pass scores, both cache types; nothing written outside the block.
+ * sizes around the 4 heads a pass handles and the tiles of a prompt
+ * chunk (1 to 9 rows of 4 heads: up to 36 query heads at once), key counts
+ * around the 2 and 4 keys a pass scores and the 64 and 128 of a block,
+ * both cache types; nothing written outside the block.
  */
 static void test_block_kernels(const struct ms_attn_kernels *k)
 {
 	static const size_t hds[] = { 8, 12, 16, 24, 40, 48, 72, 80, 96, 120, 128 };
-	static const size_t gs[] = { 1, 2, 3, 4, 5, 8 };
-	static const size_t nks[] = { 1, 2, 3, 4, 5, 7, 9, 64, 65 };
+	static const size_t gs[] = { 1, 2, 3, 4, 5, 8, 12, 28, 32, 36 };
+	static const size_t nks[] = { 1, 2, 3, 4, 5, 7, 9, 64, 65, 127, 128, 130 };
 	static const uint32_t tys[] = { GGML_TYPE_F16, GGML_TYPE_F32 };
 
 	for (size_t ti = 0; ti < 2; ti++)
 	for (size_t hi = 0; hi < sizeof(hds) / sizeof(hds[0]); hi++)
 	for (size_t gi = 0; gi < sizeof(gs) / sizeof(gs[0]); gi++) {
 		const uint32_t type = tys[ti];
-		const size_t hd = hds[hi], G = gs[gi], ss = 70, os = hd + 3, es = type == GGML_TYPE_F16 ? 2 : 4;
+		const size_t hd = hds[hi], G = gs[gi], ss = 133, os = hd + 3, es = type == GGML_TYPE_F16 ? 2 : 4;
 		const size_t stride = hd * es + 8;   /* rows apart by more than their length, as in the cache */
 		int sc_ok = 1, ac_ok = 1;
 		double sc_worst = 0, ac_worst = 0;
@@ -199,9 +201,9 @@ static void test_block_kernels(const struct ms_attn_kernels *k)
 			free(kr);
 			free(vr);
 		}
-		ok(sc_ok, "[%s] scores, %s, hd %zu, %zu heads, 1-65 keys: match the double sums (worst %.2g of "
+		ok(sc_ok, "[%s] scores, %s, hd %zu, %zu heads, 1-130 keys: match the double sums (worst %.2g of "
 		   "sum|q*k|), nothing past the block", k->name, type == GGML_TYPE_F16 ? "F16" : "F32", hd, G, sc_worst);
-		ok(ac_ok, "[%s] accum, %s, hd %zu, %zu heads, 1-65 rows: match the double sums (worst %.2g), "
+		ok(ac_ok, "[%s] accum, %s, hd %zu, %zu heads, 1-130 rows: match the double sums (worst %.2g), "
 		   "nothing past the head", k->name, type == GGML_TYPE_F16 ? "F16" : "F32", hd, G, ac_worst);
 	}
 }

@@ -465,7 +465,10 @@ static void test_batch_bits(const struct ms_kernels *k)
 /*
  * A single decode row on a multi-query model with a long cache: too few
  * (row, KV head) tasks for the team, so attention splits the keys into
- * pieces and merges their softmax states. Checked against the reference.
+ * pieces and merges their softmax states. Likewise a last prompt chunk of
+ * 12 rows (two tiles of 6) over 1,088 cached positions, with and without
+ * a window that cuts inside the tiles: rows whose first or last key falls
+ * in a piece or a block. Checked against the reference.
  */
 static void test_split(const struct ms_kernels *k)
 {
@@ -494,6 +497,18 @@ static void test_split(const struct ms_kernels *k)
 	err = (e && ref) ? rel_err(e, ref, 0, N, m->hp.vocab) : 1;
 	ok(err <= REL_TOL, "[%s] split: 1000-token prefill then decode to %zu on one KV head (keys split across threads): max rel error %.3g",
 	   k->name, N, err);
+	free(e);
+	e = engine_logits(m, k, toks, N, N, 64, 0, 1200, GGML_TYPE_F32);
+	err = (e && ref) ? rel_err(e, ref, 0, N, m->hp.vocab) : 1;
+	ok(err <= REL_TOL, "[%s] split: %zu tokens in chunks of 64, the last two tiles' keys split: max rel error %.3g",
+	   k->name, N, err);
+	free(e);
+	free(ref);
+	ref = ref_forward(m, toks, N, 600);
+	e = engine_logits(m, k, toks, N, N, 64, 600, 1200, GGML_TYPE_F32);
+	err = (e && ref) ? rel_err(e, ref, 0, N, m->hp.vocab) : 1;
+	ok(err <= REL_TOL, "[%s] split: the same with a window of 600 (cut inside every tile): max rel error %.3g",
+	   k->name, err);
 	free(e);
 	free(ref);
 	free(toks);
