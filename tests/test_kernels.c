@@ -838,6 +838,77 @@ next:
 }
 
 /*
+ * Every tile shape of an x8 GEMM against the generic twin, bit for bit:
+ * 1 to 5 groups (the AVX-512 integer tiles take groups in pairs, so odd
+ * counts end in a lone 8-row group), every token count from 1 to 17 and
+ * 65 to 71 (each tail of the 4-, 6-, 8- and 12-token tiles, after none,
+ * one or several full tiles), blocks from one to enough that the prefetch
+ * runs past a group's end into the next. Outputs sit os = rows + 3 apart
+ * and the gaps must stay untouched.
+ */
+static void test_x8_shapes(const struct ms_kernels *k, const struct ms_kernels *gen, uint32_t t)
+{
+	static const size_t groups_list[] = { 1, 2, 3, 5 };
+	static const size_t ntok_extra[] = { 65, 66, 67, 68, 69, 70, 71 };
+	enum { MAXT = 71, MAXG = 5 };
+	const size_t blck = is_wide_type(t) ? 1 : is_k_type(t) ? QK_K : 32;
+	const size_t nbs[] = { 1, 3, is_k_type(t) ? 17 : 131 };
+	const char *tn = ms_ggml_type_name(t);
+
+	if (!ms_x8_type(t) || !k->type[t].gemm_x8 || k->type[t].gemm_x8 == gen->type[t].gemm_x8)
+		return;
+	for (size_t bi = 0; bi < 3; bi++) {
+		const size_t n = nbs[bi] * blck, rb = row_bytes(t, n), ab = x8_act_bytes(t, n);
+		const size_t os = MS_X8 * MAXG + 3;
+		unsigned char *w = malloc(MS_X8 * MAXG * rb), *wx = malloc(MS_X8 * MAXG * rb), *a = malloc(MAXT * ab);
+		float *o_k = malloc(MAXT * os * sizeof(float)), *o_g = malloc(MAXT * os * sizeof(float));
+		int good = 1, gaps = 1;
+
+		if (!w || !wx || !a || !o_k || !o_g) {
+			ok(0, "out of memory");
+			goto next;
+		}
+		for (size_t r = 0; r < MS_X8 * MAXG; r++)
+			make_weights(t, n, w + r * rb, 1);
+		ms_repack_x8(t, w, rb, n, MAXG, wx);
+		for (size_t tok = 0; tok < MAXT; tok++)
+			x8_make_act(t, n, a + tok * ab);
+		/* a row's result depends on neither the row count nor the token count (kernels.h): one reference */
+		gen->type[t].gemm_x8(n, wx, MS_X8 * MAXG, a, ab, MAXT, o_g, os);
+		for (size_t gi = 0; gi < sizeof(groups_list) / sizeof(groups_list[0]); gi++) {
+			const size_t rows = MS_X8 * groups_list[gi];
+
+			for (size_t ti = 0; ti < 17 + sizeof(ntok_extra) / sizeof(ntok_extra[0]); ti++) {
+				const size_t nt = ti < 17 ? ti + 1 : ntok_extra[ti - 17];
+
+				for (size_t i = 0; i < nt * os; i++)
+					o_k[i] = -12345.0f;
+				k->type[t].gemm_x8(n, wx, rows, a, ab, nt, o_k, os);
+				for (size_t tok = 0; tok < nt; tok++) {
+					if (memcmp(o_k + tok * os, o_g + tok * os, rows * sizeof(float))) {
+						if (good)
+							diag("%s: %s x8 first mismatch: %zu blocks, %zu rows, %zu tokens, "
+							     "token %zu", k->name, tn, nbs[bi], rows, nt, tok);
+						good = 0;
+					}
+					for (size_t r = rows; r < os; r++)
+						if (o_k[tok * os + r] != -12345.0f)
+							gaps = 0;
+				}
+			}
+		}
+		ok(good && gaps, "%s: %s x8 with %zu blocks a row: 1-5 groups x 1-17 and 65-71 tokens bit-identical to "
+		   "the generic twin, gaps untouched", k->name, tn, nbs[bi]);
+next:
+		free(w);
+		free(wx);
+		free(a);
+		free(o_k);
+		free(o_g);
+	}
+}
+
+/*
  * Q4_K and Q5_K blocks at their extremes: every code at its maximum (15,
  * 31), every sub-block scale 63, d = 1, dmin = 0, activations all +127 and
  * then all -127. The int16 partial sums of the x8 tiles then sit closest
@@ -1013,6 +1084,7 @@ static void test_table(const struct ms_kernels *k, const struct ms_kernels *gen)
 	for (size_t ti = 0; ti < N_TYPES; ti++) {
 		test_matmul(k, types[ti]);
 		test_x8(k, gen, types[ti]);
+		test_x8_shapes(k, gen, types[ti]);
 		test_matmul_x8(k, types[ti]);
 	}
 }
