@@ -1048,7 +1048,12 @@ int ms_eval_batch(struct ms_ctx *c, const struct ms_batch_item *items, size_t n_
 	 * rather than being cut: a sequence's chunks then start where they
 	 * would alone (every max_chunk tokens), and since attention sums its
 	 * keys in blocks counted from a chunk's start, its logits are the same
-	 * bits alone or batched with others (the matmuls' are by contract).
+	 * bits alone or batched with others (the matmuls' are by contract),
+	 * except where attention() splits a row's keys across threads: it does
+	 * so only when the round has fewer (tile, KV head) tasks than twice the
+	 * threads, so a model with few KV heads decoding 512+ positions alone
+	 * sums in pieces what it sums whole beside other sequences. Making the
+	 * split a function of the tile alone would close that; not done.
 	 * It costs a round that is not full where the cut would have filled
 	 * it; the first unfinished item always fits an empty round.
 	 */
