@@ -7,9 +7,8 @@
 //
 // Setup (npm registry only, ~700 MB of binaries):
 //   mkdir -p /tmp/peer && cd /tmp/peer && npm init -y && npm install node-llama-cpp@3.22.1
-//   NODE_PATH=/tmp/peer/node_modules node scripts/peer-bench.mjs --model FILE.gguf
-// (ES modules ignore NODE_PATH: run it from a copy inside /tmp/peer, as
-//  `cp scripts/peer-bench.mjs /tmp/peer/ && node /tmp/peer/peer-bench.mjs ...`.)
+//   cp scripts/peer-bench.mjs /tmp/peer/ && node /tmp/peer/peer-bench.mjs --model FILE.gguf
+// (run from a copy beside node_modules: ES modules ignore NODE_PATH.)
 //
 // Options: --model FILE (required), --pp N (64), --tg M (16), --reps R (3),
 // --threads T (2), --vocab V (32000; random ids are drawn from [100, V-100)),
