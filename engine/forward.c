@@ -22,7 +22,10 @@ struct segment {
 
 #define OUT_ROWS 32   /* rows per output-projection group: 32 x vocab floats of scratch */
 #define ATT_BLOCK 64  /* keys scored at once per group: the scores stay in L1 */
-#define ATT_MAX_SPLIT 16   /* most pieces one query's keys are split into */
+/* How a tile's keys are split into pieces (tile_splits). */
+#define ATT_MAX_SPLIT 16
+#define ATT_PIECE 256
+#define ATT_TASKS 16
 /*
  * Consecutive rows of one sequence per attention task (a tile): each block
  * of keys and values is read from memory once for ATT_TILE x group query
@@ -35,9 +38,14 @@ struct segment {
 #define ATT_TILE 8
 #define ATT_TILE_BLOCK 128
 
-/* Rows [r0, r0 + nr) of one segment, attended to together. */
+/*
+ * Rows [r0, r0 + nr) of one segment, attended to together, over nk keys
+ * split into `splits` pieces; its softmax states start at partial + state
+ * and its tasks at task0 in the pass that runs it.
+ */
 struct att_tile {
-	size_t r0, nr;
+	size_t r0, nr, nk, splits;
+	size_t state, task0;
 };
 
 struct ms_ctx {
@@ -63,8 +71,9 @@ struct ms_ctx {
 	const struct ms_attn_kernels *ak;
 	float *att_scratch;      /* [n_threads][att_stride]: a tile's queries and one block's scores */
 	size_t att_stride;
-	float *partial;          /* [max_tasks][group][head_dim + 2]: per-split softmax state */
-	size_t max_tasks;
+	float *partial;          /* [att_units][group][head_dim + 2]: per-piece softmax states */
+	size_t att_units;        /* (row, KV head, piece) states one attention pass holds */
+	uint32_t *task_tile;     /* [att_units] tile of each task of a pass */
 	struct att_tile *tiles;  /* [max_batch] */
 	void *mm_scratch;        /* activation conversion for ms_matmul */
 	/* the round being evaluated */
@@ -359,6 +368,7 @@ void ms_ctx_free(struct ms_ctx *c)
 	free(c->inv_freq);
 	free(c->att_scratch);
 	free(c->partial);
+	free(c->task_tile);
 	free(c->tiles);
 	free(c->mm_scratch);
 	free(c->segs);
@@ -470,16 +480,22 @@ int ms_ctx_create(const struct ms_model *m, const struct ms_kernels *k,
 	/* Per thread: a tile's queries and a block of their scores (the kernels read K and V in place). */
 	c->att_stride = (size_t)ATT_TILE * (hp->n_heads / hp->n_kv_heads) * (ATT_TILE_BLOCK + hp->head_dim);
 	c->att_scratch = malloc((size_t)n_threads * c->att_stride * sizeof(float));
-	/* attention() splits keys only while tiles x KV heads x splits < 2 x threads */
-	c->max_tasks = b * hp->n_kv_heads + 4 * (size_t)n_threads * ATT_TILE;
+	/*
+	 * A round's rows unsplit plus one split decode row's pieces; a round
+	 * that needs more (many lone rows over long caches) runs its tiles in
+	 * several passes (attention()). A tile needs at most ATT_MAX_SPLIT
+	 * states per KV head (tile_splits), so one always fits.
+	 */
+	c->att_units = (b + ATT_MAX_SPLIT) * hp->n_kv_heads;
+	c->task_tile = malloc(c->att_units * sizeof(*c->task_tile));
 	c->tiles = malloc(b * sizeof(*c->tiles));
-	c->partial = malloc(c->max_tasks * (hp->n_heads / hp->n_kv_heads) * (hp->head_dim + 2) * sizeof(float));
+	c->partial = malloc(c->att_units * (hp->n_heads / hp->n_kv_heads) * (hp->head_dim + 2) * sizeof(float));
 	mm = model_mm_scratch(m, k, b);
 	c->mm_scratch = mm ? malloc(mm) : NULL;
 	if (!c->x || !c->xn || !c->q || !c->kc || !c->vc || !c->att || !c->tmp ||
 	    !c->hg || !c->hu || !c->rope_cos || !c->rope_sin || !c->inv_freq ||
 	    !c->segs || !c->row_seg || !c->row_pos || !c->row_tok || !c->item_done ||
-	    !c->out || !c->out_dst || !c->kct || !c->vct || !c->att_scratch || !c->partial || !c->tiles ||
+	    !c->out || !c->out_dst || !c->kct || !c->vct || !c->att_scratch || !c->partial || !c->tiles || !c->task_tile ||
 	    (mm && !c->mm_scratch)) {
 		ms_ctx_free(c);
 		return ms_errf(err, -ENOMEM, "out of memory for scratch buffers of a %u-token batch",
@@ -640,10 +656,32 @@ static float block_max(const float *s, size_t n, float m)
 	return m;
 }
 
+/*
+ * x[0..n) *= a, in eight lanes so that -O2 vectorises it (an unknown
+ * trip count alone stays scalar): the running sums' rescale when a
+ * block raises the max, once or twice per piece of a split row.
+ */
+static void scale_lanes(float *x, size_t n, float a)
+{
+	size_t i = 0;
+
+	for (; i + 8 <= n; i += 8)
+		for (int l = 0; l < 8; l++)
+			x[i + l] *= a;
+	for (; i < n; i++)
+		x[i] *= a;
+}
+
 /* Oldest position row r attends to (window and causality only). */
 static uint32_t row_low(const struct ms_ctx *c, size_t r)
 {
 	return window_low(c->segs[c->row_seg[r]].kv->window, c->row_pos[r]);
+}
+
+/* Keys a tile scores at once; one row: the decode step's block, tuned for one row's four heads. */
+static size_t tile_block(const struct att_tile *tl)
+{
+	return tl->nr > 1 ? ATT_TILE_BLOCK : ATT_BLOCK;
 }
 
 /*
@@ -668,8 +706,7 @@ static void attend_task(const struct ms_ctx *c, uint32_t l, const struct att_til
 	const struct ms_kv *kv = c->segs[c->row_seg[tl->r0]].kv;
 	const float scale = (float)(1.0 / sqrt((double)hd));
 	const uint32_t lo = row_low(c, tl->r0), plast = c->row_pos[tl->r0 + tl->nr - 1];
-	/* one row: the decode step's block, tuned for one row's four heads and left as it was */
-	const size_t blk = tl->nr > 1 ? ATT_TILE_BLOCK : ATT_BLOCK;
+	const size_t blk = tile_block(tl);
 	float *s = scratch;   /* [nq][blk] scores, then softmax numerators */
 	const float *q = c->q + tl->r0 * hp->dim + g * G * hd;
 	struct key_run runs[3];
@@ -715,10 +752,10 @@ static void attend_task(const struct ms_ctx *c, uint32_t l, const struct att_til
 					}
 					mx = block_max(sq + a, z - a, e[0]);
 					corr = expf(e[0] - mx);
-					if (corr != 1.0f) {
+					/* e[1] == 0: nothing seen yet, every sum still 0 (a piece's first block) */
+					if (corr != 1.0f && e[1] != 0) {
 						e[1] *= corr;
-						for (size_t j = 0; j < hd; j++)
-							e[2 + j] *= corr;
+						scale_lanes(e + 2, hd, corr);
 					}
 					e[1] += c->ak->exp_sum(z - a, mx, sq + a);
 					e[0] = mx;
@@ -732,9 +769,35 @@ static void attend_task(const struct ms_ctx *c, uint32_t l, const struct att_til
 }
 
 /*
+ * Pieces a tile's nk keys are split into, for a segment of b rows on a
+ * model with nkv KV heads: as many as give a row ATT_TASKS tasks (KV heads
+ * x pieces), leave each piece at least ATT_PIECE keys (it then outweighs
+ * merging it) and the segment at most ATT_MAX_SPLIT row-pieces. So a lone
+ * decode row over a long cache gives a team of up to 16 threads a share
+ * on a model with one KV head, while a chunk of many rows, whose tiles
+ * already make tasks enough, is not split. A function of the model and
+ * the sequence's own chunk and positions, never of the batch or the
+ * thread count: summing a row's keys in other pieces rounds differently,
+ * and a sequence's logits must be the same bits alone, batched, and on
+ * any number of threads. Each piece costs a state, a restart of the
+ * online softmax and a merge: 16 pieces of 256 keys a KV head made a
+ * decode step of a 7B-attention model 2-3% slower than unsplit at 4096
+ * positions (one thread), 2 pieces nothing measurable (BENCHMARKS.md).
+ */
+static size_t tile_splits(size_t nk, size_t b, size_t nkv)
+{
+	size_t s = 1;
+
+	while (nkv * s < ATT_TASKS && 2 * s * b <= ATT_MAX_SPLIT && nk / (2 * s) >= ATT_PIECE)
+		s *= 2;
+	return s;
+}
+
+/*
  * Splits the round's rows into tiles: each segment's rows in runs of at
  * most ATT_TILE, of even sizes (66 rows: six of 7 and three of 8, not
- * eight of 8 and one of 2), so the tasks weigh about the same.
+ * eight of 8 and one of 2), so the tasks weigh about the same. A tile
+ * sees the keys from its first row's oldest to its last row.
  */
 static size_t make_tiles(struct ms_ctx *c)
 {
@@ -744,77 +807,43 @@ static size_t make_tiles(struct ms_ctx *c)
 		const struct segment *sg = &c->segs[si];
 		const size_t nt = (sg->b + ATT_TILE - 1) / ATT_TILE;
 
-		for (size_t i = 0; i < nt; i++)
-			c->tiles[n++] = (struct att_tile){ sg->row0 + sg->b * i / nt,
-							   sg->b * (i + 1) / nt - sg->b * i / nt };
+		for (size_t i = 0; i < nt; i++) {
+			struct att_tile *tl = &c->tiles[n++];
+
+			tl->r0 = sg->row0 + sg->b * i / nt;
+			tl->nr = sg->row0 + sg->b * (i + 1) / nt - tl->r0;
+			tl->nk = c->row_pos[tl->r0 + tl->nr - 1] - row_low(c, tl->r0) + 1;
+			tl->splits = tile_splits(tl->nk, sg->b, c->m->hp.n_kv_heads);
+		}
 	}
 	return n;
 }
 
-/* Keys tile tl sees: from its first row's oldest key to its last row. */
-static size_t n_keys_of(const struct ms_ctx *c, const struct att_tile *tl)
-{
-	return c->row_pos[tl->r0 + tl->nr - 1] - row_low(c, tl->r0) + 1;
-}
-
 /*
- * Causal sliding-window attention at layer l for every row of the round:
- * query p sees keys j with p - W < j <= p. Tasks are (tile, KV head, piece
- * of the key list); a single decode row on a model with few KV heads is
- * split along its keys so both cores share a long cache, and the pieces'
- * softmax states are merged afterwards. State of (KV head g, piece sp,
- * row r) at ((g * splits + sp) * rows + r) * st_size, so a tile's rows are
- * side by side.
+ * Normalised outputs of tile tl's rows: each query's pieces rescaled to
+ * their common max and summed in piece order.
  */
-static void attention(struct ms_ctx *c, uint32_t l, size_t rows)
+static void merge_pieces(struct ms_ctx *c, const struct att_tile *tl)
 {
 	const struct ms_hparams *hp = &c->m->hp;
-	const size_t hd = hp->head_dim, G = hp->n_heads / hp->n_kv_heads, nkv = hp->n_kv_heads;
-	const size_t st_size = G * (hd + 2), n_tiles = make_tiles(c);
-	size_t splits = 1, max_keys = 0;
-	uint64_t work = 0;
-	long n_tasks;
+	const size_t hd = hp->head_dim, G = hp->n_heads / hp->n_kv_heads, st_size = G * (hd + 2);
+	const size_t piece = tl->nr * st_size;   /* from one piece's state to the next */
 
-	for (size_t ti = 0; ti < n_tiles; ti++) {
-		size_t nk = n_keys_of(c, &c->tiles[ti]);
-
-		max_keys = nk > max_keys ? nk : max_keys;
-		work += (uint64_t)nk * c->tiles[ti].nr * hp->n_heads * hd;
-	}
-	/* Split only when there are too few tasks for the team and enough keys
-	 * (>= 256 a piece) that a piece outweighs merging it. */
-	while (n_tiles * nkv * splits < 2 * (size_t)c->n_threads && splits < ATT_MAX_SPLIT &&
-	       max_keys / (splits * 2) >= 256)
-		splits *= 2;
-	n_tasks = (long)(n_tiles * nkv * splits);
-
-#pragma omp parallel for num_threads(c->n_threads) schedule(dynamic, 1) if (work >= (1u << 18))
-	for (long t = 0; t < n_tasks; t++) {
-		const size_t ti = (size_t)t / (nkv * splits), g = (size_t)t / splits % nkv, sp = (size_t)t % splits;
-		const struct att_tile *tl = &c->tiles[ti];
-		const size_t nk = n_keys_of(c, tl);
-
-		attend_task(c, l, tl, g, nk * sp / splits, nk * (sp + 1) / splits,
-			    c->partial + ((g * splits + sp) * rows + tl->r0) * st_size,
-			    c->att_scratch + (size_t)omp_get_thread_num() * c->att_stride);
-	}
-	/* Merge the pieces: rescale each to the common max, then normalise. */
-	for (size_t r = 0; r < rows; r++) {
-		for (size_t g = 0; g < nkv; g++) {
-			const float *base = c->partial + (g * splits * rows + r) * st_size;
-			const size_t piece = rows * st_size;   /* from one piece's state to the next */
+	for (size_t i = 0; i < tl->nr; i++) {
+		for (size_t g = 0; g < hp->n_kv_heads; g++) {
+			const float *base = c->partial + tl->state + (g * tl->splits * tl->nr + i) * st_size;
 
 			for (size_t qi = 0; qi < G; qi++) {
-				float *o = c->att + r * hp->dim + (g * G + qi) * hd;
+				float *o = c->att + (tl->r0 + i) * hp->dim + (g * G + qi) * hd;
 				float mx = -INFINITY, sum = 0;
 
-				for (size_t sp = 0; sp < splits; sp++) {
+				for (size_t sp = 0; sp < tl->splits; sp++) {
 					float m = base[sp * piece + qi * (hd + 2)];
 
 					mx = m > mx ? m : mx;
 				}
 				memset(o, 0, hd * sizeof(float));
-				for (size_t sp = 0; sp < splits; sp++) {
+				for (size_t sp = 0; sp < tl->splits; sp++) {
 					const float *e = base + sp * piece + qi * (hd + 2);
 					float w;
 
@@ -824,10 +853,61 @@ static void attention(struct ms_ctx *c, uint32_t l, size_t rows)
 					sum += w * e[1];
 					c->k->axpy_f32(hd, w, e + 2, o);
 				}
-				for (size_t i = 0; i < hd; i++)
-					o[i] /= sum;
+				for (size_t j = 0; j < hd; j++)
+					o[j] /= sum;
 			}
 		}
+	}
+}
+
+/*
+ * Causal sliding-window attention at layer l for every row of the round:
+ * query p sees keys j with p - W < j <= p. Tasks are (tile, KV head, piece
+ * of the tile's keys); the pieces' softmax states are merged afterwards.
+ * Tiles run in passes of as many as att_units states hold (one pass unless
+ * many lone rows have long caches); within a pass, the state of tile tl,
+ * KV head g, piece sp, row i is at tl->state + ((g * splits + sp) * nr + i)
+ * * st_size, so a tile's rows are side by side.
+ */
+static void attention(struct ms_ctx *c, uint32_t l)
+{
+	const struct ms_hparams *hp = &c->m->hp;
+	const size_t nkv = hp->n_kv_heads, st_size = (hp->n_heads / nkv) * (hp->head_dim + 2);
+	const size_t n_tiles = make_tiles(c);
+
+	for (size_t t0 = 0, t1; t0 < n_tiles; t0 = t1) {
+		size_t units = 0;
+		uint64_t work = 0;
+		long n_tasks = 0;
+
+		for (t1 = t0; t1 < n_tiles; t1++) {
+			struct att_tile *tl = &c->tiles[t1];
+			const size_t u = tl->nr * tl->splits * nkv;
+
+			if (t1 > t0 && units + u > c->att_units)
+				break;
+			tl->state = units * st_size;
+			tl->task0 = (size_t)n_tasks;
+			for (size_t j = 0; j < nkv * tl->splits; j++)
+				c->task_tile[n_tasks++] = (uint32_t)t1;
+			units += u;
+			work += (uint64_t)tl->nk * tl->nr * hp->n_heads * hp->head_dim;
+		}
+#pragma omp parallel for num_threads(c->n_threads) schedule(dynamic, 1) if (work >= (1u << 18))
+		for (long t = 0; t < n_tasks; t++) {
+			const struct att_tile *tl = &c->tiles[c->task_tile[t]];
+			const size_t j = (size_t)t - tl->task0, g = j / tl->splits, sp = j % tl->splits;
+
+			/* pieces of whole blocks: the blocks an unsplit tile would score */
+			const size_t blk = tile_block(tl), nb = (tl->nk + blk - 1) / blk;
+			const size_t k1 = blk * (nb * (sp + 1) / tl->splits);
+
+			attend_task(c, l, tl, g, blk * (nb * sp / tl->splits), k1 < tl->nk ? k1 : tl->nk,
+				    c->partial + tl->state + (g * tl->splits + sp) * tl->nr * st_size,
+				    c->att_scratch + (size_t)omp_get_thread_num() * c->att_stride);
+		}
+		for (size_t ti = t0; ti < t1; ti++)
+			merge_pieces(c, &c->tiles[ti]);
 	}
 }
 
@@ -958,7 +1038,7 @@ static int eval_round(struct ms_ctx *c, size_t b)
 		rope_apply(c, c->q, b, dim);
 		rope_apply(c, c->kc, b, hp->kv_dim);
 		chunk_to_cache_type(c);
-		attention(c, l, b);
+		attention(c, l);
 		kv_store(c, l);
 		if ((r = matmul(c, &L->wo, c->att, b, c->tmp)) < 0)
 			return r;
@@ -1047,13 +1127,10 @@ int ms_eval_batch(struct ms_ctx *c, const struct ms_batch_item *items, size_t n_
 	 * each weight read. A chunk that does not fit waits for the next round
 	 * rather than being cut: a sequence's chunks then start where they
 	 * would alone (every max_chunk tokens), and since attention sums its
-	 * keys in blocks counted from a chunk's start, its logits are the same
-	 * bits alone or batched with others (the matmuls' are by contract),
-	 * except where attention() splits a row's keys across threads: it does
-	 * so only when the round has fewer (tile, KV head) tasks than twice the
-	 * threads, so a model with few KV heads decoding 512+ positions alone
-	 * sums in pieces what it sums whole beside other sequences. Making the
-	 * split a function of the tile alone would close that; not done.
+	 * keys in blocks counted from a chunk's start, in pieces that depend
+	 * on the chunk and its positions alone (tile_splits), its logits are
+	 * the same bits alone or batched with others, on any number of threads
+	 * (the matmuls' are by contract).
 	 * It costs a round that is not full where the cut would have filled
 	 * it; the first unfinished item always fits an empty round.
 	 */

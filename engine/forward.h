@@ -160,10 +160,10 @@ struct ms_batch_item {
  * Evaluates several sequences together, as ms_eval does for each: every
  * round takes the next chunk of each unfinished sequence that fits whole
  * in max_batch rows (the first always does), so concurrent decodes share
- * one read of the weights. Chunks are never cut to fill a round, so each
- * sequence's logits are the same bits as ms_eval gives it alone, unless
- * either run splits a row's keys among threads (rows x KV heads fewer than
- * twice the threads, 512 keys or more: the merge rounds differently). Items
+ * one read of the weights. Chunks are never cut to fill a round, and
+ * attention splits a row's keys by the row's chunk and key count alone,
+ * so each sequence's logits are the same bits as ms_eval gives it alone,
+ * whatever the thread count. Items
  * are validated first (-ENOSPC, -EINVAL) and nothing is evaluated if any
  * is bad. At most max_batch items.
  */

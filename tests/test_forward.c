@@ -463,12 +463,12 @@ static void test_batch_bits(const struct ms_kernels *k)
 }
 
 /*
- * A single decode row on a multi-query model with a long cache: too few
- * (row, KV head) tasks for the team, so attention splits the keys into
- * pieces and merges their softmax states. Likewise a last prompt chunk of
- * 12 rows (two tiles of 6) over 1,088 cached positions, with and without
- * a window that cuts inside the tiles: rows whose first or last key falls
- * in a piece or a block. Checked against the reference.
+ * A single decode row on a multi-query model with a long cache: attention
+ * splits its keys into pieces and merges their softmax states. Likewise a
+ * last prompt chunk of 4 rows (1,100 = 8 x 137 + 4: one tile, four pieces,
+ * two with the window) over 1,096 cached positions, with and without a
+ * window that cuts inside the tile: rows whose first or last key falls in
+ * a piece or a block. Checked against the reference.
  */
 static void test_split(const struct ms_kernels *k)
 {
@@ -498,14 +498,14 @@ static void test_split(const struct ms_kernels *k)
 	ok(err <= REL_TOL, "[%s] split: 1000-token prefill then decode to %zu on one KV head (keys split across threads): max rel error %.3g",
 	   k->name, N, err);
 	free(e);
-	e = engine_logits(m, k, toks, N, N, 64, 0, 1200, GGML_TYPE_F32);
+	e = engine_logits(m, k, toks, N, N, 137, 0, 1200, GGML_TYPE_F32);
 	err = (e && ref) ? rel_err(e, ref, 0, N, m->hp.vocab) : 1;
-	ok(err <= REL_TOL, "[%s] split: %zu tokens in chunks of 64, the last two tiles' keys split: max rel error %.3g",
+	ok(err <= REL_TOL, "[%s] split: %zu tokens in chunks of 137, the last 4-row tile's keys split: max rel error %.3g",
 	   k->name, N, err);
 	free(e);
 	free(ref);
 	ref = ref_forward(m, toks, N, 600);
-	e = engine_logits(m, k, toks, N, N, 64, 600, 1200, GGML_TYPE_F32);
+	e = engine_logits(m, k, toks, N, N, 137, 600, 1200, GGML_TYPE_F32);
 	err = (e && ref) ? rel_err(e, ref, 0, N, m->hp.vocab) : 1;
 	ok(err <= REL_TOL, "[%s] split: the same with a window of 600 (cut inside every tile): max rel error %.3g",
 	   k->name, err);
@@ -513,6 +513,128 @@ static void test_split(const struct ms_kernels *k)
 	free(ref);
 	free(toks);
 	ms_model_free(m);
+}
+
+/*
+ * One sequence over a synthetic cache of `fill` positions (seed s): STEPS
+ * decode tokens, then a CHUNK-token chunk, every logit into lg.
+ */
+enum { SB_SEQS = 4, SB_STEPS = 3, SB_CHUNK = 4, SB_ROWS = SB_STEPS + SB_CHUNK };
+
+static int split_bits_alone(struct ms_ctx *c, struct ms_kv *kv, uint32_t fill, int s, const int32_t *toks,
+			    float *lg, size_t vocab, ms_err *err)
+{
+	int r;
+
+	ms_kv_reset(kv);
+	r = ms_kv_fill_synthetic(kv, fill, (uint64_t)s + 1);
+	for (size_t d = 0; !r && d < SB_STEPS; d++)
+		r = ms_eval(c, kv, &toks[d], 1, lg + d * vocab, true, err);
+	if (!r)
+		r = ms_eval(c, kv, &toks[SB_STEPS], SB_CHUNK, lg + SB_STEPS * vocab, true, err);
+	return r;
+}
+
+/* The same for SB_SEQS sequences stepped together, each into lg[s]. */
+static int split_bits_batched(struct ms_ctx *c, struct ms_kv **kv, uint32_t fill, int32_t (*toks)[SB_ROWS],
+			      float **lg, size_t vocab, ms_err *err)
+{
+	struct ms_batch_item it[SB_SEQS];
+	int r = 0;
+
+	for (int s = 0; !r && s < SB_SEQS; s++) {
+		ms_kv_reset(kv[s]);
+		r = ms_kv_fill_synthetic(kv[s], fill, (uint64_t)s + 1);
+	}
+	for (size_t d = 0; !r && d < SB_STEPS; d++) {
+		for (int s = 0; s < SB_SEQS; s++)
+			it[s] = (struct ms_batch_item){ kv[s], &toks[s][d], 1, lg[s] + d * vocab, true };
+		r = ms_eval_batch(c, it, SB_SEQS, err);
+	}
+	for (int s = 0; s < SB_SEQS; s++)
+		it[s] = (struct ms_batch_item){ kv[s], &toks[s][SB_STEPS], SB_CHUNK, lg[s] + SB_STEPS * vocab, true };
+	return r ? r : ms_eval_batch(c, it, SB_SEQS, err);
+}
+
+/*
+ * Attention splits a tile's keys into pieces by the tile alone (its key
+ * count and its sequence's chunk), so a sequence's logits are the same
+ * bits beside others as alone and on one thread as on two. On models with
+ * one and two KV heads over 600 and 4,100 cached positions (2 and 16
+ * pieces for a decode row, 2 for a 4-row chunk): each of four sequences
+ * decoding, then taking a 4-token chunk, alone on two threads, alone on
+ * one, batched with the other three, and batched where a round's states
+ * do not fit one pass (max_batch 4: 4 rows x 16 pieces). A rule that
+ * counts the round's tasks or threads splits alone what it sums whole
+ * batched, or on two threads what it sums whole on one.
+ */
+static void test_split_bits(const struct ms_kernels *k)
+{
+	static const uint32_t fills[] = { 600, 4100 };
+
+	for (int kvh = 1; kvh <= 2; kvh++) {
+		struct ms_model *m = small_model(k, kvh == 1 ? "splitbits-mqa" : "splitbits-gqa", kvh, 0);
+		size_t vocab;
+
+		if (!m)
+			continue;
+		vocab = m->hp.vocab;
+		for (size_t fi = 0; fi < sizeof(fills) / sizeof(fills[0]); fi++) {
+			const uint32_t fill = fills[fi];
+			struct ms_ctx *c2 = NULL, *c1 = NULL, *c4 = NULL;
+			struct ms_kv *kv[SB_SEQS] = { NULL };
+			int32_t toks[SB_SEQS][SB_ROWS];
+			float *alone[SB_SEQS] = { NULL }, *other[SB_SEQS] = { NULL };
+			const size_t bytes = SB_ROWS * vocab * sizeof(float);
+			ms_err err = { 0 };
+			bool one = true, batched = true, passes = true;
+			int r = 0;
+
+			r |= ms_ctx_create(m, k, 8, 2, &c2, &err);
+			r |= ms_ctx_create(m, k, 8, 1, &c1, &err);
+			r |= ms_ctx_create(m, k, 4, 2, &c4, &err);
+			for (int s = 0; s < SB_SEQS; s++) {
+				make_tokens(toks[s], SB_ROWS, m->hp.vocab);
+				toks[s][0] = 3 + s;
+				alone[s] = malloc(bytes);
+				other[s] = malloc(bytes);
+				r |= ms_kv_create(m, fill + SB_ROWS, 0, 0, GGML_TYPE_F16, &kv[s], &err);
+				if (!r && (!alone[s] || !other[s]))
+					r = -ENOMEM;
+			}
+			for (int s = 0; !r && s < SB_SEQS; s++) {
+				r = split_bits_alone(c2, kv[s], fill, s, toks[s], alone[s], vocab, &err);
+				if (!r)
+					r = split_bits_alone(c1, kv[s], fill, s, toks[s], other[s], vocab, &err);
+				one = one && !r && memcmp(alone[s], other[s], bytes) == 0;
+			}
+			if (!r)
+				r = split_bits_batched(c2, kv, fill, toks, other, vocab, &err);
+			for (int s = 0; s < SB_SEQS; s++)
+				batched = batched && !r && memcmp(alone[s], other[s], bytes) == 0;
+			if (!r)
+				r = split_bits_batched(c4, kv, fill, toks, other, vocab, &err);
+			for (int s = 0; s < SB_SEQS; s++)
+				passes = passes && !r && memcmp(alone[s], other[s], bytes) == 0;
+			if (r)
+				diag("engine: %s", err.msg);
+			ok(!r && one, "[%s] split: %d KV head(s), %u cached positions: alone on one thread equals alone on two, bit for bit",
+			   k->name, kvh, fill);
+			ok(!r && batched, "[%s] split: %d KV head(s), %u cached positions: four sequences batched equal each alone, bit for bit",
+			   k->name, kvh, fill);
+			ok(!r && passes, "[%s] split: %d KV head(s), %u cached positions: batched in a small context (several attention passes) equal each alone",
+			   k->name, kvh, fill);
+			for (int s = 0; s < SB_SEQS; s++) {
+				free(alone[s]);
+				free(other[s]);
+				ms_kv_free(kv[s]);
+			}
+			ms_ctx_free(c1);
+			ms_ctx_free(c2);
+			ms_ctx_free(c4);
+		}
+		ms_model_free(m);
+	}
 }
 
 static int progress_calls, progress_abort_at;
@@ -818,6 +940,7 @@ static void test_table(const struct ms_kernels *k)
 	test_batch(k);
 	test_batch_bits(k);
 	test_split(k);
+	test_split_bits(k);
 	test_reuse(k);
 	test_errors(k);
 }
