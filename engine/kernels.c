@@ -168,6 +168,7 @@ static void avx512_build(void)
 {
 	/* the operands are this program's own constant tables: cannot fail */
 	(void)ms_kernels_overlay(&avx512_table, &ms_kernels_avx2, &ms_kernels_avx512_part);
+	(void)ms_kernels_overlay(&avx512_table, &avx512_table, &ms_kernels_avx512_k_part);
 	if (ms_cpu_full_zmm())
 		(void)ms_kernels_overlay(&avx512_table, &avx512_table, &ms_kernels_avx512_wide_part);
 }

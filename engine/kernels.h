@@ -201,6 +201,12 @@ extern const struct ms_kernels ms_kernels_avx512_simde_part;
  */
 extern const struct ms_kernels ms_kernels_avx512_wide_part;
 extern const struct ms_kernels ms_kernels_avx512_simde_wide_part;
+/*
+ * The K-quants' 16-row GEMMs (engine/kernels_avx512_k.c), laid over
+ * ms_kernels_avx512_part; they call its 8-row tiles for a last odd group.
+ */
+extern const struct ms_kernels ms_kernels_avx512_k_part;
+extern const struct ms_kernels ms_kernels_avx512_simde_k_part;
 
 /*
  * Whether this CPU executes a 512-bit FMA as one operation rather than two

@@ -24,6 +24,7 @@ int test_extra_tables(struct ms_kernels tabs[2], const char *why_not[2])
 	else if (ms_cpu_best_isa() < MS_ISA_AVX2)
 		why_not[nw++] = "avx512 kernels through SIMDe: SIMDe is built on AVX2 here, which this CPU lacks";
 	else if (ms_kernels_overlay(&tabs[n], ms_kernels_get(MS_ISA_AVX2), test_simde_part()) == 0 &&
+		 ms_kernels_overlay(&tabs[n], &tabs[n], test_simde_k_part()) == 0 &&
 		 ms_kernels_overlay(&tabs[n], &tabs[n], test_simde_wide_part()) == 0)
 		n++;
 	else

@@ -11,6 +11,8 @@ struct ms_kernels;
 const struct ms_kernels *test_simde_part(void);
 /* Its F16/BF16 tiles (ms_kernels_avx512_simde_wide_part), or NULL likewise. */
 const struct ms_kernels *test_simde_wide_part(void);
+/* Its K-quant 16-row GEMMs (ms_kernels_avx512_simde_k_part), or NULL likewise. */
+const struct ms_kernels *test_simde_k_part(void);
 
 /*
  * The tables the tests run beyond ms_kernels_get()'s: the native AVX-512

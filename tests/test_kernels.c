@@ -911,23 +911,25 @@ next:
 /*
  * Q4_K and Q5_K blocks at their extremes: every code at its maximum (15,
  * 31), every sub-block scale 63, d = 1, dmin = 0, activations all +127 and
- * then all -127. The int16 partial sums of the x8 tiles then sit closest
- * to overflow (Q5_K: four chunks of pairs of 31 * 127 = 31496); random
- * data stays far below it. Checked against the exact integer sum and the
+ * then all -127. The int16 partial sums of the 8-row tiles then sit
+ * closest to overflow (Q5_K: four chunks of pairs of 31 * 127 = 31496),
+ * and the 16-row tiles' int32 sub-block sums at their largest; random
+ * data stays far below it. Two groups, so a 16-row tile takes them where
+ * the table has one. Checked against the exact integer sum and the
  * plain-row dot of the same blocks.
  */
 static void test_k_saturated(const struct ms_kernels *k, const struct ms_kernels *gen)
 {
 	static const uint8_t sc12[K_SCALE_SIZE] = { 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0x0f, 0x0f, 0x0f, 0x0f };
-	enum { NB = 2, N = NB * QK_K };
+	enum { NB = 2, N = NB * QK_K, R = 2 * MS_X8 };
 
 	for (int q5 = 0; q5 < 2; q5++) {
 		const uint32_t t = q5 ? GGML_TYPE_Q5_K : GGML_TYPE_Q4_K;
 		const size_t rb = row_bytes(t, N);
-		unsigned char w[8 * NB * 176], wx[8 * NB * 176];
+		unsigned char w[R * NB * 176], wx[R * NB * 176];
 		struct block_q8_K a[NB];
 
-		for (size_t i = 0; i < 8 * NB; i++) {
+		for (size_t i = 0; i < R * NB; i++) {
 			unsigned char *blk = w + i * (rb / NB);
 
 			put_f16(blk, ms_f32_to_f16(1.0f));
@@ -935,10 +937,10 @@ static void test_k_saturated(const struct ms_kernels *k, const struct ms_kernels
 			memcpy(blk + 4, sc12, K_SCALE_SIZE);
 			memset(blk + 4 + K_SCALE_SIZE, 0xff, rb / NB - 4 - K_SCALE_SIZE);   /* qh (Q5_K) and qs */
 		}
-		ms_repack_x8(t, w, rb, N, 1, wx);
+		ms_repack_x8(t, w, rb, N, R / MS_X8, wx);
 		for (int sign = 1; sign >= -1; sign -= 2) {
 			const double want = (double)(float)((double)NB * 8 * 63 * 32 * (q5 ? 31 : 15) * 127 * sign);
-			float o_k[8], o_g[8];
+			float o_k[R], o_g[R];
 			int good = 1;
 
 			for (int i = 0; i < NB; i++) {
@@ -947,9 +949,9 @@ static void test_k_saturated(const struct ms_kernels *k, const struct ms_kernels
 				for (int j = 0; j < QK_K / 16; j++)
 					a[i].bsums[j] = (int16_t)(16 * 127 * sign);
 			}
-			k->type[t].gemm_x8(N, wx, 8, a, sizeof(a), 1, o_k, 8);
-			gen->type[t].gemm_x8(N, wx, 8, a, sizeof(a), 1, o_g, 8);
-			for (int r = 0; r < 8; r++)
+			k->type[t].gemm_x8(N, wx, R, a, sizeof(a), 1, o_k, R);
+			gen->type[t].gemm_x8(N, wx, R, a, sizeof(a), 1, o_g, R);
+			for (int r = 0; r < R; r++)
 				if ((double)o_k[r] != want || (double)o_g[r] != want ||
 				    (double)gen->type[t].dot(N, w + r * rb, a) != want)
 					good = 0;

@@ -1,0 +1,387 @@
+/*
+ * AVX-512 K-quant GEMMs (Q4_K, Q5_K, Q6_K) on 16 rows at once: two x8
+ * groups per zmm, one row's 4-byte piece per dword lane, as the Q4_0/Q8_0
+ * tiles of kernels_avx512.c. A file of its own so that its SIMDe build (a
+ * slow compile: SIMDe's portable intrinsics inline into pages of code)
+ * runs beside kernels_avx512.c's under make -j2 rather than after it.
+ * Built twice like that file: natively, and with MS_SIMDE for the tests.
+ * Its table is laid over kernels_avx512.c's part (ms_kernels_get), whose
+ * 8-row tiles still take a last odd group.
+ *
+ * Each lane ends a sub-block with the row's exact integer sum and scales
+ * it with one vpmulld, where the 8-row tiles keep two lanes a row and
+ * scale int16 partial sums with vpdpwssd every two or four pieces: per
+ * token and block, 16 rows cost 64 vpdpbusd and 8 (Q4_K, Q5_K) or 16
+ * (Q6_K) vpmulld here against 2 x (32 + 16, 32 + 32, 64 + 64) there. The
+ * float steps are the 8-row tiles' on 16 lanes, on the same exact
+ * integers, so the bits are the generic twins'.
+ */
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#ifdef MS_SIMDE
+#define SIMDE_ENABLE_NATIVE_ALIASES
+#include <simde/x86/avx512.h>
+#define MS_AVX512_PART ms_kernels_avx512_simde_part
+#define MS_AVX512_K_PART ms_kernels_avx512_simde_k_part
+#define MS_AVX512_NAME "avx512-simde"
+#else
+#include <immintrin.h>
+#define MS_AVX512_PART ms_kernels_avx512_part
+#define MS_AVX512_K_PART ms_kernels_avx512_k_part
+#define MS_AVX512_NAME "avx512"
+#endif
+
+#include "kernels.h"
+#include "quant.h"
+#include "simd_avx2.h"
+#include "simd_avx512.h"
+
+/*
+ * Tokens per tile. Each holds per token two sub-block sums, the block sum
+ * and the float accumulator: 16 zmm at 4 tokens, 24 at 6. Q4_K/Q5_K decode
+ * their codes once per pair of sub-blocks, Q6_K once per sub-block
+ * (more work per code, so more tokens share it).
+ */
+#define K16_NT 4
+#define K6_NT 6
+
+/* 16 rows' 6-bit scales and mins: k45x8_sm's four vectors, rows 8..15 in the upper halves. */
+struct k45x16_sm {
+	__m512i sclo, mlo, schi, mhi;
+};
+
+static inline __attribute__((always_inline)) struct k45x16_sm k45x16_scales(const uint8_t *s, size_t gs)
+{
+	const __m512i m4 = _mm512_set1_epi8(15), k3f = _mm512_set1_epi8(0x3f), k03 = _mm512_set1_epi8(3);
+	const __m512i w0 = rows16(s, gs), w1 = rows16(s + 32, gs), w2 = rows16(s + 64, gs);
+	struct k45x16_sm r;
+
+	r.sclo = _mm512_and_si512(w0, k3f);
+	r.mlo = _mm512_and_si512(w1, k3f);
+	r.schi = _mm512_or_si512(_mm512_and_si512(w2, m4),
+				 _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(w0, 6), k03), 4));
+	r.mhi = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(w2, 4), m4),
+				_mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(w1, 6), k03), 4));
+	return r;
+}
+
+/* Dword k of v in every lane of a zmm (k < 8). */
+static inline __m512i dword_bcast(__m256i v, const int k)
+{
+	return _mm512_permutexvar_epi32(_mm512_set1_epi32(k), _mm512_castsi256_si512(v));
+}
+
+/*
+ * k45x8_msum for 16 rows: mp[k] the (m_2k, m_2k+1) pairs of each row
+ * (token-independent), against the token's broadcast pairs of 32-sums.
+ */
+static inline __attribute__((always_inline)) __m512i k45x16_msum(const __m512i mp[4], const int16_t *bsums)
+{
+	const __m256i s32 = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(const void *)bsums),
+					      _mm256_set1_epi16(1));
+	const __m256i s16 = _mm256_packs_epi32(s32, s32);
+	/* vpdpwssd: vpmaddwd and the add in one (and SIMDe 0.7 aliases _mm512_madd_epi16 to its masked form) */
+	__m512i msum = _mm512_dpwssd_epi32(_mm512_setzero_si512(), mp[0], dword_bcast(s16, 0));
+
+	msum = _mm512_dpwssd_epi32(msum, mp[1], dword_bcast(s16, 1));
+	msum = _mm512_dpwssd_epi32(msum, mp[2], dword_bcast(s16, 4));
+	return _mm512_dpwssd_epi32(msum, mp[3], dword_bcast(s16, 5));
+}
+
+/*
+ * Q4_K and Q5_K. Piece c = 8h + q of a row's codes holds elements
+ * 64h + 4q.. (low nibbles, sub-block 2h) and 64h + 32 + 4q.. (high, 2h + 1);
+ * Q5_K's fifth bits of both are in qh's piece q, bits 2h and 2h + 1.
+ */
+static inline __attribute__((always_inline)) void k45x16_tile(size_t nb, const uint8_t *w, size_t gs,
+							      const size_t bb, const int q5, const void *x,
+							      size_t xs, const int nt, float *out, size_t os)
+{
+	const __m512i m4 = _mm512_set1_epi8(15);
+	/* field offsets, as in struct block_q4_Kx8 / block_q5_Kx8 */
+	const size_t o_dmin = 2 * MS_X8, o_sc = 4 * MS_X8, o_qh = o_sc + MS_X8 * K_SCALE_SIZE;
+	const size_t o_qs = o_qh + (q5 ? MS_X8 * QK_K / 8 : 0);
+	const struct block_q8_K *a[K16_NT];
+	__m512 acc[K16_NT];
+
+	_Pragma("GCC unroll 4")
+	for (int t = 0; t < nt; t++) {
+		a[t] = (const struct block_q8_K *)(const void *)((const char *)x + (size_t)t * xs);
+		acc[t] = _mm512_setzero_ps();
+	}
+	for (size_t i = 0; i < nb; i++) {
+		const uint8_t *g = w + i * bb;
+		const struct k45x16_sm sm = k45x16_scales(g + o_sc, gs);
+		__m512i isum[K16_NT];
+
+		prefetch_pair(w, i, bb, nb, gs);
+		_Pragma("GCC unroll 4")
+		for (int t = 0; t < nt; t++)
+			isum[t] = _mm512_setzero_si512();
+		_Pragma("GCC unroll 4")
+		for (int h = 0; h < 4; h++) {
+			__m512i plo[K16_NT], phi[K16_NT];
+
+			_Pragma("GCC unroll 8")
+			for (int q = 0; q < 8; q++) {
+				const __m512i v = rows16(g + o_qs + 32 * (8 * h + q), gs);
+				__m512i lo = _mm512_and_si512(v, m4);
+				__m512i hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+
+				if (q5) {
+					const __m512i qh = rows16(g + o_qh + 32 * q, gs);
+
+					lo = _mm512_or_si512(lo, bit_to_4_512(qh, 2 * h));
+					hi = _mm512_or_si512(hi, bit_to_4_512(qh, 2 * h + 1));
+				}
+				_Pragma("GCC unroll 4")
+				for (int t = 0; t < nt; t++) {
+					const int8_t *y = a[t][i].qs + 64 * h + 4 * q;
+
+					plo[t] = dpbusd_b4(q ? plo[t] : _mm512_setzero_si512(), lo, y);
+					phi[t] = dpbusd_b4(q ? phi[t] : _mm512_setzero_si512(), hi, y + 32);
+				}
+			}
+			{
+				const __m512i sc0 = dword_byte(h < 2 ? sm.sclo : sm.schi, 2 * h % 4);
+				const __m512i sc1 = dword_byte(h < 2 ? sm.sclo : sm.schi, 2 * h % 4 + 1);
+
+				_Pragma("GCC unroll 4")
+				for (int t = 0; t < nt; t++)
+					isum[t] = _mm512_add_epi32(isum[t],
+								   _mm512_add_epi32(_mm512_mullo_epi32(plo[t], sc0),
+										    _mm512_mullo_epi32(phi[t], sc1)));
+			}
+		}
+		{
+			const __m512 dw = f16x16(g, gs), dm = f16x16(g + o_dmin, gs);
+			const __m512i p01 = _mm512_broadcast_i64x4(dword_pick(0, 1));
+			const __m512i p23 = _mm512_broadcast_i64x4(dword_pick(2, 3));
+			const __m512i mp[4] = { _mm512_shuffle_epi8(sm.mlo, p01), _mm512_shuffle_epi8(sm.mlo, p23),
+						_mm512_shuffle_epi8(sm.mhi, p01), _mm512_shuffle_epi8(sm.mhi, p23) };
+
+			_Pragma("GCC unroll 4")
+			for (int t = 0; t < nt; t++) {
+				const __m512i msum = k45x16_msum(mp, a[t][i].bsums);
+
+				acc[t] = _mm512_fmadd_ps(_mm512_mul_ps(dw, _mm512_set1_ps(a[t][i].d)), cvt_i32x16(isum[t]),
+							 acc[t]);
+				acc[t] = _mm512_fnmadd_ps(_mm512_mul_ps(dm, _mm512_set1_ps(a[t][i].d)), cvt_i32x16(msum),
+							  acc[t]);
+			}
+		}
+	}
+	_Pragma("GCC unroll 4")
+	for (int t = 0; t < nt; t++)
+		_mm512_storeu_ps(out + (size_t)t * os, acc[t]);
+}
+
+_Static_assert(offsetof(struct block_q4_Kx8, scales) == 4 * MS_X8 && offsetof(struct block_q4_Kx8, qs) ==
+	       4 * MS_X8 + MS_X8 * K_SCALE_SIZE, "k45x16_tile's Q4_K offsets");
+_Static_assert(offsetof(struct block_q5_Kx8, qh) == 4 * MS_X8 + MS_X8 * K_SCALE_SIZE &&
+	       offsetof(struct block_q5_Kx8, qs) == 4 * MS_X8 + MS_X8 * K_SCALE_SIZE + MS_X8 * QK_K / 8,
+	       "k45x16_tile's Q5_K offsets");
+
+/*
+ * Q6_K: piece k of ql's first or second 32 bytes of half h (pieces 16h + k,
+ * 16h + 8 + k) and piece 8h + k of qh give the codes of elements
+ * 128h + 4k.. + 32q for q = 0..3 (as the 8-row tile's pairs of pieces).
+ * Pieces k = 0..3 and 4..7 are the two 16-element sub-blocks of each q:
+ * four pieces' vpdpbusd sum (up to 16 * 63 * 128, past int16) goes whole
+ * into a vpmulld by the sign-extended scale. The -32 offset is the 8-row
+ * tile's, on 16 rows, taken off the exact sum at the block's end.
+ */
+static inline __attribute__((always_inline)) __m512i q6x16_offset(const uint8_t *sc, size_t gs, const int16_t *bsums)
+{
+	const __m256i bs = _mm256_loadu_si256((const __m256i *)(const void *)bsums);
+	__m512i off = _mm512_setzero_si512();
+
+	_Pragma("GCC unroll 8")
+	for (int m = 0; m < 8; m++) {
+		const __m512i scp = _mm512_srai_epi16(
+			_mm512_shuffle_epi8(rows16(sc + 32 * (m / 2), gs),
+					    _mm512_broadcast_i64x4(dword_pick_hi(2 * (m % 2), 2 * (m % 2) + 1))), 8);
+
+		off = _mm512_dpwssd_epi32(off, scp, dword_bcast(bs, m));
+	}
+	return _mm512_slli_epi32(off, 5);
+}
+
+/* Scale j of each row, sign-extended (SIMDe has no 512-bit 32-bit arithmetic shift). */
+static inline __m512i q6x16_scale(const int8_t *scales, size_t gs, const int j)
+{
+	const __m512i k80 = _mm512_set1_epi32(0x80);
+
+	return _mm512_sub_epi32(_mm512_xor_si512(dword_byte(rows16((const uint8_t *)scales + 32 * (j / 4), gs), j % 4),
+						 k80), k80);
+}
+
+static inline __attribute__((always_inline)) void q6x16_tile(size_t nb, const uint8_t *w, size_t gs,
+							     const void *x, size_t xs, const int nt, float *out,
+							     size_t os)
+{
+	const size_t bb = sizeof(struct block_q6_Kx8);
+	const __m512i m4 = _mm512_set1_epi8(15), m30 = _mm512_set1_epi8(0x30);
+	const struct block_q8_K *a[K6_NT];
+	__m512 acc[K6_NT];
+
+	_Pragma("GCC unroll 8")
+	for (int t = 0; t < nt; t++) {
+		a[t] = (const struct block_q8_K *)(const void *)((const char *)x + (size_t)t * xs);
+		acc[t] = _mm512_setzero_ps();
+	}
+	for (size_t i = 0; i < nb; i++) {
+		const struct block_q6_Kx8 *g = (const struct block_q6_Kx8 *)(const void *)(w + i * bb);
+		__m512i isum[K6_NT];
+
+		prefetch_pair(w, i, bb, nb, gs);
+		_Pragma("GCC unroll 8")
+		for (int t = 0; t < nt; t++)
+			isum[t] = _mm512_setzero_si512();
+		_Pragma("GCC unroll 2")
+		for (int h = 0; h < 2; h++)
+			_Pragma("GCC unroll 2")
+			for (int half = 0; half < 2; half++)
+				_Pragma("GCC unroll 2")
+				for (int qp = 0; qp < 2; qp++) {
+					__m512i p0[K6_NT], p1[K6_NT];
+
+					_Pragma("GCC unroll 8")
+					for (int kk = 0; kk < 4; kk++) {
+						const int k = 4 * half + kk;
+						const __m512i l = rows16(g->ql + 32 * (16 * h + 8 * qp + k), gs);
+						const __m512i hq = rows16(g->qh + 32 * (8 * h + k), gs);
+						/* q = qp: the low nibbles, qh bits 2qp..; q = qp + 2: the high ones, bits 2qp + 4.. */
+						const __m512i e0 = _mm512_or_si512(
+							_mm512_and_si512(l, m4),
+							_mm512_and_si512(qp ? _mm512_slli_epi16(hq, 2) : _mm512_slli_epi16(hq, 4), m30));
+						const __m512i e1 = _mm512_or_si512(
+							_mm512_and_si512(_mm512_srli_epi16(l, 4), m4),
+							_mm512_and_si512(qp ? _mm512_srli_epi16(hq, 2) : hq, m30));
+
+						_Pragma("GCC unroll 8")
+						for (int t = 0; t < nt; t++) {
+							const int8_t *y = a[t][i].qs + 128 * h + 4 * k + 32 * qp;
+
+							p0[t] = dpbusd_b4(kk ? p0[t] : _mm512_setzero_si512(), e0, y);
+							p1[t] = dpbusd_b4(kk ? p1[t] : _mm512_setzero_si512(), e1, y + 64);
+						}
+					}
+					{
+						const __m512i sc0 = q6x16_scale(g->scales, gs, 8 * h + 2 * qp + half);
+						const __m512i sc1 = q6x16_scale(g->scales, gs, 8 * h + 2 * (qp + 2) + half);
+
+						_Pragma("GCC unroll 8")
+						for (int t = 0; t < nt; t++)
+							isum[t] = _mm512_add_epi32(isum[t],
+										   _mm512_add_epi32(_mm512_mullo_epi32(p0[t], sc0),
+												    _mm512_mullo_epi32(p1[t], sc1)));
+					}
+				}
+		{
+			const __m512 dw = f16x16((const uint8_t *)g->d, gs);
+
+			_Pragma("GCC unroll 8")
+			for (int t = 0; t < nt; t++) {
+				const __m512i s = _mm512_sub_epi32(
+					isum[t], q6x16_offset((const uint8_t *)g->scales, gs, a[t][i].bsums));
+
+				acc[t] = _mm512_fmadd_ps(_mm512_mul_ps(dw, _mm512_set1_ps(a[t][i].d)), cvt_i32x16(s),
+							 acc[t]);
+			}
+		}
+	}
+	_Pragma("GCC unroll 8")
+	for (int t = 0; t < nt; t++)
+		_mm512_storeu_ps(out + (size_t)t * os, acc[t]);
+}
+
+static inline __attribute__((always_inline)) void q4_Kx16_tile(size_t nb, const uint8_t *b, size_t gs,
+							       const void *x, size_t xs, const int nt, float *out,
+							       size_t os)
+{
+	k45x16_tile(nb, b, gs, sizeof(struct block_q4_Kx8), 0, x, xs, nt, out, os);
+}
+
+static inline __attribute__((always_inline)) void q5_Kx16_tile(size_t nb, const uint8_t *b, size_t gs,
+							       const void *x, size_t xs, const int nt, float *out,
+							       size_t os)
+{
+	k45x16_tile(nb, b, gs, sizeof(struct block_q5_Kx8), 1, x, xs, nt, out, os);
+}
+
+#define K16_AT(t_, nt_, tile) tile(nb, b, gs, (const char *)x + (t_) * xs, xs, nt_, o + (t_) * os, os)
+
+/*
+ * Pairs of groups through the 16-row tile: full tiles of ntile tokens,
+ * the rest in tiles of 4 (when ntile is larger), 2 and 1 (each size is one
+ * more inlined copy of the tile, and in the SIMDe build minutes more of
+ * compiling); a last odd group through the 8-row tile of kernels_avx512.c
+ * (its table's entry for the type).
+ */
+#define GEMM_K16(name, tile16, wtype, bbytes, ntile)						\
+static void name(size_t n, const void *w, size_t rows, const void *x, size_t xs, size_t n_tok,	\
+		 float *out, size_t os)								\
+{												\
+	const size_t nb = n / QK_K, gs = nb * (bbytes), ng = rows / MS_X8;			\
+	size_t g = 0;										\
+												\
+	for (; g + 2 <= ng; g += 2) {								\
+		const uint8_t *b = (const uint8_t *)w + g * gs;					\
+		float *o = out + g * MS_X8;							\
+		size_t t = 0;									\
+												\
+		for (; t + (ntile) <= n_tok; t += (ntile))					\
+			K16_AT(t, ntile, tile16);						\
+		if ((ntile) > 4 && n_tok - t >= 4) {						\
+			K16_AT(t, 4, tile16);							\
+			t += 4;									\
+		}										\
+		if (n_tok - t >= 2) {								\
+			K16_AT(t, 2, tile16);							\
+			t += 2;									\
+		}										\
+		if (n_tok - t >= 1)								\
+			K16_AT(t, 1, tile16);							\
+	}											\
+	if (g < ng)										\
+		MS_AVX512_PART.type[wtype].gemm_x8(n, (const uint8_t *)w + g * gs, MS_X8, x, xs, n_tok, \
+						   out + g * MS_X8, os);			\
+}
+
+GEMM_K16(gemm_q4_Kx16_avx512, q4_Kx16_tile, GGML_TYPE_Q4_K, sizeof(struct block_q4_Kx8), K16_NT)
+GEMM_K16(gemm_q5_Kx16_avx512, q5_Kx16_tile, GGML_TYPE_Q5_K, sizeof(struct block_q5_Kx8), K16_NT)
+GEMM_K16(gemm_q6_Kx16_pairs, q6x16_tile, GGML_TYPE_Q6_K, sizeof(struct block_q6_Kx8), K6_NT)
+
+/*
+ * One token (decode) through the 8-row tile: a one-token 14336 x 4096
+ * matmul from DRAM, one thread, took 1.67-1.70 ms of CPU with the 16-row
+ * tile against 1.43-1.55 with the 8-row one (Zen 5); with more tokens
+ * the 16-row tile gains (kernels alone: 1.18x at 64).
+ */
+static void gemm_q6_Kx16_avx512(size_t n, const void *w, size_t rows, const void *x, size_t xs, size_t n_tok,
+				float *out, size_t os)
+{
+	if (n_tok == 1)
+		MS_AVX512_PART.type[GGML_TYPE_Q6_K].gemm_x8(n, w, rows, x, xs, n_tok, out, os);
+	else
+		gemm_q6_Kx16_pairs(n, w, rows, x, xs, n_tok, out, os);
+}
+#undef GEMM_K16
+#undef K16_AT
+
+/*
+ * Laid over ms_kernels_avx512_part (ms_kernels_get): the K-quants' x8
+ * GEMMs, activations as the AVX2 table converts them (Q8_K).
+ */
+const struct ms_kernels MS_AVX512_K_PART = {
+	.isa = MS_ISA_AVX512,
+	.name = MS_AVX512_NAME,
+	.type = {
+		[GGML_TYPE_Q4_K] = { .act_type = GGML_TYPE_Q8_K, .gemm_x8 = gemm_q4_Kx16_avx512 },
+		[GGML_TYPE_Q5_K] = { .act_type = GGML_TYPE_Q8_K, .gemm_x8 = gemm_q5_Kx16_avx512 },
+		[GGML_TYPE_Q6_K] = { .act_type = GGML_TYPE_Q8_K, .gemm_x8 = gemm_q6_Kx16_avx512 },
+	},
+};
