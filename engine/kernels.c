@@ -323,6 +323,13 @@ size_t ms_matmul_scratch_bytes(const struct ms_kernels *k, uint32_t wtype, enum 
  */
 #define MM_CHUNK_WIDE 32
 /*
+ * One-token Q4_0/Q8_0 items are four times MM_CHUNK: the AVX-512 decode
+ * tile reads eight groups of 8 rows as eight streams at once, where 16
+ * rows gave it two (kernels_avx512.c, DEC_GROUPS). The smallest 7B
+ * matrix (1024 rows) still makes 16 items.
+ */
+#define MM_CHUNK_DEC 64
+/*
  * Elements of one activation row per conversion work item: a multiple of
  * every activation block (32, 256), small enough that a single decode
  * token's conversion is shared by the team instead of done by one thread
@@ -377,7 +384,7 @@ int ms_matmul(const struct ms_kernels *k, uint32_t wtype, enum ms_layout layout,
 	const struct ggml_type_info *ai = NULL;
 	const int x8 = layout == MS_LAYOUT_X8;
 	const int q8s = x8 && x8_uses_q8s(wtype);
-	const size_t chunk = x8 && x8_wide(wtype) ? MM_CHUNK_WIDE : MM_CHUNK;
+	const size_t chunk = x8 && x8_wide(wtype) ? MM_CHUNK_WIDE : q8s && n_tok == 1 ? MM_CHUNK_DEC : MM_CHUNK;
 	size_t arow, nchunk, nitems, parts = 0;
 	uint64_t wbytes;
 	const void *act;

@@ -839,8 +839,9 @@ next:
 
 /*
  * Every tile shape of an x8 GEMM against the generic twin, bit for bit:
- * 1 to 5 groups (the AVX-512 integer tiles take groups in pairs, so odd
- * counts end in a lone 8-row group), every token count from 1 to 17 and
+ * 1 to 5, 8, 11 and 19 groups (the AVX-512 integer tiles take groups in
+ * pairs, so odd counts end in a lone 8-row group; one token goes eight
+ * groups at a time first), every token count from 1 to 17 and
  * 65 to 71 (each tail of the 4-, 6-, 8- and 12-token tiles, after none,
  * one or several full tiles), blocks from one to enough that the prefetch
  * runs past a group's end into the next. Outputs sit os = rows + 3 apart
@@ -848,9 +849,10 @@ next:
  */
 static void test_x8_shapes(const struct ms_kernels *k, const struct ms_kernels *gen, uint32_t t)
 {
-	static const size_t groups_list[] = { 1, 2, 3, 5 };
+	/* 8, 11 and 19 groups: a one-token tile of eight groups (avx512), then a pair and an odd one */
+	static const size_t groups_list[] = { 1, 2, 3, 5, 8, 11, 19 };
 	static const size_t ntok_extra[] = { 65, 66, 67, 68, 69, 70, 71 };
-	enum { MAXT = 71, MAXG = 5 };
+	enum { MAXT = 71, MAXG = 19 };
 	const size_t blck = is_wide_type(t) ? 1 : is_k_type(t) ? QK_K : 32;
 	const size_t nbs[] = { 1, 3, is_k_type(t) ? 17 : 131 };
 	const char *tn = ms_ggml_type_name(t);
@@ -897,7 +899,7 @@ static void test_x8_shapes(const struct ms_kernels *k, const struct ms_kernels *
 				}
 			}
 		}
-		ok(good && gaps, "%s: %s x8 with %zu blocks a row: 1-5 groups x 1-17 and 65-71 tokens bit-identical to "
+		ok(good && gaps, "%s: %s x8 with %zu blocks a row: 1-19 groups x 1-17 and 65-71 tokens bit-identical to "
 		   "the generic twin, gaps untouched", k->name, tn, nbs[bi]);
 next:
 		free(w);
