@@ -14,3 +14,8 @@ const struct ms_kernels *test_simde_wide_part(void)
 {
 	return NULL;
 }
+
+const struct ms_kernels *test_simde_bf16_part(void)
+{
+	return NULL;
+}
