@@ -161,6 +161,22 @@ const struct ms_kernels *ms_kernels_avx512_wide(void)
 	return &ms_kernels_avx512_wide_part;
 }
 
+/* The AVX-512 state itself is checked by detect_isa(); this is the one extra instruction group. */
+int ms_cpu_avx512_bf16(void)
+{
+	unsigned int a, b, c, d;
+
+	/* leaf 7 subleaf 0's EAX: the highest subleaf */
+	if (!__get_cpuid_count(7, 0, &a, &b, &c, &d) || a < 1)
+		return 0;
+	return __get_cpuid_count(7, 1, &a, &b, &c, &d) && (a & (1u << 5));
+}
+
+const struct ms_kernels *ms_kernels_avx512_bf16(void)
+{
+	return &ms_kernels_avx512_bf16_part;
+}
+
 static struct ms_kernels avx512_table;
 static pthread_once_t avx512_once = PTHREAD_ONCE_INIT;
 
@@ -171,6 +187,14 @@ static void avx512_build(void)
 	(void)ms_kernels_overlay(&avx512_table, &avx512_table, &ms_kernels_avx512_k_part);
 	if (ms_cpu_full_zmm())
 		(void)ms_kernels_overlay(&avx512_table, &avx512_table, &ms_kernels_avx512_wide_part);
+	/*
+	 * vdpbf16ps does twice the float tile's multiply-adds per instruction:
+	 * 2.0x its prefill speed on Zen 5 (BENCHMARKS.md); on a CPU that
+	 * splits zmm operations (Zen 4) it still does 32 a zmm against the
+	 * AVX2 tile's 8 a ymm FMA (not measured there).
+	 */
+	if (ms_cpu_avx512_bf16())
+		(void)ms_kernels_overlay(&avx512_table, &avx512_table, &ms_kernels_avx512_bf16_part);
 }
 #else
 int ms_cpu_full_zmm(void)
@@ -179,6 +203,16 @@ int ms_cpu_full_zmm(void)
 }
 
 const struct ms_kernels *ms_kernels_avx512_wide(void)
+{
+	return NULL;
+}
+
+int ms_cpu_avx512_bf16(void)
+{
+	return 0;
+}
+
+const struct ms_kernels *ms_kernels_avx512_bf16(void)
 {
 	return NULL;
 }

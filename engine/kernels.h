@@ -127,7 +127,8 @@ struct ms_block_q8s {
  * for r < rows. Per row and token the sum is sequential over blocks,
  * acc = fma(dw * dx, isum, acc) with isum the exact integer block dot
  * product (Q4_K then acc = fma(-(dmin * dx), msum, acc) with msum its
- * exact min term, Q5_K likewise; F16 and BF16 acc = fma(w, x, acc) element by element),
+ * exact min term, Q5_K likewise; F16 and BF16 acc = fma(w, x, acc) element by element,
+ * or for BF16 with BF16 activations the pair steps of ms_kernels_avx512_bf16_part),
  * so every ISA, every token count and every row count gives the same bits.
  */
 typedef void (*ms_gemm_x8_fn)(size_t n, const void *w, size_t rows, const void *x, size_t x_stride,
@@ -145,7 +146,7 @@ struct ms_type_kernels {
 enum ms_isa {
 	MS_ISA_GENERIC = 0,
 	MS_ISA_AVX2 = 1,   /* AVX2 + FMA + F16C */
-	MS_ISA_AVX512 = 2, /* AVX2's set + AVX-512 F, BW, VL, DQ and VNNI */
+	MS_ISA_AVX512 = 2, /* AVX2's set + AVX-512 F, BW, VL, DQ and VNNI (+ BF16 where present) */
 	MS_ISA_COUNT
 };
 
@@ -217,6 +218,30 @@ extern const struct ms_kernels ms_kernels_avx512_simde_k_part;
 int ms_cpu_full_zmm(void);
 /* ms_kernels_avx512_wide_part where the build has it (x86), else NULL: for tests and tools. */
 const struct ms_kernels *ms_kernels_avx512_wide(void);
+
+/*
+ * BF16 weights through vdpbf16ps (engine/kernels_avx512_bf16.c, built with
+ * -mavx512bf16): activations in GGML_TYPE_BF16 (rounded to nearest even,
+ * denormals to signed zero, NaN quieted: vcvtneps2bf16's rule), each row
+ * one f32 sum over element pairs (2j, 2j + 1), each pair added as the
+ * instruction does: acc = fma(w[2j+1], x[2j+1], acc), then fma(w[2j],
+ * x[2j], acc), BF16 inputs denormal-as-zero, each result flushed to zero
+ * when denormal; an odd last element pairs with a zero. The x8 GEMM sums
+ * every pair of a row in order; the plain-row dot sums in 16 lanes (lane l
+ * the pairs at 32s + 2l) added as a tree (l + (l + 8), + 4, + 2, + 1).
+ * Laid over the avx512 table where the CPU has AVX512_BF16; the _simde
+ * twin (tests only) is the same source against SIMDe, and
+ * ms_kernels_bf16dp_generic_part the generic twin. Results differ from
+ * the float activations' path by the activations' rounding: about 2^-9
+ * of each activation.
+ */
+extern const struct ms_kernels ms_kernels_avx512_bf16_part;
+extern const struct ms_kernels ms_kernels_avx512_bf16_simde_part;
+extern const struct ms_kernels ms_kernels_bf16dp_generic_part;
+/* Whether the CPU has AVX512_BF16 (cpuid leaf 7 subleaf 1, EAX bit 5). */
+int ms_cpu_avx512_bf16(void);
+/* ms_kernels_avx512_bf16_part where the build has it (x86), else NULL: for tests and tools. */
+const struct ms_kernels *ms_kernels_avx512_bf16(void);
 
 /*
  * out = base with every non-NULL kernel of over in its place (per field:

@@ -504,6 +504,102 @@ static void gemm_bf16x8_generic(size_t n, const void *w, size_t rows, const void
 	wide_x8_generic(1, n, w, rows, x, xs, n_tok, out, os);
 }
 
+/*
+ * The twin of engine/kernels_avx512_bf16.c (vdpbf16ps): BF16 weights
+ * against BF16 activations, each pair of elements two fused steps, odd
+ * element first, denormal inputs as zero and denormal results flushed
+ * (kernels.h, ms_kernels_avx512_bf16_part). A product of two BF16 values
+ * is exact in float, so fmaf is the instruction's one rounding per step.
+ */
+static float bf16_daz(uint16_t h)
+{
+	if (h & 0x7f80)
+		return ms_bf16_to_f32(h);
+	return (h & 0x8000) ? -0.0f : 0.0f;
+}
+
+static float flush_denormal(float r)
+{
+	return fabsf(r) < FLT_MIN ? copysignf(0.0f, r) : r;
+}
+
+static float dp_pair(float acc, uint16_t w0, uint16_t w1, uint16_t x0, uint16_t x1)
+{
+	acc = flush_denormal(fmaf(bf16_daz(w1), bf16_daz(x1), acc));
+	return flush_denormal(fmaf(bf16_daz(w0), bf16_daz(x0), acc));
+}
+
+/* vcvtneps2bf16: nearest even, NaN quieted, denormals (and zeros) to signed zero. */
+static void act_bf16_generic(size_t n, const float *x, void *out)
+{
+	uint16_t *o = out;
+
+	for (size_t i = 0; i < n; i++) {
+		uint32_t b;
+
+		memcpy(&b, &x[i], sizeof(b));
+		if ((b & 0x7fffffffu) > 0x7f800000u)
+			o[i] = (uint16_t)((b >> 16) | 0x40);
+		else if (!(b & 0x7f800000u))
+			o[i] = (uint16_t)((b >> 16) & 0x8000);
+		else
+			o[i] = (uint16_t)((b + 0x7fffu + ((b >> 16) & 1)) >> 16);
+	}
+}
+
+/* 16 lanes, lane l the pairs at 32s + 2l (zeros past n), then a tree: l + (l + 8), + 4, + 2, + 1. */
+static float dot_bf16_bf16_generic(size_t n, const void *w, const void *x)
+{
+	const uint16_t *a = w, *b = x;
+	float lane[16] = { 0 };
+
+	for (size_t i = 0; i < n; i += 32)
+		for (size_t l = 0; l < 16; l++) {
+			const size_t e = i + 2 * l;
+
+			lane[l] = dp_pair(lane[l], e < n ? a[e] : 0, e + 1 < n ? a[e + 1] : 0, e < n ? b[e] : 0,
+					  e + 1 < n ? b[e + 1] : 0);
+		}
+	for (size_t h = 8; h >= 1; h /= 2)
+		for (size_t l = 0; l < h; l++)
+			lane[l] += lane[l + h];
+	return lane[0];
+}
+
+/* Each row one chain over its pairs in element order. */
+static void gemm_bf16x8_dp_generic(size_t n, const void *w, size_t rows, const void *x, size_t xs, size_t n_tok,
+				   float *out, size_t os)
+{
+	for (size_t g = 0; g < rows / MS_X8; g++) {
+		const uint16_t *h = (const uint16_t *)w + g * MS_X8 * n;
+
+		for (size_t t = 0; t < n_tok; t++) {
+			const uint16_t *a = (const uint16_t *)(const void *)((const char *)x + t * xs);
+			float acc[MS_X8] = { 0 };
+
+			for (size_t j = 0; j < n; j += 2) {
+				const int full = j + 1 < n;
+
+				for (int r = 0; r < MS_X8; r++)
+					acc[r] = dp_pair(acc[r], h[MS_X8 * j + r], full ? h[MS_X8 * (j + 1) + r] : 0, a[j],
+							 full ? a[j + 1] : 0);
+			}
+			for (int r = 0; r < MS_X8; r++)
+				out[t * os + g * MS_X8 + r] = acc[r];
+		}
+	}
+}
+
+/* Not a run-time table: the reference the BF16 parts of the ISA tables are tested against. */
+const struct ms_kernels ms_kernels_bf16dp_generic_part = {
+	.isa = MS_ISA_GENERIC,
+	.name = "generic-bf16dp",
+	.type = {
+		[GGML_TYPE_BF16] = { GGML_TYPE_BF16, act_bf16_generic, dot_bf16_bf16_generic, NULL,
+				     gemm_bf16x8_dp_generic },
+	},
+};
+
 static void axpy_f32_generic(size_t n, float a, const float *x, float *y)
 {
 	for (size_t i = 0; i < n; i++)

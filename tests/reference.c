@@ -71,11 +71,18 @@ static double *dequant(const struct ms_tensor *t)
  * rule, in float like the engine) so that it checks the integer kernels
  * and not the rounding; everything else stays in double.
  */
+int ref_bf16_acts;
+
 static void quantize_activations(uint32_t wtype, double *x, size_t n)
 {
 	size_t bs;
 	bool k;
 
+	if (wtype == GGML_TYPE_BF16 && ref_bf16_acts) {
+		for (size_t i = 0; i < n; i++)
+			x[i] = (double)ms_bf16_to_f32(ms_f32_to_bf16((float)x[i]));
+		return;
+	}
 	switch (wtype) {
 	case GGML_TYPE_Q8_0: case GGML_TYPE_Q4_0: bs = 32; k = false; break;
 	case GGML_TYPE_Q4_K: case GGML_TYPE_Q5_K: case GGML_TYPE_Q6_K: bs = 256; k = true; break;

@@ -15,4 +15,10 @@
  */
 float *ref_forward(const struct ms_model *m, const int32_t *toks, size_t n, uint32_t window);
 
+/*
+ * Nonzero: the inputs of BF16 matrices are rounded to BF16 first, as the
+ * vdpbf16ps kernels do (ms_kernels_avx512_bf16_part). 0 by default.
+ */
+extern int ref_bf16_acts;
+
 #endif

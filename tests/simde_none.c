@@ -19,3 +19,8 @@ const struct ms_kernels *test_simde_k_part(void)
 {
 	return NULL;
 }
+
+const struct ms_kernels *test_simde_bf16_part(void)
+{
+	return NULL;
+}

@@ -18,3 +18,8 @@ const struct ms_kernels *test_simde_k_part(void)
 {
 	return &ms_kernels_avx512_simde_k_part;
 }
+
+const struct ms_kernels *test_simde_bf16_part(void)
+{
+	return &ms_kernels_avx512_bf16_simde_part;
+}

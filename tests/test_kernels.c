@@ -59,6 +59,13 @@ static int is_block_type(uint32_t t)
 	return t == GGML_TYPE_Q8_0 || t == GGML_TYPE_Q4_0 || is_k_type(t);
 }
 
+/*
+ * Whether the table under test takes BF16 activations for BF16 weights
+ * (vdpbf16ps, ms_kernels_avx512_bf16_part): set by main() from the CPU and
+ * the table's origin, not from the table itself.
+ */
+static int bf16_act;
+
 /* The activation format each weight type is expected to use. */
 static uint32_t expected_act(uint32_t t)
 {
@@ -66,6 +73,8 @@ static uint32_t expected_act(uint32_t t)
 		return GGML_TYPE_Q8_0;
 	if (is_k_type(t))
 		return GGML_TYPE_Q8_K;
+	if (t == GGML_TYPE_BF16 && bf16_act)
+		return GGML_TYPE_BF16;
 	return GGML_TYPE_F32;
 }
 
@@ -161,6 +170,14 @@ static int close_to(double a, double b, double mag, double rel)
  */
 static double act_quant_bound(uint32_t act, size_t n, const float *w, const float *x)
 {
+	if (act == GGML_TYPE_BF16) {
+		/* nearest of 8 significant bits: within 2^-9 of each |x| */
+		double bound = 0.0;
+
+		for (size_t i = 0; i < n; i++)
+			bound += 0x1p-9 * fabs((double)w[i] * (double)x[i]);
+		return bound;
+	}
 	const size_t blk = act == GGML_TYPE_Q8_0 ? 32 : 256;
 	const double k = act == GGML_TYPE_Q8_0 ? 0.563 : 0.501;
 	double bound = 0.0;
@@ -256,6 +273,11 @@ static void test_dot_type(const struct ms_kernels *k, const struct ms_kernels *g
 				if (act == GGML_TYPE_Q8_0) {
 					ms_quantize_row(GGML_TYPE_Q8_0, x, xg, n);
 					ok(!memcmp(xa, xg, ab), "%s: %s n=%zu%s: activations equal ms_quantize_row Q8_0",
+					   k->name, tn, n, rs);
+				} else if (act == GGML_TYPE_BF16) {
+					/* normal finite values: plain round-to-nearest-even */
+					ms_quantize_row(GGML_TYPE_BF16, x, xg, n);
+					ok(!memcmp(xa, xg, ab), "%s: %s n=%zu%s: activations equal ms_quantize_row BF16",
 					   k->name, tn, n, rs);
 				} else {
 					ok(q8k_consistent(xa, n), "%s: %s n=%zu%s: Q8_K |q| <= 127 and bsums",
@@ -393,6 +415,49 @@ static void test_act_edges(const struct ms_kernels *k, const struct ms_kernels *
 			   "%s: Q8_K zero and tiny blocks are 0, a non-finite block has d = NaN", k->name);
 		}
 	}
+}
+
+/*
+ * BF16 activations (vcvtneps2bf16's rule): ties to even, denormals to
+ * signed zero, NaN quieted, overflow to inf; on 1000 values so the last
+ * 8 take the masked tail. The table against the generic bytes and a few
+ * values by hand.
+ */
+static void test_act_bf16_edges(const struct ms_kernels *k, const struct ms_kernels *gen)
+{
+	static const uint32_t edge[] = {
+		0x3f808000u, 0x3f818000u, 0xbf808000u, 0x3f808001u,   /* 1 + 2^-8 (tie), 1 + 3 * 2^-8, -(1 + 2^-8), past the tie */
+		0x00000001u, 0x807fffffu, 0x80000000u, 0x00800000u,   /* denormals, -0, smallest normal */
+		0x7f800000u, 0xff800000u, 0x7f7fffffu, 0x7fc00000u,   /* inf, -inf, FLT_MAX (rounds to inf), quiet NaN */
+		0x7f800001u, 0xffa00000u,                             /* signalling NaNs */
+	};
+	static const uint16_t want[] = {
+		0x3f80, 0x3f82, 0xbf80, 0x3f81, 0x0000, 0x8000, 0x8000, 0x0080,
+		0x7f80, 0xff80, 0x7f80, 0x7fc0, 0x7fc0, 0xffe0,
+	};
+	enum { N = 1000, NE = sizeof(edge) / sizeof(edge[0]) };
+	static float x[N];
+	static uint16_t a[N], g[N];
+	int good = 1;
+
+	if (!bf16_act)
+		return;
+	fill_f(x, N, 3.0f);
+	for (size_t i = 0; i < NE; i++) {
+		memcpy(&x[7 * i], &edge[i], sizeof(float));
+		memcpy(&x[N - 1 - i], &edge[i], sizeof(float));
+	}
+	k->type[GGML_TYPE_BF16].act_conv(N, x, a);
+	gen->type[GGML_TYPE_BF16].act_conv(N, x, g);
+	for (size_t i = 0; i < NE; i++)
+		if (a[7 * i] != want[i] || a[N - 1 - i] != want[i]) {
+			good = 0;
+			diag("%s: BF16 activation of 0x%08x: 0x%04x and 0x%04x, want 0x%04x", k->name, (unsigned)edge[i],
+			     a[7 * i], a[N - 1 - i], want[i]);
+		}
+	ok(good && !memcmp(a, g, sizeof(a)),
+	   "%s: BF16 activations: ties to even, denormals to signed zero, NaN quieted, overflow to inf; equal generic",
+	   k->name);
 }
 
 static void test_f32_helpers(const struct ms_kernels *k, const struct ms_kernels *gen)
@@ -599,6 +664,12 @@ static int is_wide_type(uint32_t t)
 	return t == GGML_TYPE_F16 || t == GGML_TYPE_BF16;
 }
 
+/* Wide types whose x8 kernel takes the floats as they are (no conversion). */
+static int float_acts(uint32_t t)
+{
+	return is_wide_type(t) && !(t == GGML_TYPE_BF16 && bf16_act);
+}
+
 /* Rounded terms each x8 sum adds in sequence: one per block, one per element for F16/BF16. */
 static size_t x8_terms(uint32_t t, size_t n)
 {
@@ -609,13 +680,18 @@ static size_t x8_terms(uint32_t t, size_t n)
 static size_t x8_act_bytes(uint32_t t, size_t n)
 {
 	if (is_wide_type(t))
-		return n * sizeof(float);
+		return float_acts(t) ? n * sizeof(float) : n * sizeof(uint16_t);
 	return is_k_type(t) ? row_bytes(GGML_TYPE_Q8_K, n) : n / QK8_0 * sizeof(struct ms_block_q8s);
 }
 
 static void x8_make_act(uint32_t t, size_t n, void *a)
 {
-	if (is_wide_type(t))
+	if (!float_acts(t) && is_wide_type(t)) {
+		static float f[MAX_N];
+
+		fill_f(f, n, 1.0f);
+		ms_quantize_row(GGML_TYPE_BF16, f, a, n);
+	} else if (is_wide_type(t))
 		fill_f(a, n, 1.0f);
 	else if (is_k_type(t))
 		make_q8k(n, a);
@@ -627,6 +703,8 @@ static void x8_make_act(uint32_t t, size_t n, void *a)
 static double x8_act_value(uint32_t t, const void *a, size_t i)
 {
 	if (is_wide_type(t)) {
+		if (!float_acts(t))
+			return ms_bf16_to_f32(((const uint16_t *)a)[i]);
 		return ((const float *)a)[i];
 	} else if (is_k_type(t)) {
 		const struct block_q8_K *b = a;
@@ -642,8 +720,10 @@ static double x8_act_value(uint32_t t, const void *a, size_t i)
 /* What ms_matmul feeds the x8 kernel of t, from floats, with table k's conversion. */
 static void x8_act_from_f32(const struct ms_kernels *k, uint32_t t, size_t n, const float *x, void *a)
 {
-	if (is_wide_type(t))
+	if (float_acts(t))
 		memcpy(a, x, n * sizeof(float));
+	else if (is_wide_type(t))
+		k->type[t].act_conv(n, x, a);
 	else if (is_k_type(t))
 		k->type[t].act_conv(n, x, a);
 	else
@@ -785,7 +865,7 @@ static void test_matmul_x8(const struct ms_kernels *k, uint32_t t)
 				double worst = 0;
 				int r1, r2, r3, close = 1;
 
-				ok(sb == (is_wide_type(t) ? 0 : nt * ab), "%s: %s x8 scratch for cols=%zu n_tok=%zu",
+				ok(sb == (float_acts(t) ? 0 : nt * ab), "%s: %s x8 scratch for cols=%zu n_tok=%zu",
 				   k->name, tn, cols, nt);
 				for (size_t tok = 0; tok < nt; tok++)
 					for (size_t g = 0; g < rows / 8; g++)
@@ -1007,6 +1087,10 @@ static void test_api(void)
 		ok(a && b && (a->type[GGML_TYPE_F16].gemm_x8 == b->type[GGML_TYPE_F16].gemm_x8) == !ms_cpu_full_zmm(),
 		   "avx512 table: F16 tiles of its own only with full-width 512-bit FMAs (here: %s)",
 		   ms_cpu_full_zmm() ? "yes" : "no, the avx2 tiles");
+		ok(a && (a->type[GGML_TYPE_BF16].gemm_x8 == ms_kernels_avx512_bf16()->type[GGML_TYPE_BF16].gemm_x8 &&
+			 a->type[GGML_TYPE_BF16].act_type == GGML_TYPE_BF16) == (ms_cpu_avx512_bf16() != 0),
+		   "avx512 table: vdpbf16ps BF16 kernels and BF16 activations only with AVX512_BF16 (here: %s)",
+		   ms_cpu_avx512_bf16() ? "yes" : "no");
 	} else {
 		ok(ms_kernels_get(MS_ISA_AVX512) == NULL, "no avx512 table on this CPU/build");
 	}
@@ -1083,6 +1167,7 @@ static void test_table(const struct ms_kernels *k, const struct ms_kernels *gen)
 			diag("%s: %s worst twin difference %.3g of sum|w*x|", k->name,
 			     ms_ggml_type_name(types[ti]), worst_twin[types[ti]]);
 	test_act_edges(k, gen);
+	test_act_bf16_edges(k, gen);
 	test_k_saturated(k, gen);
 	test_f32_helpers(k, gen);
 	for (size_t ti = 0; ti < N_TYPES; ti++) {
@@ -1117,15 +1202,24 @@ static void test_choose(void)
 int main(void)
 {
 	const struct ms_kernels *gen = ms_kernels_get(MS_ISA_GENERIC);
-	static struct ms_kernels extra[2];
-	const char *why_not[2];
+	static struct ms_kernels extra[TEST_EXTRA_MAX], gen_bf16;
+	const char *why_not[TEST_EXTRA_MAX];
 	int n_extra;
 
 	test_api();
 	test_choose();
 	if (!gen)
 		return done_testing();
-	diag("best isa: %s", ms_isa_name(ms_cpu_best_isa()));
+	diag("best isa: %s%s", ms_isa_name(ms_cpu_best_isa()),
+	     ms_cpu_avx512_bf16() ? ", with AVX512_BF16 (vdpbf16ps for BF16 weights)" : "");
+	/* the reference of the tables with BF16 activations */
+	if (!ok(ms_kernels_overlay(&gen_bf16, gen, &ms_kernels_bf16dp_generic_part) == 0,
+		"generic table with the vdpbf16ps twin over it"))
+		return done_testing();
+	/* the twin itself against the double-precision references */
+	bf16_act = 1;
+	test_table(&gen_bf16, &gen_bf16);
+	bf16_act = 0;
 
 	for (int i = 0; i < MS_ISA_COUNT; i++) {
 		const struct ms_kernels *k = ms_kernels_get((enum ms_isa)i);
@@ -1135,17 +1229,21 @@ int main(void)
 			continue;
 		}
 		diag("%s kernels: native", k->name);
-		test_table(k, gen);
+		bf16_act = i == MS_ISA_AVX512 && ms_cpu_avx512_bf16();
+		test_table(k, bf16_act ? &gen_bf16 : gen);
+		bf16_act = 0;
 	}
 	/* the AVX-512 source's other tables: F16/BF16 tiles this CPU would not pick, and SIMDe's build */
 	n_extra = test_extra_tables(extra, why_not);
-	for (int i = 0; i < 2; i++)
+	for (int i = 0; i < TEST_EXTRA_MAX; i++)
 		if (why_not[i])
 			skip("%s", why_not[i]);
 	for (int i = 0; i < n_extra; i++) {
 		diag("%s kernels: %s", extra[i].name,
 		     strstr(extra[i].name, "simde") ? "portable AVX-512 (SIMDe) on AVX2" : "native");
-		test_table(&extra[i], gen);
+		bf16_act = strstr(extra[i].name, "bf16dp") != NULL;
+		test_table(&extra[i], bf16_act ? &gen_bf16 : gen);
+		bf16_act = 0;
 	}
 	return done_testing();
 }
