@@ -29,6 +29,7 @@
 #include "kernels.h"
 #include "quant.h"
 #include "simd_avx2.h"
+#include "simd_avx512.h"
 
 /*
  * The integer tiles below read the x8 layout 64 bytes (two 32-byte
@@ -186,68 +187,9 @@ static void name(size_t n, const void *w, size_t rows, const void *x, size_t xs,
  * zmm op each: per token and block 8 vpdpbusd and 4 other vector ops for
  * 16 rows, against 4 and 8 for 8 rows. The sums are the same exact
  * integers and each row's float step is the same, so the bits are too.
+ * (rows16, f16x16, dpbusd_b4, prefetch_pair and cvt_i32x16 are in
+ * simd_avx512.h, shared with kernels_avx512_k.c.)
  */
-static inline __attribute__((always_inline)) __m512i rows16(const uint8_t *p, size_t gs)
-{
-	return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(const void *)p)),
-				  _mm256_loadu_si256((const __m256i *)(const void *)(p + gs)), 1);
-}
-
-/* The f16 scales of rows 0..7 at p and 8..15 at p + gs, as floats. */
-static inline __m512 f16x16(const uint8_t *p, size_t gs)
-{
-	/* two 256-bit conversions, as wide_load2: SIMDe has no _mm512_cvtph_ps */
-	return _mm512_insertf32x8(_mm512_castps256_ps512(f16x8(p)), f16x8(p + gs), 1);
-}
-
-/*
- * acc + vpdpbusd(w, the 4 bytes at y in every lane). GCC does not fold the
- * broadcast into the instruction's {1to16} memory operand: it emits a
- * vpbroadcastd per call, one more vector uop beside each dot product, so
- * the native build says it in assembly (SIMDe has no such operand).
- */
-static inline __attribute__((always_inline)) __m512i dpbusd_b4(__m512i acc, __m512i w, const int8_t *y)
-{
-#ifdef MS_SIMDE
-	int32_t v;
-
-	memcpy(&v, y, sizeof(v));
-	return _mm512_dpbusd_epi32(acc, w, _mm512_set1_epi32(v));
-#else
-	__asm__("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(w), "m"(*(const int32_t *)(const void *)y));
-	return acc;
-#endif
-}
-
-/*
- * prefetch_block for the two streams a 16-row tile reads, gs bytes
- * apart. Past their end each goes on where the next pair's same stream
- * starts (gs further), so a pair's second group is not read cold: with
- * the 8-row prefetch that ran into the second group of the same pair (already
- * read), a one-token 14336 x 4096 Q4_0 matmul took 1.75 ms of CPU against
- * the 8-row tile's 1.3.
- */
-static inline void prefetch_pair(const uint8_t *w, size_t i, size_t bb, size_t nb, size_t gs)
-{
-	const size_t j = i + PF_BYTES / bb + 1;
-	const uintptr_t at = (uintptr_t)w + j * bb + (j >= nb ? gs : 0);
-
-	for (size_t off = 0; off < bb; off += 64) {
-		_mm_prefetch((const char *)(at + off), _MM_HINT_T0);
-		_mm_prefetch((const char *)(at + gs + off), _MM_HINT_T0);
-	}
-}
-
-/* int32 -> float, round to nearest: SIMDe 0.7 has no 512-bit form, two 256-bit ones are the same. */
-static inline __m512 cvt_i32x16(__m512i v)
-{
-#ifdef MS_SIMDE
-	return _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_cvtepi32_ps(_mm512_castsi512_si256(v))),
-				  _mm256_cvtepi32_ps(_mm512_extracti64x4_epi64(v, 1)), 1);
-#else
-	return _mm512_cvtepi32_ps(v);
-#endif
-}
 
 /*
  * Tokens per 16-row tile: eight decoded weight vectors, and per token a
@@ -502,24 +444,6 @@ static inline __m512i rows_twice(__m256i v)
 	const __m512i idx = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
 
 	return _mm512_permutexvar_epi32(idx, _mm512_castsi256_si512(v));
-}
-
-/* Byte k of each dword, zero-extended: a scale in the low word, 0 in the high one. */
-static inline __m512i dword_byte(__m512i v, const int k)
-{
-	return _mm512_and_si512(_mm512_srli_epi32(v, 8 * k), _mm512_set1_epi32(0xff));
-}
-
-/* Bit s of each byte of v moved to bit 4, the rest cleared (kernels_avx2.c's bit_to_4, 512 bits). */
-static inline __attribute__((always_inline)) __m512i bit_to_4_512(__m512i v, const int s)
-{
-	const __m512i k10 = _mm512_set1_epi8(0x10);
-
-	if (s < 4)
-		return _mm512_and_si512(_mm512_slli_epi16(v, 4 - s), k10);
-	if (s > 4)
-		return _mm512_and_si512(_mm512_srli_epi16(v, s - 4), k10);
-	return _mm512_and_si512(v, k10);
 }
 
 static inline __attribute__((always_inline)) void k45x8_tile(size_t nb, const uint8_t *b, const size_t bb,
