@@ -299,6 +299,21 @@ static inline __attribute__((always_inline)) void q8_0x8_tile(size_t nb, const u
  */
 #define DEC_GROUPS 8
 #define DEC_PF_BYTES 3000
+/*
+ * Q8_0 reads best with half the streams, closer ahead: four groups, each
+ * 1.5 kB ahead, read 0.85-0.95 of the probe's rate over DRAM-resident
+ * 14336 x 4096 matrices where eight at 3 kB read 0.69-0.78 (alternated in
+ * one process, /work/notes/kb/q8dec-mm.c, BENCHMARKS.md). Q4_0 goes the
+ * other way (four groups: 0.75-0.78 against eight's 0.81-0.84). Both
+ * optima touch about 1.1 kB a block step (8 x 144 bytes, 4 x 272): two,
+ * six and sixteen Q8_0 groups (0.5, 1.6, 4.4 kB) read less than four, and
+ * so do four and sixteen Q4_0 ones than eight. Which part of the memory
+ * system sets that size is not established (no counters on this machine);
+ * the prefetch hint (T0, T1, NTA) and a 1-3 kB distance moved it by
+ * less than the noise, two blocks a loop step likewise.
+ */
+#define DEC_GROUPS_Q8 4
+#define DEC_PF_BYTES_Q8 1500
 
 /*
  * q0x16_tile at one token over ng groups (pairs through the same 16-row
@@ -314,10 +329,11 @@ static inline __attribute__((always_inline)) void q0_dec_tile(size_t nb, const u
 							      const int q8, const struct ms_block_q8s *a, float *out)
 {
 	const size_t bb = q8 ? sizeof(struct block_q8_0x8) : sizeof(struct block_q4_0x8);
+	const size_t ahead = q8 ? DEC_PF_BYTES_Q8 : DEC_PF_BYTES;
 	const int off = q8 ? 128 : 8;
 	const __m512i m4 = _mm512_set1_epi8(15), k80 = _mm512_set1_epi8((char)0x80);
 	__m512 acc[DEC_GROUPS / 2];
-	size_t pf = DEC_PF_BYTES / 64 * 64;
+	size_t pf = ahead / 64 * 64;
 
 	_Pragma("GCC unroll 4")
 	for (int h = 0; h < ng / 2; h++)
@@ -326,7 +342,7 @@ static inline __attribute__((always_inline)) void q0_dec_tile(size_t nb, const u
 		const __m512i s0 = _mm512_set1_epi32(-off * a[i].s);
 		const __m512 da = _mm512_set1_ps(a[i].d);
 
-		for (; pf < (i + 1) * bb + DEC_PF_BYTES; pf += 64) {
+		for (; pf < (i + 1) * bb + ahead; pf += 64) {
 			const uintptr_t at = (uintptr_t)w + pf + (pf >= gs ? (size_t)(ng - 1) * gs : 0);
 
 			_Pragma("GCC unroll 8")
@@ -363,17 +379,20 @@ static inline __attribute__((always_inline)) void q0_dec_tile(size_t nb, const u
 }
 
 /*
- * One token: DEC_GROUPS groups at a time, then a last pair, then a last
- * odd group through the 8-row tile. Returns the groups done.
+ * One token: DEC_GROUPS (Q8_0: DEC_GROUPS_Q8) groups at a time, then a
+ * last pair, then a last odd group through the 8-row tile. Returns the
+ * groups done.
  */
 static inline __attribute__((always_inline)) size_t q0_dec(size_t nb, const uint8_t *w, size_t gs, size_t ng,
 							   const int q8, const void *x, float *out)
 {
 	const struct ms_block_q8s *a = x;
+	const int dg = q8 ? DEC_GROUPS_Q8 : DEC_GROUPS;
 	size_t g = 0;
 
-	for (; g + DEC_GROUPS <= ng; g += DEC_GROUPS)
-		q0_dec_tile(nb, w + g * gs, gs, DEC_GROUPS, q8, a, out + g * MS_X8);
+	_Static_assert(DEC_GROUPS_Q8 <= DEC_GROUPS && DEC_GROUPS_Q8 % 2 == 0, "q0_dec_tile's accumulators");
+	for (; g + (size_t)dg <= ng; g += (size_t)dg)
+		q0_dec_tile(nb, w + g * gs, gs, dg, q8, a, out + g * MS_X8);
 	for (; g + 2 <= ng; g += 2)
 		q0_dec_tile(nb, w + g * gs, gs, 2, q8, a, out + g * MS_X8);
 	return g;

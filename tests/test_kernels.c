@@ -933,7 +933,7 @@ next:
  */
 static void test_x8_shapes(const struct ms_kernels *k, const struct ms_kernels *gen, uint32_t t)
 {
-	/* 8, 11 and 19 groups: a one-token tile of eight groups (avx512), then a pair and an odd one */
+	/* 5, 8, 11 and 19 groups: one-token tiles of eight groups (avx512; Q8_0 four), then a pair and an odd one */
 	static const size_t groups_list[] = { 1, 2, 3, 5, 8, 11, 19 };
 	static const size_t ntok_extra[] = { 65, 66, 67, 68, 69, 70, 71 };
 	enum { MAXT = 71, MAXG = 19 };
