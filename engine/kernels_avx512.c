@@ -302,9 +302,9 @@ static inline __attribute__((always_inline)) void q8_0x8_tile(size_t nb, const u
 /*
  * Q8_0 reads best with half the streams, closer ahead: four groups, each
  * 1.5 kB ahead, read 0.85-0.95 of the probe's rate over DRAM-resident
- * 14336 x 4096 matrices where eight at 3 kB read 0.69-0.78 (alternated in
+ * 14336 x 4096 matrices where eight at 3 kB read 0.69-0.82 (alternated in
  * one process, /work/notes/kb/q8dec-mm.c, BENCHMARKS.md). Q4_0 goes the
- * other way (four groups: 0.75-0.78 against eight's 0.81-0.84). Both
+ * other way (four groups: 0.75-0.78 against eight's 0.81-0.86). Both
  * optima touch about 1.1 kB a block step (8 x 144 bytes, 4 x 272): two,
  * six and sixteen Q8_0 groups (0.5, 1.6, 4.4 kB) read less than four, and
  * so do four and sixteen Q4_0 ones than eight. Which part of the memory
