@@ -358,10 +358,12 @@ size_t ms_matmul_scratch_bytes(const struct ms_kernels *k, uint32_t wtype, enum 
 #define MM_CHUNK_WIDE 32
 /*
  * One-token integer (Q4_0, Q8_0, K-quant) items are four times MM_CHUNK:
- * the AVX-512 decode tiles read eight groups of 8 rows as eight streams
- * at once, where 16 rows gave them two (kernels_avx512.c, DEC_GROUPS;
- * kernels_avx512_k.c, KDEC_GROUPS). The smallest 7B matrix (1024 rows)
- * still makes 16 items.
+ * the AVX-512 Q4_0/Q8_0 decode tile reads eight groups of 8 rows as eight
+ * streams at once, where 16 rows gave it two (kernels_avx512.c,
+ * DEC_GROUPS); the K-quant one runs its two streams on through the
+ * item's four pairs of groups instead of starting them cold every 16
+ * rows (kernels_avx512_k.c, KDEC_GROUPS). The smallest 7B matrix (1024
+ * rows) still makes 16 items.
  */
 #define MM_CHUNK_DEC 64
 /*

@@ -340,10 +340,25 @@ static inline __attribute__((always_inline)) void q5_Kx16_tile(size_t nb, const 
 /*
  * One token (decode): KDEC_GROUPS groups at a time, each its own stream
  * gs bytes from the next, prefetched one line per 64 bytes KDEC_PF_BYTES
- * ahead of its reads, as kernels_avx512.c's q0_dec_tile (whose comment
- * has why: with two streams a thread the core waits on each stream). The
- * work items ms_matmul hands a one-token K-quant matmul are that many
- * groups (MM_CHUNK_DEC rows).
+ * ahead of its reads; a work item of ms_matmul (MM_CHUNK_DEC rows, four
+ * pairs) runs its streams on from one pair into the next instead of
+ * starting them cold. Unlike Q4_0's q0_dec_tile (eight streams), more
+ * streams read K-quants slower: a one-token 14336 x 4096 matrix from
+ * DRAM, each of 2 threads a contiguous half in 64-row calls, GB per CPU
+ * second of the slower thread (/work/notes/kb/kdec-bench.c, alternated,
+ * loaded machine, the plain read of the same bytes 61-120): two streams
+ * Q4_K 61-67, Q5_K 58-65, Q6_K 60-66; four 44-56 and 30-40; eight 35-46
+ * and 25-35, with the prefetch 1-3 kB ahead alike (why is not established:
+ * a K-quant block is 1152-1680 bytes a group, eight streams' windows
+ * outgrow the 48 kB L1, but prefetching to L2 or less far ahead did not
+ * help). The block step from L2 costs 85-87 cycles (Q4_K) and 155-157
+ * (Q6_K) per 16 rows at 3.3 GHz, 88 and 71 GB/s a core, above the 33 a
+ * core that the machine's 65 GB/s needs. Q6_K's one token went through
+ * the 8-row tile (one stream, 192-203 cycles per 16 rows from L2): in
+ * the same benchmark it read 54-79 against this tile's 60-66, but the
+ * 8-layer Q4_K_M decode was faster with this tile for all three types
+ * than with the 8-row one kept for Q6_K (BENCHMARKS.md). The -D overrides
+ * are for that benchmark.
  */
 #ifndef KDEC_GROUPS
 #define KDEC_GROUPS 2
@@ -413,11 +428,12 @@ static inline __attribute__((always_inline)) size_t k_dec(size_t nb, const uint8
 #define K16_AT(t_, nt_, tile) tile(nb, b, gs, (const char *)x + (t_) * xs, xs, nt_, o + (t_) * os, os)
 
 /*
- * One token through k_dec; pairs of groups through the 16-row tile: full tiles of ntile tokens,
- * the rest in tiles of 4 (when ntile is larger), 2 and 1 (each size is one
- * more inlined copy of the tile, and in the SIMDe build minutes more of
- * compiling); a last odd group through the 8-row tile of kernels_avx512.c
- * (its table's entry for the type).
+ * One token through k_dec; pairs of groups through the 16-row tile:
+ * full tiles of ntile tokens, the rest in tiles of 4 (when ntile is
+ * larger), 2 and 1 (each size is one more inlined copy of the tile, and
+ * in the SIMDe build minutes more of compiling); a last odd group
+ * through the 8-row tile of kernels_avx512.c (its table's entry for the
+ * type).
  */
 #define GEMM_K16(name, tile16, wtype, kt, bbytes, ntile)					\
 static void name(size_t n, const void *w, size_t rows, const void *x, size_t xs, size_t n_tok,	\
