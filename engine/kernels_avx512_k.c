@@ -95,28 +95,24 @@ static inline __attribute__((always_inline)) __m512i k45x16_msum(const __m512i m
  * 64h + 4q.. (low nibbles, sub-block 2h) and 64h + 32 + 4q.. (high, 2h + 1);
  * Q5_K's fifth bits of both are in qh's piece q, bits 2h and 2h + 1.
  */
-static inline __attribute__((always_inline)) void k45x16_tile(size_t nb, const uint8_t *w, size_t gs,
-							      const size_t bb, const int q5, const void *x,
-							      size_t xs, const int nt, float *out, size_t os)
+/*
+ * Block i of 16 rows (g its first group's block, the second gs further)
+ * for nt tokens, added to acc: the multi-token tile's step and the
+ * one-token decode tile's (k_dec_tile), so the two give the same bits.
+ */
+static inline __attribute__((always_inline)) void k45x16_block(const uint8_t *g, size_t gs, const int q5,
+							       const struct block_q8_K *const *a, size_t i,
+							       const int nt, __m512 *acc)
 {
 	const __m512i m4 = _mm512_set1_epi8(15);
 	/* field offsets, as in struct block_q4_Kx8 / block_q5_Kx8 */
 	const size_t o_dmin = 2 * MS_X8, o_sc = 4 * MS_X8, o_qh = o_sc + MS_X8 * K_SCALE_SIZE;
 	const size_t o_qs = o_qh + (q5 ? MS_X8 * QK_K / 8 : 0);
-	const struct block_q8_K *a[K16_NT];
-	__m512 acc[K16_NT];
 
-	_Pragma("GCC unroll 4")
-	for (int t = 0; t < nt; t++) {
-		a[t] = (const struct block_q8_K *)(const void *)((const char *)x + (size_t)t * xs);
-		acc[t] = _mm512_setzero_ps();
-	}
-	for (size_t i = 0; i < nb; i++) {
-		const uint8_t *g = w + i * bb;
+	{
 		const struct k45x16_sm sm = k45x16_scales(g + o_sc, gs);
 		__m512i isum[K16_NT];
 
-		prefetch_pair(w, i, bb, nb, gs);
 		_Pragma("GCC unroll 4")
 		for (int t = 0; t < nt; t++)
 			isum[t] = _mm512_setzero_si512();
@@ -173,6 +169,24 @@ static inline __attribute__((always_inline)) void k45x16_tile(size_t nb, const u
 			}
 		}
 	}
+}
+
+static inline __attribute__((always_inline)) void k45x16_tile(size_t nb, const uint8_t *w, size_t gs,
+							      const size_t bb, const int q5, const void *x,
+							      size_t xs, const int nt, float *out, size_t os)
+{
+	const struct block_q8_K *a[K16_NT];
+	__m512 acc[K16_NT];
+
+	_Pragma("GCC unroll 4")
+	for (int t = 0; t < nt; t++) {
+		a[t] = (const struct block_q8_K *)(const void *)((const char *)x + (size_t)t * xs);
+		acc[t] = _mm512_setzero_ps();
+	}
+	for (size_t i = 0; i < nb; i++) {
+		prefetch_pair(w, i, bb, nb, gs);
+		k45x16_block(w + i * bb, gs, q5, a, i, nt, acc);
+	}
 	_Pragma("GCC unroll 4")
 	for (int t = 0; t < nt; t++)
 		_mm512_storeu_ps(out + (size_t)t * os, acc[t]);
@@ -218,25 +232,17 @@ static inline __m512i q6x16_scale(const int8_t *scales, size_t gs, const int j)
 						 k80), k80);
 }
 
-static inline __attribute__((always_inline)) void q6x16_tile(size_t nb, const uint8_t *w, size_t gs,
-							     const void *x, size_t xs, const int nt, float *out,
-							     size_t os)
+/* Block i of 16 rows for nt tokens, added to acc (as k45x16_block). */
+static inline __attribute__((always_inline)) void q6x16_block(const uint8_t *gp, size_t gs,
+							      const struct block_q8_K *const *a, size_t i,
+							      const int nt, __m512 *acc)
 {
-	const size_t bb = sizeof(struct block_q6_Kx8);
 	const __m512i m4 = _mm512_set1_epi8(15), m30 = _mm512_set1_epi8(0x30);
-	const struct block_q8_K *a[K6_NT];
-	__m512 acc[K6_NT];
 
-	_Pragma("GCC unroll 8")
-	for (int t = 0; t < nt; t++) {
-		a[t] = (const struct block_q8_K *)(const void *)((const char *)x + (size_t)t * xs);
-		acc[t] = _mm512_setzero_ps();
-	}
-	for (size_t i = 0; i < nb; i++) {
-		const struct block_q6_Kx8 *g = (const struct block_q6_Kx8 *)(const void *)(w + i * bb);
+	{
+		const struct block_q6_Kx8 *g = (const struct block_q6_Kx8 *)(const void *)gp;
 		__m512i isum[K6_NT];
 
-		prefetch_pair(w, i, bb, nb, gs);
 		_Pragma("GCC unroll 8")
 		for (int t = 0; t < nt; t++)
 			isum[t] = _mm512_setzero_si512();
@@ -293,6 +299,25 @@ static inline __attribute__((always_inline)) void q6x16_tile(size_t nb, const ui
 			}
 		}
 	}
+}
+
+static inline __attribute__((always_inline)) void q6x16_tile(size_t nb, const uint8_t *w, size_t gs,
+							     const void *x, size_t xs, const int nt, float *out,
+							     size_t os)
+{
+	const size_t bb = sizeof(struct block_q6_Kx8);
+	const struct block_q8_K *a[K6_NT];
+	__m512 acc[K6_NT];
+
+	_Pragma("GCC unroll 8")
+	for (int t = 0; t < nt; t++) {
+		a[t] = (const struct block_q8_K *)(const void *)((const char *)x + (size_t)t * xs);
+		acc[t] = _mm512_setzero_ps();
+	}
+	for (size_t i = 0; i < nb; i++) {
+		prefetch_pair(w, i, bb, nb, gs);
+		q6x16_block(w + i * bb, gs, a, i, nt, acc);
+	}
 	_Pragma("GCC unroll 8")
 	for (int t = 0; t < nt; t++)
 		_mm512_storeu_ps(out + (size_t)t * os, acc[t]);
@@ -312,21 +337,110 @@ static inline __attribute__((always_inline)) void q5_Kx16_tile(size_t nb, const 
 	k45x16_tile(nb, b, gs, sizeof(struct block_q5_Kx8), 1, x, xs, nt, out, os);
 }
 
+/*
+ * One token (decode): KDEC_GROUPS groups at a time, each its own stream
+ * gs bytes from the next, prefetched one line per 64 bytes KDEC_PF_BYTES
+ * ahead of its reads; a work item of ms_matmul (MM_CHUNK_DEC rows, four
+ * pairs) runs its streams on from one pair into the next instead of
+ * starting them cold. Unlike Q4_0's q0_dec_tile (eight streams), more
+ * streams read K-quants slower: a one-token 14336 x 4096 matrix from
+ * DRAM, each of 2 threads a contiguous half in 64-row calls, GB per CPU
+ * second of the slower thread (/work/notes/kb/kdec-bench.c, alternated,
+ * loaded machine, the plain read of the same bytes 61-120): two streams
+ * Q4_K 61-67, Q5_K 58-65, Q6_K 60-66; four 44-56 and 30-40; eight 35-46
+ * and 25-35, with the prefetch 1-3 kB ahead alike (why is not established:
+ * a K-quant block is 1152-1680 bytes a group, eight streams' windows
+ * outgrow the 48 kB L1, but prefetching to L2 or less far ahead did not
+ * help). The block step from L2 costs 85-87 cycles (Q4_K) and 155-157
+ * (Q6_K) per 16 rows at 3.3 GHz, 88 and 71 GB/s a core, above the 33 a
+ * core that the machine's 65 GB/s needs. Q6_K's one token went through
+ * the 8-row tile (one stream, 192-203 cycles per 16 rows from L2): in
+ * the same benchmark it read 54-79 against this tile's 60-66, but the
+ * 8-layer Q4_K_M decode was faster with this tile for all three types
+ * than with the 8-row one kept for Q6_K (BENCHMARKS.md). The -D overrides
+ * are for that benchmark.
+ */
+#ifndef KDEC_GROUPS
+#define KDEC_GROUPS 2
+#endif
+#ifndef KDEC_PF_BYTES
+#define KDEC_PF_BYTES 3000
+#endif
+
+/* Types of k_dec_tile. */
+enum { KDEC_Q4_K, KDEC_Q5_K, KDEC_Q6_K };
+
+/*
+ * ng groups, in pairs through the 16-row block step (the same step as the
+ * multi-token tiles, so each row's sums and float steps are the same and
+ * so are its bits). Past their ends the streams go on where the next
+ * tile's start, (ng - 1) * gs further.
+ */
+static inline __attribute__((always_inline)) void k_dec_tile(size_t nb, const uint8_t *w, size_t gs, const int ng,
+							     const int kt, const struct block_q8_K *a, float *out)
+{
+	const size_t bb = kt == KDEC_Q4_K ? sizeof(struct block_q4_Kx8) :
+			  kt == KDEC_Q5_K ? sizeof(struct block_q5_Kx8) : sizeof(struct block_q6_Kx8);
+	const struct block_q8_K *const ap[1] = { a };
+	__m512 acc[KDEC_GROUPS / 2];
+	size_t pf = KDEC_PF_BYTES / 64 * 64;
+
+	_Pragma("GCC unroll 4")
+	for (int h = 0; h < ng / 2; h++)
+		acc[h] = _mm512_setzero_ps();
+	for (size_t i = 0; i < nb; i++) {
+		for (; pf < (i + 1) * bb + KDEC_PF_BYTES; pf += 64) {
+			const uintptr_t at = (uintptr_t)w + pf + (pf >= gs ? (size_t)(ng - 1) * gs : 0);
+
+			_Pragma("GCC unroll 8")
+			for (int k = 0; k < ng; k++)
+				_mm_prefetch((const char *)(at + (size_t)k * gs), _MM_HINT_T0);
+		}
+		_Pragma("GCC unroll 1")
+		for (int h = 0; h < ng / 2; h++) {
+			const uint8_t *g = w + (size_t)(2 * h) * gs + i * bb;
+
+			if (kt == KDEC_Q6_K)
+				q6x16_block(g, gs, ap, i, 1, &acc[h]);
+			else
+				k45x16_block(g, gs, kt == KDEC_Q5_K, ap, i, 1, &acc[h]);
+		}
+	}
+	_Pragma("GCC unroll 4")
+	for (int h = 0; h < ng / 2; h++)
+		_mm512_storeu_ps(out + 16 * h, acc[h]);
+}
+
+/* One token: KDEC_GROUPS groups at a time, then pairs. Returns the groups done (the rest: a last odd one). */
+static inline __attribute__((always_inline)) size_t k_dec(size_t nb, const uint8_t *w, size_t gs, size_t ng,
+							  const int kt, const void *x, float *out)
+{
+	const struct block_q8_K *a = x;
+	size_t g = 0;
+
+	for (; g + KDEC_GROUPS <= ng; g += KDEC_GROUPS)
+		k_dec_tile(nb, w + g * gs, gs, KDEC_GROUPS, kt, a, out + g * MS_X8);
+	for (; g + 2 <= ng; g += 2)
+		k_dec_tile(nb, w + g * gs, gs, 2, kt, a, out + g * MS_X8);
+	return g;
+}
+
 #define K16_AT(t_, nt_, tile) tile(nb, b, gs, (const char *)x + (t_) * xs, xs, nt_, o + (t_) * os, os)
 
 /*
- * Pairs of groups through the 16-row tile: full tiles of ntile tokens,
- * the rest in tiles of 4 (when ntile is larger), 2 and 1 (each size is one
- * more inlined copy of the tile, and in the SIMDe build minutes more of
- * compiling); a last odd group through the 8-row tile of kernels_avx512.c
- * (its table's entry for the type).
+ * One token through k_dec; pairs of groups through the 16-row tile:
+ * full tiles of ntile tokens, the rest in tiles of 4 (when ntile is
+ * larger), 2 and 1 (each size is one more inlined copy of the tile, and
+ * in the SIMDe build minutes more of compiling); a last odd group
+ * through the 8-row tile of kernels_avx512.c (its table's entry for the
+ * type).
  */
-#define GEMM_K16(name, tile16, wtype, bbytes, ntile)						\
+#define GEMM_K16(name, tile16, wtype, kt, bbytes, ntile)					\
 static void name(size_t n, const void *w, size_t rows, const void *x, size_t xs, size_t n_tok,	\
 		 float *out, size_t os)								\
 {												\
 	const size_t nb = n / QK_K, gs = nb * (bbytes), ng = rows / MS_X8;			\
-	size_t g = 0;										\
+	size_t g = n_tok == 1 ? k_dec(nb, w, gs, ng, kt, x, out) : 0;				\
 												\
 	for (; g + 2 <= ng; g += 2) {								\
 		const uint8_t *b = (const uint8_t *)w + g * gs;					\
@@ -351,24 +465,9 @@ static void name(size_t n, const void *w, size_t rows, const void *x, size_t xs,
 						   out + g * MS_X8, os);			\
 }
 
-GEMM_K16(gemm_q4_Kx16_avx512, q4_Kx16_tile, GGML_TYPE_Q4_K, sizeof(struct block_q4_Kx8), K16_NT)
-GEMM_K16(gemm_q5_Kx16_avx512, q5_Kx16_tile, GGML_TYPE_Q5_K, sizeof(struct block_q5_Kx8), K16_NT)
-GEMM_K16(gemm_q6_Kx16_pairs, q6x16_tile, GGML_TYPE_Q6_K, sizeof(struct block_q6_Kx8), K6_NT)
-
-/*
- * One token (decode) through the 8-row tile: a one-token 14336 x 4096
- * matmul from DRAM, one thread, took 1.67-1.70 ms of CPU with the 16-row
- * tile against 1.43-1.55 with the 8-row one (Zen 5); with more tokens
- * the 16-row tile gains (kernels alone: 1.18x at 64).
- */
-static void gemm_q6_Kx16_avx512(size_t n, const void *w, size_t rows, const void *x, size_t xs, size_t n_tok,
-				float *out, size_t os)
-{
-	if (n_tok == 1)
-		MS_AVX512_PART.type[GGML_TYPE_Q6_K].gemm_x8(n, w, rows, x, xs, n_tok, out, os);
-	else
-		gemm_q6_Kx16_pairs(n, w, rows, x, xs, n_tok, out, os);
-}
+GEMM_K16(gemm_q4_Kx16_avx512, q4_Kx16_tile, GGML_TYPE_Q4_K, KDEC_Q4_K, sizeof(struct block_q4_Kx8), K16_NT)
+GEMM_K16(gemm_q5_Kx16_avx512, q5_Kx16_tile, GGML_TYPE_Q5_K, KDEC_Q5_K, sizeof(struct block_q5_Kx8), K16_NT)
+GEMM_K16(gemm_q6_Kx16_avx512, q6x16_tile, GGML_TYPE_Q6_K, KDEC_Q6_K, sizeof(struct block_q6_Kx8), K6_NT)
 #undef GEMM_K16
 #undef K16_AT
 
