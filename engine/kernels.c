@@ -357,10 +357,11 @@ size_t ms_matmul_scratch_bytes(const struct ms_kernels *k, uint32_t wtype, enum 
  */
 #define MM_CHUNK_WIDE 32
 /*
- * One-token Q4_0/Q8_0 items are four times MM_CHUNK: the AVX-512 decode
- * tile reads eight groups of 8 rows as eight streams at once, where 16
- * rows gave it two (kernels_avx512.c, DEC_GROUPS). The smallest 7B
- * matrix (1024 rows) still makes 16 items.
+ * One-token Q4_0/Q8_0, F16 and BF16 items are four times MM_CHUNK: the
+ * AVX-512 decode tiles read eight groups of 8 rows as eight streams at
+ * once, where 16 rows (32 for F16/BF16) gave them two (four)
+ * (kernels_avx512.c, DEC_GROUPS; kernels_avx512_bf16.c, DP_DEC_GROUPS).
+ * The smallest 7B matrix (1024 rows) still makes 16 items.
  */
 #define MM_CHUNK_DEC 64
 /*
@@ -418,7 +419,7 @@ int ms_matmul(const struct ms_kernels *k, uint32_t wtype, enum ms_layout layout,
 	const struct ggml_type_info *ai = NULL;
 	const int x8 = layout == MS_LAYOUT_X8;
 	const int q8s = x8 && x8_uses_q8s(wtype);
-	const size_t chunk = x8 && x8_wide(wtype) ? MM_CHUNK_WIDE : q8s && n_tok == 1 ? MM_CHUNK_DEC : MM_CHUNK;
+	const size_t chunk = n_tok == 1 && (q8s || (x8 && x8_wide(wtype))) ? MM_CHUNK_DEC : x8 && x8_wide(wtype) ? MM_CHUNK_WIDE : MM_CHUNK;
 	size_t arow, nchunk, nitems, parts = 0;
 	uint64_t wbytes;
 	const void *act;
