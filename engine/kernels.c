@@ -351,9 +351,8 @@ size_t ms_matmul_scratch_bytes(const struct ms_kernels *k, uint32_t wtype, enum 
  */
 #define MM_CHUNK 16
 /*
- * Interleaved F16/BF16 items are twice that: decode then runs four groups
- * of 8 rows at once, enough independent multiply-add chains to cover the
- * FMA latency (two groups would leave the core waiting on it).
+ * Interleaved F16/BF16 items of several tokens are twice that: their tiles
+ * run four groups of 8 rows at once.
  */
 #define MM_CHUNK_WIDE 32
 /*
