@@ -708,7 +708,8 @@ static inline __attribute__((always_inline)) void wide_tile(size_t n, const uint
  * elements of a group, widened whole, then two lane shuffles that make
  * [element k of both groups] and [element k + 1 of both]: 6 vector
  * instructions per 64 bytes where wide_tile's 2 x 1 does 8 (four 16-byte
- * widenings, two inserts, two FMAs). From L2 it takes 2.62 cycles per 64
+ * widenings, two inserts, two FMAs; BF16 adds a shift per widening in
+ * both). From L2 it takes 2.62 cycles per 64
  * bytes of F16 where the 2 x 1 took 3.79 (BF16 2.46 against 3.71); from
  * DRAM on two threads it read 1.13 of a plain read's bytes a second
  * where the 2 x 1 read 0.92 (F16, BENCHMARKS.md).
