@@ -711,8 +711,9 @@ static inline __attribute__((always_inline)) void wide_tile(size_t n, const uint
  * widenings, two inserts, two FMAs; BF16 adds a shift per widening in
  * both). From L2 it takes 2.62 cycles per 64
  * bytes of F16 where the 2 x 1 took 3.79 (BF16 2.46 against 3.71); from
- * DRAM on two threads it read 1.13 of a plain read's bytes a second
- * where the 2 x 1 read 0.92 (F16, BENCHMARKS.md).
+ * DRAM on two threads a loaded machine showed no clear gain yet
+ * (BENCHMARKS.md: 1.13 of a plain read against 0.92 at one minute, 0.84
+ * against 1.03 at another).
  */
 #define WIDE_DEC_PAIRS (DEC_GROUPS / 2)
 
