@@ -351,19 +351,19 @@ size_t ms_matmul_scratch_bytes(const struct ms_kernels *k, uint32_t wtype, enum 
  */
 #define MM_CHUNK 16
 /*
- * Interleaved F16/BF16 items are twice that: decode then runs four groups
- * of 8 rows at once, enough independent multiply-add chains to cover the
- * FMA latency (two groups would leave the core waiting on it).
+ * Interleaved F16/BF16 items of several tokens are twice that: their tiles
+ * run four groups of 8 rows at once.
  */
 #define MM_CHUNK_WIDE 32
 /*
- * One-token integer (Q4_0, Q8_0, K-quant) items are four times MM_CHUNK:
- * the AVX-512 Q4_0 decode tile reads eight groups of 8 rows as eight
- * streams at once, where 16 rows gave it two (kernels_avx512.c,
- * DEC_GROUPS; Q8_0's tile reads four, two tiles an item: items of 32, 128
- * or 256 rows, guided or static, read Q8_0 no faster); the K-quant one
- * runs its two streams on through the item's four pairs of groups instead
- * of starting them cold every 16 rows (kernels_avx512_k.c, KDEC_GROUPS).
+ * One-token items of every x8 type are four times MM_CHUNK: the AVX-512
+ * Q4_0, F16 and BF16 decode tiles read eight groups of 8 rows as eight
+ * streams at once, where 16 rows (32 for F16/BF16) gave them two (four)
+ * (kernels_avx512.c, DEC_GROUPS; kernels_avx512_bf16.c, DP_DEC_GROUPS);
+ * Q8_0's tile reads four, two tiles an item (items of 32, 128 or 256
+ * rows, guided or static, read Q8_0 no faster); the K-quant one runs its
+ * two streams on through the item's four pairs of groups instead of
+ * starting them cold every 16 rows (kernels_avx512_k.c, KDEC_GROUPS).
  * The smallest 7B matrix (1024 rows) still makes 16 items.
  */
 #define MM_CHUNK_DEC 64
@@ -422,8 +422,7 @@ int ms_matmul(const struct ms_kernels *k, uint32_t wtype, enum ms_layout layout,
 	const struct ggml_type_info *ai = NULL;
 	const int x8 = layout == MS_LAYOUT_X8;
 	const int q8s = x8 && x8_uses_q8s(wtype);
-	const size_t chunk = x8 && x8_wide(wtype) ? MM_CHUNK_WIDE :
-			     x8 && !x8_wide(wtype) && n_tok == 1 ? MM_CHUNK_DEC : MM_CHUNK;
+	const size_t chunk = x8 && n_tok == 1 ? MM_CHUNK_DEC : x8 && x8_wide(wtype) ? MM_CHUNK_WIDE : MM_CHUNK;
 	size_t arow, nchunk, nitems, parts = 0;
 	uint64_t wbytes;
 	const void *act;

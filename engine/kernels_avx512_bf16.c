@@ -35,6 +35,7 @@
 #include "kernels.h"
 #include "quant.h"
 #include "simd_avx2.h"
+#include "simd_avx512.h"
 
 /* Lanes whose exponent field is 0 (zero or denormal) made signed zeros. */
 static inline __m512i zero_denormals(__m512i v)
@@ -241,17 +242,72 @@ static inline __attribute__((always_inline)) void dp_tile(size_t n, const uint16
 	}
 	if (j < n)
 		dp_step(w, gs, j, a, zg, lone, nt, 1, acc);
-	_Pragma("GCC unroll 2")
-	for (int z = 0; z < zg; z++)
-		_Pragma("GCC unroll 12")
-		for (int t = 0; t < nt; t++) {
-			float *o = out + (size_t)t * os + 16 * z;
+	zmm_tile_store(&acc[0][0], DP_NT, zg, lone, nt, out, os);
+}
 
-			if (lone && z == zg - 1)
-				_mm256_storeu_ps(o, _mm512_castps512_ps256(acc[z][t]));
-			else
-				_mm512_storeu_ps(o, acc[z][t]);
+/*
+ * One token (decode): DP_DEC_GROUPS groups as as many streams, each
+ * prefetched DP_DEC_PF_BYTES ahead (kernels_avx512.c's DEC_GROUPS and
+ * DEC_PF_BYTES, for the same reason), four accumulators (group pairs).
+ * Per four elements of a group pair (128 bytes): two 64-byte loads and
+ * two two-table vpermw (vpermt2w) that make the pairs (k, k + 1) and
+ * (k + 2, k + 3) of both groups' rows, where pairs16 needs four loads,
+ * two inserts and two vpermw. Each row's pairs are added in the same
+ * order, by the same dp_pairs, as dp_tile's. From L2: 2.61 cycles per
+ * 64 bytes where dp_tile's 2 x 1 took 2.78-3.13 (BENCHMARKS.md).
+ */
+#define DP_DEC_GROUPS 8
+#define DP_DEC_PF_BYTES 3000
+
+/* word r of dword lane r: (row r's element 2q, element 2q + 1) of the group in a (lanes 0..7) then b (8..15) */
+static const uint16_t dec_pair_idx[2][32] = {
+	{ 0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15,
+	  32, 40, 33, 41, 34, 42, 35, 43, 36, 44, 37, 45, 38, 46, 39, 47 },
+	{ 16, 24, 17, 25, 18, 26, 19, 27, 20, 28, 21, 29, 22, 30, 23, 31,
+	  48, 56, 49, 57, 50, 58, 51, 59, 52, 60, 53, 61, 54, 62, 55, 63 },
+};
+
+static inline __attribute__((always_inline)) void dp_dec_tile(size_t n, const uint16_t *w, const uint16_t *a,
+							      float *out)
+{
+	const size_t gs = (size_t)MS_X8 * n, gb = gs * sizeof(uint16_t);
+	const __m512i i0 = _mm512_loadu_si512(dec_pair_idx[0]), i1 = _mm512_loadu_si512(dec_pair_idx[1]);
+	__m512 acc[DP_DEC_GROUPS / 2];
+	size_t j = 0;
+
+	_Pragma("GCC unroll 4")
+	for (int z = 0; z < DP_DEC_GROUPS / 2; z++)
+		acc[z] = _mm512_setzero_ps();
+	for (; j + 4 <= n; j += 4) {
+		/* 64 bytes of each stream a step: one line each, past the end into the next tile's */
+		size_t pf = 2 * MS_X8 * j + DP_DEC_PF_BYTES / 64 * 64;
+		const uintptr_t at = (uintptr_t)w + pf + (pf >= gb ? (size_t)(DP_DEC_GROUPS - 1) * gb : 0);
+
+		_Pragma("GCC unroll 8")
+		for (int g = 0; g < DP_DEC_GROUPS; g++)
+			_mm_prefetch((const char *)(at + (size_t)g * gb), _MM_HINT_T0);
+		_Pragma("GCC unroll 4")
+		for (int z = 0; z < DP_DEC_GROUPS / 2; z++) {
+			const uint16_t *p0 = w + 2 * z * gs + MS_X8 * j;
+			const __m512i g0 = _mm512_loadu_si512(p0), g1 = _mm512_loadu_si512(p0 + gs);
+
+			acc[z] = dp_bcast(acc[z], _mm512_permutex2var_epi16(g0, i0, g1), a + j, 0);
+			acc[z] = dp_bcast(acc[z], _mm512_permutex2var_epi16(g0, i1, g1), a + j + 2, 0);
 		}
+	}
+	for (; j < n; j += 2) {
+		const int half = j + 1 == n;
+
+		_Pragma("GCC unroll 4")
+		for (int z = 0; z < DP_DEC_GROUPS / 2; z++) {
+			const uint16_t *p0 = w + 2 * z * gs + MS_X8 * j;
+
+			acc[z] = dp_bcast(acc[z], pairs16(p0, p0 + gs, half), a + j, half);
+		}
+	}
+	_Pragma("GCC unroll 4")
+	for (int z = 0; z < DP_DEC_GROUPS / 2; z++)
+		_mm512_storeu_ps(out + 16 * z, acc[z]);
 }
 
 static inline __attribute__((always_inline)) void dp_tokens(size_t n, const uint16_t *w, const void *x, size_t xs,
@@ -287,6 +343,9 @@ static void gemm_bf16x8_dp_avx512(size_t n, const void *w, size_t rows, const vo
 	const size_t ng = rows / MS_X8, gs = MS_X8 * n;
 	size_t g = 0;
 
+	if (n_tok == 1)
+		for (; g + DP_DEC_GROUPS <= ng; g += DP_DEC_GROUPS)
+			dp_dec_tile(n, h + g * gs, x, out + MS_X8 * g);
 	for (; g + 2 * DP_ZG <= ng; g += 2 * DP_ZG)
 		dp_tokens(n, h + g * gs, x, xs, n_tok, DP_ZG, 0, out + MS_X8 * g, os);
 	/* 1..3 groups left: a pair and/or a lone one */

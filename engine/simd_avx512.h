@@ -79,6 +79,28 @@ static inline void prefetch_pair(const uint8_t *w, size_t i, size_t bb, size_t n
 	}
 }
 
+/*
+ * Stores a float tile's accumulators: acc[z * ld + t] holds rows 16z..16z + 15
+ * of token t (zg units, the last only 8 rows when lone), out's rows os
+ * floats apart. The F16/BF16 tiles of kernels_avx512.c and
+ * kernels_avx512_bf16.c share it.
+ */
+static inline __attribute__((always_inline)) void zmm_tile_store(const __m512 *acc, const int ld, const int zg,
+								 const int lone, const int nt, float *out, size_t os)
+{
+	_Pragma("GCC unroll 2")
+	for (int z = 0; z < zg; z++)
+		_Pragma("GCC unroll 12")
+		for (int t = 0; t < nt; t++) {
+			float *o = out + (size_t)t * os + 16 * z;
+
+			if (lone && z == zg - 1)
+				_mm256_storeu_ps(o, _mm512_castps512_ps256(acc[z * ld + t]));
+			else
+				_mm512_storeu_ps(o, acc[z * ld + t]);
+		}
+}
+
 /* int32 -> float, round to nearest: SIMDe 0.7 has no 512-bit form, two 256-bit ones are the same. */
 static inline __m512 cvt_i32x16(__m512i v)
 {
