@@ -970,11 +970,6 @@ static void kv_store(struct ms_ctx *c, uint32_t l)
 /* One round (every segment's chunk) through every layer                    */
 /* ------------------------------------------------------------------------ */
 
-static float silu(float x)
-{
-	return x / (1.0f + expf(-x));
-}
-
 /*
  * Final norm and output projection for the rows that need logits, in
  * groups of OUT_ROWS so the scratch stays small; each group reads the
@@ -1059,16 +1054,18 @@ static int eval_round(struct ms_ctx *c, size_t b)
 		rmsnorm_rows(c->xn, c->x, L->ffn_norm, b, dim, hp->eps);
 		{
 			const struct ms_matmul_op gu[] = { mm_op(&L->w_gate, c->hg, NULL), mm_op(&L->w_up, c->hu, NULL) };
-
-			if ((r = ms_matmul_multi(c->k, gu, 2, c->xn, b, c->mm_scratch)) < 0)
-				return r;
-		}
-		{
 			const long n = (long)(b * ffn);
 
+			/* a model whose gate and up differ in type takes the separate product */
+			if ((r = ms_matmul_glu(c->k, &gu[0], &gu[1], c->xn, b, c->mm_scratch)) == -EINVAL) {
+				if ((r = ms_matmul_multi(c->k, gu, 2, c->xn, b, c->mm_scratch)) < 0)
+					return r;
 #pragma omp parallel for num_threads(c->n_threads) schedule(static) if (n > 16384)
-			for (long i = 0; i < n; i++)
-				c->hg[i] = silu(c->hg[i]) * c->hu[i];
+				for (long i = 0; i < n; i++)
+					c->hg[i] = ms_silu(c->hg[i]) * c->hu[i];
+			} else if (r < 0) {
+				return r;
+			}
 		}
 		{
 			const struct ms_matmul_op down = mm_op(&L->w_down, c->tmp, c->x);

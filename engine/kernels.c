@@ -2,6 +2,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stddef.h>
@@ -473,6 +474,42 @@ static int mm_same_act(const struct mm_job *a, const struct mm_job *b, int q8s_a
 	return a->tk->act_conv == b->tk->act_conv && (!a->tk->act_conv || a->tk->act_type == b->tk->act_type);
 }
 
+/* Work item jt of job j: its output rows [r0, r1) of tokens [t0, t0 + nt). */
+static void mm_item(const struct mm_job *j, size_t jt, const void *act, size_t arow, size_t cols, size_t n_tok,
+		    size_t *r0_out, size_t *r1_out, size_t *t0_out, size_t *nt_out)
+{
+	const struct ms_matmul_op *op = j->op;
+	const struct ms_type_kernels *tk = j->tk;
+	const size_t rows = op->rows, row_bytes = op->row_bytes, nchunk = j->nchunk;
+	size_t c = jt % nchunk, t0 = j->x8 ? jt / nchunk * X8_TOKS : 0;
+	size_t r0 = c * j->chunk;
+	size_t r1 = r0 + j->chunk < rows ? r0 + j->chunk : rows;
+	size_t nt = n_tok - t0;
+	float *y = op->y;
+
+	if (j->x8) {
+		nt = nt < X8_TOKS ? nt : X8_TOKS;
+		tk->gemm_x8(cols, (const char *)op->w + r0 * row_bytes, r1 - r0, (const char *)act + t0 * arow, arow,
+			    nt, y + t0 * rows + r0, rows);
+	} else {
+		for (size_t r = r0; r < r1; r++) {
+			const void *wr = (const char *)op->w + r * row_bytes;
+			size_t t = 0;
+
+			/* the weight row stays in L1 across the token loop */
+			if (tk->dot_x4)
+				for (; t + MS_DOT_TOKS <= n_tok; t += MS_DOT_TOKS)
+					tk->dot_x4(cols, wr, (const char *)act + t * arow, arow, y + t * rows + r, rows);
+			for (; t < n_tok; t++)
+				y[t * rows + r] = tk->dot(cols, wr, (const char *)act + t * arow);
+		}
+	}
+	*r0_out = r0;
+	*r1_out = r1;
+	*t0_out = t0;
+	*nt_out = nt;
+}
+
 /*
  * The matrices of jobs[0..n) (sharing x, its conversion and its column
  * count) in one parallel region: activations are converted once (split
@@ -489,13 +526,13 @@ static int mm_same_act(const struct mm_job *a, const struct mm_job *b, int q8s_a
  * does not depend on the thread count or the schedule (nor on which
  * matrices share the call: every item is the one a lone call makes).
  */
-static void mm_run(const struct ms_kernels *k, const struct mm_job *jobs, size_t n, const float *x, size_t n_tok,
-		   void *scratch, size_t arow, int q8s, const struct ggml_type_info *ai)
+static void mm_run(const struct ms_kernels *k, const struct mm_job *jobs, size_t n, int glu, const float *x,
+		   size_t n_tok, void *scratch, size_t arow, int q8s, const struct ggml_type_info *ai)
 {
 	const struct ms_type_kernels *tk0 = jobs[0].tk;
 	const size_t cols = jobs[0].op->cols;
 	const size_t parts = ai ? (cols + ACT_PART - 1) / ACT_PART : 0;
-	const size_t nitems = jobs[n - 1].end;
+	const size_t nitems = glu ? jobs[0].end : jobs[n - 1].end;
 	const void *act = parts ? (const void *)scratch : (const void *)x;
 	uint64_t macs = 0;
 	int par;
@@ -523,45 +560,30 @@ static void mm_run(const struct ms_kernels *k, const struct mm_job *jobs, size_t
 		}
 #pragma omp for schedule(guided)
 		for (size_t it = 0; it < nitems; it++) {
-			size_t ji = 0;
+			size_t ji = 0, r0, r1, t0, nt;
 
 			while (it >= jobs[ji].end)
 				ji++;
 
 			const struct mm_job *j = &jobs[ji];
-			const struct ms_matmul_op *op = j->op;
-			const struct ms_type_kernels *tk = j->tk;
-			const size_t rows = op->rows, row_bytes = op->row_bytes, nchunk = j->nchunk;
-			const size_t jt = it - (ji ? jobs[ji - 1].end : 0);
-			size_t c = jt % nchunk, t0 = j->x8 ? jt / nchunk * X8_TOKS : 0;
-			size_t r0 = c * j->chunk;
-			size_t r1 = r0 + j->chunk < rows ? r0 + j->chunk : rows;
-			size_t nt = n_tok - t0;
-			float *y = op->y;
+			const size_t jt = it - (ji ? jobs[ji - 1].end : 0), rows = j->op->rows;
 
-			if (j->x8) {
-				nt = nt < X8_TOKS ? nt : X8_TOKS;
-				tk->gemm_x8(cols, (const char *)op->w + r0 * row_bytes, r1 - r0,
-					    (const char *)act + t0 * arow, arow, nt, y + t0 * rows + r0, rows);
-			} else {
-				for (size_t r = r0; r < r1; r++) {
-					const void *wr = (const char *)op->w + r * row_bytes;
-					size_t t = 0;
+			mm_item(j, jt, act, arow, cols, n_tok, &r0, &r1, &t0, &nt);
+			if (glu) {
+				/* the up projection's same rows, then the product while both are in L1 */
+				const float *u = jobs[1].op->y;
+				float *g = j->op->y;
 
-					/* the weight row stays in L1 across the token loop */
-					if (tk->dot_x4)
-						for (; t + MS_DOT_TOKS <= n_tok; t += MS_DOT_TOKS)
-							tk->dot_x4(cols, wr, (const char *)act + t * arow, arow,
-								   y + t * rows + r, rows);
-					for (; t < n_tok; t++)
-						y[t * rows + r] = tk->dot(cols, wr, (const char *)act + t * arow);
-				}
-			}
-			/* the item's own outputs, still in L1: a residual add without a serial pass */
-			if (op->acc)
+				mm_item(&jobs[1], jt, act, arow, cols, n_tok, &r0, &r1, &t0, &nt);
 				for (size_t t = t0; t < t0 + nt; t++)
 					for (size_t r = r0; r < r1; r++)
-						op->acc[t * rows + r] += y[t * rows + r];
+						g[t * rows + r] = ms_silu(g[t * rows + r]) * u[t * rows + r];
+			}
+			/* the item's own outputs, still in L1: a residual add without a serial pass */
+			if (j->op->acc)
+				for (size_t t = t0; t < t0 + nt; t++)
+					for (size_t r = r0; r < r1; r++)
+						j->op->acc[t * rows + r] += j->op->y[t * rows + r];
 		}
 	}
 }
@@ -596,9 +618,39 @@ int ms_matmul_multi(const struct ms_kernels *k, const struct ms_matmul_op *ops, 
 			jobs[i0 + n++].end = items;
 		}
 		if (n)
-			mm_run(k, jobs + i0, n, x, n_tok, scratch, arow[i0], q8s[i0], ai[i0]);
+			mm_run(k, jobs + i0, n, 0, x, n_tok, scratch, arow[i0], q8s[i0], ai[i0]);
 		items = 0;
 	}
+	return 0;
+}
+
+float ms_silu(float x)
+{
+	return x / (1.0f + expf(-x));
+}
+
+int ms_matmul_glu(const struct ms_kernels *k, const struct ms_matmul_op *gate, const struct ms_matmul_op *up,
+		  const float *x, size_t n_tok, void *scratch)
+{
+	struct mm_job jobs[2];
+	size_t arow[2];
+	int q8s[2], r;
+	const struct ggml_type_info *ai[2];
+
+	if (!gate || !up || gate->acc || up->acc)
+		return -EINVAL;
+	if ((r = mm_check(k, gate, n_tok, scratch, &jobs[0], &arow[0], &q8s[0], &ai[0])) < 0 ||
+	    (r = mm_check(k, up, n_tok, scratch, &jobs[1], &arow[1], &q8s[1], &ai[1])) < 0)
+		return r;
+	/* one item takes both matrices' same rows: they must split alike */
+	if (!mm_same_act(&jobs[0], &jobs[1], q8s[0], q8s[1]) || gate->rows != up->rows ||
+	    jobs[0].chunk != jobs[1].chunk || jobs[0].x8 != jobs[1].x8)
+		return -EINVAL;
+	if (!n_tok || !gate->rows)
+		return 0;
+	jobs[0].end = jobs[0].x8 ? jobs[0].nchunk * ((n_tok + X8_TOKS - 1) / X8_TOKS) : jobs[0].nchunk;
+	jobs[1].end = 2 * jobs[0].end;
+	mm_run(k, jobs, 2, 1, x, n_tok, scratch, arow[0], q8s[0], ai[0]);
 	return 0;
 }
 
