@@ -575,6 +575,12 @@ static int matmul(struct ms_ctx *c, const struct ms_tensor *w, const float *x, s
 			 c->mm_scratch);
 }
 
+static struct ms_matmul_op mm_op(const struct ms_tensor *w, float *y, float *acc)
+{
+	return (struct ms_matmul_op){ .type = w->type, .layout = w->layout, .w = w->data, .row_bytes = w->row_bytes,
+				      .rows = w->rows, .cols = w->cols, .y = y, .acc = acc };
+}
+
 /* ------------------------------------------------------------------------ */
 /* Attention                                                                 */
 /* ------------------------------------------------------------------------ */
@@ -964,11 +970,6 @@ static void kv_store(struct ms_ctx *c, uint32_t l)
 /* One round (every segment's chunk) through every layer                    */
 /* ------------------------------------------------------------------------ */
 
-static float silu(float x)
-{
-	return x / (1.0f + expf(-x));
-}
-
 /*
  * Final norm and output projection for the rows that need logits, in
  * groups of OUT_ROWS so the scratch stays small; each group reads the
@@ -1031,35 +1032,47 @@ static int eval_round(struct ms_ctx *c, size_t b)
 		const struct ms_layer *L = &m->layers[l];
 
 		rmsnorm_rows(c->xn, c->x, L->attn_norm, b, dim, hp->eps);
-		if ((r = matmul(c, &L->wq, c->xn, b, c->q)) < 0 ||
-		    (r = matmul(c, &L->wk, c->xn, b, c->kc)) < 0 ||
-		    (r = matmul(c, &L->wv, c->xn, b, c->vc)) < 0)
-			return r;
+		{
+			const struct ms_matmul_op qkv[] = { mm_op(&L->wq, c->q, NULL), mm_op(&L->wk, c->kc, NULL),
+							    mm_op(&L->wv, c->vc, NULL) };
+
+			if ((r = ms_matmul_multi(c->k, qkv, 3, c->xn, b, c->mm_scratch)) < 0)
+				return r;
+		}
 		rope_apply(c, c->q, b, dim);
 		rope_apply(c, c->kc, b, hp->kv_dim);
 		chunk_to_cache_type(c);
 		attention(c, l);
 		kv_store(c, l);
-		if ((r = matmul(c, &L->wo, c->att, b, c->tmp)) < 0)
-			return r;
-		for (size_t i = 0; i < b * dim; i++)
-			c->x[i] += c->tmp[i];
+		{
+			const struct ms_matmul_op wo = mm_op(&L->wo, c->tmp, c->x);
+
+			if ((r = ms_matmul_multi(c->k, &wo, 1, c->att, b, c->mm_scratch)) < 0)
+				return r;
+		}
 
 		rmsnorm_rows(c->xn, c->x, L->ffn_norm, b, dim, hp->eps);
-		if ((r = matmul(c, &L->w_gate, c->xn, b, c->hg)) < 0 ||
-		    (r = matmul(c, &L->w_up, c->xn, b, c->hu)) < 0)
-			return r;
 		{
+			const struct ms_matmul_op gu[] = { mm_op(&L->w_gate, c->hg, NULL), mm_op(&L->w_up, c->hu, NULL) };
 			const long n = (long)(b * ffn);
 
+			/* a model whose gate and up differ in type takes the separate product */
+			if ((r = ms_matmul_glu(c->k, &gu[0], &gu[1], c->xn, b, c->mm_scratch)) == -EINVAL) {
+				if ((r = ms_matmul_multi(c->k, gu, 2, c->xn, b, c->mm_scratch)) < 0)
+					return r;
 #pragma omp parallel for num_threads(c->n_threads) schedule(static) if (n > 16384)
-			for (long i = 0; i < n; i++)
-				c->hg[i] = silu(c->hg[i]) * c->hu[i];
+				for (long i = 0; i < n; i++)
+					c->hg[i] = ms_silu(c->hg[i]) * c->hu[i];
+			} else if (r < 0) {
+				return r;
+			}
 		}
-		if ((r = matmul(c, &L->w_down, c->hg, b, c->tmp)) < 0)
-			return r;
-		for (size_t i = 0; i < b * dim; i++)
-			c->x[i] += c->tmp[i];
+		{
+			const struct ms_matmul_op down = mm_op(&L->w_down, c->tmp, c->x);
+
+			if ((r = ms_matmul_multi(c->k, &down, 1, c->hg, b, c->mm_scratch)) < 0)
+				return r;
+		}
 		if (c->progress && c->progress(c->progress_ud))
 			return -ECANCELED;
 	}

@@ -2,6 +2,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stddef.h>
@@ -413,61 +414,139 @@ static void act_q8s(const struct ms_kernels *k, size_t n, const float *x, struct
 	}
 }
 
-int ms_matmul(const struct ms_kernels *k, uint32_t wtype, enum ms_layout layout, const void *w,
-	      size_t row_bytes, size_t rows, size_t cols, const float *x, size_t n_tok, float *y,
-	      void *scratch)
+/* One matrix of a matmul call, checked: its kernels and its work items. */
+struct mm_job {
+	const struct ms_matmul_op *op;
+	const struct ms_type_kernels *tk;
+	size_t chunk, nchunk;
+	size_t end;              /* work items of this job and the ones before it */
+	int x8;
+};
+
+/*
+ * Checks op (the errors ms_matmul documents) and fills j; *arow, *q8s and
+ * *ai describe the activation conversion op needs (*ai NULL: none, the
+ * kernels read x itself).
+ */
+static int mm_check(const struct ms_kernels *k, const struct ms_matmul_op *op, size_t n_tok, void *scratch,
+		    struct mm_job *j, size_t *arow, int *q8s_out, const struct ggml_type_info **ai_out)
 {
+	const uint32_t wtype = op->type;
 	const struct ms_type_kernels *tk = type_kernels(k, wtype);
 	const struct ggml_type_info *ti = ms_ggml_type_get(wtype);
 	const struct ggml_type_info *ai = NULL;
-	const int x8 = layout == MS_LAYOUT_X8;
+	const int x8 = op->layout == MS_LAYOUT_X8;
 	const int q8s = x8 && x8_uses_q8s(wtype);
 	const size_t chunk = x8 && n_tok == 1 ? MM_CHUNK_DEC : x8 && x8_wide(wtype) ? MM_CHUNK_WIDE : MM_CHUNK;
-	size_t arow, nchunk, nitems, parts = 0;
 	uint64_t wbytes;
-	const void *act;
-	int par;
 
-	if (!tk || !ti || !ti->blck || cols % ti->blck)
+	if (!tk || !ti || !ti->blck || op->cols % ti->blck)
 		return -EINVAL;
-	if (ms_ggml_row_bytes(wtype, cols, &wbytes) || wbytes > row_bytes)
+	if (ms_ggml_row_bytes(wtype, op->cols, &wbytes) || wbytes > op->row_bytes)
 		return -EINVAL;
 	if (x8) {
 		/* the q8s conversion below borrows the table's Q8_0 one */
-		if (!tk->gemm_x8 || rows % MS_X8 || wbytes != row_bytes ||
+		if (!tk->gemm_x8 || op->rows % MS_X8 || wbytes != op->row_bytes ||
 		    (q8s && !k->type[GGML_TYPE_Q8_0].act_conv))
 			return -EINVAL;
-	} else if (layout != MS_LAYOUT_ROWS) {
+	} else if (op->layout != MS_LAYOUT_ROWS) {
 		return -EINVAL;
 	}
-	arow = act_row_bytes(tk, q8s, cols);
+	*arow = act_row_bytes(tk, q8s, op->cols);
 	if (q8s || tk->act_conv) {
 		ai = ms_ggml_type_get(q8s ? GGML_TYPE_Q8_0 : tk->act_type);
-		if (!arow || !scratch || !ai || ACT_PART % ai->blck)
+		if (!*arow || !scratch || !ai || ACT_PART % ai->blck)
 			return -EINVAL;
-		parts = (cols + ACT_PART - 1) / ACT_PART;
 	}
-	if (!rows || !n_tok)
-		return 0;
+	j->op = op;
+	j->tk = tk;
+	j->chunk = chunk;
+	j->nchunk = (op->rows + chunk - 1) / chunk;
+	j->x8 = x8;
+	*q8s_out = q8s;
+	*ai_out = ai;
+	return 0;
+}
 
-	act = parts ? (const void *)scratch : (const void *)x;
+/* Whether b's activations are a's: same columns, same conversion. */
+static int mm_same_act(const struct mm_job *a, const struct mm_job *b, int q8s_a, int q8s_b)
+{
+	if (a->op->cols != b->op->cols || q8s_a != q8s_b)
+		return 0;
+	if (q8s_a)
+		return 1;
+	return a->tk->act_conv == b->tk->act_conv && (!a->tk->act_conv || a->tk->act_type == b->tk->act_type);
+}
+
+/* Work item jt of job j: its output rows [r0, r1) of tokens [t0, t0 + nt). */
+static void mm_item(const struct mm_job *j, size_t jt, const void *act, size_t arow, size_t cols, size_t n_tok,
+		    size_t *r0_out, size_t *r1_out, size_t *t0_out, size_t *nt_out)
+{
+	const struct ms_matmul_op *op = j->op;
+	const struct ms_type_kernels *tk = j->tk;
+	const size_t rows = op->rows, row_bytes = op->row_bytes, nchunk = j->nchunk;
+	size_t c = jt % nchunk, t0 = j->x8 ? jt / nchunk * X8_TOKS : 0;
+	size_t r0 = c * j->chunk;
+	size_t r1 = r0 + j->chunk < rows ? r0 + j->chunk : rows;
+	size_t nt = n_tok - t0;
+	float *y = op->y;
+
+	if (j->x8) {
+		nt = nt < X8_TOKS ? nt : X8_TOKS;
+		tk->gemm_x8(cols, (const char *)op->w + r0 * row_bytes, r1 - r0, (const char *)act + t0 * arow, arow,
+			    nt, y + t0 * rows + r0, rows);
+	} else {
+		for (size_t r = r0; r < r1; r++) {
+			const void *wr = (const char *)op->w + r * row_bytes;
+			size_t t = 0;
+
+			/* the weight row stays in L1 across the token loop */
+			if (tk->dot_x4)
+				for (; t + MS_DOT_TOKS <= n_tok; t += MS_DOT_TOKS)
+					tk->dot_x4(cols, wr, (const char *)act + t * arow, arow, y + t * rows + r, rows);
+			for (; t < n_tok; t++)
+				y[t * rows + r] = tk->dot(cols, wr, (const char *)act + t * arow);
+		}
+	}
+	*r0_out = r0;
+	*r1_out = r1;
+	*t0_out = t0;
+	*nt_out = nt;
+}
+
+/*
+ * The matrices of jobs[0..n) (sharing x, its conversion and its column
+ * count) in one parallel region: activations are converted once (split
+ * into pieces of every token's row), the implicit barrier of that loop
+ * publishes them, then the work items of all the matrices, one list
+ * matrix after matrix, are claimed in guided chunks: the first claims are
+ * large contiguous ranges (long streams for the hardware prefetchers, few
+ * atomic claims), the last ones small, so a thread that lost its core for
+ * a while (the machine may be shared) leaves its share to the others
+ * instead of holding up the barrier. One list for several matrices pays
+ * the region start, the conversion and the final wait once, and a
+ * thread's stream runs on from one matrix into the next instead of
+ * draining at a barrier. Each output has exactly one writer and its value
+ * does not depend on the thread count or the schedule (nor on which
+ * matrices share the call: every item is the one a lone call makes).
+ */
+static void mm_run(const struct ms_kernels *k, const struct mm_job *jobs, size_t n, int glu, const float *x,
+		   size_t n_tok, void *scratch, size_t arow, int q8s, const struct ggml_type_info *ai)
+{
+	const struct ms_type_kernels *tk0 = jobs[0].tk;
+	const size_t cols = jobs[0].op->cols;
+	const size_t parts = ai ? (cols + ACT_PART - 1) / ACT_PART : 0;
+	const size_t nitems = glu ? jobs[0].end : jobs[n - 1].end;
+	const void *act = parts ? (const void *)scratch : (const void *)x;
+	uint64_t macs = 0;
+	int par;
+
 	if (!parts)
 		arow = cols * sizeof(float);
-	nchunk = (rows + chunk - 1) / chunk;
-	nitems = x8 ? nchunk * ((n_tok + X8_TOKS - 1) / X8_TOKS) : nchunk;
-	par = nitems > 1 && (uint64_t)rows * n_tok * cols >= MM_PAR_MIN;
+	for (size_t i = 0; i < n; i++)
+		macs += (uint64_t)jobs[i].op->rows * n_tok * cols;
+	par = nitems > 1 && macs >= MM_PAR_MIN;
 
-	/*
-	 * One region for both phases: activations are converted once (split
-	 * into pieces of every token's row), the implicit barrier of that loop
-	 * publishes them, then output rows are claimed in guided chunks: the
-	 * first claims are large contiguous ranges (long streams for the
-	 * hardware prefetchers, few atomic claims), the last ones small, so a
-	 * thread that lost its core for a while (the machine may be shared)
-	 * leaves its share to the others instead of holding up the barrier.
-	 * Each output has exactly one writer and its value does not depend on
-	 * the thread count or the schedule.
-	 */
 #pragma omp parallel if (par)
 	{
 		if (parts) {
@@ -480,37 +559,114 @@ int ms_matmul(const struct ms_kernels *k, uint32_t wtype, enum ms_layout layout,
 				if (q8s)
 					act_q8s(k, m, xs, (struct ms_block_q8s *)((char *)scratch + t * arow) + e0 / QK8_0);
 				else
-					tk->act_conv(m, xs, (char *)scratch + t * arow + e0 / ai->blck * ai->bytes);
+					tk0->act_conv(m, xs, (char *)scratch + t * arow + e0 / ai->blck * ai->bytes);
 			}
 		}
 #pragma omp for schedule(guided)
 		for (size_t it = 0; it < nitems; it++) {
-			size_t c = it % nchunk, t0 = x8 ? it / nchunk * X8_TOKS : 0;
-			size_t r0 = c * chunk;
-			size_t r1 = r0 + chunk < rows ? r0 + chunk : rows;
+			size_t ji = 0, r0, r1, t0, nt;
 
-			if (x8) {
-				size_t nt = n_tok - t0 < X8_TOKS ? n_tok - t0 : X8_TOKS;
+			while (it >= jobs[ji].end)
+				ji++;
 
-				tk->gemm_x8(cols, (const char *)w + r0 * row_bytes, r1 - r0, (const char *)act + t0 * arow,
-					    arow, nt, y + t0 * rows + r0, rows);
-				continue;
+			const struct mm_job *j = &jobs[ji];
+			const size_t jt = it - (ji ? jobs[ji - 1].end : 0), rows = j->op->rows;
+
+			mm_item(j, jt, act, arow, cols, n_tok, &r0, &r1, &t0, &nt);
+			if (glu) {
+				/* the up projection's same rows, then the product while both are in L1 */
+				const float *u = jobs[1].op->y;
+				float *g = j->op->y;
+
+				mm_item(&jobs[1], jt, act, arow, cols, n_tok, &r0, &r1, &t0, &nt);
+				for (size_t t = t0; t < t0 + nt; t++)
+					for (size_t r = r0; r < r1; r++)
+						g[t * rows + r] = ms_silu(g[t * rows + r]) * u[t * rows + r];
 			}
-			for (size_t r = r0; r < r1; r++) {
-				const void *wr = (const char *)w + r * row_bytes;
-				size_t t = 0;
-
-				/* the weight row stays in L1 across the token loop */
-				if (tk->dot_x4)
-					for (; t + MS_DOT_TOKS <= n_tok; t += MS_DOT_TOKS)
-						tk->dot_x4(cols, wr, (const char *)act + t * arow, arow,
-							   y + t * rows + r, rows);
-				for (; t < n_tok; t++)
-					y[t * rows + r] = tk->dot(cols, wr, (const char *)act + t * arow);
-			}
+			/* the item's own outputs, still in L1: a residual add without a serial pass */
+			if (j->op->acc)
+				for (size_t t = t0; t < t0 + nt; t++)
+					for (size_t r = r0; r < r1; r++)
+						j->op->acc[t * rows + r] += j->op->y[t * rows + r];
 		}
 	}
+}
+
+int ms_matmul_multi(const struct ms_kernels *k, const struct ms_matmul_op *ops, size_t n_ops, const float *x,
+		    size_t n_tok, void *scratch)
+{
+	struct mm_job jobs[MS_MATMUL_MAX_OPS];
+	size_t arow[MS_MATMUL_MAX_OPS], items = 0;
+	int q8s[MS_MATMUL_MAX_OPS];
+	const struct ggml_type_info *ai[MS_MATMUL_MAX_OPS];
+	int r;
+
+	if (!ops || n_ops > MS_MATMUL_MAX_OPS)
+		return -EINVAL;
+	for (size_t i = 0; i < n_ops; i++)
+		if ((r = mm_check(k, &ops[i], n_tok, scratch, &jobs[i], &arow[i], &q8s[i], &ai[i])) < 0)
+			return r;
+	if (!n_tok)
+		return 0;
+	/* runs of matrices that share the conversion go together; the rest alone */
+	for (size_t i0 = 0, i1; i0 < n_ops; i0 = i1) {
+		size_t n = 0;
+
+		for (i1 = i0; i1 < n_ops && mm_same_act(&jobs[i0], &jobs[i1], q8s[i0], q8s[i1]); i1++) {
+			size_t nitems = jobs[i1].x8 ? jobs[i1].nchunk * ((n_tok + X8_TOKS - 1) / X8_TOKS) : jobs[i1].nchunk;
+
+			if (!nitems)
+				continue;
+			items += nitems;
+			jobs[i0 + n] = jobs[i1];
+			jobs[i0 + n++].end = items;
+		}
+		if (n)
+			mm_run(k, jobs + i0, n, 0, x, n_tok, scratch, arow[i0], q8s[i0], ai[i0]);
+		items = 0;
+	}
 	return 0;
+}
+
+float ms_silu(float x)
+{
+	return x / (1.0f + expf(-x));
+}
+
+int ms_matmul_glu(const struct ms_kernels *k, const struct ms_matmul_op *gate, const struct ms_matmul_op *up,
+		  const float *x, size_t n_tok, void *scratch)
+{
+	struct mm_job jobs[2];
+	size_t arow[2];
+	int q8s[2], r;
+	const struct ggml_type_info *ai[2];
+
+	if (!gate || !up || gate->acc || up->acc)
+		return -EINVAL;
+	if ((r = mm_check(k, gate, n_tok, scratch, &jobs[0], &arow[0], &q8s[0], &ai[0])) < 0 ||
+	    (r = mm_check(k, up, n_tok, scratch, &jobs[1], &arow[1], &q8s[1], &ai[1])) < 0)
+		return r;
+	/* one item takes both matrices' same rows: they must split alike */
+	if (!mm_same_act(&jobs[0], &jobs[1], q8s[0], q8s[1]) || gate->rows != up->rows ||
+	    jobs[0].chunk != jobs[1].chunk || jobs[0].x8 != jobs[1].x8)
+		return -EINVAL;
+	if (!n_tok || !gate->rows)
+		return 0;
+	jobs[0].end = jobs[0].x8 ? jobs[0].nchunk * ((n_tok + X8_TOKS - 1) / X8_TOKS) : jobs[0].nchunk;
+	jobs[1].end = 2 * jobs[0].end;
+	mm_run(k, jobs, 2, 1, x, n_tok, scratch, arow[0], q8s[0], ai[0]);
+	return 0;
+}
+
+int ms_matmul(const struct ms_kernels *k, uint32_t wtype, enum ms_layout layout, const void *w,
+	      size_t row_bytes, size_t rows, size_t cols, const float *x, size_t n_tok, float *y,
+	      void *scratch)
+{
+	const struct ms_matmul_op op = {
+		.type = wtype, .layout = layout, .w = w, .row_bytes = row_bytes, .rows = rows, .cols = cols, .y = y,
+	};
+
+	return ms_matmul_multi(k, &op, 1, x, n_tok, scratch);
 }
 
 int ms_kernels_choose(const char *spec, const struct ms_kernels **out, enum ms_isa *want)

@@ -302,4 +302,51 @@ int ms_matmul(const struct ms_kernels *k, uint32_t wtype, enum ms_layout layout,
 	      size_t row_bytes, size_t rows, size_t cols, const float *x, size_t n_tok, float *y,
 	      void *scratch);
 
+/* One matrix of ms_matmul_multi: ms_matmul's arguments for it. */
+struct ms_matmul_op {
+	uint32_t type;
+	enum ms_layout layout;
+	const void *w;
+	size_t row_bytes, rows, cols;
+	float *y;                    /* n_tok x rows */
+	float *acc;                  /* NULL, or n_tok x rows floats that then get acc += y, element
+	                              * by element (a residual add); not overlapping y or x */
+};
+
+#define MS_MATMUL_MAX_OPS 4
+
+/*
+ * ms_matmul for up to MS_MATMUL_MAX_OPS matrices that take the same input
+ * x (the query, key and value projections; the gate and the up
+ * projection), with the same results bit for bit, plus the optional
+ * residual adds: the matrices whose activations convert alike share the
+ * conversion and one parallel region whose work list spans all their
+ * rows, so a decode step pays one region start, one conversion and one
+ * wait for the slowest thread where it paid one per matrix. scratch: the
+ * largest ms_matmul_scratch_bytes() of the matrices. The outputs must not
+ * overlap each other or x. Returns 0, or ms_matmul's -EINVAL for the
+ * first matrix it rejects (nothing is computed then), or for n_ops above
+ * MS_MATMUL_MAX_OPS.
+ */
+int ms_matmul_multi(const struct ms_kernels *k, const struct ms_matmul_op *ops, size_t n_ops, const float *x,
+		    size_t n_tok, void *scratch);
+
+/* x / (1 + e^-x): the activation of the feed-forward gate. */
+float ms_silu(float x);
+
+/*
+ * The gated feed-forward's two projections of x: up->y = up x, then
+ * gate->y = silu(gate x) * up->y, element by element, bit for bit what
+ * ms_matmul_multi and a loop after it give. One work item computes both
+ * matrices' rows of a chunk and their product while they are in L1, so
+ * the product needs neither a pass of its own nor a parallel region (a
+ * decode step's 14336 expf calls cost 35 us per layer as a separate
+ * region). -EINVAL where ms_matmul would reject either, where either has
+ * acc, or where the two do not split into the same items (different
+ * row counts, layouts or activation conversions): the caller then uses
+ * ms_matmul_multi and its own loop.
+ */
+int ms_matmul_glu(const struct ms_kernels *k, const struct ms_matmul_op *gate, const struct ms_matmul_op *up,
+		  const float *x, size_t n_tok, void *scratch);
+
 #endif
