@@ -661,7 +661,7 @@ GEMM_X8(gemm_q6_Kx8_avx512, q6_Kx8_tile, sizeof(struct block_q6_Kx8), QK_K, K6_N
  * and half stored. Prefill tiles are 2 x 12 (32 rows, 12 tokens): 24
  * accumulators, 2 weights and a broadcast in the 32 registers, 24 FMAs
  * per 2 weight conversions and 12 broadcasts, so the FMA units set the
- * pace at twice the AVX2 tile's width. Decode runs wide_dec_tile below.
+ * pace at twice the AVX2 tile's width.
  */
 #define WIDE_ZG 2
 #define WIDE_NT 12
@@ -720,82 +720,13 @@ static inline __attribute__((always_inline)) void wide_tile(size_t n, const uint
 }
 
 /*
- * One token (decode): DEC_GROUPS groups as as many streams, each
- * prefetched DEC_PF_BYTES ahead as q0_dec_tile's are, four accumulators
- * (group pairs), the same fma chain per row as wide_tile. Per two elements
- * of a group pair (64 bytes) it does two 32-byte loads that each hold two
- * elements of a group, widened whole, then two lane shuffles that make
- * [element k of both groups] and [element k + 1 of both]: 6 vector
- * instructions per 64 bytes where wide_tile's 2 x 1 does 8 (four 16-byte
- * widenings, two inserts, two FMAs; BF16 adds a shift per widening in
- * both). From L2 it takes 2.62 cycles per 64
- * bytes of F16 where the 2 x 1 took 3.79 (BF16 2.46 against 3.71); from
- * DRAM on two threads a loaded machine showed no clear gain yet
- * (BENCHMARKS.md: 1.13 of a plain read against 0.92 at one minute, 0.84
- * against 1.03 at another).
+ * One token runs the 2 x 1 tile, in 64-row work items. A one-token tile of
+ * eight prefetched streams (32-byte loads widened whole, two lane shuffles
+ * a 64 bytes: 2.62 cycles per 64 bytes of F16 from L2 where the 2 x 1
+ * takes 3.79) read DRAM slower in whole-model decode: 7B F16 3.28 / 3.58
+ * tok/s against 3.85 / 3.71, 8-layer F16 14.72-15.47 against 15.50-16.75
+ * (quiet Zen 5, alternated; BENCHMARKS.md), so it was taken out.
  */
-#define WIDE_DEC_PAIRS (DEC_GROUPS / 2)
-
-/* Elements k, k + 1 of a group's 8 rows (32 bytes at p) as floats: lanes 0..7 k, 8..15 k + 1. */
-static inline __attribute__((always_inline)) __m512 wide_cvt2(const uint16_t *p, const int bf16)
-{
-#ifdef MS_SIMDE
-	/* SIMDe 0.7 has neither _mm512_cvtph_ps nor _mm512_cvtepu16_epi32 */
-	return wide_load2(p, p + MS_X8, bf16);
-#else
-	if (bf16)
-		return _mm512_castsi512_ps(
-			_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(const void *)p)), 16));
-	return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)p));
-#endif
-}
-
-static inline __attribute__((always_inline)) void wide_dec_tile(size_t n, const uint16_t *w, const float *x,
-								const int bf16, float *out)
-{
-	const size_t gs = (size_t)MS_X8 * n, gb = gs * sizeof(uint16_t);
-	__m512 acc[WIDE_DEC_PAIRS];
-	size_t k = 0;
-
-	_Pragma("GCC unroll 4")
-	for (int z = 0; z < WIDE_DEC_PAIRS; z++)
-		acc[z] = _mm512_setzero_ps();
-	for (; k + 4 <= n; k += 4) {
-		/* 64 bytes of each stream a step: one line each, past the end into the next tile's */
-		size_t pf = 2 * MS_X8 * k + DEC_PF_BYTES / 64 * 64;
-		const uintptr_t at = (uintptr_t)w + pf + (pf >= gb ? (size_t)(DEC_GROUPS - 1) * gb : 0);
-
-		_Pragma("GCC unroll 8")
-		for (int g = 0; g < DEC_GROUPS; g++)
-			_mm_prefetch((const char *)(at + (size_t)g * gb), _MM_HINT_T0);
-		_Pragma("GCC unroll 4")
-		for (int z = 0; z < WIDE_DEC_PAIRS; z++) {
-			const uint16_t *p0 = w + 2 * z * gs + MS_X8 * k;
-
-			_Pragma("GCC unroll 2")
-			for (int h = 0; h < 2; h++) {
-				const __m512i a = _mm512_castps_si512(wide_cvt2(p0 + 2 * MS_X8 * h, bf16));
-				const __m512i b = _mm512_castps_si512(wide_cvt2(p0 + gs + 2 * MS_X8 * h, bf16));
-
-				acc[z] = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_shuffle_i32x4(a, b, 0x44)),
-							 _mm512_set1_ps(x[k + 2 * h]), acc[z]);
-				acc[z] = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_shuffle_i32x4(a, b, 0xee)),
-							 _mm512_set1_ps(x[k + 2 * h + 1]), acc[z]);
-			}
-		}
-	}
-	for (; k < n; k++)
-		_Pragma("GCC unroll 4")
-		for (int z = 0; z < WIDE_DEC_PAIRS; z++) {
-			const uint16_t *p0 = w + 2 * z * gs + MS_X8 * k;
-
-			acc[z] = _mm512_fmadd_ps(wide_load2(p0, p0 + gs, bf16), _mm512_set1_ps(x[k]), acc[z]);
-		}
-	_Pragma("GCC unroll 4")
-	for (int z = 0; z < WIDE_DEC_PAIRS; z++)
-		_mm512_storeu_ps(out + 16 * z, acc[z]);
-}
-
 static inline __attribute__((always_inline)) void wide_tokens(size_t n, const uint16_t *w, const float *x,
 							      size_t xs, size_t n_tok, const int zg, const int lone,
 							      const int bf16, float *out, size_t os)
@@ -822,9 +753,6 @@ static inline __attribute__((always_inline)) void wide_gemm(size_t n, const void
 	const size_t ng = rows / MS_X8, gs = MS_X8 * n;
 	size_t g = 0;
 
-	if (n_tok == 1)
-		for (; g + DEC_GROUPS <= ng; g += DEC_GROUPS)
-			wide_dec_tile(n, h + g * gs, x, bf16, out + MS_X8 * g);
 	for (; g + 2 * WIDE_ZG <= ng; g += 2 * WIDE_ZG)
 		wide_tokens(n, h + g * gs, x, xs, n_tok, WIDE_ZG, 0, bf16, out + MS_X8 * g, os);
 	/* 1..3 groups left: a pair and/or a lone one */
