@@ -342,13 +342,8 @@ static inline __attribute__((always_inline)) void q0_dec_tile(size_t nb, const u
 		const __m512i s0 = _mm512_set1_epi32(-off * a[i].s);
 		const __m512 da = _mm512_set1_ps(a[i].d);
 
-		for (; pf < (i + 1) * bb + ahead; pf += 64) {
-			const uintptr_t at = (uintptr_t)w + pf + (pf >= gs ? (size_t)(ng - 1) * gs : 0);
-
-			_Pragma("GCC unroll 8")
-			for (int k = 0; k < ng; k++)
-				_mm_prefetch((const char *)(at + (size_t)k * gs), _MM_HINT_T0);
-		}
+		for (; pf < (i + 1) * bb + ahead; pf += 64)
+			prefetch_streams(w, pf, gs, ng);
 		_Pragma("GCC unroll 1")
 		for (int h = 0; h < ng / 2; h++) {
 			const uint8_t *g = w + (size_t)(2 * h) * gs + i * bb;

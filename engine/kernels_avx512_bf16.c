@@ -280,12 +280,7 @@ static inline __attribute__((always_inline)) void dp_dec_tile(size_t n, const ui
 		acc[z] = _mm512_setzero_ps();
 	for (; j + 4 <= n; j += 4) {
 		/* 64 bytes of each stream a step: one line each, past the end into the next tile's */
-		size_t pf = 2 * MS_X8 * j + DP_DEC_PF_BYTES / 64 * 64;
-		const uintptr_t at = (uintptr_t)w + pf + (pf >= gb ? (size_t)(DP_DEC_GROUPS - 1) * gb : 0);
-
-		_Pragma("GCC unroll 8")
-		for (int g = 0; g < DP_DEC_GROUPS; g++)
-			_mm_prefetch((const char *)(at + (size_t)g * gb), _MM_HINT_T0);
+		prefetch_streams(w, 2 * MS_X8 * j + DP_DEC_PF_BYTES / 64 * 64, gb, DP_DEC_GROUPS);
 		_Pragma("GCC unroll 4")
 		for (int z = 0; z < DP_DEC_GROUPS / 2; z++) {
 			const uint16_t *p0 = w + 2 * z * gs + MS_X8 * j;

@@ -389,13 +389,8 @@ static inline __attribute__((always_inline)) void k_dec_tile(size_t nb, const ui
 	for (int h = 0; h < ng / 2; h++)
 		acc[h] = _mm512_setzero_ps();
 	for (size_t i = 0; i < nb; i++) {
-		for (; pf < (i + 1) * bb + KDEC_PF_BYTES; pf += 64) {
-			const uintptr_t at = (uintptr_t)w + pf + (pf >= gs ? (size_t)(ng - 1) * gs : 0);
-
-			_Pragma("GCC unroll 8")
-			for (int k = 0; k < ng; k++)
-				_mm_prefetch((const char *)(at + (size_t)k * gs), _MM_HINT_T0);
-		}
+		for (; pf < (i + 1) * bb + KDEC_PF_BYTES; pf += 64)
+			prefetch_streams(w, pf, gs, ng);
 		_Pragma("GCC unroll 1")
 		for (int h = 0; h < ng / 2; h++) {
 			const uint8_t *g = w + (size_t)(2 * h) * gs + i * bb;

@@ -102,6 +102,21 @@ static inline __attribute__((always_inline)) void zmm_tile_store(const __m512 *a
 }
 
 /* int32 -> float, round to nearest: SIMDe 0.7 has no 512-bit form, two 256-bit ones are the same. */
+/*
+ * One 64-byte line at offset pf of each of ng decode streams gs bytes
+ * apart. Past a stream's end (pf >= gs) the lines are the next tile's
+ * streams', which start (ng - 1) * gs further: the prefetch runs on into
+ * them instead of each tile starting cold.
+ */
+static inline __attribute__((always_inline)) void prefetch_streams(const void *w, size_t pf, size_t gs, const int ng)
+{
+	const uintptr_t at = (uintptr_t)w + pf + (pf >= gs ? (size_t)(ng - 1) * gs : 0);
+
+	_Pragma("GCC unroll 8")
+	for (int k = 0; k < ng; k++)
+		_mm_prefetch((const char *)(at + (size_t)k * gs), _MM_HINT_T0);
+}
+
 static inline __m512 cvt_i32x16(__m512i v)
 {
 #ifdef MS_SIMDE
