@@ -393,21 +393,24 @@ static inline __attribute__((always_inline)) void q5_Kx16_tile(size_t nb, const 
  * 16-row step at 3.3 GHz, loaded machine) two streams took 90 (Q4_K) and
  * 157 (Q6_K) in one burst, 80 and 131 in 8 installments (9 and 7 lines
  * each); four streams 112-149 and 180 in one burst, 93 and 148 in 8. From
- * DRAM (/work/notes/kb/kq-bench.c: a ring of five 14336 x 4096 copies,
- * 2 threads, 64-row items, CPU time against the plain 2-thread read of
- * the same bytes in the same round, median of 120-150 rounds, probe 15-21
- * GB/s: other helpers' load) two streams read Q4_K 0.96 of the plain
- * read in one burst, 1.03 in 8 (4: 1.04, 16: 1.02, 32: 1.02), Q6_K 0.95
- * and 1.01; four streams 0.86 and 0.76 (one burst), 0.90 and 0.84 (8);
- * eight 0.93-0.97 (16-32 installments). So the bursts were most of why
- * four and eight streams read K-quants slower (the 2-vs-4 assembly
- * differs by a few spills: 10 zmm stack accesses in the Q4_K step, 15 a
- * pair at four); spread, two streams are still the fastest. 1.5 and 6 kB ahead read
- * 0.95 and 0.93 (Q4_K), 0.85 and 0.94 (Q6_K) against 3 kB's 1.03 and
- * 1.01; PREFETCHT1 0.96 / 0.86, PREFETCHNTA 1.06 / 0.99 (T0's noise);
- * 32- or 128-row items no better than 64. Q6_K's one token went through
- * the 8-row tile before the kdec branch: slower in the 8-layer Q4_K_M
- * decode (BENCHMARKS.md). The -D overrides are for kq-bench.
+ * DRAM (/work/notes/kb/kq-bench.c: a ring of five 14336 x 4096 copies, 2
+ * threads, 64-row items, CPU time against the plain 2-thread read of the
+ * same bytes in the same round, median of 120-150 rounds, probe 15-21
+ * GB/s: other helpers' load) two streams read Q4_K 0.96 of the plain read
+ * in one burst, 1.03 in 8 (4: 1.04, 16: 1.02, 32: 1.02), Q6_K 0.96 and
+ * 1.01; four streams 0.86 and 0.76 (one burst), 0.90 and 0.84 (8); eight
+ * 0.93-0.97 (16-32 installments). So the bursts are the four- and
+ * eight-stream steps' extra cost from L2 and a third (four streams) to
+ * nearly all (eight, Q6_K) of their loss from DRAM; the assembly is not
+ * (10 zmm stack accesses in the two-stream Q4_K step, 15 a pair at four).
+ * Spread, two streams are still the fastest; why the rest is not
+ * established. 1.5 and 6 kB ahead read 0.95 and 0.93 (Q4_K), 0.85 and
+ * 0.94 (Q6_K) against 3 kB's 1.03 and 1.01; PREFETCHT1 0.96 / 0.86,
+ * PREFETCHNTA 1.06 / 0.99 (T0's noise); 32- or 128-row items no better
+ * than 64. Q6_K's one token went through the 8-row tile before the kdec
+ * branch: slower in the 8-layer Q4_K_M decode (BENCHMARKS.md). Q5_K takes
+ * the same tile and installments, not measured (no Q4_K_M file has it).
+ * The -D overrides are for kq-bench.
  */
 #ifndef KDEC_GROUPS
 #define KDEC_GROUPS 2
