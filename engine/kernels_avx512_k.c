@@ -91,6 +91,42 @@ static inline __attribute__((always_inline)) __m512i k45x16_msum(const __m512i m
 }
 
 /*
+ * The one-token tile's prefetch (k_dec_tile), run from inside the block
+ * step: each call issues the lines of the next share of a block step
+ * (chunk bytes of each stream), so a step's prefetches spread over its
+ * sub-steps instead of leaving in one burst at its start. NULL (the
+ * multi-token tiles, which prefetch with prefetch_pair): nothing.
+ */
+struct kdec_pf {
+	const uint8_t *w;       /* the tile's first stream */
+	size_t gs, at, lim, chunk;
+	int ng;
+};
+
+#ifndef KDEC_PF_HINT
+#define KDEC_PF_HINT _MM_HINT_T0
+#endif
+
+static inline __attribute__((always_inline)) void kdec_pf_run(struct kdec_pf *pf)
+{
+	if (!pf)
+		return;
+	pf->lim += pf->chunk;
+	for (; pf->at < pf->lim; pf->at += 64) {
+		const uintptr_t at = (uintptr_t)pf->w + pf->at + (pf->at >= pf->gs ? (size_t)(pf->ng - 1) * pf->gs : 0);
+
+		_Pragma("GCC unroll 8")
+		for (int k = 0; k < pf->ng; k++)
+			_mm_prefetch((const char *)(at + (size_t)k * pf->gs), KDEC_PF_HINT);
+	}
+}
+
+/* Prefetch installments per block step (1..32, a power of two), at the block steps' 32 pieces. */
+#ifndef KDEC_PF_SPREAD
+#define KDEC_PF_SPREAD 8
+#endif
+
+/*
  * Q4_K and Q5_K. Piece c = 8h + q of a row's codes holds elements
  * 64h + 4q.. (low nibbles, sub-block 2h) and 64h + 32 + 4q.. (high, 2h + 1);
  * Q5_K's fifth bits of both are in qh's piece q, bits 2h and 2h + 1.
@@ -102,7 +138,7 @@ static inline __attribute__((always_inline)) __m512i k45x16_msum(const __m512i m
  */
 static inline __attribute__((always_inline)) void k45x16_block(const uint8_t *g, size_t gs, const int q5,
 							       const struct block_q8_K *const *a, size_t i,
-							       const int nt, __m512 *acc)
+							       const int nt, __m512 *acc, struct kdec_pf *pf)
 {
 	const __m512i m4 = _mm512_set1_epi8(15);
 	/* field offsets, as in struct block_q4_Kx8 / block_q5_Kx8 */
@@ -123,6 +159,9 @@ static inline __attribute__((always_inline)) void k45x16_block(const uint8_t *g,
 			_Pragma("GCC unroll 8")
 			for (int q = 0; q < 8; q++) {
 				const __m512i v = rows16(g + o_qs + 32 * (8 * h + q), gs);
+
+				if ((8 * h + q) % (32 / KDEC_PF_SPREAD) == 0)
+					kdec_pf_run(pf);
 				__m512i lo = _mm512_and_si512(v, m4);
 				__m512i hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
 
@@ -185,7 +224,7 @@ static inline __attribute__((always_inline)) void k45x16_tile(size_t nb, const u
 	}
 	for (size_t i = 0; i < nb; i++) {
 		prefetch_pair(w, i, bb, nb, gs);
-		k45x16_block(w + i * bb, gs, q5, a, i, nt, acc);
+		k45x16_block(w + i * bb, gs, q5, a, i, nt, acc, NULL);
 	}
 	_Pragma("GCC unroll 4")
 	for (int t = 0; t < nt; t++)
@@ -235,7 +274,7 @@ static inline __m512i q6x16_scale(const int8_t *scales, size_t gs, const int j)
 /* Block i of 16 rows for nt tokens, added to acc (as k45x16_block). */
 static inline __attribute__((always_inline)) void q6x16_block(const uint8_t *gp, size_t gs,
 							      const struct block_q8_K *const *a, size_t i,
-							      const int nt, __m512 *acc)
+							      const int nt, __m512 *acc, struct kdec_pf *pf)
 {
 	const __m512i m4 = _mm512_set1_epi8(15), m30 = _mm512_set1_epi8(0x30);
 
@@ -257,6 +296,9 @@ static inline __attribute__((always_inline)) void q6x16_block(const uint8_t *gp,
 					_Pragma("GCC unroll 8")
 					for (int kk = 0; kk < 4; kk++) {
 						const int k = 4 * half + kk;
+
+						if ((16 * h + 8 * half + 4 * qp + kk) % (32 / KDEC_PF_SPREAD) == 0)
+							kdec_pf_run(pf);
 						const __m512i l = rows16(g->ql + 32 * (16 * h + 8 * qp + k), gs);
 						const __m512i hq = rows16(g->qh + 32 * (8 * h + k), gs);
 						/* q = qp: the low nibbles, qh bits 2qp..; q = qp + 2: the high ones, bits 2qp + 4.. */
@@ -316,7 +358,7 @@ static inline __attribute__((always_inline)) void q6x16_tile(size_t nb, const ui
 	}
 	for (size_t i = 0; i < nb; i++) {
 		prefetch_pair(w, i, bb, nb, gs);
-		q6x16_block(w + i * bb, gs, a, i, nt, acc);
+		q6x16_block(w + i * bb, gs, a, i, nt, acc, NULL);
 	}
 	_Pragma("GCC unroll 8")
 	for (int t = 0; t < nt; t++)
@@ -342,23 +384,33 @@ static inline __attribute__((always_inline)) void q5_Kx16_tile(size_t nb, const 
  * gs bytes from the next, prefetched one line per 64 bytes KDEC_PF_BYTES
  * ahead of its reads; a work item of ms_matmul (MM_CHUNK_DEC rows, four
  * pairs) runs its streams on from one pair into the next instead of
- * starting them cold. Unlike Q4_0's q0_dec_tile (eight streams), more
- * streams read K-quants slower: a one-token 14336 x 4096 matrix from
- * DRAM, each of 2 threads a contiguous half in 64-row calls, GB per CPU
- * second of the slower thread (/work/notes/kb/kdec-bench.c, alternated,
- * loaded machine, the plain read of the same bytes 61-120): two streams
- * Q4_K 61-67, Q5_K 58-65, Q6_K 60-66; four 44-56 and 30-40; eight 35-46
- * and 25-35, with the prefetch 1-3 kB ahead alike (why is not established:
- * a K-quant block is 1152-1680 bytes a group, eight streams' windows
- * outgrow the 48 kB L1, but prefetching to L2 or less far ahead did not
- * help). The block step from L2 costs 85-87 cycles (Q4_K) and 155-157
- * (Q6_K) per 16 rows at 3.3 GHz, 88 and 71 GB/s a core, above the 33 a
- * core that the machine's 65 GB/s needs. Q6_K's one token went through
- * the 8-row tile (one stream, 192-203 cycles per 16 rows from L2): in
- * the same benchmark it read 54-79 against this tile's 60-66, but the
- * 8-layer Q4_K_M decode was faster with this tile for all three types
- * than with the 8-row one kept for Q6_K (BENCHMARKS.md). The -D overrides
- * are for that benchmark.
+ * starting them cold. The prefetch leaves in KDEC_PF_SPREAD installments
+ * per block step (kdec_pf_run, from inside the step), not in one burst at
+ * its start: a step is 1152 (Q4_K) or 1680 (Q6_K) bytes a group, so one
+ * burst was 36 or 53 lines with two streams, 72-210 with four or eight,
+ * where Q4_0's eight streams and Q8_0's four issue 17-18 a step. Those
+ * bursts stall the step itself: from L2 (one thread, 64 rows, cycles per
+ * 16-row step at 3.3 GHz, loaded machine) two streams took 90 (Q4_K) and
+ * 157 (Q6_K) in one burst, 80 and 131 in 8 installments (9 and 7 lines
+ * each); four streams 112-149 and 180 in one burst, 93 and 148 in 8. From
+ * DRAM (/work/notes/kb/kq-bench.c: a ring of five 14336 x 4096 copies, 2
+ * threads, 64-row items, CPU time against the plain 2-thread read of the
+ * same bytes in the same round, median of 120-150 rounds, probe 15-21
+ * GB/s: other helpers' load) two streams read Q4_K 0.96 of the plain read
+ * in one burst, 1.03 in 8 (4: 1.04, 16: 1.02, 32: 1.02), Q6_K 0.96 and
+ * 1.01; four streams 0.86 and 0.76 (one burst), 0.90 and 0.84 (8); eight
+ * 0.93-0.97 (16-32 installments). So the bursts are the four- and
+ * eight-stream steps' extra cost from L2 and a third (four streams) to
+ * nearly all (eight, Q6_K) of their loss from DRAM; the assembly is not
+ * (10 zmm stack accesses in the two-stream Q4_K step, 15 a pair at four).
+ * Spread, two streams are still the fastest; why the rest is not
+ * established. 1.5 and 6 kB ahead read 0.95 and 0.93 (Q4_K), 0.85 and
+ * 0.94 (Q6_K) against 3 kB's 1.03 and 1.01; PREFETCHT1 0.96 / 0.86,
+ * PREFETCHNTA 1.06 / 0.99 (T0's noise); 32- or 128-row items no better
+ * than 64. Q6_K's one token went through the 8-row tile before the kdec
+ * branch: slower in the 8-layer Q4_K_M decode (BENCHMARKS.md). Q5_K takes
+ * the same tile and installments, not measured (no Q4_K_M file has it).
+ * The -D overrides are for kq-bench.
  */
 #ifndef KDEC_GROUPS
 #define KDEC_GROUPS 2
@@ -366,6 +418,20 @@ static inline __attribute__((always_inline)) void q5_Kx16_tile(size_t nb, const 
 #ifndef KDEC_PF_BYTES
 #define KDEC_PF_BYTES 3000
 #endif
+/* Per type (Q5_K as Q4_K); the sweep's overrides. */
+#ifndef KDEC_GROUPS_Q4K
+#define KDEC_GROUPS_Q4K KDEC_GROUPS
+#endif
+#ifndef KDEC_GROUPS_Q6K
+#define KDEC_GROUPS_Q6K KDEC_GROUPS
+#endif
+#ifndef KDEC_PF_BYTES_Q4K
+#define KDEC_PF_BYTES_Q4K KDEC_PF_BYTES
+#endif
+#ifndef KDEC_PF_BYTES_Q6K
+#define KDEC_PF_BYTES_Q6K KDEC_PF_BYTES
+#endif
+#define KDEC_GMAX (KDEC_GROUPS_Q4K > KDEC_GROUPS_Q6K ? KDEC_GROUPS_Q4K : KDEC_GROUPS_Q6K)
 
 /* Types of k_dec_tile. */
 enum { KDEC_Q4_K, KDEC_Q5_K, KDEC_Q6_K };
@@ -381,24 +447,24 @@ static inline __attribute__((always_inline)) void k_dec_tile(size_t nb, const ui
 {
 	const size_t bb = kt == KDEC_Q4_K ? sizeof(struct block_q4_Kx8) :
 			  kt == KDEC_Q5_K ? sizeof(struct block_q5_Kx8) : sizeof(struct block_q6_Kx8);
+	const size_t dist = kt == KDEC_Q6_K ? KDEC_PF_BYTES_Q6K : KDEC_PF_BYTES_Q4K;
+	const int spread = KDEC_PF_SPREAD;
 	const struct block_q8_K *const ap[1] = { a };
-	__m512 acc[KDEC_GROUPS / 2];
-	size_t pf = KDEC_PF_BYTES / 64 * 64;
+	__m512 acc[KDEC_GMAX / 2];
+	struct kdec_pf pf = { w, gs, dist / 64 * 64, dist, bb / (size_t)(spread * (ng / 2)), ng };
 
 	_Pragma("GCC unroll 4")
 	for (int h = 0; h < ng / 2; h++)
 		acc[h] = _mm512_setzero_ps();
 	for (size_t i = 0; i < nb; i++) {
-		for (; pf < (i + 1) * bb + KDEC_PF_BYTES; pf += 64)
-			prefetch_streams(w, pf, gs, ng);
 		_Pragma("GCC unroll 1")
 		for (int h = 0; h < ng / 2; h++) {
 			const uint8_t *g = w + (size_t)(2 * h) * gs + i * bb;
 
 			if (kt == KDEC_Q6_K)
-				q6x16_block(g, gs, ap, i, 1, &acc[h]);
+				q6x16_block(g, gs, ap, i, 1, &acc[h], &pf);
 			else
-				k45x16_block(g, gs, kt == KDEC_Q5_K, ap, i, 1, &acc[h]);
+				k45x16_block(g, gs, kt == KDEC_Q5_K, ap, i, 1, &acc[h], &pf);
 		}
 	}
 	_Pragma("GCC unroll 4")
@@ -406,15 +472,16 @@ static inline __attribute__((always_inline)) void k_dec_tile(size_t nb, const ui
 		_mm512_storeu_ps(out + 16 * h, acc[h]);
 }
 
-/* One token: KDEC_GROUPS groups at a time, then pairs. Returns the groups done (the rest: a last odd one). */
+/* One token: the type's groups at a time, then pairs. Returns the groups done (the rest: a last odd one). */
 static inline __attribute__((always_inline)) size_t k_dec(size_t nb, const uint8_t *w, size_t gs, size_t ng,
 							  const int kt, const void *x, float *out)
 {
 	const struct block_q8_K *a = x;
+	const int kg = kt == KDEC_Q6_K ? KDEC_GROUPS_Q6K : KDEC_GROUPS_Q4K;
 	size_t g = 0;
 
-	for (; g + KDEC_GROUPS <= ng; g += KDEC_GROUPS)
-		k_dec_tile(nb, w + g * gs, gs, KDEC_GROUPS, kt, a, out + g * MS_X8);
+	for (; g + (size_t)kg <= ng; g += (size_t)kg)
+		k_dec_tile(nb, w + g * gs, gs, kg, kt, a, out + g * MS_X8);
 	for (; g + 2 <= ng; g += 2)
 		k_dec_tile(nb, w + g * gs, gs, 2, kt, a, out + g * MS_X8);
 	return g;
