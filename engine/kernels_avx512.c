@@ -722,14 +722,17 @@ static inline __attribute__((always_inline)) void wide_tile(size_t n, const uint
  * Over DRAM-resident 14336 x 4096 F16 matrices (a ring of three, 2
  * threads, CPU time against the probe's, alternated in one process;
  * /work/notes/kb/fdec-mm.c, BENCHMARKS.md) four groups 1.5 kB ahead read
- * 0.93-0.98 of the probe where the 2 x 1 tile (four streams, PF_BYTES 7 kB
- * ahead, no wrap) read 0.88-0.93 and the library 0.78-0.88; two groups
- * read 0.63-0.79 and eight 0.63-0.85 (in every tile shape tried: these
- * 16-byte loads, whole 64-byte lines joined by vpermt2w or vshufi32x4,
- * within noise of one another at four groups); 1 kB, 3 kB and 6 kB ahead,
- * and T1, T2, NTA or no prefetch, read less than 1.5 kB T0. An eight-group
- * tile at 3 kB (2.62 cycles per 64 bytes from L2) was taken out in
- * c3930bf for reading DRAM slower in whole-model decode.
+ * 0.93-0.98 of the probe where the same step 7 kB ahead (PF_BYTES) read
+ * 0.88-0.93 and the library's 2 x 1 tile 0.78-0.88; two groups read
+ * 0.63-0.79 and eight 0.63-0.85 in every tile shape tried (these 16-byte
+ * loads; whole 64-byte lines joined by vpermt2w or vshufi32x4, within
+ * noise of these at four groups); 1, 3 and 6 kB ahead, and T1, T2, NTA
+ * or no prefetch (at 3 kB), read less than 1.5 kB T0. Against the old
+ * library, process by process: 0.91-0.99 against 0.78-0.81; 8-layer F16
+ * decode 4.46 / 5.11 / 5.21 tok/s against 4.30 / 3.89 / 4.86 (loaded,
+ * alternated). An eight-group tile at 3 kB (2.62 cycles per 64 bytes
+ * from L2) was taken out in c3930bf for reading DRAM slower in
+ * whole-model decode.
  */
 #define WIDE_DEC_GROUPS 4
 #define WIDE_DEC_PF_BYTES 1536

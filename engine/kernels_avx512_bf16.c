@@ -254,14 +254,18 @@ static inline __attribute__((always_inline)) void dp_tile(size_t n, const uint16
  * 0.94-1.07 of the probe where the eight at 3 kB this tile had (Q4_0's
  * DEC_GROUPS and DEC_PF_BYTES, never swept for BF16) read 0.79-0.86 and
  * two 0.77-0.92; 0.5, 1.5, 3 and 6 kB ahead, and T1, T2, NTA or no
- * prefetch, read less than or as much as 1 kB T0 (as for F16's
+ * prefetch (at 3 kB), read less than or as much as 1 kB T0 (as for F16's
  * wide_dec_tile and Q8_0's tile, four streams a thread beat eight).
+ * Against the old library, process by process: 0.90-0.97 against
+ * 0.80-0.84; 8-layer BF16 decode 4.51 / 7.33 / 7.12 tok/s against 4.09 /
+ * 6.27 / 5.81 (loaded, alternated).
  * Per four elements of a group pair (128 bytes): two 64-byte loads and
  * two two-table vpermw (vpermt2w) that make the pairs (k, k + 1) and
  * (k + 2, k + 3) of both groups' rows, where pairs16 needs four loads,
  * two inserts and two vpermw. Each row's pairs are added in the same
- * order, by the same dp_pairs, as dp_tile's. From L2 (eight groups): 2.61 cycles per
- * 64 bytes where dp_tile's 2 x 1 took 2.78-3.13 (BENCHMARKS.md).
+ * order, by the same dp_pairs, as dp_tile's. From L2 (eight groups):
+ * 2.61 cycles per 64 bytes where dp_tile's 2 x 1 took 2.78-3.13
+ * (BENCHMARKS.md).
  */
 #define DP_DEC_GROUPS 4
 #define DP_DEC_PF_BYTES 1024
