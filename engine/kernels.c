@@ -358,11 +358,11 @@ size_t ms_matmul_scratch_bytes(const struct ms_kernels *k, uint32_t wtype, enum 
 #define MM_CHUNK_WIDE 32
 /*
  * One-token items of every x8 type are four times MM_CHUNK: the AVX-512
- * Q4_0 and vdpbf16ps BF16 decode tiles read eight groups of 8 rows as
- * eight streams at once, where 16 rows (32 for BF16) gave them two (four)
- * (kernels_avx512.c, DEC_GROUPS; kernels_avx512_bf16.c, DP_DEC_GROUPS);
- * F16's 32-row tile runs twice an item (not measured against 32-row
- * items on their own);
+ * Q4_0 decode tile reads eight groups of 8 rows as eight streams at once,
+ * where 16 rows gave it two (kernels_avx512.c, DEC_GROUPS); the F16 and
+ * vdpbf16ps BF16 tiles read four, two tiles an item (items of 32 or 128
+ * rows read no faster or slower beyond noise: /work/notes/kb/fdec-mm.c,
+ * BENCHMARKS.md; WIDE_DEC_GROUPS, DP_DEC_GROUPS);
  * Q8_0's tile reads four, two tiles an item (items of 32, 128 or 256
  * rows, guided or static, read Q8_0 no faster); the K-quant one runs its
  * two streams on through the item's four pairs of groups instead of

@@ -715,13 +715,64 @@ static inline __attribute__((always_inline)) void wide_tile(size_t n, const uint
 }
 
 /*
- * One token runs the 2 x 1 tile, in 64-row work items. A one-token tile of
- * eight prefetched streams (32-byte loads widened whole, two lane shuffles
- * a 64 bytes: 2.62 cycles per 64 bytes of F16 from L2 where the 2 x 1
- * takes 3.79) read DRAM slower in whole-model decode: 7B F16 3.28 / 3.58
- * tok/s against 3.85 / 3.71, 8-layer F16 14.72-15.47 against 15.50-16.75
- * (quiet Zen 5, alternated; BENCHMARKS.md), so it was taken out.
+ * One token (decode): WIDE_DEC_GROUPS groups as as many streams, each
+ * prefetched WIDE_DEC_PF_BYTES ahead (one line a stream every 4 elements,
+ * past a stream's end into the next tile's, prefetch_streams), the same
+ * per-element step and fma chain per row as wide_tile's 2 x 1 (its bits).
+ * Over DRAM-resident 14336 x 4096 F16 matrices (a ring of three, 2
+ * threads, CPU time against the probe's, alternated in one process;
+ * /work/notes/kb/fdec-mm.c, BENCHMARKS.md) four groups 1.5 kB ahead read
+ * 0.93-0.98 of the probe where the same step 7 kB ahead (PF_BYTES) read
+ * 0.88-0.93 and the library's 2 x 1 tile 0.78-0.88; two groups read
+ * 0.63-0.79 and eight 0.63-0.85 in every tile shape tried (these 16-byte
+ * loads; whole 64-byte lines joined by vpermt2w or vshufi32x4, within
+ * noise of these at four groups); 1, 3 and 6 kB ahead, and T1, T2, NTA
+ * or no prefetch (at 3 kB), read less than 1.5 kB T0. Against the old
+ * library, process by process: 0.91-0.99 against 0.78-0.81; 8-layer F16
+ * decode 4.46 / 5.11 / 5.21 tok/s against 4.30 / 3.89 / 4.86 (loaded,
+ * alternated). An eight-group tile at 3 kB (2.62 cycles per 64 bytes
+ * from L2) was taken out in c3930bf for reading DRAM slower in
+ * whole-model decode.
  */
+#define WIDE_DEC_GROUPS 4
+#define WIDE_DEC_PF_BYTES 1536
+
+static inline __attribute__((always_inline)) void wide_dec_tile(size_t n, const uint16_t *w, const float *x,
+								const int bf16, float *out)
+{
+	const size_t gs = (size_t)MS_X8 * n, gb = gs * sizeof(uint16_t);
+	__m512 acc[WIDE_DEC_GROUPS / 2];
+	size_t k = 0;
+
+	_Pragma("GCC unroll 4")
+	for (int z = 0; z < WIDE_DEC_GROUPS / 2; z++)
+		acc[z] = _mm512_setzero_ps();
+	for (; k + 4 <= n; k += 4) {
+		prefetch_streams(w, 2 * MS_X8 * k + WIDE_DEC_PF_BYTES / 64 * 64, gb, WIDE_DEC_GROUPS);
+		_Pragma("GCC unroll 4")
+		for (int e = 0; e < 4; e++) {
+			const __m512 xb = _mm512_set1_ps(x[k + e]);
+
+			_Pragma("GCC unroll 4")
+			for (int z = 0; z < WIDE_DEC_GROUPS / 2; z++) {
+				const uint16_t *p0 = w + 2 * z * gs + MS_X8 * (k + e);
+
+				acc[z] = _mm512_fmadd_ps(wide_load2(p0, p0 + gs, bf16), xb, acc[z]);
+			}
+		}
+	}
+	for (; k < n; k++)
+		_Pragma("GCC unroll 4")
+		for (int z = 0; z < WIDE_DEC_GROUPS / 2; z++) {
+			const uint16_t *p0 = w + 2 * z * gs + MS_X8 * k;
+
+			acc[z] = _mm512_fmadd_ps(wide_load2(p0, p0 + gs, bf16), _mm512_set1_ps(x[k]), acc[z]);
+		}
+	_Pragma("GCC unroll 4")
+	for (int z = 0; z < WIDE_DEC_GROUPS / 2; z++)
+		_mm512_storeu_ps(out + 16 * z, acc[z]);
+}
+
 static inline __attribute__((always_inline)) void wide_tokens(size_t n, const uint16_t *w, const float *x,
 							      size_t xs, size_t n_tok, const int zg, const int lone,
 							      const int bf16, float *out, size_t os)
@@ -748,6 +799,9 @@ static inline __attribute__((always_inline)) void wide_gemm(size_t n, const void
 	const size_t ng = rows / MS_X8, gs = MS_X8 * n;
 	size_t g = 0;
 
+	if (n_tok == 1)
+		for (; g + WIDE_DEC_GROUPS <= ng; g += WIDE_DEC_GROUPS)
+			wide_dec_tile(n, h + g * gs, x, bf16, out + MS_X8 * g);
 	for (; g + 2 * WIDE_ZG <= ng; g += 2 * WIDE_ZG)
 		wide_tokens(n, h + g * gs, x, xs, n_tok, WIDE_ZG, 0, bf16, out + MS_X8 * g, os);
 	/* 1..3 groups left: a pair and/or a lone one */

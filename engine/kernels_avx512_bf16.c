@@ -247,17 +247,28 @@ static inline __attribute__((always_inline)) void dp_tile(size_t n, const uint16
 
 /*
  * One token (decode): DP_DEC_GROUPS groups as as many streams, each
- * prefetched DP_DEC_PF_BYTES ahead (kernels_avx512.c's DEC_GROUPS and
- * DEC_PF_BYTES, for the same reason), four accumulators (group pairs).
+ * prefetched DP_DEC_PF_BYTES ahead, an accumulator a group pair. Over
+ * DRAM-resident 14336 x 4096 BF16 matrices (a ring of three, 2 threads,
+ * CPU time against the probe's, alternated in one process;
+ * /work/notes/kb/fdec-mm.c, BENCHMARKS.md) four groups 1 kB ahead read
+ * 0.94-1.07 of the probe where the eight at 3 kB this tile had (Q4_0's
+ * DEC_GROUPS and DEC_PF_BYTES, never swept for BF16) read 0.79-0.86 and
+ * two 0.77-0.92; 0.5, 1.5, 3 and 6 kB ahead, and T1, T2, NTA or no
+ * prefetch (at 3 kB), read less than or as much as 1 kB T0 (as for F16's
+ * wide_dec_tile and Q8_0's tile, four streams a thread beat eight).
+ * Against the old library, process by process: 0.90-0.97 against
+ * 0.80-0.84; 8-layer BF16 decode 4.51 / 7.33 / 7.12 tok/s against 4.09 /
+ * 6.27 / 5.81 (loaded, alternated).
  * Per four elements of a group pair (128 bytes): two 64-byte loads and
  * two two-table vpermw (vpermt2w) that make the pairs (k, k + 1) and
  * (k + 2, k + 3) of both groups' rows, where pairs16 needs four loads,
  * two inserts and two vpermw. Each row's pairs are added in the same
- * order, by the same dp_pairs, as dp_tile's. From L2: 2.61 cycles per
- * 64 bytes where dp_tile's 2 x 1 took 2.78-3.13 (BENCHMARKS.md).
+ * order, by the same dp_pairs, as dp_tile's. From L2 (eight groups):
+ * 2.61 cycles per 64 bytes where dp_tile's 2 x 1 took 2.78-3.13
+ * (BENCHMARKS.md).
  */
-#define DP_DEC_GROUPS 8
-#define DP_DEC_PF_BYTES 3000
+#define DP_DEC_GROUPS 4
+#define DP_DEC_PF_BYTES 1024
 
 /* word r of dword lane r: (row r's element 2q, element 2q + 1) of the group in a (lanes 0..7) then b (8..15) */
 static const uint16_t dec_pair_idx[2][32] = {

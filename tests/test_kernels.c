@@ -923,8 +923,8 @@ next:
 
 /*
  * Every tile shape of an x8 GEMM against the generic twin, bit for bit:
- * 1 to 5, 8, 11 and 19 groups (the AVX-512 integer tiles take groups in
- * pairs, so odd counts end in a lone 8-row group; one token goes eight
+ * 1 to 8, 11 and 19 groups (the AVX-512 tiles take groups in pairs, so
+ * odd counts end in a lone 8-row group; one token goes four or eight
  * groups at a time first), every token count from 1 to 17 and
  * 65 to 71 (each tail of the 4-, 6-, 8- and 12-token tiles, after none,
  * one or several full tiles), blocks from one to enough that the prefetch
@@ -933,8 +933,12 @@ next:
  */
 static void test_x8_shapes(const struct ms_kernels *k, const struct ms_kernels *gen, uint32_t t)
 {
-	/* 5, 8, 11 and 19 groups: one-token tiles of eight groups (avx512; Q8_0 four), then a pair and an odd one */
-	static const size_t groups_list[] = { 1, 2, 3, 5, 8, 11, 19 };
+	/*
+	 * One token goes several groups at a time first (avx512: Q4_0 eight,
+	 * Q8_0, F16 and BF16 four), then a pair and an odd one: 4 and 8 end
+	 * at a tile's end, 5-7, 11 and 19 in each tail after one or more.
+	 */
+	static const size_t groups_list[] = { 1, 2, 3, 4, 5, 6, 7, 8, 11, 19 };
 	static const size_t ntok_extra[] = { 65, 66, 67, 68, 69, 70, 71 };
 	enum { MAXT = 71, MAXG = 19 };
 	const size_t blck = is_wide_type(t) ? 1 : is_k_type(t) ? QK_K : 32;
