@@ -13,8 +13,11 @@
 #include <cpuid.h>
 #endif
 
+#include <omp.h>
+
 #include "kernels.h"
 #include "quant.h"
+#include "trace.h"
 
 #ifdef HAVE_X86
 /* XCR0 via xgetbv; inline asm so this file needs no -mxsave. Only valid once OSXSAVE is known set. */
@@ -371,6 +374,16 @@ size_t ms_matmul_scratch_bytes(const struct ms_kernels *k, uint32_t wtype, enum 
  */
 #define MM_CHUNK_DEC 64
 /*
+ * The last MM_TAIL_ROWS rows of a one-token region's last matrix go in
+ * MM_CHUNK-row items: libgomp's guided schedule hands out the end of the
+ * list one item at a time, and the thread that finishes first then waits
+ * at the join for the other's last item, up to a whole 64-row item
+ * (516 kB of a Q4_0 w_down, 10-15 us on one thread).
+ */
+#ifndef MM_TAIL_ROWS
+#define MM_TAIL_ROWS 128
+#endif
+/*
  * Elements of one activation row per conversion work item: a multiple of
  * every activation block (32, 256), small enough that a single decode
  * token's conversion is shared by the team instead of done by one thread
@@ -421,6 +434,7 @@ struct mm_job {
 	const struct ms_matmul_op *op;
 	const struct ms_type_kernels *tk;
 	size_t chunk, nchunk;
+	size_t nbig;             /* items of chunk rows; those after it have MM_CHUNK rows */
 	size_t end;              /* work items of this job and the ones before it */
 	int x8;
 };
@@ -464,6 +478,7 @@ static int mm_check(const struct ms_kernels *k, const struct ms_matmul_op *op, s
 	j->tk = tk;
 	j->chunk = chunk;
 	j->nchunk = (op->rows + chunk - 1) / chunk;
+	j->nbig = j->nchunk;
 	j->x8 = x8;
 	*q8s_out = q8s;
 	*ai_out = ai;
@@ -488,8 +503,10 @@ static void mm_item(const struct mm_job *j, size_t jt, const void *act, size_t a
 	const struct ms_type_kernels *tk = j->tk;
 	const size_t rows = op->rows, row_bytes = op->row_bytes, nchunk = j->nchunk;
 	size_t c = jt % nchunk, t0 = j->x8 ? jt / nchunk * X8_TOKS : 0;
-	size_t r0 = c * j->chunk;
-	size_t r1 = r0 + j->chunk < rows ? r0 + j->chunk : rows;
+	size_t r0 = c < j->nbig ? c * j->chunk : j->nbig * j->chunk + (c - j->nbig) * MM_CHUNK;
+	size_t r1 = r0 + (c < j->nbig ? j->chunk : MM_CHUNK);
+
+	r1 = r1 < rows ? r1 : rows;
 	size_t nt = n_tok - t0;
 	float *y = op->y;
 
@@ -517,6 +534,23 @@ static void mm_item(const struct mm_job *j, size_t jt, const void *act, size_t a
 }
 
 /*
+ * A one-token job that ends a region: its last MM_TAIL_ROWS (to
+ * MM_TAIL_ROWS + chunk) rows in MM_CHUNK-row items. Returns the items it
+ * has now (the same rows, the same bits: every tile computes a row alike
+ * whatever rows share its item).
+ */
+static size_t mm_split_tail(struct mm_job *j, size_t n_tok)
+{
+	const size_t rows = j->op->rows;
+
+	if (MM_TAIL_ROWS && n_tok == 1 && j->chunk > MM_CHUNK && rows >= MM_TAIL_ROWS + 2 * j->chunk) {
+		j->nbig = (rows - MM_TAIL_ROWS) / j->chunk;
+		j->nchunk = j->nbig + (rows - j->nbig * j->chunk + MM_CHUNK - 1) / MM_CHUNK;
+	}
+	return j->nchunk;
+}
+
+/*
  * The matrices of jobs[0..n) (sharing x, its conversion and its column
  * count) in one parallel region: activations are converted once (split
  * into pieces of every token's row), the implicit barrier of that loop
@@ -540,17 +574,30 @@ static void mm_run(const struct ms_kernels *k, const struct mm_job *jobs, size_t
 	const size_t parts = ai ? (cols + ACT_PART - 1) / ACT_PART : 0;
 	const size_t nitems = glu ? jobs[0].end : jobs[n - 1].end;
 	const void *act = parts ? (const void *)scratch : (const void *)x;
+	struct ms_trace *tr = ms_trace_get();
+	struct ms_trace_rec rec = { .what = glu ? MS_TR_GLU : MS_TR_MM, .b = cols };
 	uint64_t macs = 0;
 	int par;
 
 	if (!parts)
 		arow = cols * sizeof(float);
-	for (size_t i = 0; i < n; i++)
+	for (size_t i = 0; i < n; i++) {
 		macs += (uint64_t)jobs[i].op->rows * n_tok * cols;
+		rec.a += i && glu ? 0 : jobs[i].op->rows;
+	}
 	par = nitems > 1 && macs >= MM_PAR_MIN;
+	if (tr)
+		rec.t0 = ms_trace_now();
 
 #pragma omp parallel if (par)
 	{
+		const int me = tr ? omp_get_thread_num() : 0, tm = tr && me < MS_TRACE_THREADS;
+
+		if (tm) {
+			rec.in[me] = ms_trace_now();
+			if (!me)
+				rec.n_thr = (uint32_t)omp_get_num_threads();
+		}
 		if (parts) {
 #pragma omp for schedule(static)
 			for (size_t u = 0; u < n_tok * parts; u++) {
@@ -564,6 +611,8 @@ static void mm_run(const struct ms_kernels *k, const struct mm_job *jobs, size_t
 					tk0->act_conv(m, xs, (char *)scratch + t * arow + e0 / ai->blck * ai->bytes);
 			}
 		}
+		if (tm)
+			rec.conv[me] = rec.done[me] = ms_trace_now();
 #pragma omp for schedule(guided)
 		for (size_t it = 0; it < nitems; it++) {
 			size_t ji = 0, r0, r1, t0, nt;
@@ -590,7 +639,18 @@ static void mm_run(const struct ms_kernels *k, const struct mm_job *jobs, size_t
 				for (size_t t = t0; t < t0 + nt; t++)
 					for (size_t r = r0; r < r1; r++)
 						j->op->acc[t * rows + r] += j->op->y[t * rows + r];
+			if (tm) {
+				rec.done[me] = ms_trace_now();
+				rec.items[me]++;
+			}
 		}
+	}
+	if (tr) {
+		struct ms_trace_rec *slot = ms_trace_slot(tr);
+
+		rec.t1 = ms_trace_now();
+		if (slot)
+			*slot = rec;
 	}
 }
 
@@ -623,8 +683,13 @@ int ms_matmul_multi(const struct ms_kernels *k, const struct ms_matmul_op *ops, 
 			jobs[i0 + n] = jobs[i1];
 			jobs[i0 + n++].end = items;
 		}
-		if (n)
+		if (n) {
+			struct mm_job *last = &jobs[i0 + n - 1];
+			const size_t before = last->nchunk;
+
+			last->end += mm_split_tail(last, n_tok) - before;
 			mm_run(k, jobs + i0, n, 0, x, n_tok, scratch, arow[i0], q8s[i0], ai[i0]);
+		}
 		items = 0;
 	}
 	return 0;
@@ -654,6 +719,9 @@ int ms_matmul_glu(const struct ms_kernels *k, const struct ms_matmul_op *gate, c
 		return -EINVAL;
 	if (!n_tok || !gate->rows)
 		return 0;
+	mm_split_tail(&jobs[0], n_tok);
+	jobs[1].nbig = jobs[0].nbig;
+	jobs[1].nchunk = jobs[0].nchunk;
 	jobs[0].end = jobs[0].x8 ? jobs[0].nchunk * ((n_tok + X8_TOKS - 1) / X8_TOKS) : jobs[0].nchunk;
 	jobs[1].end = 2 * jobs[0].end;
 	mm_run(k, jobs, 2, 1, x, n_tok, scratch, arow[0], q8s[0], ai[0]);
