@@ -374,16 +374,6 @@ size_t ms_matmul_scratch_bytes(const struct ms_kernels *k, uint32_t wtype, enum 
  */
 #define MM_CHUNK_DEC 64
 /*
- * The last MM_TAIL_ROWS rows of a one-token region's last matrix go in
- * MM_CHUNK-row items: libgomp's guided schedule hands out the end of the
- * list one item at a time, and the thread that finishes first then waits
- * at the join for the other's last item, up to a whole 64-row item
- * (516 kB of a Q4_0 w_down, 10-15 us on one thread).
- */
-#ifndef MM_TAIL_ROWS
-#define MM_TAIL_ROWS 128
-#endif
-/*
  * Elements of one activation row per conversion work item: a multiple of
  * every activation block (32, 256), small enough that a single decode
  * token's conversion is shared by the team instead of done by one thread
@@ -434,7 +424,6 @@ struct mm_job {
 	const struct ms_matmul_op *op;
 	const struct ms_type_kernels *tk;
 	size_t chunk, nchunk;
-	size_t nbig;             /* items of chunk rows; those after it have MM_CHUNK rows */
 	size_t end;              /* work items of this job and the ones before it */
 	int x8;
 };
@@ -478,7 +467,6 @@ static int mm_check(const struct ms_kernels *k, const struct ms_matmul_op *op, s
 	j->tk = tk;
 	j->chunk = chunk;
 	j->nchunk = (op->rows + chunk - 1) / chunk;
-	j->nbig = j->nchunk;
 	j->x8 = x8;
 	*q8s_out = q8s;
 	*ai_out = ai;
@@ -495,23 +483,16 @@ static int mm_same_act(const struct mm_job *a, const struct mm_job *b, int q8s_a
 	return a->tk->act_conv == b->tk->act_conv && (!a->tk->act_conv || a->tk->act_type == b->tk->act_type);
 }
 
-/* Work item jt of job j: its output rows [r0, r1) of tokens [t0, t0 + nt). */
-static void mm_item(const struct mm_job *j, size_t jt, const void *act, size_t arow, size_t cols, size_t n_tok,
-		    size_t *r0_out, size_t *r1_out, size_t *t0_out, size_t *nt_out)
+/* Output rows [r0, r1) of job j for tokens [t0, t0 + nt) (x8: nt at most X8_TOKS; rows: t0 = 0). */
+static void mm_span(const struct mm_job *j, size_t r0, size_t r1, size_t t0, size_t nt, const void *act, size_t arow,
+		    size_t cols, size_t n_tok)
 {
 	const struct ms_matmul_op *op = j->op;
 	const struct ms_type_kernels *tk = j->tk;
-	const size_t rows = op->rows, row_bytes = op->row_bytes, nchunk = j->nchunk;
-	size_t c = jt % nchunk, t0 = j->x8 ? jt / nchunk * X8_TOKS : 0;
-	size_t r0 = c < j->nbig ? c * j->chunk : j->nbig * j->chunk + (c - j->nbig) * MM_CHUNK;
-	size_t r1 = r0 + (c < j->nbig ? j->chunk : MM_CHUNK);
-
-	r1 = r1 < rows ? r1 : rows;
-	size_t nt = n_tok - t0;
+	const size_t rows = op->rows, row_bytes = op->row_bytes;
 	float *y = op->y;
 
 	if (j->x8) {
-		nt = nt < X8_TOKS ? nt : X8_TOKS;
 		tk->gemm_x8(cols, (const char *)op->w + r0 * row_bytes, r1 - r0, (const char *)act + t0 * arow, arow,
 			    nt, y + t0 * rows + r0, rows);
 	} else {
@@ -527,6 +508,21 @@ static void mm_item(const struct mm_job *j, size_t jt, const void *act, size_t a
 				y[t * rows + r] = tk->dot(cols, wr, (const char *)act + t * arow);
 		}
 	}
+}
+
+/* Work item jt of job j: its output rows [r0, r1) of tokens [t0, t0 + nt). */
+static void mm_item(const struct mm_job *j, size_t jt, const void *act, size_t arow, size_t cols, size_t n_tok,
+		    size_t *r0_out, size_t *r1_out, size_t *t0_out, size_t *nt_out)
+{
+	const size_t rows = j->op->rows, nchunk = j->nchunk;
+	size_t c = jt % nchunk, t0 = j->x8 ? jt / nchunk * X8_TOKS : 0;
+	size_t r0 = c * j->chunk;
+	size_t r1 = r0 + j->chunk < rows ? r0 + j->chunk : rows;
+	size_t nt = n_tok - t0;
+
+	if (j->x8)
+		nt = nt < X8_TOKS ? nt : X8_TOKS;
+	mm_span(j, r0, r1, t0, nt, act, arow, cols, n_tok);
 	*r0_out = r0;
 	*r1_out = r1;
 	*t0_out = t0;
@@ -534,20 +530,70 @@ static void mm_item(const struct mm_job *j, size_t jt, const void *act, size_t a
 }
 
 /*
- * A one-token job that ends a region: its last MM_TAIL_ROWS (to
- * MM_TAIL_ROWS + chunk) rows in MM_CHUNK-row items. Returns the items it
- * has now (the same rows, the same bits: every tile computes a row alike
- * whatever rows share its item).
+ * After job ji's rows [r0, r1) of tokens [t0, t0 + nt): glu's up rows and
+ * the product while both are in L1, or the residual add of the item's own
+ * outputs, still in L1 (no serial pass).
  */
-static size_t mm_split_tail(struct mm_job *j, size_t n_tok)
+static void mm_post(const struct mm_job *jobs, int glu, size_t ji, size_t r0, size_t r1, size_t t0, size_t nt,
+		    const void *act, size_t arow, size_t cols, size_t n_tok)
 {
+	const struct mm_job *j = &jobs[ji];
 	const size_t rows = j->op->rows;
 
-	if (MM_TAIL_ROWS && n_tok == 1 && j->chunk > MM_CHUNK && rows >= MM_TAIL_ROWS + 2 * j->chunk) {
-		j->nbig = (rows - MM_TAIL_ROWS) / j->chunk;
-		j->nchunk = j->nbig + (rows - j->nbig * j->chunk + MM_CHUNK - 1) / MM_CHUNK;
+	if (glu) {
+		const float *u = jobs[1].op->y;
+		float *g = j->op->y;
+
+		mm_span(&jobs[1], r0, r1, t0, nt, act, arow, cols, n_tok);
+		for (size_t t = t0; t < t0 + nt; t++)
+			for (size_t r = r0; r < r1; r++)
+				g[t * rows + r] = ms_silu(g[t * rows + r]) * u[t * rows + r];
 	}
-	return j->nchunk;
+	if (j->op->acc)
+		for (size_t t = t0; t < t0 + nt; t++)
+			for (size_t r = r0; r < r1; r++)
+				j->op->acc[t * rows + r] += j->op->y[t * rows + r];
+}
+
+/*
+ * A one-token region's claims are counted in MM_CHUNK-row units and cut
+ * into items of up to MM_CHUNK_DEC rows: the
+ * first claims are large and contiguous, the last ones one unit, so the
+ * thread that finishes first waits for at most 16 rows of the other's
+ * (libgomp's guided schedule over 64-row items left up to a whole item:
+ * 516 kB of a Q4_0 w_down, 10-15 us on one thread; a 16-row item only at
+ * the end of the list made its first claim, half the items, more than
+ * half the rows; schedule(dynamic, 1) interleaved the threads' items and
+ * read 35-45% slower).
+ */
+#define MM_UNITS_DEC (MM_CHUNK_DEC / MM_CHUNK)
+
+/*
+ * One token: units [u0, u1) of the list (uend[i]: units of jobs[0..i]),
+ * in items of up to MM_UNITS_DEC units that stay within one matrix;
+ * *items (NULL: not counted) counts them.
+ */
+static void mm_claim(const struct mm_job *jobs, int glu, const size_t *uend, size_t u0, size_t u1,
+		     const void *act, size_t arow, size_t cols, uint64_t *items)
+{
+	size_t ji = 0;
+
+	while (u0 < u1) {
+		while (u0 >= uend[ji])
+			ji++;
+
+		const size_t base = ji ? uend[ji - 1] : 0, rows = jobs[ji].op->rows;
+		size_t ue = u0 + MM_UNITS_DEC, r1;
+
+		ue = ue < u1 ? ue : u1;
+		ue = ue < uend[ji] ? ue : uend[ji];
+		r1 = (ue - base) * MM_CHUNK;
+		mm_span(&jobs[ji], (u0 - base) * MM_CHUNK, r1 < rows ? r1 : rows, 0, 1, act, arow, cols, 1);
+		mm_post(jobs, glu, ji, (u0 - base) * MM_CHUNK, r1 < rows ? r1 : rows, 0, 1, act, arow, cols, 1);
+		if (items)
+			(*items)++;
+		u0 = ue;
+	}
 }
 
 /*
@@ -576,8 +622,10 @@ static void mm_run(const struct ms_kernels *k, const struct mm_job *jobs, size_t
 	const void *act = parts ? (const void *)scratch : (const void *)x;
 	struct ms_trace *tr = ms_trace_get();
 	struct ms_trace_rec rec = { .what = glu ? MS_TR_GLU : MS_TR_MM, .b = cols };
+	size_t uend[MS_MATMUL_MAX_OPS], units = 0;
+	atomic_size_t next = 0;
 	uint64_t macs = 0;
-	int par;
+	int par, unit_claims = n_tok == 1;
 
 	if (!parts)
 		arow = cols * sizeof(float);
@@ -586,12 +634,20 @@ static void mm_run(const struct ms_kernels *k, const struct mm_job *jobs, size_t
 		rec.a += i && glu ? 0 : jobs[i].op->rows;
 	}
 	par = nitems > 1 && macs >= MM_PAR_MIN;
+	/* one token over x8 matrices: claims in units (the rest: guided items) */
+	for (size_t i = 0; i < (glu ? 1 : n); i++) {
+		unit_claims = unit_claims && jobs[i].x8 && jobs[i].chunk == MM_CHUNK_DEC;
+		units += (jobs[i].op->rows + MM_CHUNK - 1) / MM_CHUNK;
+		uend[i] = units;
+	}
+	units = unit_claims ? units : 0;
 	if (tr)
 		rec.t0 = ms_trace_now();
 
 #pragma omp parallel if (par)
 	{
 		const int me = tr ? omp_get_thread_num() : 0, tm = tr && me < MS_TRACE_THREADS;
+		const size_t nthr = (size_t)omp_get_num_threads();
 
 		if (tm) {
 			rec.in[me] = ms_trace_now();
@@ -613,35 +669,37 @@ static void mm_run(const struct ms_kernels *k, const struct mm_job *jobs, size_t
 		}
 		if (tm)
 			rec.conv[me] = rec.done[me] = ms_trace_now();
-#pragma omp for schedule(guided)
-		for (size_t it = 0; it < nitems; it++) {
-			size_t ji = 0, r0, r1, t0, nt;
+		if (units) {
+			for (;;) {
+				size_t c0 = atomic_load_explicit(&next, memory_order_relaxed), q = 0;
 
-			while (it >= jobs[ji].end)
-				ji++;
-
-			const struct mm_job *j = &jobs[ji];
-			const size_t jt = it - (ji ? jobs[ji - 1].end : 0), rows = j->op->rows;
-
-			mm_item(j, jt, act, arow, cols, n_tok, &r0, &r1, &t0, &nt);
-			if (glu) {
-				/* the up projection's same rows, then the product while both are in L1 */
-				const float *u = jobs[1].op->y;
-				float *g = j->op->y;
-
-				mm_item(&jobs[1], jt, act, arow, cols, n_tok, &r0, &r1, &t0, &nt);
-				for (size_t t = t0; t < t0 + nt; t++)
-					for (size_t r = r0; r < r1; r++)
-						g[t * rows + r] = ms_silu(g[t * rows + r]) * u[t * rows + r];
+				while (c0 < units) {
+					q = (units - c0 + nthr - 1) / nthr;
+					q = q > MM_UNITS_DEC ? q - q % MM_UNITS_DEC : q;
+					if (atomic_compare_exchange_weak_explicit(&next, &c0, c0 + q, memory_order_relaxed,
+										  memory_order_relaxed))
+						break;
+				}
+				if (c0 >= units)
+					break;
+				mm_claim(jobs, glu, uend, c0, c0 + q, act, arow, cols, tm ? &rec.items[me] : NULL);
+				if (tm)
+					rec.done[me] = ms_trace_now();
 			}
-			/* the item's own outputs, still in L1: a residual add without a serial pass */
-			if (j->op->acc)
-				for (size_t t = t0; t < t0 + nt; t++)
-					for (size_t r = r0; r < r1; r++)
-						j->op->acc[t * rows + r] += j->op->y[t * rows + r];
-			if (tm) {
-				rec.done[me] = ms_trace_now();
-				rec.items[me]++;
+		} else {
+#pragma omp for schedule(guided)
+			for (size_t it = 0; it < nitems; it++) {
+				size_t ji = 0, r0, r1, t0, nt;
+
+				while (it >= jobs[ji].end)
+					ji++;
+				mm_item(&jobs[ji], it - (ji ? jobs[ji - 1].end : 0), act, arow, cols, n_tok, &r0, &r1,
+					&t0, &nt);
+				mm_post(jobs, glu, ji, r0, r1, t0, nt, act, arow, cols, n_tok);
+				if (tm) {
+					rec.done[me] = ms_trace_now();
+					rec.items[me]++;
+				}
 			}
 		}
 	}
@@ -683,13 +741,8 @@ int ms_matmul_multi(const struct ms_kernels *k, const struct ms_matmul_op *ops, 
 			jobs[i0 + n] = jobs[i1];
 			jobs[i0 + n++].end = items;
 		}
-		if (n) {
-			struct mm_job *last = &jobs[i0 + n - 1];
-			const size_t before = last->nchunk;
-
-			last->end += mm_split_tail(last, n_tok) - before;
+		if (n)
 			mm_run(k, jobs + i0, n, 0, x, n_tok, scratch, arow[i0], q8s[i0], ai[i0]);
-		}
 		items = 0;
 	}
 	return 0;
@@ -719,9 +772,6 @@ int ms_matmul_glu(const struct ms_kernels *k, const struct ms_matmul_op *gate, c
 		return -EINVAL;
 	if (!n_tok || !gate->rows)
 		return 0;
-	mm_split_tail(&jobs[0], n_tok);
-	jobs[1].nbig = jobs[0].nbig;
-	jobs[1].nchunk = jobs[0].nchunk;
 	jobs[0].end = jobs[0].x8 ? jobs[0].nchunk * ((n_tok + X8_TOKS - 1) / X8_TOKS) : jobs[0].nchunk;
 	jobs[1].end = 2 * jobs[0].end;
 	mm_run(k, jobs, 2, 1, x, n_tok, scratch, arow[0], q8s[0], ai[0]);
