@@ -556,15 +556,22 @@ static void mm_post(const struct mm_job *jobs, int glu, size_t ji, size_t r0, si
 }
 
 /*
- * A one-token region's claims are counted in MM_CHUNK-row units and cut
- * into items of up to MM_CHUNK_DEC rows: the
- * first claims are large and contiguous, the last ones one unit, so the
- * thread that finishes first waits for at most 16 rows of the other's
- * (libgomp's guided schedule over 64-row items left up to a whole item:
- * 516 kB of a Q4_0 w_down, 10-15 us on one thread; a 16-row item only at
- * the end of the list made its first claim, half the items, more than
- * half the rows; schedule(dynamic, 1) interleaved the threads' items and
- * read 35-45% slower).
+ * A one-token region's claims are guided ones (a 1/threads share of what
+ * is left) counted in MM_CHUNK-row units, rounded down to whole 64-row
+ * items while they are larger, and cut into items of up to MM_CHUNK_DEC
+ * rows: the first claims are as large and contiguous as before, the last
+ * ones one unit, so the thread that finishes first waits for at most 16
+ * rows of the other's. With libgomp's guided schedule over 64-row items
+ * it waited for up to a whole item (516 kB of a Q4_0 w_down): traced on
+ * the 8-layer Q4_0 file, median tails of 18-40 us a w_down and 38-244 a
+ * gate/up region against 7-13 and 5-17 with units in two alternated
+ * pairs (the third pair, disturbed on both sides, alike), and the join
+ * 1.4-4 us instead of 4.6-8 (no loop barrier before it; loaded Zen 5,
+ * BENCHMARKS.md). Tried and dropped: 16-row items for only the list's
+ * last 128 rows under the guided schedule (its first claim, half the
+ * items, was then more than half the rows: tails of 90-100 us), and
+ * schedule(dynamic, 1) (the threads' items interleaved and read 35-45%
+ * slower).
  */
 #define MM_UNITS_DEC (MM_CHUNK_DEC / MM_CHUNK)
 
@@ -601,8 +608,8 @@ static void mm_claim(const struct mm_job *jobs, int glu, const size_t *uend, siz
  * count) in one parallel region: activations are converted once (split
  * into pieces of every token's row), the implicit barrier of that loop
  * publishes them, then the work items of all the matrices, one list
- * matrix after matrix, are claimed in guided chunks: the first claims are
- * large contiguous ranges (long streams for the hardware prefetchers, few
+ * matrix after matrix, are claimed in guided chunks (one token: in units,
+ * mm_claim): the first claims are large contiguous ranges (long streams for the hardware prefetchers, few
  * atomic claims), the last ones small, so a thread that lost its core for
  * a while (the machine may be shared) leaves its share to the others
  * instead of holding up the barrier. One list for several matrices pays
