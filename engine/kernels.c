@@ -566,8 +566,10 @@ static void mm_post(const struct mm_job *jobs, int glu, size_t ji, size_t r0, si
  * the 8-layer Q4_0 file, median tails of 18-40 us a w_down and 38-244 a
  * gate/up region against 7-13 and 5-17 with units in two alternated
  * pairs (the third pair, disturbed on both sides, alike), and the join
- * 1.4-4 us instead of 4.6-8 (no loop barrier before it; loaded Zen 5,
- * BENCHMARKS.md). Tried and dropped: 16-row items for only the list's
+ * 1.4-4 us instead of 4.6-8 (no loop barrier before it; loaded Zen 5);
+ * quiet, tails of 4-14 us became 1.4-4.3 and the regions' costs 3.1-3.3%
+ * of a token 1.9-2.0%, the loops' speed unchanged (BENCHMARKS.md).
+ * Tried and dropped: 16-row items for only the list's
  * last 128 rows under the guided schedule (its first claim, half the
  * items, was then more than half the rows: tails of 90-100 us), and
  * schedule(dynamic, 1) (the threads' items interleaved and read 35-45%
