@@ -483,16 +483,21 @@ static int mm_same_act(const struct mm_job *a, const struct mm_job *b, int q8s_a
 	return a->tk->act_conv == b->tk->act_conv && (!a->tk->act_conv || a->tk->act_type == b->tk->act_type);
 }
 
-/* Output rows [r0, r1) of job j for tokens [t0, t0 + nt) (x8: nt at most X8_TOKS; rows: t0 = 0). */
-static void mm_span(const struct mm_job *j, size_t r0, size_t r1, size_t t0, size_t nt, const void *act, size_t arow,
-		    size_t cols, size_t n_tok)
+/* Work item jt of job j: its output rows [r0, r1) of tokens [t0, t0 + nt). */
+static void mm_item(const struct mm_job *j, size_t jt, const void *act, size_t arow, size_t cols, size_t n_tok,
+		    size_t *r0_out, size_t *r1_out, size_t *t0_out, size_t *nt_out)
 {
 	const struct ms_matmul_op *op = j->op;
 	const struct ms_type_kernels *tk = j->tk;
-	const size_t rows = op->rows, row_bytes = op->row_bytes;
+	const size_t rows = op->rows, row_bytes = op->row_bytes, nchunk = j->nchunk;
+	size_t c = jt % nchunk, t0 = j->x8 ? jt / nchunk * X8_TOKS : 0;
+	size_t r0 = c * j->chunk;
+	size_t r1 = r0 + j->chunk < rows ? r0 + j->chunk : rows;
+	size_t nt = n_tok - t0;
 	float *y = op->y;
 
 	if (j->x8) {
+		nt = nt < X8_TOKS ? nt : X8_TOKS;
 		tk->gemm_x8(cols, (const char *)op->w + r0 * row_bytes, r1 - r0, (const char *)act + t0 * arow, arow,
 			    nt, y + t0 * rows + r0, rows);
 	} else {
@@ -508,21 +513,6 @@ static void mm_span(const struct mm_job *j, size_t r0, size_t r1, size_t t0, siz
 				y[t * rows + r] = tk->dot(cols, wr, (const char *)act + t * arow);
 		}
 	}
-}
-
-/* Work item jt of job j: its output rows [r0, r1) of tokens [t0, t0 + nt). */
-static void mm_item(const struct mm_job *j, size_t jt, const void *act, size_t arow, size_t cols, size_t n_tok,
-		    size_t *r0_out, size_t *r1_out, size_t *t0_out, size_t *nt_out)
-{
-	const size_t rows = j->op->rows, nchunk = j->nchunk;
-	size_t c = jt % nchunk, t0 = j->x8 ? jt / nchunk * X8_TOKS : 0;
-	size_t r0 = c * j->chunk;
-	size_t r1 = r0 + j->chunk < rows ? r0 + j->chunk : rows;
-	size_t nt = n_tok - t0;
-
-	if (j->x8)
-		nt = nt < X8_TOKS ? nt : X8_TOKS;
-	mm_span(j, r0, r1, t0, nt, act, arow, cols, n_tok);
 	*r0_out = r0;
 	*r1_out = r1;
 	*t0_out = t0;
@@ -530,88 +520,12 @@ static void mm_item(const struct mm_job *j, size_t jt, const void *act, size_t a
 }
 
 /*
- * After job ji's rows [r0, r1) of tokens [t0, t0 + nt): glu's up rows and
- * the product while both are in L1, or the residual add of the item's own
- * outputs, still in L1 (no serial pass).
- */
-static void mm_post(const struct mm_job *jobs, int glu, size_t ji, size_t r0, size_t r1, size_t t0, size_t nt,
-		    const void *act, size_t arow, size_t cols, size_t n_tok)
-{
-	const struct mm_job *j = &jobs[ji];
-	const size_t rows = j->op->rows;
-
-	if (glu) {
-		const float *u = jobs[1].op->y;
-		float *g = j->op->y;
-
-		mm_span(&jobs[1], r0, r1, t0, nt, act, arow, cols, n_tok);
-		for (size_t t = t0; t < t0 + nt; t++)
-			for (size_t r = r0; r < r1; r++)
-				g[t * rows + r] = ms_silu(g[t * rows + r]) * u[t * rows + r];
-	}
-	if (j->op->acc)
-		for (size_t t = t0; t < t0 + nt; t++)
-			for (size_t r = r0; r < r1; r++)
-				j->op->acc[t * rows + r] += j->op->y[t * rows + r];
-}
-
-/*
- * A one-token region's claims are guided ones (a 1/threads share of what
- * is left) counted in MM_CHUNK-row units, rounded down to whole 64-row
- * items while they are larger, and cut into items of up to MM_CHUNK_DEC
- * rows: the first claims are as large and contiguous as before, the last
- * ones one unit, so the thread that finishes first waits for at most 16
- * rows of the other's. With libgomp's guided schedule over 64-row items
- * it waited for up to a whole item (516 kB of a Q4_0 w_down): traced on
- * the 8-layer Q4_0 file, median tails of 18-40 us a w_down and 38-244 a
- * gate/up region against 7-13 and 5-17 with units in two alternated
- * pairs (the third pair, disturbed on both sides, alike), and the join
- * 1.4-4 us instead of 4.6-8 (no loop barrier before it; loaded Zen 5);
- * quiet, tails of 4-14 us became 1.4-4.3 and the regions' costs 3.1-3.3%
- * of a token 1.9-2.0%, the loops' speed unchanged (BENCHMARKS.md).
- * Tried and dropped: 16-row items for only the list's
- * last 128 rows under the guided schedule (its first claim, half the
- * items, was then more than half the rows: tails of 90-100 us), and
- * schedule(dynamic, 1) (the threads' items interleaved and read 35-45%
- * slower).
- */
-#define MM_UNITS_DEC (MM_CHUNK_DEC / MM_CHUNK)
-
-/*
- * One token: units [u0, u1) of the list (uend[i]: units of jobs[0..i]),
- * in items of up to MM_UNITS_DEC units that stay within one matrix;
- * *items (NULL: not counted) counts them.
- */
-static void mm_claim(const struct mm_job *jobs, int glu, const size_t *uend, size_t u0, size_t u1,
-		     const void *act, size_t arow, size_t cols, uint64_t *items)
-{
-	size_t ji = 0;
-
-	while (u0 < u1) {
-		while (u0 >= uend[ji])
-			ji++;
-
-		const size_t base = ji ? uend[ji - 1] : 0, rows = jobs[ji].op->rows;
-		size_t ue = u0 + MM_UNITS_DEC, r1;
-
-		ue = ue < u1 ? ue : u1;
-		ue = ue < uend[ji] ? ue : uend[ji];
-		r1 = (ue - base) * MM_CHUNK;
-		mm_span(&jobs[ji], (u0 - base) * MM_CHUNK, r1 < rows ? r1 : rows, 0, 1, act, arow, cols, 1);
-		mm_post(jobs, glu, ji, (u0 - base) * MM_CHUNK, r1 < rows ? r1 : rows, 0, 1, act, arow, cols, 1);
-		if (items)
-			(*items)++;
-		u0 = ue;
-	}
-}
-
-/*
  * The matrices of jobs[0..n) (sharing x, its conversion and its column
  * count) in one parallel region: activations are converted once (split
  * into pieces of every token's row), the implicit barrier of that loop
  * publishes them, then the work items of all the matrices, one list
- * matrix after matrix, are claimed in guided chunks (one token: in units,
- * mm_claim): the first claims are large contiguous ranges (long streams for the hardware prefetchers, few
+ * matrix after matrix, are claimed in guided chunks: the first claims are
+ * large contiguous ranges (long streams for the hardware prefetchers, few
  * atomic claims), the last ones small, so a thread that lost its core for
  * a while (the machine may be shared) leaves its share to the others
  * instead of holding up the barrier. One list for several matrices pays
@@ -631,10 +545,8 @@ static void mm_run(const struct ms_kernels *k, const struct mm_job *jobs, size_t
 	const void *act = parts ? (const void *)scratch : (const void *)x;
 	struct ms_trace *tr = ms_trace_get();
 	struct ms_trace_rec rec = { .what = glu ? MS_TR_GLU : MS_TR_MM, .b = cols };
-	size_t uend[MS_MATMUL_MAX_OPS], units = 0;
-	atomic_size_t next = 0;
 	uint64_t macs = 0;
-	int par, unit_claims = n_tok == 1;
+	int par;
 
 	if (!parts)
 		arow = cols * sizeof(float);
@@ -643,20 +555,12 @@ static void mm_run(const struct ms_kernels *k, const struct mm_job *jobs, size_t
 		rec.a += i && glu ? 0 : jobs[i].op->rows;
 	}
 	par = nitems > 1 && macs >= MM_PAR_MIN;
-	/* one token over x8 matrices: claims in units (the rest: guided items) */
-	for (size_t i = 0; i < (glu ? 1 : n); i++) {
-		unit_claims = unit_claims && jobs[i].x8 && jobs[i].chunk == MM_CHUNK_DEC;
-		units += (jobs[i].op->rows + MM_CHUNK - 1) / MM_CHUNK;
-		uend[i] = units;
-	}
-	units = unit_claims ? units : 0;
 	if (tr)
 		rec.t0 = ms_trace_now();
 
 #pragma omp parallel if (par)
 	{
 		const int me = tr ? omp_get_thread_num() : 0, tm = tr && me < MS_TRACE_THREADS;
-		const size_t nthr = (size_t)omp_get_num_threads();
 
 		if (tm) {
 			rec.in[me] = ms_trace_now();
@@ -678,37 +582,45 @@ static void mm_run(const struct ms_kernels *k, const struct mm_job *jobs, size_t
 		}
 		if (tm)
 			rec.conv[me] = rec.done[me] = ms_trace_now();
-		if (units) {
-			for (;;) {
-				size_t c0 = atomic_load_explicit(&next, memory_order_relaxed), q = 0;
-
-				while (c0 < units) {
-					q = (units - c0 + nthr - 1) / nthr;
-					q = q > MM_UNITS_DEC ? q - q % MM_UNITS_DEC : q;
-					if (atomic_compare_exchange_weak_explicit(&next, &c0, c0 + q, memory_order_relaxed,
-										  memory_order_relaxed))
-						break;
-				}
-				if (c0 >= units)
-					break;
-				mm_claim(jobs, glu, uend, c0, c0 + q, act, arow, cols, tm ? &rec.items[me] : NULL);
-				if (tm)
-					rec.done[me] = ms_trace_now();
-			}
-		} else {
+		/*
+		 * Tried at one token (branch tokov, 923459a): claims of guided
+		 * shares counted in 16-row units, items of up to 64 rows, no
+		 * loop barrier. Traced, the regions' tails fell from 4-14 to
+		 * 1.4-4.3 us and their costs from 3.1-3.3% to 1.9-2.0% of an
+		 * 8-layer Q4_0 token, but quiet whole-model Q4_0 decode was
+		 * lower in 10 of 12 alternated pairs (ratio median 0.77-0.81
+		 * against 0.80-0.82, BENCHMARKS.md); not kept until that is
+		 * understood.
+		 */
 #pragma omp for schedule(guided)
-			for (size_t it = 0; it < nitems; it++) {
-				size_t ji = 0, r0, r1, t0, nt;
+		for (size_t it = 0; it < nitems; it++) {
+			size_t ji = 0, r0, r1, t0, nt;
 
-				while (it >= jobs[ji].end)
-					ji++;
-				mm_item(&jobs[ji], it - (ji ? jobs[ji - 1].end : 0), act, arow, cols, n_tok, &r0, &r1,
-					&t0, &nt);
-				mm_post(jobs, glu, ji, r0, r1, t0, nt, act, arow, cols, n_tok);
-				if (tm) {
-					rec.done[me] = ms_trace_now();
-					rec.items[me]++;
-				}
+			while (it >= jobs[ji].end)
+				ji++;
+
+			const struct mm_job *j = &jobs[ji];
+			const size_t jt = it - (ji ? jobs[ji - 1].end : 0), rows = j->op->rows;
+
+			mm_item(j, jt, act, arow, cols, n_tok, &r0, &r1, &t0, &nt);
+			if (glu) {
+				/* the up projection's same rows, then the product while both are in L1 */
+				const float *u = jobs[1].op->y;
+				float *g = j->op->y;
+
+				mm_item(&jobs[1], jt, act, arow, cols, n_tok, &r0, &r1, &t0, &nt);
+				for (size_t t = t0; t < t0 + nt; t++)
+					for (size_t r = r0; r < r1; r++)
+						g[t * rows + r] = ms_silu(g[t * rows + r]) * u[t * rows + r];
+			}
+			/* the item's own outputs, still in L1: a residual add without a serial pass */
+			if (j->op->acc)
+				for (size_t t = t0; t < t0 + nt; t++)
+					for (size_t r = r0; r < r1; r++)
+						j->op->acc[t * rows + r] += j->op->y[t * rows + r];
+			if (tm) {
+				rec.done[me] = ms_trace_now();
+				rec.items[me]++;
 			}
 		}
 	}

@@ -178,12 +178,12 @@ static void check_set(const struct ms_kernels *k, const char *label, const uint3
 }
 
 /*
- * One token over 392 rows: claims in 16-row units, cut into items of up
- * to 64 rows wherever a claim starts; every row must have the bits of the
- * 64-row items of the old schedule (each 64-row slice through ms_matmul
- * alone), in one matrix, two in one region and through glu, on 1 and 2
- * threads. With a trace on: the same bits, and one record of the region
- * with each team member's times.
+ * One token over 392 rows (not a multiple of the 64-row items): every row
+ * must have the bits of each 64-row slice through ms_matmul alone, in one
+ * matrix, two in one region and through glu, on 1 and 2 threads (a
+ * schedule that cuts items elsewhere must keep them). With a trace on:
+ * the same bits, and one record of the region with each team member's
+ * times.
  */
 static void check_tail(const struct ms_kernels *k, uint32_t type)
 {
@@ -246,7 +246,7 @@ static void check_tail(const struct ms_kernels *k, uint32_t type)
 		r |= ms_matmul_glu(k, &ops[0], &ops[1], x, 1, scratch);
 		for (size_t e = 0; e < R; e++)
 			glu = glu && y2[e] == ms_silu(ref[e]) * ref2[e] && y[e] == ref2[e];
-		ok(!r && same1 && same2 && glu, "%s %s: one token, claims in 16-row units: the 64-row items' bits, %d threads",
+		ok(!r && same1 && same2 && glu, "%s %s: one token, 392 rows: the 64-row slices' bits, %d threads",
 		   k->name, tn, th);
 		ok(rec, "%s %s: trace of a two-matrix region: one record, %d timed threads, every item claimed", k->name,
 		   tn, th);
