@@ -8,6 +8,7 @@
 #include "attention.h"
 #include "forward.h"
 #include "quant.h"
+#include "trace.h"
 
 /* One sequence's share of a round: b rows starting at row0, positions p0... */
 struct segment {
@@ -970,12 +971,28 @@ static void kv_store(struct ms_ctx *c, uint32_t l)
 /* One round (every segment's chunk) through every layer                    */
 /* ------------------------------------------------------------------------ */
 
+/* Records [*t0, now) as a piece of kind what and starts the next piece; nothing when not tracing. */
+static void tr_mark(struct ms_trace *tr, uint32_t what, uint64_t *t0)
+{
+	if (!tr)
+		return;
+	ms_trace_piece(tr, what, *t0, 0, 0);
+	*t0 = ms_trace_now();
+}
+
+/* The next piece starts now (a matmul, which records itself, just ended). */
+static void tr_skip(const struct ms_trace *tr, uint64_t *t0)
+{
+	if (tr)
+		*t0 = ms_trace_now();
+}
+
 /*
  * Final norm and output projection for the rows that need logits, in
  * groups of OUT_ROWS so the scratch stays small; each group reads the
  * output matrix once.
  */
-static int output_rows(struct ms_ctx *c)
+static int output_rows(struct ms_ctx *c, struct ms_trace *tr, uint64_t *t0)
 {
 	const struct ms_model *m = c->m;
 	const size_t dim = m->hp.dim, vocab = m->hp.vocab;
@@ -992,20 +1009,25 @@ static int output_rows(struct ms_ctx *c)
 		}
 		for (size_t i = first; i < first + count; i++) {
 			rmsnorm(c->xn + n * dim, c->x + (sg->row0 + i) * dim, m->output_norm, dim, m->hp.eps);
+			tr_mark(tr, MS_TR_NORM, t0);
 			c->out_dst[n++] = sg->all_logits ? sg->logits + (sg->done + i) * vocab : sg->logits;
 			if (n < OUT_ROWS)
 				continue;
 			if ((r = matmul(c, &m->output, c->xn, n, c->out)) < 0)
 				return r;
+			tr_skip(tr, t0);
 			for (size_t k = 0; k < n; k++)
 				memcpy(c->out_dst[k], c->out + k * vocab, vocab * sizeof(float));
+			tr_mark(tr, MS_TR_OUT, t0);
 			n = 0;
 		}
 		if (!sg && n) {
 			if ((r = matmul(c, &m->output, c->xn, n, c->out)) < 0)
 				return r;
+			tr_skip(tr, t0);
 			for (size_t k = 0; k < n; k++)
 				memcpy(c->out_dst[k], c->out + k * vocab, vocab * sizeof(float));
+			tr_mark(tr, MS_TR_OUT, t0);
 		}
 	}
 	return 0;
@@ -1013,6 +1035,9 @@ static int output_rows(struct ms_ctx *c)
 
 static int eval_round(struct ms_ctx *c, size_t b)
 {
+	struct ms_trace *tr = ms_trace_get();
+	const uint64_t t_round = tr ? ms_trace_now() : 0;
+	uint64_t t0 = t_round;
 	const struct ms_model *m = c->m;
 	const struct ms_hparams *hp = &m->hp;
 	const size_t dim = hp->dim, ffn = hp->ffn;
@@ -1026,12 +1051,15 @@ static int eval_round(struct ms_ctx *c, size_t b)
 		if (r < 0)
 			return r;
 	}
+	tr_mark(tr, MS_TR_EMBED, &t0);
 	rope_tables(c, b);
+	tr_mark(tr, MS_TR_ROPE, &t0);
 
 	for (uint32_t l = 0; l < hp->n_layers; l++) {
 		const struct ms_layer *L = &m->layers[l];
 
 		rmsnorm_rows(c->xn, c->x, L->attn_norm, b, dim, hp->eps);
+		tr_mark(tr, MS_TR_NORM, &t0);
 		{
 			const struct ms_matmul_op qkv[] = { mm_op(&L->wq, c->q, NULL), mm_op(&L->wk, c->kc, NULL),
 							    mm_op(&L->wv, c->vc, NULL) };
@@ -1039,19 +1067,26 @@ static int eval_round(struct ms_ctx *c, size_t b)
 			if ((r = ms_matmul_multi(c->k, qkv, 3, c->xn, b, c->mm_scratch)) < 0)
 				return r;
 		}
+		tr_skip(tr, &t0);
 		rope_apply(c, c->q, b, dim);
 		rope_apply(c, c->kc, b, hp->kv_dim);
+		tr_mark(tr, MS_TR_ROPE, &t0);
 		chunk_to_cache_type(c);
+		tr_mark(tr, MS_TR_CACHE, &t0);
 		attention(c, l);
+		tr_mark(tr, MS_TR_ATTN, &t0);
 		kv_store(c, l);
+		tr_mark(tr, MS_TR_CACHE, &t0);
 		{
 			const struct ms_matmul_op wo = mm_op(&L->wo, c->tmp, c->x);
 
 			if ((r = ms_matmul_multi(c->k, &wo, 1, c->att, b, c->mm_scratch)) < 0)
 				return r;
 		}
+		tr_skip(tr, &t0);
 
 		rmsnorm_rows(c->xn, c->x, L->ffn_norm, b, dim, hp->eps);
+		tr_mark(tr, MS_TR_NORM, &t0);
 		{
 			const struct ms_matmul_op gu[] = { mm_op(&L->w_gate, c->hg, NULL), mm_op(&L->w_up, c->hu, NULL) };
 			const long n = (long)(b * ffn);
@@ -1063,6 +1098,7 @@ static int eval_round(struct ms_ctx *c, size_t b)
 #pragma omp parallel for num_threads(c->n_threads) schedule(static) if (n > 16384)
 				for (long i = 0; i < n; i++)
 					c->hg[i] = ms_silu(c->hg[i]) * c->hu[i];
+				tr_mark(tr, MS_TR_SILU, &t0);
 			} else if (r < 0) {
 				return r;
 			}
@@ -1073,10 +1109,14 @@ static int eval_round(struct ms_ctx *c, size_t b)
 			if ((r = ms_matmul_multi(c->k, &down, 1, c->hg, b, c->mm_scratch)) < 0)
 				return r;
 		}
+		tr_skip(tr, &t0);
 		if (c->progress && c->progress(c->progress_ud))
 			return -ECANCELED;
 	}
-	return output_rows(c);
+	r = output_rows(c, tr, &t0);
+	if (tr && r >= 0)
+		ms_trace_piece(tr, MS_TR_ROUND, t_round, b, 0);
+	return r;
 }
 
 /* Longest chunk a sequence may take in one round: past the window it would

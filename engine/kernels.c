@@ -13,8 +13,11 @@
 #include <cpuid.h>
 #endif
 
+#include <omp.h>
+
 #include "kernels.h"
 #include "quant.h"
+#include "trace.h"
 
 #ifdef HAVE_X86
 /* XCR0 via xgetbv; inline asm so this file needs no -mxsave. Only valid once OSXSAVE is known set. */
@@ -540,17 +543,30 @@ static void mm_run(const struct ms_kernels *k, const struct mm_job *jobs, size_t
 	const size_t parts = ai ? (cols + ACT_PART - 1) / ACT_PART : 0;
 	const size_t nitems = glu ? jobs[0].end : jobs[n - 1].end;
 	const void *act = parts ? (const void *)scratch : (const void *)x;
+	struct ms_trace *tr = ms_trace_get();
+	struct ms_trace_rec rec = { .what = glu ? MS_TR_GLU : MS_TR_MM, .b = cols };
 	uint64_t macs = 0;
 	int par;
 
 	if (!parts)
 		arow = cols * sizeof(float);
-	for (size_t i = 0; i < n; i++)
+	for (size_t i = 0; i < n; i++) {
 		macs += (uint64_t)jobs[i].op->rows * n_tok * cols;
+		rec.a += i && glu ? 0 : jobs[i].op->rows;
+	}
 	par = nitems > 1 && macs >= MM_PAR_MIN;
+	if (tr)
+		rec.t0 = ms_trace_now();
 
 #pragma omp parallel if (par)
 	{
+		const int me = tr ? omp_get_thread_num() : 0, tm = tr && me < MS_TRACE_THREADS;
+
+		if (tm) {
+			rec.in[me] = ms_trace_now();
+			if (!me)
+				rec.n_thr = (uint32_t)omp_get_num_threads();
+		}
 		if (parts) {
 #pragma omp for schedule(static)
 			for (size_t u = 0; u < n_tok * parts; u++) {
@@ -564,6 +580,18 @@ static void mm_run(const struct ms_kernels *k, const struct mm_job *jobs, size_t
 					tk0->act_conv(m, xs, (char *)scratch + t * arow + e0 / ai->blck * ai->bytes);
 			}
 		}
+		if (tm)
+			rec.conv[me] = rec.done[me] = ms_trace_now();
+		/*
+		 * Tried at one token (branch tokov, 923459a): claims of guided
+		 * shares counted in 16-row units, items of up to 64 rows, no
+		 * loop barrier. Traced, the regions' tails fell from 4-14 to
+		 * 1.4-4.3 us and their costs from 3.1-3.3% to 1.9-2.0% of an
+		 * 8-layer Q4_0 token, but quiet whole-model Q4_0 decode was
+		 * lower in 10 of 12 alternated pairs (ratio median 0.77-0.81
+		 * against 0.80-0.82, BENCHMARKS.md); not kept until that is
+		 * understood.
+		 */
 #pragma omp for schedule(guided)
 		for (size_t it = 0; it < nitems; it++) {
 			size_t ji = 0, r0, r1, t0, nt;
@@ -590,7 +618,18 @@ static void mm_run(const struct ms_kernels *k, const struct mm_job *jobs, size_t
 				for (size_t t = t0; t < t0 + nt; t++)
 					for (size_t r = r0; r < r1; r++)
 						j->op->acc[t * rows + r] += j->op->y[t * rows + r];
+			if (tm) {
+				rec.done[me] = ms_trace_now();
+				rec.items[me]++;
+			}
 		}
+	}
+	if (tr) {
+		struct ms_trace_rec *slot = ms_trace_slot(tr);
+
+		rec.t1 = ms_trace_now();
+		if (slot)
+			*slot = rec;
 	}
 }
 

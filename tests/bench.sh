@@ -117,6 +117,28 @@ check "the table shows each --streams size and the contended figures" \
 	sh -c "grep -q '^streams 1 ' '$tmp/sc.out' && grep -q '^streams 2 .*x the 1-stream figure' '$tmp/sc.out' && grep -q '^contended    1 busy loops beside it: pp64 .* of idle' '$tmp/sc.out'"
 if pgrep -f "^$MISTRAL_BENCH" >/dev/null 2>&1; then ok 1 "no busy-loop process outlives mistral-bench --contend"; else ok 0 "no busy-loop process outlives mistral-bench --contend"; fi
 
+# --trace: each decode token's records end with its round record (what 0, a = 1 row), matmul regions (what 7, 8)
+# carry each timed thread's times in order
+"$MISTRAL_BENCH" -m "$model" --quick --json --trace "$tmp/trace.txt" >/dev/null 2>&1
+ok $? "--trace FILE exits 0"
+check "--trace writes a round record for each of the --quick run's 8 decode tokens, and ordered thread times" \
+	"$PYTHON3" -c '
+import sys
+rounds = 0; good = True
+for line in open(sys.argv[1]):
+    if line.startswith("#"):
+        continue
+    f = [int(x) for x in line.split()]
+    if f[0] == 0:
+        rounds += f[2] == 1
+    good = good and f[5] >= f[4] and len(f) == 6 + 4 * f[1]
+    for j in range(f[1]):
+        i, c, dn = f[6 + 4 * j:9 + 4 * j]
+        good = good and f[4] <= i <= c <= dn <= f[5]
+sys.exit(0 if good and rounds == 8 else 1)' "$tmp/trace.txt"
+"$MISTRAL_BENCH" -m "$model" --quick --trace "$tmp/no/such/dir/t.txt" >/dev/null 2>"$tmp/err"
+ok $([ $? -ne 0 ] && grep -q 'no/such/dir' "$tmp/err"; echo $?) "--trace to an unwritable path fails naming it"
+
 # --layout on a Q4_0 model: every matrix interleaved by default, none with rows.
 if [ -x "$MKMODEL" ] && "$MKMODEL" --out "$tmp/q4.gguf" --type Q4_0 --vocab-from "$model" --dim 64 \
 	--layers 2 --heads 4 --kv-heads 2 --ffn 128 >/dev/null 2>&1; then

@@ -10,6 +10,7 @@
 #include "kernels.h"
 #include "quant.h"
 #include "tap.h"
+#include "trace.h"
 
 #define COLS 2048     /* with 136 rows, one token is above the matmul's parallel threshold */
 #define MAXT 70       /* more than one 64-token group of the x8 items */
@@ -176,6 +177,90 @@ static void check_set(const struct ms_kernels *k, const char *label, const uint3
 	free(g);
 }
 
+/*
+ * One token over 392 rows (not a multiple of the 64-row items): every row
+ * must have the bits of each 64-row slice through ms_matmul alone, in one
+ * matrix, two in one region and through glu, on 1 and 2 threads (a
+ * schedule that cuts items elsewhere must keep them). With a trace on:
+ * the same bits, and one record of the region with each team member's
+ * times.
+ */
+static void check_tail(const struct ms_kernels *k, uint32_t type)
+{
+	enum { R = 392 };
+	const char *tn = ms_ggml_type_name(type);
+	struct mat m[2];
+	float *x = malloc(COLS * sizeof(float)), *ref = malloc(R * sizeof(float)), *ref2 = malloc(R * sizeof(float));
+	float *y = malloc(R * sizeof(float)), *y2 = malloc(R * sizeof(float));
+	struct ms_trace_rec recs[8];
+	struct ms_trace tr = { .rec = recs, .cap = 8 };
+	void *scratch;
+	int r = 0;
+
+	scratch = NULL;
+	if (!ok(x && ref && ref2 && y && y2 && !make_mat(&m[0], type, MS_LAYOUT_X8, R) &&
+		!make_mat(&m[1], type, MS_LAYOUT_X8, R) && (scratch = malloc(scratch_of(k, m, 2))),
+		"%s %s: tail test data", k->name, tn))
+		return;
+	for (size_t i = 0; i < COLS; i++)
+		x[i] = frand();
+	omp_set_num_threads(2);
+	for (size_t r0 = 0; r0 < R; r0 += 64) {
+		const size_t n = R - r0 < 64 ? R - r0 : 64;
+
+		r |= ms_matmul(k, type, MS_LAYOUT_X8, (const char *)m[0].w + r0 * m[0].row_bytes, m[0].row_bytes, n, COLS,
+			       x, 1, ref + r0, scratch);
+		r |= ms_matmul(k, type, MS_LAYOUT_X8, (const char *)m[1].w + r0 * m[1].row_bytes, m[1].row_bytes, n, COLS,
+			       x, 1, ref2 + r0, scratch);
+	}
+	for (int th = 1; th <= 2; th++) {
+		struct ms_matmul_op ops[2] = { op_of(&m[0], y, NULL), op_of(&m[1], y2, NULL) };
+		int same1, same2, glu = 1, rec = 1;
+		uint64_t items = 0;
+
+		omp_set_num_threads(th);
+		memset(y, 0xff, R * sizeof(float));
+		r |= ms_matmul(k, type, MS_LAYOUT_X8, m[0].w, m[0].row_bytes, R, COLS, x, 1, y, scratch);
+		same1 = !memcmp(y, ref, R * sizeof(float));
+		memset(y, 0xff, R * sizeof(float));
+		memset(y2, 0xff, R * sizeof(float));
+		tr.n = 0;
+		ms_trace_set(&tr);
+		r |= ms_matmul_multi(k, ops, 2, x, 1, scratch);
+		ms_trace_set(NULL);
+		same2 = !memcmp(y, ref, R * sizeof(float)) && !memcmp(y2, ref2, R * sizeof(float));
+		if (tr.n != 1 || recs[0].what != MS_TR_MM || recs[0].a != 2 * R || recs[0].b != COLS ||
+		    recs[0].n_thr != (uint32_t)th || recs[0].t1 < recs[0].t0)
+			rec = 0;
+		for (uint32_t i = 0; rec && i < recs[0].n_thr; i++) {
+			items += recs[0].items[i];
+			rec = recs[0].in[i] >= recs[0].t0 && recs[0].conv[i] >= recs[0].in[i] &&
+			      recs[0].done[i] >= recs[0].conv[i] && recs[0].done[i] <= recs[0].t1;
+		}
+		/* items of at most 64 rows within one matrix (7 each at least), at least 16 rows each */
+		rec = rec && items >= 14 && items <= 50;
+		ops[0].y = y2;
+		ops[1].y = y;
+		memset(y, 0xff, R * sizeof(float));
+		memset(y2, 0xff, R * sizeof(float));
+		r |= ms_matmul_glu(k, &ops[0], &ops[1], x, 1, scratch);
+		for (size_t e = 0; e < R; e++)
+			glu = glu && y2[e] == ms_silu(ref[e]) * ref2[e] && y[e] == ref2[e];
+		ok(!r && same1 && same2 && glu, "%s %s: one token, 392 rows: the 64-row slices' bits, %d threads",
+		   k->name, tn, th);
+		ok(rec, "%s %s: trace of a two-matrix region: one record, %d timed threads, every item claimed", k->name,
+		   tn, th);
+	}
+	free(scratch);
+	free(m[0].w);
+	free(m[1].w);
+	free(x);
+	free(ref);
+	free(ref2);
+	free(y);
+	free(y2);
+}
+
 int main(void)
 {
 	const struct ms_kernels *tables[2] = { ms_kernels_get(MS_ISA_GENERIC), ms_kernels_get(ms_cpu_best_isa()) };
@@ -199,6 +284,12 @@ int main(void)
 			continue;
 		for (size_t si = 0; si < sizeof(sets) / sizeof(sets[0]); si++)
 			check_set(tables[ti], sets[si].label, sets[si].type, sets[si].lo);
+		for (size_t i = 0; i < 6; i++) {
+			static const uint32_t tt[] = { GGML_TYPE_Q4_0, GGML_TYPE_Q8_0, GGML_TYPE_Q4_K,
+						       GGML_TYPE_Q6_K, GGML_TYPE_F16, GGML_TYPE_BF16 };
+
+			check_tail(tables[ti], tt[i]);
+		}
 	}
 	printf("1..%d\n", tap_n);
 	return tap_failed ? 1 : 0;

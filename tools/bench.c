@@ -21,6 +21,7 @@
 #include "kernels.h"
 #include "model.h"
 #include "quant.h"
+#include "trace.h"
 #include "ompwait.h"
 
 #define PROG "mistral-bench"
@@ -44,6 +45,7 @@ struct opts {
 	const char *isa;
 	const char *vocab_from;
 	const char *type;        /* --attention weight type, passed to mistral-mkmodel */
+	const char *trace;       /* --trace: file for the short decode's timing records */
 	long threads;
 	long gen;
 	long long_ctx;           /* cached positions for the long-context decode */
@@ -143,6 +145,9 @@ static void usage(FILE *f)
 "      --contend N          measure the first prompt size and the decode again\n"
 "                           with N busy-loop processes running beside them\n"
 "                           (a CPU shared with other work) and show both\n"
+"      --trace FILE         write the timing records of the short-context\n"
+"                           decode tokens (each piece of a step, each matmul\n"
+"                           region's per-thread times) to FILE, one a line\n"
 "      --quick              one run, 8 decode tokens, prompts above 64 skipped,\n"
 "                           a 256 MiB bandwidth buffer\n"
 "      --chat TURNS         instead: play a conversation of TURNS turns, each\n"
@@ -239,7 +244,7 @@ static void parse_variants(const char *s, struct opts *o)
 enum {
 	O_ISA = 256, O_PAGES, O_MLOCK, O_JSON, O_ATTENTION, O_PROMPT, O_GEN, O_CTX, O_REPEAT,
 	O_QUICK, O_BATCH, O_BW, O_KV, O_VOCAB, O_DIM, O_LAYERS, O_HEADS, O_FFN, O_TYPE, O_KEEP, O_LAYOUT,
-	O_STREAMS, O_CONTEND, O_CHAT, O_CHAT_SYSTEM, O_CHAT_USER, O_CHAT_ANSWER, O_CHAT_RETOK,
+	O_STREAMS, O_CONTEND, O_TRACE, O_CHAT, O_CHAT_SYSTEM, O_CHAT_USER, O_CHAT_ANSWER, O_CHAT_RETOK,
 };
 
 static void parse_args(int argc, char **argv, struct opts *o)
@@ -272,6 +277,7 @@ static void parse_args(int argc, char **argv, struct opts *o)
 		{ "layout", required_argument, NULL, O_LAYOUT },
 		{ "streams", required_argument, NULL, O_STREAMS },
 		{ "contend", required_argument, NULL, O_CONTEND },
+		{ "trace", required_argument, NULL, O_TRACE },
 		{ "chat", required_argument, NULL, O_CHAT },
 		{ "chat-system", required_argument, NULL, O_CHAT_SYSTEM },
 		{ "chat-user", required_argument, NULL, O_CHAT_USER },
@@ -308,6 +314,7 @@ static void parse_args(int argc, char **argv, struct opts *o)
 		case O_PROMPT: parse_prompts(optarg, o); break;
 		case O_STREAMS: parse_streams(optarg, o); break;
 		case O_CONTEND: o->contend = cli_long("--contend", optarg, 0, 64); break;
+		case O_TRACE: o->trace = optarg; break;
 		case O_CHAT: o->chat = cli_long("--chat", optarg, 1, 1000); break;
 		case O_CHAT_SYSTEM: o->chat_system = cli_long("--chat-system", optarg, 0, 1L << 20); break;
 		case O_CHAT_USER: o->chat_user = cli_long("--chat-user", optarg, 1, 1L << 20); break;
@@ -651,9 +658,12 @@ static int time_decode(struct ms_ctx *ctx, struct ms_kv *kv, long gen, uint32_t 
 	return 0;
 }
 
-/* Short context: SHORT_PROMPT tokens on an emptied cache, then gen tokens one at a time; tok/s. */
+/*
+ * Short context: SHORT_PROMPT tokens on an emptied cache, then gen tokens
+ * one at a time; tok/s. trace (NULL: none) records the decode tokens.
+ */
 static int time_short_decode(struct ms_ctx *ctx, struct ms_kv *kv, long gen, int32_t *toks, uint32_t vocab,
-			     float *logits, uint64_t *rng, double *tps, ms_err *err)
+			     float *logits, uint64_t *rng, struct ms_trace *trace, double *tps, ms_err *err)
 {
 	int r;
 
@@ -661,7 +671,10 @@ static int time_short_decode(struct ms_ctx *ctx, struct ms_kv *kv, long gen, int
 	random_tokens(toks, SHORT_PROMPT, vocab, rng);
 	if ((r = ms_eval(ctx, kv, toks, SHORT_PROMPT, NULL, false, err)) < 0)
 		return r;
-	return time_decode(ctx, kv, gen, vocab, logits, rng, tps, err);
+	ms_trace_set(trace);
+	r = time_decode(ctx, kv, gen, vocab, logits, rng, tps, err);
+	ms_trace_set(NULL);
+	return r;
 }
 
 /*
@@ -746,6 +759,39 @@ static void contend_stop(pid_t *pids, long n)
 }
 
 /*
+ * The records as text, one a line: what n_thr a b t0 t1, then for each
+ * timed thread in conv done items (ns, CLOCK_MONOTONIC; trace.h).
+ */
+static int write_trace(const char *path, const struct ms_trace *t)
+{
+	FILE *f = fopen(path, "w");
+	int bad;
+
+	if (!f) {
+		fprintf(stderr, PROG ": %s: %s\n", path, strerror(errno));
+		return -errno;
+	}
+	fprintf(f, "# what n_thr a b t0 t1 [in conv done items] x n_thr; dropped %zu\n", t->dropped);
+	for (size_t i = 0; i < t->n; i++) {
+		const struct ms_trace_rec *r = &t->rec[i];
+
+		fprintf(f, "%u %u %llu %llu %llu %llu", r->what, r->n_thr, (unsigned long long)r->a,
+			(unsigned long long)r->b, (unsigned long long)r->t0, (unsigned long long)r->t1);
+		for (uint32_t j = 0; j < r->n_thr && j < MS_TRACE_THREADS; j++)
+			fprintf(f, " %llu %llu %llu %llu", (unsigned long long)r->in[j],
+				(unsigned long long)r->conv[j], (unsigned long long)r->done[j],
+				(unsigned long long)r->items[j]);
+		fputc('\n', f);
+	}
+	bad = ferror(f);
+	if (fclose(f) || bad) {
+		fprintf(stderr, PROG ": %s: write failed\n", path);
+		return -EIO;
+	}
+	return 0;
+}
+
+/*
  * Loads path and measures it. pp: whether to run the prompt sizes (the
  * attention comparison only needs decode). Progress goes to stderr unless
  * quiet, so a long 7B run shows it is alive.
@@ -762,6 +808,7 @@ static int bench_model(const char *path, const struct opts *o, bool pp, struct r
 	struct ms_kv *kv = NULL;
 	struct ms_ctx *ctx = NULL;
 	struct bw bw = { 0 };
+	struct ms_trace trace = { 0 };
 	int32_t *toks = NULL;
 	float *logits = NULL;
 	uint64_t rng = 0x853c49e6748fea9bull;
@@ -805,7 +852,12 @@ static int bench_model(const char *path, const struct opts *o, bool pp, struct r
 
 	toks = malloc(max_prompt * sizeof(*toks));
 	logits = malloc((size_t)m->hp.vocab * sizeof(*logits));
-	if (!toks || !logits) {
+	if (o->trace) {
+		/* a decode token makes 12 records a layer and 4 more */
+		trace.cap = ((size_t)m->hp.n_layers * 16 + 16) * (size_t)o->gen * (size_t)o->repeat;
+		trace.rec = calloc(trace.cap, sizeof(*trace.rec));
+	}
+	if (!toks || !logits || (o->trace && !trace.rec)) {
 		fprintf(stderr, PROG ": out of memory\n");
 		r = -ENOMEM;
 		goto out;
@@ -837,8 +889,8 @@ static int bench_model(const char *path, const struct opts *o, bool pp, struct r
 				goto eval_fail;
 			res->pp_done[i] = true;
 		}
-		if ((r = time_short_decode(ctx, kv, o->gen, toks, m->hp.vocab, logits, &rng, &res->tg_runs[rep],
-					   &err)) < 0)
+		if ((r = time_short_decode(ctx, kv, o->gen, toks, m->hp.vocab, logits, &rng, trace.rec ? &trace : NULL,
+					   &res->tg_runs[rep], &err)) < 0)
 			goto eval_fail;
 		/* right next to the decode it is compared with: the machine is shared */
 		res->bw_runs[rep] = bw_best(&bw, &res->bw_probe_runs[rep], &res->bw_plain_runs[rep],
@@ -872,7 +924,7 @@ static int bench_model(const char *path, const struct opts *o, bool pp, struct r
 		for (long rep = 0; rep < o->repeat && r >= 0; rep++)
 			if ((r = time_prompt(ctx, kv, n, toks, m->hp.vocab, logits, &rng, &res->contend_pp_runs[rep],
 					     &err)) >= 0)
-				r = time_short_decode(ctx, kv, o->gen, toks, m->hp.vocab, logits, &rng,
+				r = time_short_decode(ctx, kv, o->gen, toks, m->hp.vocab, logits, &rng, NULL,
 						      &res->contend_tg_runs[rep], &err);
 		contend_stop(pids, o->contend);
 		if (r < 0)
@@ -895,12 +947,13 @@ static int bench_model(const char *path, const struct opts *o, bool pp, struct r
 	res->measured_gbps = median(res->bw_runs, o->repeat);
 	res->achieved_gbps = (double)res->bytes_per_token * res->tg_tps / 1e9;
 	res->ratio = res->measured_gbps > 0 ? res->achieved_gbps / res->measured_gbps : 0;
-	r = 0;
+	r = o->trace ? write_trace(o->trace, &trace) : 0;
 	goto out;
 eval_fail:
 	fprintf(stderr, PROG ": %s: %s\n", path, err.msg);
 out:
 	bw_free(&bw);
+	free(trace.rec);
 	free(toks);
 	free(logits);
 	ms_ctx_free(ctx);
