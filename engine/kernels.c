@@ -520,6 +520,21 @@ static void mm_item(const struct mm_job *j, size_t jt, const void *act, size_t a
 }
 
 /*
+ * How mm_run computes a gated feed-forward's product (jobs[0] the gate,
+ * jobs[1] the up projection). MM_GLU_ITEM: one item takes both matrices'
+ * same rows and multiplies them while in L1 (one token: the product
+ * costs no pass of its own). MM_GLU_AFTER: the gate's items, then the
+ * up's, one list as ms_matmul_multi makes it, and the product in a
+ * static loop after the list's barrier, in the same region. Several
+ * tokens take the second: their items are 16 rows, and alternating
+ * between the two matrices every 16 rows started every up item's reads
+ * cold (the tiles prefetch into the next rows of the same matrix): four
+ * concurrent 7B Q4_0 streams ran at 40-41 tok/s against 46-48 for the
+ * separate matrices (BENCHMARKS.md, glu4).
+ */
+enum mm_glu { MM_GLU_NONE, MM_GLU_ITEM, MM_GLU_AFTER };
+
+/*
  * The matrices of jobs[0..n) (sharing x, its conversion and its column
  * count) in one parallel region: activations are converted once (split
  * into pieces of every token's row), the implicit barrier of that loop
@@ -535,13 +550,13 @@ static void mm_item(const struct mm_job *j, size_t jt, const void *act, size_t a
  * does not depend on the thread count or the schedule (nor on which
  * matrices share the call: every item is the one a lone call makes).
  */
-static void mm_run(const struct ms_kernels *k, const struct mm_job *jobs, size_t n, int glu, const float *x,
+static void mm_run(const struct ms_kernels *k, const struct mm_job *jobs, size_t n, enum mm_glu glu, const float *x,
 		   size_t n_tok, void *scratch, size_t arow, int q8s, const struct ggml_type_info *ai)
 {
 	const struct ms_type_kernels *tk0 = jobs[0].tk;
 	const size_t cols = jobs[0].op->cols;
 	const size_t parts = ai ? (cols + ACT_PART - 1) / ACT_PART : 0;
-	const size_t nitems = glu ? jobs[0].end : jobs[n - 1].end;
+	const size_t nitems = glu == MM_GLU_ITEM ? jobs[0].end : jobs[n - 1].end;
 	const void *act = parts ? (const void *)scratch : (const void *)x;
 	struct ms_trace *tr = ms_trace_get();
 	struct ms_trace_rec rec = { .what = glu ? MS_TR_GLU : MS_TR_MM, .b = cols };
@@ -603,7 +618,7 @@ static void mm_run(const struct ms_kernels *k, const struct mm_job *jobs, size_t
 			const size_t jt = it - (ji ? jobs[ji - 1].end : 0), rows = j->op->rows;
 
 			mm_item(j, jt, act, arow, cols, n_tok, &r0, &r1, &t0, &nt);
-			if (glu) {
+			if (glu == MM_GLU_ITEM) {
 				/* the up projection's same rows, then the product while both are in L1 */
 				const float *u = jobs[1].op->y;
 				float *g = j->op->y;
@@ -622,6 +637,16 @@ static void mm_run(const struct ms_kernels *k, const struct mm_job *jobs, size_t
 				rec.done[me] = ms_trace_now();
 				rec.items[me]++;
 			}
+		}
+		if (glu == MM_GLU_AFTER) {
+			/* the loop's barrier has published both outputs; rows of every token are contiguous */
+			const size_t ne = n_tok * jobs[0].op->rows;
+			const float *u = jobs[1].op->y;
+			float *g = jobs[0].op->y;
+
+#pragma omp for schedule(static)
+			for (size_t e = 0; e < ne; e++)
+				g[e] = ms_silu(g[e]) * u[e];
 		}
 	}
 	if (tr) {
@@ -663,7 +688,7 @@ int ms_matmul_multi(const struct ms_kernels *k, const struct ms_matmul_op *ops, 
 			jobs[i0 + n++].end = items;
 		}
 		if (n)
-			mm_run(k, jobs + i0, n, 0, x, n_tok, scratch, arow[i0], q8s[i0], ai[i0]);
+			mm_run(k, jobs + i0, n, MM_GLU_NONE, x, n_tok, scratch, arow[i0], q8s[i0], ai[i0]);
 		items = 0;
 	}
 	return 0;
@@ -695,7 +720,7 @@ int ms_matmul_glu(const struct ms_kernels *k, const struct ms_matmul_op *gate, c
 		return 0;
 	jobs[0].end = jobs[0].x8 ? jobs[0].nchunk * ((n_tok + X8_TOKS - 1) / X8_TOKS) : jobs[0].nchunk;
 	jobs[1].end = 2 * jobs[0].end;
-	mm_run(k, jobs, 2, 1, x, n_tok, scratch, arow[0], q8s[0], ai[0]);
+	mm_run(k, jobs, 2, n_tok == 1 ? MM_GLU_ITEM : MM_GLU_AFTER, x, n_tok, scratch, arow[0], q8s[0], ai[0]);
 	return 0;
 }
 
