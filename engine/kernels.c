@@ -360,16 +360,21 @@ size_t ms_matmul_scratch_bytes(const struct ms_kernels *k, uint32_t wtype, enum 
  */
 #define MM_CHUNK_WIDE 32
 /*
- * One-token items of every x8 type are four times MM_CHUNK: the AVX-512
- * Q4_0 decode tile reads eight groups of 8 rows as eight streams at once,
- * where 16 rows gave it two (kernels_avx512.c, DEC_GROUPS); the F16 and
- * vdpbf16ps BF16 tiles read four, two tiles an item (items of 32 or 128
- * rows read no faster or slower beyond noise: /work/notes/kb/fdec-mm.c,
- * BENCHMARKS.md; WIDE_DEC_GROUPS, DP_DEC_GROUPS);
- * Q8_0's tile reads four, two tiles an item (items of 32, 128 or 256
- * rows, guided or static, read Q8_0 no faster); the K-quant one runs its
- * two streams on through the item's four pairs of groups instead of
- * starting them cold every 16 rows (kernels_avx512_k.c, KDEC_GROUPS).
+ * One-token items of every x8 type are four times MM_CHUNK, so that each
+ * type's AVX-512 decode tile keeps its streams running through an item
+ * instead of starting them cold every 16 rows. Per type (the tiles'
+ * comments give the figures):
+ *   Q4_0: one tile of eight groups (eight streams) an item
+ *         (kernels_avx512.c, DEC_GROUPS);
+ *   Q8_0: two tiles of four groups (DEC_GROUPS_Q8); items of 32, 128 or
+ *         256 rows, guided or static, read it no faster;
+ *   Q4_K/Q5_K/Q6_K: four tiles of two groups whose prefetch runs on from
+ *         one pair into the next (kernels_avx512_k.c, KDEC_GROUPS);
+ *         items of 32 or 128 rows were no better;
+ *   F16, BF16: two tiles of four groups (WIDE_DEC_GROUPS in
+ *         kernels_avx512.c; DP_DEC_GROUPS, vdpbf16ps, in
+ *         kernels_avx512_bf16.c); 32- and 128-row items measured within
+ *         noise of 64 (/work/notes/kb/fdec-mm.c, BENCHMARKS.md).
  * The smallest 7B matrix (1024 rows) still makes 16 items.
  */
 #define MM_CHUNK_DEC 64
