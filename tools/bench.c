@@ -768,8 +768,10 @@ static int write_trace(const char *path, const struct ms_trace *t)
 	int bad;
 
 	if (!f) {
-		fprintf(stderr, PROG ": %s: %s\n", path, strerror(errno));
-		return -errno;
+		const int e = errno;
+
+		fprintf(stderr, PROG ": %s: %s\n", path, strerror(e));
+		return -e;
 	}
 	fprintf(f, "# what n_thr a b t0 t1 [in conv done items] x n_thr; dropped %zu\n", t->dropped);
 	for (size_t i = 0; i < t->n; i++) {
