@@ -17,6 +17,7 @@
 
 #include "kernels.h"
 #include "quant.h"
+#include "silu.h"
 #include "trace.h"
 
 #ifdef HAVE_X86
@@ -137,6 +138,8 @@ int ms_kernels_overlay(struct ms_kernels *out, const struct ms_kernels *base, co
 		out->axpy_f32 = over->axpy_f32;
 	if (over->sum_f32)
 		out->sum_f32 = over->sum_f32;
+	if (over->silu_mul)
+		out->silu_mul = over->silu_mul;
 	if (over->attn)
 		out->attn = over->attn;
 	return 0;
@@ -386,6 +389,12 @@ size_t ms_matmul_scratch_bytes(const struct ms_kernels *k, uint32_t wtype, enum 
  */
 #define ACT_PART 1024
 /*
+ * Elements of a several-token gate product per work item of its static
+ * loop: long enough for the vector loop, short enough that both threads
+ * of a four-token 14336-row product get equal shares.
+ */
+#define SILU_PART 2048
+/*
  * Below this many multiply-adds (tens of microseconds of work) a parallel
  * region costs more than it saves: waking the team takes microseconds on
  * idle cores and milliseconds when the cores are shared with other work,
@@ -630,8 +639,7 @@ static void mm_run(const struct ms_kernels *k, const struct mm_job *jobs, size_t
 
 				mm_item(&jobs[1], jt, act, arow, cols, n_tok, &r0, &r1, &t0, &nt);
 				for (size_t t = t0; t < t0 + nt; t++)
-					for (size_t r = r0; r < r1; r++)
-						g[t * rows + r] = ms_silu(g[t * rows + r]) * u[t * rows + r];
+					k->silu_mul(r1 - r0, g + t * rows + r0, u + t * rows + r0);
 			}
 			/* the item's own outputs, still in L1: a residual add without a serial pass */
 			if (j->op->acc)
@@ -645,13 +653,16 @@ static void mm_run(const struct ms_kernels *k, const struct mm_job *jobs, size_t
 		}
 		if (glu == MM_GLU_AFTER) {
 			/* the loop's barrier has published both outputs; rows of every token are contiguous */
-			const size_t ne = n_tok * jobs[0].op->rows;
+			const size_t ne = n_tok * jobs[0].op->rows, pieces = (ne + SILU_PART - 1) / SILU_PART;
 			const float *u = jobs[1].op->y;
 			float *g = jobs[0].op->y;
 
 #pragma omp for schedule(static)
-			for (size_t e = 0; e < ne; e++)
-				g[e] = ms_silu(g[e]) * u[e];
+			for (size_t p = 0; p < pieces; p++) {
+				const size_t e0 = p * SILU_PART;
+
+				k->silu_mul(ne - e0 < SILU_PART ? ne - e0 : SILU_PART, g + e0, u + e0);
+			}
 		}
 	}
 	if (tr) {
@@ -701,7 +712,7 @@ int ms_matmul_multi(const struct ms_kernels *k, const struct ms_matmul_op *ops, 
 
 float ms_silu(float x)
 {
-	return x / (1.0f + expf(-x));
+	return silu_scalar(x);
 }
 
 int ms_matmul_glu(const struct ms_kernels *k, const struct ms_matmul_op *gate, const struct ms_matmul_op *up,

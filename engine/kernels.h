@@ -167,6 +167,11 @@ struct ms_kernels {
 	 */
 	float (*sum_f32)(size_t n, const float *x, unsigned streams);
 	/*
+	 * g[i] = silu(g[i]) * u[i]: the gated feed-forward's product. Every
+	 * level's result is ms_silu(g[i]) * u[i] bit for bit (engine/silu.h).
+	 */
+	void (*silu_mul)(size_t n, float *g, const float *u);
+	/*
 	 * This level's attention kernels (engine/attention.h), so a table and
 	 * the attention it runs with travel together: the SIMDe test table
 	 * carries the SIMDe attention build, which a lookup by ISA could not.
@@ -246,7 +251,7 @@ const struct ms_kernels *ms_kernels_avx512_bf16(void);
 /*
  * out = base with every non-NULL kernel of over in its place (per field:
  * dot, dot_x4, gemm_x8, act_conv with its act_type, dot_f32, axpy_f32,
- * sum_f32, attn), and over's isa and name. -EINVAL when over replaces a conversion with
+ * sum_f32, silu_mul, attn), and over's isa and name. -EINVAL when over replaces a conversion with
  * one of another activation format while keeping base's dots.
  */
 int ms_kernels_overlay(struct ms_kernels *out, const struct ms_kernels *base, const struct ms_kernels *over);
@@ -331,7 +336,10 @@ struct ms_matmul_op {
 int ms_matmul_multi(const struct ms_kernels *k, const struct ms_matmul_op *ops, size_t n_ops, const float *x,
 		    size_t n_tok, void *scratch);
 
-/* x / (1 + e^-x): the activation of the feed-forward gate. */
+/*
+ * x / (1 + e^-x): the activation of the feed-forward gate, by the fixed
+ * steps of engine/silu.h (what every table's silu_mul computes per element).
+ */
 float ms_silu(float x);
 
 /*

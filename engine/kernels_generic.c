@@ -8,6 +8,7 @@
 #include "attention.h"
 #include "kernels.h"
 #include "quant.h"
+#include "silu.h"
 
 /*
  * Plain float dot products summed in blocks of 32: each block's partial sum
@@ -606,6 +607,12 @@ static void axpy_f32_generic(size_t n, float a, const float *x, float *y)
 		y[i] += a * x[i];
 }
 
+static void silu_mul_generic(size_t n, float *g, const float *u)
+{
+	for (size_t i = 0; i < n; i++)
+		g[i] = silu_scalar(g[i]) * u[i];
+}
+
 /* Element i of each stream in turn, one float accumulator per stream. */
 static float sum_f32_generic(size_t n, const float *x, unsigned streams)
 {
@@ -644,5 +651,6 @@ const struct ms_kernels ms_kernels_generic = {
 	.dot_f32 = dot_f32_generic,
 	.axpy_f32 = axpy_f32_generic,
 	.sum_f32 = sum_f32_generic,
+	.silu_mul = silu_mul_generic,
 	.attn = &ms_attn_generic,
 };

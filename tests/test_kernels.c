@@ -1165,6 +1165,54 @@ static void test_api(void)
 }
 
 /* Every check of one table against the generic twin. */
+/*
+ * silu_mul: every table's bits are ms_silu(g) * u (the fixed steps of
+ * engine/silu.h), over every vector tail length and the clamp's edges;
+ * and ms_silu itself is within a few ulp of x / (1 + e^-x) in double.
+ */
+static void test_silu(const struct ms_kernels *k)
+{
+	static const float edges[] = { 0.0f, -0.0f, 1e-30f, -1e-30f, 1.0f, -1.0f, 20.0f, -20.0f, 86.9f, 87.0f,
+				       87.1f, -87.9f, -88.0f, -88.1f, 100.0f, -100.0f, 1e30f, -1e30f };
+	enum { N = 300 };
+	float g[N + 1], u[N + 1], x[N];
+	int same = 1, guard = 1, close = 1;
+	double worst = 0;
+
+	for (size_t n = 0; n <= 40 && same && guard; n++) {
+		for (size_t i = 0; i <= n; i++) {
+			x[i] = i < sizeof(edges) / sizeof(edges[0]) && n == 40 ? edges[i] : 12.0f * rng_f();
+			g[i] = x[i];
+			u[i] = rng_f();
+		}
+		g[n] = 7.0f;
+		k->silu_mul(n, g, u);
+		for (size_t i = 0; i < n; i++)
+			if (memcmp(&g[i], &(float){ ms_silu(x[i]) * u[i] }, sizeof(float))) {
+				same = 0;
+				diag("%s: silu_mul n=%zu i=%zu: x %.9g gives %a, ms_silu %a", k->name, n, i, (double)x[i],
+				     (double)g[i], (double)(ms_silu(x[i]) * u[i]));
+			}
+		guard = g[n] == 7.0f;
+	}
+	ok(same, "%s: silu_mul equals ms_silu(g) * u bit for bit, every length 0..40 and the clamp's edges",
+	   k->name);
+	ok(guard, "%s: silu_mul writes nothing past n", k->name);
+	for (int i = 0; i < N; i++) {
+		const float v = 20.0f * rng_f();
+		const double want = (double)v / (1.0 + exp(-(double)v)), got = ms_silu(v);
+		const double rel = fabs(got - want) / fmax(fabs(want), 1e-30);
+
+		/* x / (1 + expf(-x)) with libm's expf: 1.7e-7 at worst over 2e6 samples, as these steps */
+		worst = rel > worst ? rel : worst;
+		close = close && rel < 3e-7;
+	}
+	ok(close, "%s: ms_silu within 3e-7 of x / (1 + e^-x) over [-20, 20] (worst %.3g)", k->name, worst);
+	ok(isnan(ms_silu(NAN)) && ms_silu(INFINITY) == INFINITY && ms_silu(-100.0f) > -1e-35f &&
+	   ms_silu(-100.0f) <= 0.0f && ms_silu(100.0f) == 100.0f,
+	   "ms_silu of NaN, +inf, -100 and 100: NaN, inf, within 1e-35 of 0, 100");
+}
+
 static void test_table(const struct ms_kernels *k, const struct ms_kernels *gen)
 {
 	memset(worst_twin, 0, sizeof(worst_twin));
@@ -1178,6 +1226,7 @@ static void test_table(const struct ms_kernels *k, const struct ms_kernels *gen)
 	test_act_bf16_edges(k, gen);
 	test_k_saturated(k, gen);
 	test_f32_helpers(k, gen);
+	test_silu(k);
 	for (size_t ti = 0; ti < N_TYPES; ti++) {
 		test_matmul(k, types[ti]);
 		test_x8(k, gen, types[ti]);
