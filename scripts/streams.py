@@ -2,6 +2,8 @@
 """Concurrent streams through the daemon: starts mistrald on MODEL with --parallel P, then for each N in
 --streams sends N greedy generations at once (distinct prompts) and prints the aggregate tok/s, --rounds
 times, alternating the stream counts so that a change in the machine's load hits every count alike.
+Each decode line is followed by the decode alone: tokens a second while every stream was past its
+prompt (the aggregate holds the prompts, which N streams evaluate N times over).
 With --prompt N every request is instead N distinct token ids (no two streams share a prefix) and one
 generated token, and the figure is prompt tokens per second: N prompts evaluated together against one.
 Usage: scripts/streams.py MISTRALD MODEL [--parallel 4] [--streams 1,4] [--tokens 48] [--rounds 3]
@@ -43,7 +45,7 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def one(sock, i, tokens, prompt, out):
+def one(sock, i, tokens, prompt, out, times):
     with mdclient.Client(sock, timeout=1800) as c:
         # distinct prompts, the prompt cache off: every round measures the same work
         if prompt:
@@ -53,9 +55,28 @@ def one(sock, i, tokens, prompt, out):
                                                  cache_prompt=False, timeout=1800))
             out[i] = res["usage"]["prompt_tokens"]
             return
-        _, res = mdclient.collect(c.generate(prompt="Story %d: once upon a time" % i, max_tokens=tokens,
-                                             temperature=0, cache_prompt=False, timeout=1800))
+        marks = []
+        for kind, value in c.generate(prompt="Story %d: once upon a time" % i, max_tokens=tokens,
+                                      temperature=0, cache_prompt=False, timeout=1800):
+            if kind == "chunk":
+                marks.append((time.monotonic(), len(value.get("tokens") or [])))
+            else:
+                res = value
         out[i] = res["usage"]["completion_tokens"]
+        times[i] = marks
+
+
+def concurrent_decode(times):
+    """Tokens a second while every stream was decoding: from the last stream's first chunk (every
+    prompt evaluated) to the first stream's last chunk, the tokens of the chunks in between. The
+    aggregate figure above also holds the prompts, which N streams evaluate N times over; this one is
+    the decode steps alone, what mistral-bench --streams measures in-process."""
+    if any(len(m) < 2 for m in times):
+        return None
+    start = max(m[0][0] for m in times)
+    end = min(m[-1][0] for m in times)
+    n = sum(k for m in times for t, k in m if start < t <= end)
+    return (n, end - start) if end > start and n else None
 
 
 def main():
@@ -81,8 +102,9 @@ def main():
         print("ready after %.1f s" % wait_ready(sock, proc, logpath), flush=True)
         for rnd in range(a.rounds):
             for n in counts:
-                out = [0] * n
-                ths = [threading.Thread(target=one, args=(sock, i, a.tokens, a.prompt, out)) for i in range(n)]
+                out, times = [0] * n, [[] for _ in range(n)]
+                ths = [threading.Thread(target=one, args=(sock, i, a.tokens, a.prompt, out, times))
+                       for i in range(n)]
                 t, cpu = time.monotonic(), cpu_seconds(proc.pid)
                 for th in ths:
                     th.start()
@@ -94,6 +116,10 @@ def main():
                 print("round %d: %d stream(s): %d %stokens in %.2f s = %.2f tok/s aggregate, %.2f ms CPU a token "
                       "(load %s)" % (rnd, n, sum(out), "prompt " if a.prompt else "", dt, sum(out) / dt,
                                      1e3 * cpu / sum(out), load), flush=True)
+                dec = None if a.prompt else concurrent_decode(times)
+                if dec:
+                    print("round %d: %d stream(s): decode alone, every stream past its prompt: %d tokens in "
+                          "%.2f s = %.2f tok/s aggregate" % (rnd, n, dec[0], dec[1], dec[0] / dec[1]), flush=True)
     finally:
         proc.terminate()
         proc.wait()
