@@ -345,12 +345,12 @@ float ms_silu(float x);
 /*
  * The gated feed-forward's two projections of x: up->y = up x, then
  * gate->y = silu(gate x) * up->y, element by element, bit for bit what
- * ms_matmul_multi and a loop after it give, in one parallel region. At
- * one token a work item computes both matrices' rows of a chunk and
+ * ms_matmul_multi and k->silu_mul after it give, in one parallel region.
+ * At one token a work item computes both matrices' rows of a chunk and
  * their product while they are in L1, so the product needs no pass of
- * its own (a decode step's 14336 expf calls cost 35 us per layer as a
- * separate region); several tokens read each matrix's rows in turn and
- * multiply after them (kernels.c, enum mm_glu, says why). -EINVAL where ms_matmul would reject either, where either has
+ * its own (with scalar expf, a separate region cost 35 us per 7B layer);
+ * several tokens read each matrix's rows in turn and multiply after them
+ * (kernels.c, enum mm_glu, says why). -EINVAL where ms_matmul would reject either, where either has
  * acc, or where the two do not split into the same items (different
  * row counts, layouts or activation conversions): the caller then uses
  * ms_matmul_multi and its own loop.
