@@ -27,8 +27,6 @@ struct segment {
 #define ATT_MAX_SPLIT 16
 #define ATT_PIECE 256
 #define ATT_TASKS 16
-/* Elements of a separate gate product per work item (gate and up of different types). */
-#define FFN_SILU_PART 2048
 /*
  * Consecutive rows of one sequence per attention task (a tile): each block
  * of keys and values is read from memory once for ATT_TILE x group query
@@ -1091,19 +1089,12 @@ static int eval_round(struct ms_ctx *c, size_t b)
 		tr_mark(tr, MS_TR_NORM, &t0);
 		{
 			const struct ms_matmul_op gu[] = { mm_op(&L->w_gate, c->hg, NULL), mm_op(&L->w_up, c->hu, NULL) };
-			const long parts = (long)((b * ffn + FFN_SILU_PART - 1) / FFN_SILU_PART);
 
 			/* a model whose gate and up differ in type takes the separate product */
 			if ((r = ms_matmul_glu(c->k, &gu[0], &gu[1], c->xn, b, c->mm_scratch)) == -EINVAL) {
 				if ((r = ms_matmul_multi(c->k, gu, 2, c->xn, b, c->mm_scratch)) < 0)
 					return r;
-#pragma omp parallel for num_threads(c->n_threads) schedule(static) if (parts > 8)
-				for (long p = 0; p < parts; p++) {
-					const size_t e0 = (size_t)p * FFN_SILU_PART, ne = b * ffn;
-
-					c->k->silu_mul(ne - e0 < FFN_SILU_PART ? ne - e0 : FFN_SILU_PART, c->hg + e0,
-						       c->hu + e0);
-				}
+				ms_glu_product(c->k, b * ffn, c->hg, c->hu, c->n_threads);
 				tr_mark(tr, MS_TR_SILU, &t0);
 			} else if (r < 0) {
 				return r;

@@ -389,7 +389,7 @@ size_t ms_matmul_scratch_bytes(const struct ms_kernels *k, uint32_t wtype, enum 
  */
 #define ACT_PART 1024
 /*
- * Elements of a several-token gate product per work item of its static
+ * Elements of a gate product (silu_pieces) per work item of its static
  * loop: long enough for the vector loop, short enough that both threads
  * of a four-token 14336-row product get equal shares.
  */
@@ -534,6 +534,29 @@ static void mm_item(const struct mm_job *j, size_t jt, const void *act, size_t a
 }
 
 /*
+ * g = silu(g) * u over n elements in SILU_PART pieces, shared out by the
+ * team of the enclosing parallel region (a caller outside one does them
+ * all); every team member must call it, as with any worksharing loop.
+ */
+static void silu_pieces(const struct ms_kernels *k, size_t n, float *g, const float *u)
+{
+	const size_t pieces = (n + SILU_PART - 1) / SILU_PART;
+
+#pragma omp for schedule(static)
+	for (size_t p = 0; p < pieces; p++) {
+		const size_t e0 = p * SILU_PART;
+
+		k->silu_mul(n - e0 < SILU_PART ? n - e0 : SILU_PART, g + e0, u + e0);
+	}
+}
+
+void ms_glu_product(const struct ms_kernels *k, size_t n, float *g, const float *u, unsigned n_threads)
+{
+#pragma omp parallel num_threads(n_threads) if (n > 8 * SILU_PART)
+	silu_pieces(k, n, g, u);
+}
+
+/*
  * How mm_run computes a gated feed-forward's product (jobs[0] the gate,
  * jobs[1] the up projection). MM_GLU_ITEM: one item takes both matrices'
  * same rows and multiplies them while in L1 (one token: the product
@@ -651,19 +674,9 @@ static void mm_run(const struct ms_kernels *k, const struct mm_job *jobs, size_t
 				rec.items[me]++;
 			}
 		}
-		if (glu == MM_GLU_AFTER) {
-			/* the loop's barrier has published both outputs; rows of every token are contiguous */
-			const size_t ne = n_tok * jobs[0].op->rows, pieces = (ne + SILU_PART - 1) / SILU_PART;
-			const float *u = jobs[1].op->y;
-			float *g = jobs[0].op->y;
-
-#pragma omp for schedule(static)
-			for (size_t p = 0; p < pieces; p++) {
-				const size_t e0 = p * SILU_PART;
-
-				k->silu_mul(ne - e0 < SILU_PART ? ne - e0 : SILU_PART, g + e0, u + e0);
-			}
-		}
+		/* the loop's barrier has published both outputs; rows of every token are contiguous */
+		if (glu == MM_GLU_AFTER)
+			silu_pieces(k, n_tok * jobs[0].op->rows, jobs[0].op->y, jobs[1].op->y);
 	}
 	if (tr) {
 		struct ms_trace_rec *slot = ms_trace_slot(tr);

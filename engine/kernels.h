@@ -343,6 +343,14 @@ int ms_matmul_multi(const struct ms_kernels *k, const struct ms_matmul_op *ops, 
 float ms_silu(float x);
 
 /*
+ * g[i] = silu(g[i]) * u[i] for n elements by k->silu_mul, on up to
+ * n_threads threads once n is large enough to pay for a parallel region:
+ * the product of a gate and an up projection that ms_matmul_glu could not
+ * compute itself (its -EINVAL case below).
+ */
+void ms_glu_product(const struct ms_kernels *k, size_t n, float *g, const float *u, unsigned n_threads);
+
+/*
  * The gated feed-forward's two projections of x: up->y = up x, then
  * gate->y = silu(gate x) * up->y, element by element, bit for bit what
  * ms_matmul_multi and k->silu_mul after it give, in one parallel region.

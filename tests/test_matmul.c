@@ -261,6 +261,44 @@ static void check_tail(const struct ms_kernels *k, uint32_t type)
 	free(y2);
 }
 
+/*
+ * ms_glu_product (the separate gate product of gate and up projections of
+ * different types): ms_silu(g) * u bit for bit on 1 and 2 threads, below,
+ * at and above the element count that opens a parallel region, nothing
+ * written past n.
+ */
+static void check_glu_product(const struct ms_kernels *k)
+{
+	static const size_t sizes[] = { 0, 5, 16384, 16384 + 2048 + 13 };
+	enum { NMAX = 16384 + 2048 + 13 };
+	float *g = malloc((NMAX + 1) * sizeof(float)), *u = malloc(NMAX * sizeof(float));
+	float *g0 = malloc(NMAX * sizeof(float));
+
+	if (!ok(g && u && g0, "%s: gate product test data", k->name))
+		goto out;
+	for (size_t i = 0; i < NMAX; i++) {
+		g0[i] = 16.0f * frand();
+		u[i] = frand();
+	}
+	for (int th = 1; th <= 2; th++)
+		for (size_t si = 0; si < sizeof(sizes) / sizeof(sizes[0]); si++) {
+			const size_t n = sizes[si];
+			int same = 1;
+
+			memcpy(g, g0, n * sizeof(float));
+			g[n] = 7.0f;
+			ms_glu_product(k, n, g, u, (unsigned)th);
+			for (size_t i = 0; i < n; i++)
+				same = same && g[i] == ms_silu(g0[i]) * u[i];
+			ok(same && g[n] == 7.0f, "%s: ms_glu_product of %zu elements on %d threads is ms_silu(g) * u",
+			   k->name, n, th);
+		}
+out:
+	free(g);
+	free(u);
+	free(g0);
+}
+
 int main(void)
 {
 	const struct ms_kernels *tables[2] = { ms_kernels_get(MS_ISA_GENERIC), ms_kernels_get(ms_cpu_best_isa()) };
@@ -290,6 +328,7 @@ int main(void)
 
 			check_tail(tables[ti], tt[i]);
 		}
+		check_glu_product(tables[ti]);
 	}
 	printf("1..%d\n", tap_n);
 	return tap_failed ? 1 : 0;
