@@ -358,10 +358,11 @@ size_t ms_matmul_scratch_bytes(const struct ms_kernels *k, uint32_t wtype, enum 
  */
 #define MM_CHUNK 16
 /*
- * Interleaved F16/BF16 items of several tokens are twice that: their tiles
- * run four groups of 8 rows at once.
+ * Interleaved items of several tokens are twice that: the F16/BF16 tiles
+ * and the AVX-512 Q4_0/Q8_0 one run four groups of 8 rows at once (the
+ * other types' tiles take two pairs of groups an item).
  */
-#define MM_CHUNK_WIDE 32
+#define MM_CHUNK_X8 32
 /*
  * One-token items of every x8 type are four times MM_CHUNK, so that each
  * type's AVX-512 decode tile keeps its streams running through an item
@@ -456,7 +457,7 @@ static int mm_check(const struct ms_kernels *k, const struct ms_matmul_op *op, s
 	const struct ggml_type_info *ai = NULL;
 	const int x8 = op->layout == MS_LAYOUT_X8;
 	const int q8s = x8 && x8_uses_q8s(wtype);
-	const size_t chunk = x8 && n_tok == 1 ? MM_CHUNK_DEC : x8 && x8_wide(wtype) ? MM_CHUNK_WIDE : MM_CHUNK;
+	const size_t chunk = !x8 ? MM_CHUNK : n_tok == 1 ? MM_CHUNK_DEC : MM_CHUNK_X8;
 	uint64_t wbytes;
 
 	if (!tk || !ti || !ti->blck || op->cols % ti->blck)
@@ -563,9 +564,9 @@ void ms_glu_product(const struct ms_kernels *k, size_t n, float *g, const float 
  * costs no pass of its own). MM_GLU_AFTER: the gate's items, then the
  * up's, one list as ms_matmul_multi makes it, and the product in a
  * static loop after the list's barrier, in the same region. Several
- * tokens take the second: their items are 16 rows, and alternating
- * between the two matrices every 16 rows started every up item's reads
- * cold (the tiles prefetch into the next rows of the same matrix): four
+ * tokens take the second: their items are 16 rows (now 32), and
+ * alternating between the two matrices every 16 rows started every up
+ * item's reads cold (the tiles prefetch into the next rows of the same matrix): four
  * concurrent 7B Q4_0 streams ran at 40-41 tok/s against 46-48 for the
  * separate matrices (BENCHMARKS.md, glu4).
  */

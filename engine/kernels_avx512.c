@@ -394,9 +394,127 @@ static inline __attribute__((always_inline)) size_t q0_dec(size_t nb, const uint
 }
 
 /*
- * Pairs of groups through the 16-row tile (tile16(blocks, first group,
- * bytes to the second, ...)), a last odd group through the 8-row one;
- * one token through q0_dec first.
+ * Four groups (32 rows, two 16-row halves 2 * gs apart) at up to X32_NT
+ * tokens: what the several-token Q4_0/Q8_0 steps use. The 16-row tile
+ * is bound by loads, not by its arithmetic: every vpdpbusd takes its 4
+ * activation bytes as a broadcast from memory, and with the weight,
+ * scale and prefetch accesses that is ~56 loads a 16-row block at four
+ * tokens, which this core issues at about two a cycle (a 4-byte
+ * broadcast costs a 512-bit op's load slot: 32 vpdpbusd run in 4.6 ns
+ * alone and 5.3 with four more 32-byte loads beside them, asm loop,
+ * /work/notes/kb/tile-pipes.c). Here one vpbroadcastd serves both
+ * halves, so a 32-row block is ~63 loads where two 16-row ones are ~112,
+ * and the tile runs at its vpdpbusd/FMA pipes' rate: 5.9 ns a 16-row
+ * block at four tokens from L1 against the 16-row tile's 6.9-7.0
+ * (same harness, alternated). 4 tokens keep 2 x 4 block sums, 2 x 4
+ * float accumulators, four decoded weight vectors and the scales in the
+ * 32 registers; at 8 the 16-row tile's layout would spill. Each row's
+ * integer sum is the same exact integer and its float step the same, so
+ * the bits are those of every other tile.
+ */
+#define X32_NT 4
+
+/*
+ * The tile's four streams, one prefetch a 64 bytes of block, as far
+ * ahead as the decode's (DEC_PF_BYTES, DEC_PF_BYTES_Q8); past their ends
+ * the next quad's. PF_BYTES (7 kB, the 16-row tile's) was much worse
+ * here: four streams that far ahead are 28 kB of lines waiting in the
+ * 48 kB L1 beside four tokens' activations. Over DRAM-resident 7B
+ * matrices at four tokens (/work/notes/kb/mm-sw.c, variants alternated
+ * call by call, BENCHMARKS.md) Q4_0 took 0.92-1.16x a one-token matmul's
+ * time at 3 kB, where 7 kB took 1.16-1.23x and the 16-row tile
+ * 1.10-1.33x; Q8_0 1.0x at 1.5 kB, 1.15x at 3 kB, 1.12x through the
+ * 16-row tile.
+ */
+static inline __attribute__((always_inline)) void prefetch_quad(const uint8_t *w, size_t i, size_t bb, size_t gs,
+								const size_t ahead)
+{
+	const size_t pf = (i + ahead / bb + 1) * bb;
+
+	for (size_t off = 0; off < bb; off += 64)
+		prefetch_streams(w, pf + off, gs, 4);
+}
+
+static inline __attribute__((always_inline)) void q0x32_tile(size_t nb, const uint8_t *w, size_t gs, const int q8,
+							     const void *x, size_t xs, const int nt, float *out,
+							     size_t os)
+{
+	const size_t bb = q8 ? sizeof(struct block_q8_0x8) : sizeof(struct block_q4_0x8);
+	const int off = q8 ? 128 : 8;
+	const __m512i m4 = _mm512_set1_epi8(15), k80 = _mm512_set1_epi8((char)0x80);
+	const struct ms_block_q8s *a[X32_NT];
+	__m512 acc[2][X32_NT];
+
+	_Pragma("GCC unroll 4")
+	for (int t = 0; t < nt; t++) {
+		a[t] = (const struct ms_block_q8s *)(const void *)((const char *)x + (size_t)t * xs);
+		acc[0][t] = acc[1][t] = _mm512_setzero_ps();
+	}
+	for (size_t i = 0; i < nb; i++) {
+		const uint8_t *g = w + i * bb;
+		const uint8_t *qs = g + 2 * MS_X8;
+		__m512i s[2][X32_NT];
+
+		prefetch_quad(w, i, bb, gs, q8 ? DEC_PF_BYTES_Q8 : DEC_PF_BYTES);
+		_Pragma("GCC unroll 4")
+		for (int t = 0; t < nt; t++)
+			s[0][t] = s[1][t] = _mm512_set1_epi32(-off * a[t][i].s);
+		if (q8) {
+			_Pragma("GCC unroll 8")
+			for (int p = 0; p < 8; p++) {
+				const __m512i va = _mm512_xor_si512(rows16(qs + 32 * p, gs), k80);
+				const __m512i vb = _mm512_xor_si512(rows16(qs + 2 * gs + 32 * p, gs), k80);
+
+				_Pragma("GCC unroll 4")
+				for (int t = 0; t < nt; t++) {
+					const int32_t y = act4(a[t][i].qs + 4 * p);
+
+					s[0][t] = dpbusd_r(s[0][t], va, y);
+					s[1][t] = dpbusd_r(s[1][t], vb, y);
+				}
+			}
+		} else {
+			_Pragma("GCC unroll 4")
+			for (int c = 0; c < 4; c++) {
+				const __m512i ra = rows16(qs + 32 * c, gs), rb = rows16(qs + 2 * gs + 32 * c, gs);
+				const __m512i alo = _mm512_and_si512(ra, m4), blo = _mm512_and_si512(rb, m4);
+				const __m512i ahi = _mm512_and_si512(_mm512_srli_epi16(ra, 4), m4);
+				const __m512i bhi = _mm512_and_si512(_mm512_srli_epi16(rb, 4), m4);
+
+				_Pragma("GCC unroll 4")
+				for (int t = 0; t < nt; t++) {
+					const int32_t lo = act4(a[t][i].qs + 4 * c), hi = act4(a[t][i].qs + 16 + 4 * c);
+
+					s[0][t] = dpbusd_r(s[0][t], alo, lo);
+					s[1][t] = dpbusd_r(s[1][t], blo, lo);
+					s[0][t] = dpbusd_r(s[0][t], ahi, hi);
+					s[1][t] = dpbusd_r(s[1][t], bhi, hi);
+				}
+			}
+		}
+		const __m512 dwa = f16x16(g, gs), dwb = f16x16(g + 2 * gs, gs);
+
+		_Pragma("GCC unroll 4")
+		for (int t = 0; t < nt; t++) {
+			const __m512 da = _mm512_set1_ps(a[t][i].d);
+
+			acc[0][t] = _mm512_fmadd_ps(_mm512_mul_ps(dwa, da), cvt_i32x16(s[0][t]), acc[0][t]);
+			acc[1][t] = _mm512_fmadd_ps(_mm512_mul_ps(dwb, da), cvt_i32x16(s[1][t]), acc[1][t]);
+		}
+	}
+	_Pragma("GCC unroll 4")
+	for (int t = 0; t < nt; t++) {
+		_mm512_storeu_ps(out + (size_t)t * os, acc[0][t]);
+		_mm512_storeu_ps(out + (size_t)t * os + 16, acc[1][t]);
+	}
+}
+
+/*
+ * One token through q0_dec; several through quads of groups in the
+ * 32-row tile (tokens X32_NT at a time, then a tail of 1-3 in one tile
+ * of that size), then pairs through the 16-row tile (tile16(blocks, first
+ * group, bytes to the second, ...)), a last odd group through the 8-row
+ * one.
  */
 #define GEMM_X16(name, tile16, tile8, bbytes, blck, q8)						\
 static void name(size_t n, const void *w, size_t rows, const void *x, size_t xs, size_t n_tok,	\
@@ -405,6 +523,20 @@ static void name(size_t n, const void *w, size_t rows, const void *x, size_t xs,
 	const size_t nb = n / (blck), gs = nb * (bbytes), ng = rows / MS_X8;			\
 	size_t g = n_tok == 1 ? q0_dec(nb, w, gs, ng, q8, x, out) : 0;				\
 												\
+	for (; n_tok > 1 && g + 4 <= ng; g += 4) {						\
+		const uint8_t *b = (const uint8_t *)w + g * gs;					\
+		float *o = out + g * MS_X8;							\
+		size_t t = 0;									\
+												\
+		for (; t + X32_NT <= n_tok; t += X32_NT)					\
+			X32_AT(t, X32_NT, q8);							\
+		switch (n_tok - t) {								\
+		case 3: X32_AT(t, 3, q8); break;						\
+		case 2: X32_AT(t, 2, q8); break;						\
+		case 1: X32_AT(t, 1, q8); break;						\
+		default: break;									\
+		}										\
+	}											\
 	for (; g + 2 <= ng; g += 2) {								\
 		const uint8_t *b = (const uint8_t *)w + g * gs;					\
 		float *o = out + g * MS_X8;							\
@@ -419,6 +551,7 @@ static void name(size_t n, const void *w, size_t rows, const void *x, size_t xs,
 }
 
 #define X16_AT(t_, nt_, tile) tile(nb, b, gs, (const char *)x + (t_) * xs, xs, nt_, o + (t_) * os, os)
+#define X32_AT(t_, nt_, q8) q0x32_tile(nb, b, gs, q8, (const char *)x + (t_) * xs, xs, nt_, o + (t_) * os, os)
 
 static inline __attribute__((always_inline)) void q4_0x16_tile(size_t nb, const uint8_t *b, size_t gs,
 							       const void *x, size_t xs, const int nt, float *out,

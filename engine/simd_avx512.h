@@ -47,16 +47,36 @@ static __attribute__((noinline)) __m512i dpbusd_simde(__m512i acc, __m512i w, in
 }
 #endif
 
+/* The 4 activation bytes at p as one int32 (any alignment). */
+static inline int32_t act4(const int8_t *p)
+{
+	int32_t v;
+
+	memcpy(&v, p, sizeof(v));
+	return v;
+}
+
 static inline __attribute__((always_inline)) __m512i dpbusd_b4(__m512i acc, __m512i w, const int8_t *y)
 {
 #ifdef MS_SIMDE
-	int32_t v;
-
-	memcpy(&v, y, sizeof(v));
-	return dpbusd_simde(acc, w, v);
+	return dpbusd_simde(acc, w, act4(y));
 #else
 	__asm__("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(w), "m"(*(const int32_t *)(const void *)y));
 	return acc;
+#endif
+}
+
+/*
+ * acc + vpdpbusd(w, y in every lane) with y already a register: where two
+ * dot products meet the same 4 activation bytes, one vpbroadcastd (a load)
+ * serves both, which dpbusd_b4's memory operand cannot.
+ */
+static inline __attribute__((always_inline)) __m512i dpbusd_r(__m512i acc, __m512i w, int32_t y)
+{
+#ifdef MS_SIMDE
+	return dpbusd_simde(acc, w, y);
+#else
+	return _mm512_dpbusd_epi32(acc, w, _mm512_set1_epi32(y));
 #endif
 }
 
