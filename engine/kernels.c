@@ -564,11 +564,11 @@ void ms_glu_product(const struct ms_kernels *k, size_t n, float *g, const float 
  * costs no pass of its own). MM_GLU_AFTER: the gate's items, then the
  * up's, one list as ms_matmul_multi makes it, and the product in a
  * static loop after the list's barrier, in the same region. Several
- * tokens take the second: their items are 16 rows (now 32), and
- * alternating between the two matrices every 16 rows started every up
- * item's reads cold (the tiles prefetch into the next rows of the same matrix): four
- * concurrent 7B Q4_0 streams ran at 40-41 tok/s against 46-48 for the
- * separate matrices (BENCHMARKS.md, glu4).
+ * tokens take the second: with the 16-row items of the time,
+ * alternating between the two matrices every item started every up
+ * item's reads cold (the tiles prefetch into the next rows of the same
+ * matrix): four concurrent 7B Q4_0 streams ran at 40-41 tok/s against
+ * 46-48 for the separate matrices (BENCHMARKS.md, glu4).
  */
 enum mm_glu { MM_GLU_NONE, MM_GLU_ITEM, MM_GLU_AFTER };
 

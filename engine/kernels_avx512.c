@@ -406,7 +406,7 @@ static inline __attribute__((always_inline)) size_t q0_dec(size_t nb, const uint
  * halves, so a 32-row block is ~63 loads where two 16-row ones are ~112,
  * and the tile runs at its vpdpbusd/FMA pipes' rate: 5.9 ns a 16-row
  * block at four tokens from L1 against the 16-row tile's 6.9-7.0
- * (same harness, alternated). 4 tokens keep 2 x 4 block sums, 2 x 4
+ * (/work/notes/kb/tile32-bench.c, alternated). 4 tokens keep 2 x 4 block sums, 2 x 4
  * float accumulators, four decoded weight vectors and the scales in the
  * 32 registers; at 8 the 16-row tile's layout would spill. Each row's
  * integer sum is the same exact integer and its float step the same, so

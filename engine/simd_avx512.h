@@ -28,6 +28,15 @@ static inline __m512 f16x16(const uint8_t *p, size_t gs)
 	return _mm512_insertf32x8(_mm512_castps256_ps512(f16x8(p)), f16x8(p + gs), 1);
 }
 
+/* The 4 activation bytes at p as one int32 (any alignment). */
+static inline int32_t act4(const int8_t *p)
+{
+	int32_t v;
+
+	memcpy(&v, p, sizeof(v));
+	return v;
+}
+
 /*
  * acc + vpdpbusd(w, the 4 bytes at y in every lane). GCC does not fold the
  * broadcast into the instruction's {1to16} memory operand: it emits a
@@ -46,15 +55,6 @@ static __attribute__((noinline)) __m512i dpbusd_simde(__m512i acc, __m512i w, in
 	return _mm512_dpbusd_epi32(acc, w, _mm512_set1_epi32(y));
 }
 #endif
-
-/* The 4 activation bytes at p as one int32 (any alignment). */
-static inline int32_t act4(const int8_t *p)
-{
-	int32_t v;
-
-	memcpy(&v, p, sizeof(v));
-	return v;
-}
 
 static inline __attribute__((always_inline)) __m512i dpbusd_b4(__m512i acc, __m512i w, const int8_t *y)
 {
