@@ -94,8 +94,8 @@ static inline __attribute__((always_inline)) __m512i k45x16_msum(const __m512i m
  * The one-token tile's prefetch (k_dec_tile), run from inside the block
  * step: each call issues the lines of the next share of a block step
  * (chunk bytes of each stream), so a step's prefetches spread over its
- * sub-steps instead of leaving in one burst at its start. NULL (the
- * multi-token tiles, which prefetch with prefetch_pair): nothing.
+ * sub-steps instead of leaving in one burst at its start. The
+ * multi-token tiles prefetch the same way (K16_PF_BYTES); NULL: nothing.
  */
 struct kdec_pf {
 	const uint8_t *w;       /* the tile's first stream */
@@ -125,6 +125,22 @@ static inline __attribute__((always_inline)) void kdec_pf_run(struct kdec_pf *pf
 #ifndef KDEC_PF_SPREAD
 #define KDEC_PF_SPREAD 8
 #endif
+
+/*
+ * The multi-token tiles' prefetch: the pair's two streams K16_PF_BYTES
+ * ahead, in the one-token tile's installments, running on into the next
+ * pair. They issued it as prefetch_pair's burst (36 lines of Q4_K, 52 of
+ * Q6_K at each block's start, 7 kB ahead) until 2026-12-07: on an Intel
+ * Xeon with AVX-512 (2 vCPUs; BENCHMARKS.md) a four-token 14336 x 4096
+ * matmul from DRAM then took 1.64-1.70 ms (Q4_K) and 2.73-3.05 (Q6_K)
+ * where one token takes 1.40 and 1.97: the burst stalled the block step,
+ * so the arithmetic and the reads added up instead of overlapping. In
+ * installments 5 kB ahead: 1.38-1.44 and 1.98-2.13 (Q4_K 1.35-1.43 at
+ * 3 kB, Q6_K 2.17-2.37), the same alternated runs.
+ */
+#define K16_PF_BYTES 5000
+#define K16_PF(w, gs, bb) \
+	((struct kdec_pf){ (w), (gs), K16_PF_BYTES / 64 * 64, K16_PF_BYTES, (bb) / KDEC_PF_SPREAD, 2 })
 
 /*
  * Q4_K and Q5_K. Piece c = 8h + q of a row's codes holds elements
@@ -216,16 +232,15 @@ static inline __attribute__((always_inline)) void k45x16_tile(size_t nb, const u
 {
 	const struct block_q8_K *a[K16_NT];
 	__m512 acc[K16_NT];
+	struct kdec_pf pf = K16_PF(w, gs, bb);
 
 	_Pragma("GCC unroll 4")
 	for (int t = 0; t < nt; t++) {
 		a[t] = (const struct block_q8_K *)(const void *)((const char *)x + (size_t)t * xs);
 		acc[t] = _mm512_setzero_ps();
 	}
-	for (size_t i = 0; i < nb; i++) {
-		prefetch_pair(w, i, bb, nb, gs);
-		k45x16_block(w + i * bb, gs, q5, a, i, nt, acc, NULL);
-	}
+	for (size_t i = 0; i < nb; i++)
+		k45x16_block(w + i * bb, gs, q5, a, i, nt, acc, &pf);
 	_Pragma("GCC unroll 4")
 	for (int t = 0; t < nt; t++)
 		_mm512_storeu_ps(out + (size_t)t * os, acc[t]);
@@ -350,16 +365,15 @@ static inline __attribute__((always_inline)) void q6x16_tile(size_t nb, const ui
 	const size_t bb = sizeof(struct block_q6_Kx8);
 	const struct block_q8_K *a[K6_NT];
 	__m512 acc[K6_NT];
+	struct kdec_pf pf = K16_PF(w, gs, bb);
 
 	_Pragma("GCC unroll 8")
 	for (int t = 0; t < nt; t++) {
 		a[t] = (const struct block_q8_K *)(const void *)((const char *)x + (size_t)t * xs);
 		acc[t] = _mm512_setzero_ps();
 	}
-	for (size_t i = 0; i < nb; i++) {
-		prefetch_pair(w, i, bb, nb, gs);
-		q6x16_block(w + i * bb, gs, a, i, nt, acc, NULL);
-	}
+	for (size_t i = 0; i < nb; i++)
+		q6x16_block(w + i * bb, gs, a, i, nt, acc, &pf);
 	_Pragma("GCC unroll 8")
 	for (int t = 0; t < nt; t++)
 		_mm512_storeu_ps(out + (size_t)t * os, acc[t]);
