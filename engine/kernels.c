@@ -146,21 +146,30 @@ int ms_kernels_overlay(struct ms_kernels *out, const struct ms_kernels *base, co
 }
 
 #ifdef HAVE_X86
-int ms_cpu_full_zmm(void)
+/* 1 and the family (cpuid 1, with the extended family) on an AMD CPU, 0 on another vendor's, -1 when cpuid fails. */
+static int cpu_amd(unsigned int *family)
 {
-	unsigned int a, b, c, d, family;
+	unsigned int a, b, c, d;
 
 	if (!__get_cpuid(0, &a, &b, &c, &d))
-		return 0;
+		return -1;
 	/* "AuthenticAMD": EBX "Auth", EDX "enti", ECX "cAMD" */
 	if (b != 0x68747541u || d != 0x69746e65u || c != 0x444d4163u)
-		return 1;
-	if (!__get_cpuid(1, &a, &b, &c, &d))
 		return 0;
-	family = (a >> 8) & 0xf;
-	if (family == 0xf)
-		family += (a >> 20) & 0xff;
-	return family != 0x19;
+	if (!__get_cpuid(1, &a, &b, &c, &d))
+		return -1;
+	*family = (a >> 8) & 0xf;
+	if (*family == 0xf)
+		*family += (a >> 20) & 0xff;
+	return 1;
+}
+
+int ms_cpu_full_zmm(void)
+{
+	unsigned int family = 0;
+	const int amd = cpu_amd(&family);
+
+	return amd < 0 ? 0 : !amd || family != 0x19;
 }
 
 const struct ms_kernels *ms_kernels_avx512_wide(void)
@@ -177,6 +186,13 @@ int ms_cpu_avx512_bf16(void)
 	if (!__get_cpuid_count(7, 0, &a, &b, &c, &d) || a < 1)
 		return 0;
 	return __get_cpuid_count(7, 1, &a, &b, &c, &d) && (a & (1u << 5));
+}
+
+int ms_cpu_use_bf16dp(void)
+{
+	unsigned int family = 0;
+
+	return ms_cpu_avx512_bf16() && cpu_amd(&family) == 1;
 }
 
 const struct ms_kernels *ms_kernels_avx512_bf16(void)
@@ -198,9 +214,10 @@ static void avx512_build(void)
 	 * vdpbf16ps does twice the float tile's multiply-adds per instruction:
 	 * 2.0x its prefill speed on Zen 5 (BENCHMARKS.md); on a CPU that
 	 * splits zmm operations (Zen 4) it still does 32 a zmm against the
-	 * AVX2 tile's 8 a ymm FMA (not measured there).
+	 * AVX2 tile's 8 a ymm FMA (not measured there). Not on Intel's
+	 * (ms_cpu_use_bf16dp).
 	 */
-	if (ms_cpu_avx512_bf16())
+	if (ms_cpu_use_bf16dp())
 		(void)ms_kernels_overlay(&avx512_table, &avx512_table, &ms_kernels_avx512_bf16_part);
 }
 #else
@@ -215,6 +232,11 @@ const struct ms_kernels *ms_kernels_avx512_wide(void)
 }
 
 int ms_cpu_avx512_bf16(void)
+{
+	return 0;
+}
+
+int ms_cpu_use_bf16dp(void)
 {
 	return 0;
 }

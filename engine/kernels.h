@@ -234,7 +234,7 @@ const struct ms_kernels *ms_kernels_avx512_wide(void);
  * when denormal; an odd last element pairs with a zero. The x8 GEMM sums
  * every pair of a row in order; the plain-row dot sums in 16 lanes (lane l
  * the pairs at 32s + 2l) added as a tree (l + (l + 8), + 4, + 2, + 1).
- * Laid over the avx512 table where the CPU has AVX512_BF16; the _simde
+ * Laid over the avx512 table where ms_cpu_use_bf16dp() says so; the _simde
  * twin (tests only) is the same source against SIMDe, and
  * ms_kernels_bf16dp_generic_part the generic twin. Results differ from
  * the float activations' path by the activations' rounding: about 2^-9
@@ -245,6 +245,18 @@ extern const struct ms_kernels ms_kernels_avx512_bf16_simde_part;
 extern const struct ms_kernels ms_kernels_bf16dp_generic_part;
 /* Whether the CPU has AVX512_BF16 (cpuid leaf 7 subleaf 1, EAX bit 5). */
 int ms_cpu_avx512_bf16(void);
+/*
+ * Whether the avx512 table takes the vdpbf16ps kernels: the CPU has
+ * AVX512_BF16 and is AMD's (as before on Zen 4, where it is not
+ * measured). No cpuid bit gives the instruction's rate: on Zen 5 it
+ * doubled BF16 prefill, while the Intel Xeon measured (BENCHMARKS.md)
+ * issues a zmm vdpbf16ps
+ * every two cycles beside two FMAs a cycle (a quarter of the float
+ * tiles' multiply-adds), and its BF16 prefill ran 44 tok/s through it
+ * against 58-60 through the float tiles; so Intel CPUs keep those. A
+ * speed choice that changes results (the BF16 activations above).
+ */
+int ms_cpu_use_bf16dp(void);
 /* ms_kernels_avx512_bf16_part where the build has it (x86), else NULL: for tests and tools. */
 const struct ms_kernels *ms_kernels_avx512_bf16(void);
 

@@ -18,7 +18,7 @@ int test_extra_tables(struct ms_kernels tabs[TEST_EXTRA_MAX], const char *why_no
 	 * kernels in their place: the AVX2 tiles (no full-width zmm FMAs) or,
 	 * for BF16, vdpbf16ps.
 	 */
-	if (ms_cpu_best_isa() >= MS_ISA_AVX512 && (!ms_cpu_full_zmm() || ms_cpu_avx512_bf16())) {
+	if (ms_cpu_best_isa() >= MS_ISA_AVX512 && (!ms_cpu_full_zmm() || ms_cpu_use_bf16dp())) {
 		/* the BF16 entry back to float activations (the avx2 table's) under the wide part */
 		tabs[n] = *ms_kernels_get(MS_ISA_AVX512);
 		tabs[n].type[GGML_TYPE_BF16] = ms_kernels_get(MS_ISA_AVX2)->type[GGML_TYPE_BF16];
@@ -27,6 +27,15 @@ int test_extra_tables(struct ms_kernels tabs[TEST_EXTRA_MAX], const char *why_no
 			n++;
 		} else {
 			why_not[nw++] = "avx512 with its float F16/BF16 tiles: the tables do not overlay";
+		}
+	}
+	/* vdpbf16ps natively where the CPU has it but the avx512 table keeps the float tiles (Intel's) */
+	if (ms_cpu_best_isa() >= MS_ISA_AVX512 && ms_cpu_avx512_bf16() && !ms_cpu_use_bf16dp()) {
+		if (ms_kernels_overlay(&tabs[n], ms_kernels_get(MS_ISA_AVX512), ms_kernels_avx512_bf16()) == 0) {
+			tabs[n].name = "avx512+bf16dp";
+			n++;
+		} else {
+			why_not[nw++] = "avx512 with vdpbf16ps: the tables do not overlay";
 		}
 	}
 	if (!test_simde_part()) {

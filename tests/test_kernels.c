@@ -1096,9 +1096,10 @@ static void test_api(void)
 		   "avx512 table: F16 tiles of its own only with full-width 512-bit FMAs (here: %s)",
 		   ms_cpu_full_zmm() ? "yes" : "no, the avx2 tiles");
 		ok(a && (a->type[GGML_TYPE_BF16].gemm_x8 == ms_kernels_avx512_bf16()->type[GGML_TYPE_BF16].gemm_x8 &&
-			 a->type[GGML_TYPE_BF16].act_type == GGML_TYPE_BF16) == (ms_cpu_avx512_bf16() != 0),
-		   "avx512 table: vdpbf16ps BF16 kernels and BF16 activations only with AVX512_BF16 (here: %s)",
-		   ms_cpu_avx512_bf16() ? "yes" : "no");
+			 a->type[GGML_TYPE_BF16].act_type == GGML_TYPE_BF16) == (ms_cpu_use_bf16dp() != 0),
+		   "avx512 table: vdpbf16ps BF16 kernels and BF16 activations only where chosen (here: %s)",
+		   ms_cpu_use_bf16dp() ? "yes" : ms_cpu_avx512_bf16() ? "no, AVX512_BF16 but not AMD's" : "no");
+		ok(!ms_cpu_use_bf16dp() || ms_cpu_avx512_bf16(), "vdpbf16ps chosen only with AVX512_BF16");
 	} else {
 		ok(ms_kernels_get(MS_ISA_AVX512) == NULL, "no avx512 table on this CPU/build");
 	}
@@ -1276,7 +1277,8 @@ int main(void)
 	if (!gen)
 		return done_testing();
 	diag("best isa: %s%s", ms_isa_name(ms_cpu_best_isa()),
-	     ms_cpu_avx512_bf16() ? ", with AVX512_BF16 (vdpbf16ps for BF16 weights)" : "");
+	     ms_cpu_use_bf16dp()   ? ", with AVX512_BF16 (vdpbf16ps for BF16 weights)" :
+	     ms_cpu_avx512_bf16() ? ", with AVX512_BF16 (vdpbf16ps tested, the float tiles chosen)" : "");
 	/* the reference of the tables with BF16 activations */
 	if (!ok(ms_kernels_overlay(&gen_bf16, gen, &ms_kernels_bf16dp_generic_part) == 0,
 		"generic table with the vdpbf16ps twin over it"))
@@ -1294,7 +1296,7 @@ int main(void)
 			continue;
 		}
 		diag("%s kernels: native", k->name);
-		bf16_act = i == MS_ISA_AVX512 && ms_cpu_avx512_bf16();
+		bf16_act = i == MS_ISA_AVX512 && ms_cpu_use_bf16dp();
 		test_table(k, bf16_act ? &gen_bf16 : gen);
 		bf16_act = 0;
 	}
