@@ -1277,7 +1277,7 @@ int main(void)
 	if (!gen)
 		return done_testing();
 	diag("best isa: %s%s", ms_isa_name(ms_cpu_best_isa()),
-	     ms_cpu_use_bf16dp()   ? ", with AVX512_BF16 (vdpbf16ps for BF16 weights)" :
+	     ms_cpu_use_bf16dp() ? ", with AVX512_BF16 (vdpbf16ps for BF16 weights)" :
 	     ms_cpu_avx512_bf16() ? ", with AVX512_BF16 (vdpbf16ps tested, the float tiles chosen)" : "");
 	/* the reference of the tables with BF16 activations */
 	if (!ok(ms_kernels_overlay(&gen_bf16, gen, &ms_kernels_bf16dp_generic_part) == 0,
