@@ -250,8 +250,8 @@ int ms_cpu_avx512_bf16(void);
  * AVX512_BF16 and is AMD's (as before on Zen 4, where it is not
  * measured). No cpuid bit gives the instruction's rate: on Zen 5 it
  * doubled BF16 prefill, while the Intel Xeon measured (BENCHMARKS.md)
- * issues a zmm vdpbf16ps every two cycles beside two FMAs a cycle (a
- * quarter of the float tiles' multiply-adds), and its BF16 prefill ran
+ * issues a zmm vdpbf16ps every two cycles beside two FMAs a cycle (half
+ * the float tiles' multiply-adds a second), and its BF16 prefill ran
  * 44 tok/s through it against 58-60 through the float tiles; so Intel
  * CPUs keep those. A speed choice that changes results (the BF16
  * activations above).

@@ -4,7 +4,8 @@
  * kernels_avx512.c do 16 (they widen each weight and FMA it against float
  * activations). The price is the activations' rounding to BF16 (8
  * significant bits), once per matmul. Built natively with -mavx512bf16
- * (chosen only where cpuid shows AVX512_BF16) and against SIMDe for the
+ * (chosen only on AMD CPUs whose cpuid shows AVX512_BF16:
+ * ms_cpu_use_bf16dp) and against SIMDe for the
  * tests; kernels_generic.c's ms_kernels_bf16dp_generic_part is the twin.
  *
  * Arithmetic (the twin's, bit for bit): activations rounded to nearest
@@ -365,7 +366,7 @@ static void gemm_bf16x8_dp_avx512(size_t n, const void *w, size_t rows, const vo
 
 /*
  * BF16 weights only; ms_kernels_get() lays it over the avx512 table where
- * the CPU has AVX512_BF16 (ms_cpu_avx512_bf16()).
+ * ms_cpu_use_bf16dp() says so (AVX512_BF16 on an AMD CPU).
  */
 const struct ms_kernels MS_BF16_PART = {
 	.isa = MS_ISA_AVX512,

@@ -1035,7 +1035,7 @@ int main(void)
 		}
 		test_table(k);
 	}
-	/* the AVX-512 source's other tables: F16/BF16 tiles this CPU would not pick, and SIMDe's build */
+	/* the AVX-512 source's other tables: F16/BF16 tiles or vdpbf16ps this CPU would not pick, and SIMDe's build */
 	n_extra = test_extra_tables(extra, why_not);
 	for (int i = 0; i < TEST_EXTRA_MAX; i++)
 		if (why_not[i])
