@@ -127,6 +127,17 @@ static inline __attribute__((always_inline)) void kdec_pf_run(struct kdec_pf *pf
 #endif
 
 /*
+ * The prefetch of a tile of ng groups (pairs through the block step, bb
+ * bytes a group's block) dist bytes ahead: each pair's step issues
+ * KDEC_PF_SPREAD installments, so a block step's share is bb per stream.
+ */
+static inline __attribute__((always_inline)) struct kdec_pf kdec_pf_start(const uint8_t *w, size_t gs, size_t bb,
+									  size_t dist, const int ng)
+{
+	return (struct kdec_pf){ w, gs, dist / 64 * 64, dist, bb / (size_t)(KDEC_PF_SPREAD * (ng / 2)), ng };
+}
+
+/*
  * The multi-token tiles' prefetch: the pair's two streams K16_PF_BYTES
  * ahead, in the one-token tile's installments, running on into the next
  * pair. They issued it as prefetch_pair's burst (36 lines of Q4_K, 52 of
@@ -139,8 +150,6 @@ static inline __attribute__((always_inline)) void kdec_pf_run(struct kdec_pf *pf
  * 3 kB, Q6_K 2.17-2.37), the same alternated runs.
  */
 #define K16_PF_BYTES 5000
-#define K16_PF(w, gs, bb) \
-	((struct kdec_pf){ (w), (gs), K16_PF_BYTES / 64 * 64, K16_PF_BYTES, (bb) / KDEC_PF_SPREAD, 2 })
 
 /*
  * Q4_K and Q5_K. Piece c = 8h + q of a row's codes holds elements
@@ -232,7 +241,7 @@ static inline __attribute__((always_inline)) void k45x16_tile(size_t nb, const u
 {
 	const struct block_q8_K *a[K16_NT];
 	__m512 acc[K16_NT];
-	struct kdec_pf pf = K16_PF(w, gs, bb);
+	struct kdec_pf pf = kdec_pf_start(w, gs, bb, K16_PF_BYTES, 2);
 
 	_Pragma("GCC unroll 4")
 	for (int t = 0; t < nt; t++) {
@@ -365,7 +374,7 @@ static inline __attribute__((always_inline)) void q6x16_tile(size_t nb, const ui
 	const size_t bb = sizeof(struct block_q6_Kx8);
 	const struct block_q8_K *a[K6_NT];
 	__m512 acc[K6_NT];
-	struct kdec_pf pf = K16_PF(w, gs, bb);
+	struct kdec_pf pf = kdec_pf_start(w, gs, bb, K16_PF_BYTES, 2);
 
 	_Pragma("GCC unroll 8")
 	for (int t = 0; t < nt; t++) {
@@ -462,10 +471,9 @@ static inline __attribute__((always_inline)) void k_dec_tile(size_t nb, const ui
 	const size_t bb = kt == KDEC_Q4_K ? sizeof(struct block_q4_Kx8) :
 			  kt == KDEC_Q5_K ? sizeof(struct block_q5_Kx8) : sizeof(struct block_q6_Kx8);
 	const size_t dist = kt == KDEC_Q6_K ? KDEC_PF_BYTES_Q6K : KDEC_PF_BYTES_Q4K;
-	const int spread = KDEC_PF_SPREAD;
 	const struct block_q8_K *const ap[1] = { a };
 	__m512 acc[KDEC_GMAX / 2];
-	struct kdec_pf pf = { w, gs, dist / 64 * 64, dist, bb / (size_t)(spread * (ng / 2)), ng };
+	struct kdec_pf pf = kdec_pf_start(w, gs, bb, dist, ng);
 
 	_Pragma("GCC unroll 4")
 	for (int h = 0; h < ng / 2; h++)
